@@ -1,0 +1,46 @@
+"""golive: take a trained model to production on ONNX Runtime.
+
+``import golive`` is cheap: the public functions load their modules (and torch, onnxruntime, ...)
+only when first called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["convert", "verify", "inspect", "run", "JobSpec", "ConvertOptions", "VerifyOptions", "GoliveError",
+           "write_test_data", "__version__"]
+
+_LAZY = {
+    "convert": "golive.api",
+    "verify": "golive.api",
+    "inspect": "golive.api",
+    "run": "golive.api",
+    "JobSpec": "golive.spec",
+    "ConvertOptions": "golive.spec",
+    "VerifyOptions": "golive.spec",
+    "GoliveError": "golive.errors",
+    "write_test_data": "golive.tensors",
+}
+
+if TYPE_CHECKING:
+    from golive.api import convert, inspect, run, verify
+    from golive.errors import GoliveError
+    from golive.spec import ConvertOptions, JobSpec, VerifyOptions
+    from golive.tensors import write_test_data
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'golive' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,231 @@
+"""The golive command line: parses flags into api calls and renders their results; no logic of its own.
+
+Only typer, rich and golive.spec are imported here, so ``golive --help`` stays fast; the api and
+the frameworks behind it load when a command runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from golive.errors import GoliveError
+from golive.spec import ConvertOptions as C
+from golive.spec import VerifyOptions as V
+from golive.spec import help_for
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="golive",
+    help="Take a trained model to production on ONNX Runtime: convert, verify, inspect.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+out = Console()
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out = Console(width=120)  # logs and pipes: do not squeeze tables to 80 columns
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.", envvar="GOLIVE_DEBUG")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show what each step does.")] = False,
+) -> None:
+    _state["debug"] = debug
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err, show_path=False)], format="%(message)s")
+    logging.getLogger("golive").setLevel(level)
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """A GoliveError becomes a short message and exit code 2; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except GoliveError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+        if exc.hint:
+            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@contextlib.contextmanager
+def _progress():
+    """Yield an event handler that shows the current step on stderr."""
+    if not err.is_terminal:
+        def log_event(event) -> None:
+            if event.step != "verify" or event.done in (0, None):
+                err.print(f"{event.step}: {event.message}", markup=False, highlight=False)
+        yield log_event
+        return
+    with err.status("starting") as status:
+        def show(event) -> None:
+            count = f" [{event.done}/{event.total}]" if event.total else ""
+            status.update(escape(f"{event.step}{count}: {event.message}"))
+        yield show
+
+
+def _tolerances(items: list[str], what: str) -> tuple[float | None, dict[str, float]]:
+    glob, per = None, {}
+    for item in items:
+        name, eq, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise GoliveError(f"cannot read --{what} {item!r}", hint=f"write --{what} 1e-4 or --{what} OUTPUT=1e-4") from None
+        if eq:
+            per[name] = number
+        else:
+            glob = number
+    return glob, per
+
+
+def _verify_options(rtol: list[str], atol: list[str], dims: list[str], **rest) -> dict:
+    from golive.tensors import parse_dim_sizes
+
+    r, r_per = _tolerances(rtol, "rtol")
+    a, a_per = _tolerances(atol, "atol")
+    per = {n: {"rtol": r_per.get(n), "atol": a_per.get(n)} for n in set(r_per) | set(a_per)}
+    return {"rtol": r, "atol": a, "per_output": per, "dim_sizes": parse_dim_sizes(dims), **rest}
+
+
+def _split(items: list[str]) -> list[str]:
+    return [p.strip() for item in items for p in item.split(",") if p.strip()]
+
+
+RtolOpt = Annotated[list[str], typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.")]
+AtolOpt = Annotated[list[str], typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.")]
+DimOpt = Annotated[list[str], typer.Option("--dim", help=help_for(V, "dim_sizes"))]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.command()
+def convert(
+    source: Annotated[str, typer.Argument(help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
+    framework: Annotated[Optional[str], typer.Option(help=help_for(C, "framework"))] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"))] = [],
+    dynamic: Annotated[list[str], typer.Option(help=help_for(C, "dynamic"))] = [],
+    output_names: Annotated[list[str], typer.Option(help=help_for(C, "output_names") + " Comma-separated or repeated.")] = [],
+    opset: Annotated[Optional[int], typer.Option(help=help_for(C, "opset"))] = None,
+    exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
+    constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
+    weights: Annotated[Optional[str], typer.Option(help=help_for(C, "weights"))] = None,
+    trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
+    zipmap: Annotated[bool, typer.Option(help=help_for(C, "zipmap"))] = False,
+    int_range: Annotated[list[str], typer.Option(help=help_for(C, "int_ranges"))] = [],
+    data: Annotated[Optional[str], typer.Option(help=help_for(C, "data"))] = None,
+    verify: Annotated[bool, typer.Option(help=help_for(C, "verify"))] = True,
+    rtol: RtolOpt = [],
+    atol: AtolOpt = [],
+    dim: DimOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a model to ONNX, verify it against the source, and write OUTPUT/model.onnx + golive.json."""
+    with _user_errors():
+        from golive import api
+
+        vopts = _verify_options(rtol, atol, dim)
+        with _progress() as on_event:
+            result = api.convert(
+                source, output, framework=framework, inputs=input, dynamic=dynamic, output_names=_split(output_names),
+                opset=opset, exporter=exporter, constant_folding=constant_folding, weights=weights,
+                trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
+                verify_options=vopts, on_event=on_event)
+    if as_json:
+        out.print_json(json.dumps(result.info, default=str))
+    else:
+        from golive.cli._render import render_convert
+
+        render_convert(out, result)
+    raise typer.Exit(0 if result.passed in (True, None) else 1)
+
+
+@app.command()
+def verify(
+    target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.")],
+    data: Annotated[Optional[str], typer.Option(help=help_for(V, "data"))] = None,
+    rtol: RtolOpt = [],
+    atol: AtolOpt = [],
+    dim: DimOpt = [],
+    batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
+    seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare ONNX Runtime with the source model (or stored expected outputs). Exit 0 pass, 1 fail, 2 bad input."""
+    with _user_errors():
+        from golive import api
+
+        if not Path(target).exists():
+            raise GoliveError(f"{target} does not exist", hint="give a golive convert output folder or an .onnx file")
+        with _progress() as on_event:
+            report = api.verify(target, on_event=on_event,
+                                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed))
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        from golive.cli._render import render_verify
+
+        render_verify(out, report)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help="An .onnx file, or a golive output folder.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model's inputs and outputs, opsets, operators, parameters and metadata."""
+    with _user_errors():
+        from golive import api
+
+        summary = api.inspect(model)
+    if as_json:
+        out.print_json(summary.model_dump_json())
+    else:
+        from golive.cli._render import render_summary
+
+        render_summary(out, summary)
+
+
+@app.command()
+def run(
+    job: Annotated[Path, typer.Argument(help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a whole job from its JobSpec file: convert → verify."""
+    with _user_errors():
+        from golive import api
+
+        with _progress() as on_event:
+            result = api.run(job, on_event=on_event)
+    if as_json:
+        out.print_json(json.dumps(result.info, default=str))
+    else:
+        from golive.cli._render import render_convert
+
+        render_convert(out, result)
+    raise typer.Exit(0 if result.passed in (True, None) else 1)
+
+
+def main() -> None:
+    if os.environ.get("GOLIVE_DEBUG") == "1":
+        _state["debug"] = True
+    sys.exit(app())

@@ -1,0 +1,105 @@
+"""Rich rendering of convert results, verify reports and model summaries."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return "0" if x == 0 else f"{x:.3g}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render_convert(console: Console, result) -> None:
+    info = result.info
+    console.print(f"[bold]{info['framework']}[/] ({info['source_kind']}) → [bold]{escape(str(result.model_path))}[/]")
+    line = f"exporter: [bold]{info['exporter']}[/]"
+    if info.get("fallback_reason"):
+        line += f"  [yellow](fell back: {escape(info['fallback_reason'])})[/]"
+    console.print(line, highlight=False)
+    opset = info["opset"].get("ai.onnx")
+    console.print(f"opset: {opset}   inputs: " + ", ".join(_spec(s) for s in info["inputs"])
+                  + "   outputs: " + ", ".join(_spec(s) for s in info["outputs"]), markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    if result.verification is None:
+        console.print("verification: [yellow]skipped[/] (--no-verify)")
+    else:
+        render_verify(console, result.verification)
+
+
+def _spec(s: dict) -> str:
+    dims = ",".join("?" if d is None else str(d) for d in (s.get("shape") or []))
+    return f"{s['name']}:{s['dtype']}[{dims}]"
+
+
+def render_verify(console: Console, report) -> None:
+    tols = {(o.rtol, o.atol) for o in report.outputs}
+    title = f"verification against the {report.reference}, {len(report.runs)} runs"
+    if len(tols) == 1:
+        rtol, atol = tols.pop()
+        title += f" (rtol {_num(rtol)}, atol {_num(atol)})"
+    table = Table(title=escape(title), title_justify="left")
+    for col in ("output", "max abs", "max rel", "p99 abs", "mismatch", "labels", "passes at", "verdict"):
+        table.add_column(col, justify="left" if col in ("output", "verdict", "passes at") else "right")
+    for o in report.outputs:
+        verdict = "[green]pass[/]" if o.passed else f"[red]FAIL[/] {escape(o.note or '')}"
+        if len(tols) > 1:
+            verdict += f" (rtol {_num(o.rtol)}, atol {_num(o.atol)})"
+        table.add_row(
+            escape(o.name), _num(o.max_abs), _num(o.max_rel), _num(o.p99_abs), f"{o.mismatch_share:.2%}",
+            "-" if o.label_agreement is None else f"{o.label_agreement:.2%}",
+            f"atol {_num(o.atol_needed)} or rtol {_num(o.rtol_needed)}", verdict)
+    console.print(table)
+    sizes: dict[str, tuple[int, int]] = {}
+    for run in report.runs:
+        key = ",".join(f"{k}={v}" for k, v in run.sizes.items()) or "static shapes"
+        ok, total = sizes.get(key, (0, 0))
+        sizes[key] = (ok + run.passed, total + 1)
+    console.print("runs: " + "   ".join(f"{k}: {ok}/{n} passed" for k, (ok, n) in sizes.items()), markup=False, highlight=False)
+    for line in report.failures()[:10]:
+        console.print(f"  [red]✗[/] {escape(line)}", highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]: the ONNX model does not compute "
+                  "what the reference computes (see above)")
+
+
+def render_summary(console: Console, s) -> None:
+    console.print(f"[bold]{escape(s.path)}[/]  ({_bytes(s.file_bytes)}"
+                  + (f" + {_bytes(s.external_bytes)} external data in {', '.join(s.external_data)}" if s.external_data else "")
+                  + ")", highlight=False)
+    console.print(f"producer: {s.producer or '-'}   IR version: {s.ir_version}   opsets: "
+                  + ", ".join(f"{d} {v}" for d, v in s.opsets.items()), highlight=False)
+    io = Table(title="inputs and outputs", title_justify="left")
+    for col in ("", "name", "type", "shape"):
+        io.add_column(col)
+    for kind, specs in (("in", s.inputs), ("out", s.outputs)):
+        for t in specs:
+            shape = "?" if t.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]"
+            io.add_row(kind, escape(t.name), t.dtype, escape(shape))
+    console.print(io)
+    console.print(f"nodes: {s.node_count}" + (f" (+{s.subgraph_node_count} in subgraphs)" if s.subgraph_node_count else "")
+                  + f"   parameters: {s.parameters:,} in {s.initializers} initializers ({_bytes(s.parameter_bytes)})"
+                  + (f"   functions: {s.functions}" if s.functions else ""), highlight=False)
+    ops = Table(title="operators", title_justify="left")
+    ops.add_column("op type")
+    ops.add_column("count", justify="right")
+    for op, n in s.op_types.items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+    if s.metadata:
+        console.print("metadata: " + ", ".join(f"{k}={v}" for k, v in s.metadata.items()), markup=False, highlight=False)

@@ -1,0 +1,100 @@
+"""The one exception tree of golive.
+
+Every error a user can cause derives from :class:`GoliveError`. Each carries a short
+``message`` (what failed, what was seen) and a ``hint`` (what to do about it). The CLI
+prints both and exits with code 2; anything that is not a ``GoliveError`` is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GoliveError",
+    "InputSpecError",
+    "SourceNotFoundError",
+    "FrameworkError",
+    "MissingDependencyError",
+    "UntrustedPickleError",
+    "ModelLoadError",
+    "ExportError",
+    "DataError",
+    "OutputDirError",
+]
+
+
+class GoliveError(Exception):
+    """Root of every error a user can cause and fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class InputSpecError(GoliveError):
+    """An --input / --dynamic / --int-range specification could not be parsed or does not fit the model."""
+
+
+class SourceNotFoundError(GoliveError):
+    """The source model path or import path does not exist."""
+
+
+class FrameworkError(GoliveError):
+    """The framework could not be guessed, or the source does not fit the framework asked for."""
+
+
+class MissingDependencyError(GoliveError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed.",
+            hint=f"pip install 'golive[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+class UntrustedPickleError(GoliveError):
+    """Loading the source would unpickle arbitrary code and --trust-pickle was not given."""
+
+
+class ModelLoadError(GoliveError):
+    """The source model exists but could not be loaded (corrupt, truncated, wrong format)."""
+
+
+class ExportError(GoliveError):
+    """The exporter could not translate the model to ONNX."""
+
+    def __init__(self, message: str, *, hint: str | None = None, operators: list[str] | None = None,
+                 attempts: list[dict] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.operators = operators or []
+        self.attempts = attempts or []
+
+
+class DataError(GoliveError):
+    """Test data could not be read or does not match the model's inputs."""
+
+
+class OutputDirError(GoliveError):
+    """The output folder cannot be written."""
+
+
+def require(module: str, *, package: str | None = None, extra: str, purpose: str):
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and not exc.name.split(".")[0] == module.split(".")[0]:
+            raise  # the package is there but one of *its* imports failed: a real bug to see
+        raise MissingDependencyError(package or module.split(".")[0], extra, purpose) from exc

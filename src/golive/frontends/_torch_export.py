@@ -1,0 +1,237 @@
+"""PyTorch → ONNX: the dynamo exporter, the TorchScript exporter, and the fallback between them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from golive.errors import ExportError, InputSpecError
+from golive.frontends.base import ExportResult, LoadedModel
+from golive.spec import ConvertOptions
+from golive.tensors import TensorSpec, dim_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TORCHSCRIPT_OPSET = 17
+_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx.experimental.symbolic_shapes")
+
+
+def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
+           path: Path, options: ConvertOptions) -> ExportResult:
+    import torch
+
+    args = tuple(torch.from_numpy(np.ascontiguousarray(sample[s.name])) for s in inputs)
+    input_names = [s.name for s in inputs]
+    output_names = _output_names(loaded, args, options)
+    axes = {s.name: {i: dim_name(s, i, d) for i, d in enumerate(s.shape or []) if not isinstance(d, int)}
+            for s in inputs}
+    axes = {k: v for k, v in axes.items() if v}
+
+    plan = _plan(loaded, options)
+    result = ExportResult(exporter="")
+    errors: list[str] = []
+    for exporter, skip_reason in plan:
+        if skip_reason:
+            result.attempts.append({"exporter": exporter, "ok": False, "skipped": skip_reason})
+            continue
+        try:
+            if exporter == "dynamo":
+                note = _dynamo(loaded, args, path, input_names, output_names, axes, options)
+                if note:
+                    result.notes.append(note)
+            else:
+                _torchscript(loaded.model, args, path, input_names, output_names, axes, options)
+        except Exception as exc:  # the exporters raise many types; each failure is recorded, then the next is tried
+            reason = _summary(exc)
+            log.info("%s exporter failed: %s", exporter, reason)
+            result.attempts.append({"exporter": exporter, "ok": False, "error": reason})
+            errors.append(f"{str(exc)}")
+            _remove_partial(path)
+            continue
+        result.attempts.append({"exporter": exporter, "ok": True})
+        result.exporter = exporter
+        failed = [a for a in result.attempts if not a["ok"]]
+        if failed:
+            why = failed[0].get("error") or failed[0].get("skipped")
+            result.fallback_reason = f"{failed[0]['exporter']} exporter: {why}"
+        return result
+
+    operators = _operators(errors)
+    tried = "; ".join(f"{a['exporter']}: {a.get('error') or a.get('skipped')}" for a in result.attempts)
+    if operators:
+        raise ExportError(
+            f"PyTorch cannot export the operator(s) {', '.join(operators)} to ONNX ({tried})",
+            hint="write a translation to existing ONNX ops with onnxscript and pass it to the exporter "
+                 "(torch.onnx.export(..., custom_translation_table=...)), or emit a custom-domain node and give "
+                 "ONNX Runtime its implementation as a custom-op library",
+            operators=operators, attempts=result.attempts)
+    raise ExportError(f"no exporter could export the model ({tried})",
+                      hint="try --exporter torchscript or --exporter dynamo alone, and --debug for the full error",
+                      attempts=result.attempts)
+
+
+def _plan(loaded: LoadedModel, options: ConvertOptions) -> list[tuple[str, str | None]]:
+    wanted = ["dynamo", "torchscript"] if options.exporter == "auto" else [options.exporter]
+    plan = []
+    for exporter in wanted:
+        reason = None
+        if exporter == "dynamo" and loaded.kind == "torchscript":
+            reason = "torch.export cannot trace a TorchScript module; its graph goes to the TorchScript exporter"
+        if exporter == "torchscript" and loaded.kind == "torch-export":
+            reason = "a torch.export archive can only go through the dynamo exporter"
+        if reason and options.exporter != "auto":
+            raise ExportError(f"--exporter {exporter} cannot export this source: {reason}",
+                              hint="use --exporter auto")
+        plan.append((exporter, reason))
+    return plan
+
+
+def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions) -> list[str]:
+    """Run the model once in eager mode: a clear error if the inputs do not fit, and the output count."""
+    import torch
+
+    from golive.frontends.pytorch import flatten_outputs
+
+    model = loaded.model.module() if loaded.kind == "torch-export" else loaded.model
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    except Exception as exc:
+        shapes = ", ".join(f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" for a in args)
+        raise InputSpecError(f"the model fails on sample inputs of shapes {shapes}: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
+                             hint="check --input (names in forward() order, dtypes, shapes) or pass real inputs with --data") from exc
+    count = len(flatten_outputs(out))
+    if options.output_names:
+        if len(options.output_names) != count:
+            raise InputSpecError(f"--output-names gives {len(options.output_names)} names, the model returns {count} outputs")
+        return list(options.output_names)
+    if hasattr(loaded.model, "output_names_for"):
+        return loaded.model.output_names_for(*args)
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings; route them to our log instead of the user's terminal."""
+    saved = {n: logging.getLogger(n).level for n in _NOISY_LOGGERS}
+    for n in _NOISY_LOGGERS:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    buf = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(buf):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+        if buf.getvalue():
+            log.debug("exporter output:\n%s", buf.getvalue())
+        for w in locals().get("caught", []) or []:
+            log.debug("exporter warning: %s", w.message)
+
+
+def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str | None:
+    import torch
+
+    dims: dict[str, object] = {}
+
+    def dim(name: str):
+        if name not in dims:
+            dims[name] = torch.export.Dim(re.sub(r"\W", "_", name))
+        return dims[name]
+
+    dynamic_shapes = None
+    if axes and loaded.kind != "torch-export":
+        dynamic_shapes = tuple({a: dim(n) for a, n in axes.get(name, {}).items()} or None for name in input_names)
+
+    def run(shapes):
+        with _quiet():
+            program = torch.onnx.export(
+                loaded.model, args, None, dynamo=True, input_names=input_names, output_names=output_names,
+                opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False)
+            program.save(str(path))
+        _rename_dims(path, input_names, axes)
+
+    try:
+        run(dynamic_shapes)
+    except Exception as exc:
+        if dynamic_shapes is None or not loaded.details.get("default_dynamic") or not _is_shape_constraint(exc):
+            raise
+        # The dynamic batch axis was only our default and the model does not allow it: export static shapes.
+        run(None)
+        return f"the model does not allow a dynamic batch axis, so its shapes are static ({_summary(exc)})"
+    return None
+
+
+def _torchscript(model, args, path, input_names, output_names, axes, options) -> None:
+    import torch
+
+    with _quiet():
+        torch.onnx.export(model, args, str(path), dynamo=False, input_names=input_names, output_names=output_names,
+                          dynamic_axes=axes or None, opset_version=options.opset or DEFAULT_TORCHSCRIPT_OPSET,
+                          do_constant_folding=options.constant_folding)
+
+
+def _rename_dims(path: Path, input_names: list[str], axes: dict[str, dict[int, str]]) -> None:
+    """Keep the user's dimension names on the graph inputs (the dynamo exporter may call them s0, s1...)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for vi in model.graph.input:
+        for axis, name in axes.get(vi.name, {}).items():
+            dims = vi.type.tensor_type.shape.dim
+            if axis < len(dims) and not dims[axis].HasField("dim_value") and dims[axis].dim_param != name:
+                old = dims[axis].dim_param
+                for other in list(model.graph.input) + list(model.graph.output):
+                    for d in other.type.tensor_type.shape.dim:
+                        if old and d.dim_param == old:
+                            d.dim_param = name
+                dims[axis].dim_param = name
+                changed = True
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _is_shape_constraint(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("inferred a static shape", "Constraints violated", "specialized", "Not all values of"))
+
+
+def _summary(exc: BaseException) -> str:
+    """The informative part of an exporter error, on one line."""
+    text = str(exc)
+    m = re.search(r"## Exception summary\s*(.*?)(?:\(Refer to the full stack trace|\Z)", text, re.S)
+    if m:
+        text = m.group(1)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() != "⬆️"]
+    text = " ".join(lines) if lines else type(exc).__name__
+    return text[:600]
+
+
+def _operators(errors: list[str]) -> list[str]:
+    found: list[str] = []
+    patterns = (r"No ONNX function found for <OpOverload\(op='([\w.]+)'",
+                r"unrecognized namespace ([\w:.]+)",
+                r"Exporting the operator '?([\w:.]+)'? to ONNX",
+                r"Unsupported: ONNX export of operator ([\w:.]+)")
+    for text in errors:
+        for pat in patterns:
+            for op in re.findall(pat, text):
+                op = op.replace(".", "::", 1) if "::" not in op else op
+                if op not in found:
+                    found.append(op)
+    return found
+
+
+def _remove_partial(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".data")):
+        p.unlink(missing_ok=True)

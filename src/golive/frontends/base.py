@@ -1,0 +1,133 @@
+"""What every framework frontend provides, the registry of frontends, and framework guessing.
+
+A frontend loads a source model (``load``), exports it to ONNX (``export``) and runs it on
+numpy inputs for verification (``run``). Guessing the framework looks only at file names and
+folder contents, so it never imports a heavy framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from golive.errors import FrameworkError, SourceNotFoundError
+from golive.spec import ConvertOptions
+from golive.tensors import TensorSpec
+
+__all__ = ["LoadedModel", "ExportResult", "Frontend", "get_frontend", "guess_framework", "FRAMEWORKS", "is_import_path"]
+
+# framework name -> module holding its ``FRONTEND``
+FRAMEWORKS: dict[str, str] = {
+    "pytorch": "golive.frontends.pytorch",
+    "sklearn": "golive.frontends.sklearn",
+    "lightgbm": "golive.frontends.gbdt",
+    "xgboost": "golive.frontends.gbdt",
+    "onnx": "golive.frontends.onnxfile",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A source model in memory, with what the frontend learned about it."""
+
+    framework: str
+    source: str
+    model: Any
+    kind: str  # how it was loaded: import-path, torchscript, torch-export, transformers, pickle, skops, booster ...
+    inputs: list[TensorSpec] | None = None  # inputs the model declares itself, if it does
+    output_names: list[str] | None = None
+    dim_sizes: dict[str, int] = field(default_factory=dict)  # preferred sizes for its dynamic axes
+    classifier: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    """Which exporter produced the model, and what was tried before it."""
+
+    exporter: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # {exporter, ok, error?, skipped?}
+    fallback_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Frontend(Protocol):
+    name: str
+
+    def load(self, source: str, options: ConvertOptions) -> LoadedModel: ...
+
+    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
+               path: Path, options: ConvertOptions) -> ExportResult: ...
+
+    def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]: ...
+
+
+def get_frontend(framework: str) -> Frontend:
+    try:
+        module = FRAMEWORKS[framework]
+    except KeyError:
+        raise FrameworkError(f"unknown framework {framework!r}", hint="use one of " + ", ".join(FRAMEWORKS)) from None
+    return importlib.import_module(module).FRONTEND
+
+
+_IMPORT_RE = re.compile(r"^(?P<mod>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
+
+
+def is_import_path(source: str) -> bool:
+    """``package.module:name`` or ``path/to/file.py:name``."""
+    m = _IMPORT_RE.match(source)
+    if not m:
+        return False
+    mod = m["mod"]
+    return mod.endswith(".py") or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", mod) is not None
+
+
+def guess_framework(source: str) -> str:
+    """Guess the framework of ``source`` from its name and contents, without importing any framework."""
+    if is_import_path(source):
+        return "pytorch"
+    path = Path(source)
+    if not path.exists():
+        raise SourceNotFoundError(
+            f"source {source} does not exist",
+            hint="give a model file, a model folder, or an import path such as mypkg.models:Net or model.py:Net")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise FrameworkError(f"{source} is a TensorFlow SavedModel; golive does not convert TensorFlow models yet",
+                                 hint="export it with tf2onnx and pass the .onnx file")
+        if (path / "config.json").exists():
+            return "pytorch"
+        if (path / "model.onnx").exists():
+            raise FrameworkError(f"{source} is a folder; pass the model file inside it",
+                                 hint=f"golive convert {path / 'model.onnx'} ...")
+        raise FrameworkError(f"cannot tell which framework the folder {source} holds",
+                             hint="a Hugging Face model folder needs config.json; otherwise pass the model file itself")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in (".pt", ".pth", ".pt2", ".ts", ".ptl", ".bin"):
+        return "pytorch"
+    if suffix in (".skops", ".joblib", ".pkl", ".pickle"):
+        return "sklearn"
+    if suffix in (".ubj", ".xgb", ".json"):
+        return "xgboost"
+    head = _head(path)
+    if head.startswith(b"tree\n") or b"\ntree\n" in head[:64]:
+        return "lightgbm"
+    if suffix in (".txt", ".model", ".lgb", ".lgbm"):
+        return "lightgbm"
+    if zipfile.is_zipfile(path):
+        return "pytorch"
+    raise FrameworkError(f"cannot tell the framework of {path.name} from its name or contents",
+                         hint="pass --framework (" + ", ".join(FRAMEWORKS) + ")")
+
+
+def _head(path: Path, n: int = 256) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)

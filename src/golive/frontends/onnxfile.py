@@ -1,0 +1,91 @@
+"""ONNX files as sources: validated and copied through, so every later step accepts any ONNX model.
+
+Its reference for verification is the onnx package's own ReferenceEvaluator, an implementation
+independent of ONNX Runtime (or the expected outputs stored with the test data, when given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from golive.errors import ModelLoadError, SourceNotFoundError
+from golive.frontends.base import ExportResult, LoadedModel
+from golive.spec import ConvertOptions
+from golive.tensors import TensorSpec, specs_from_onnx
+
+__all__ = ["FRONTEND", "load_onnx", "save_onnx"]
+
+_EXTERNAL_THRESHOLD = 1_800_000_000  # protobuf cannot hold more than 2 GB
+
+
+def load_onnx(path: str | Path, *, load_external_data: bool = True):
+    """``onnx.load`` with a clear error for a missing, truncated or corrupt file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError(f"ONNX model {path} does not exist")
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a readable ONNX model (truncated or corrupt?): {str(exc).splitlines()[0][:200]}",
+                             hint="re-export or re-download the model") from exc
+
+
+def check_onnx(path: str | Path) -> None:
+    """``onnx.checker`` on a file path (which also works for models with external data)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"{Path(path).name} fails the ONNX checker: {str(exc).strip().splitlines()[0][:300]}") from exc
+
+
+def save_onnx(model, path: Path) -> None:
+    """Save, moving weights to ``<name>.data`` when the model is too large for one protobuf."""
+    import onnx
+
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    if size > _EXTERNAL_THRESHOLD:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save(model, str(path))
+
+
+class OnnxFrontend:
+    name = "onnx"
+
+    def load(self, source: str, options: ConvertOptions) -> LoadedModel:
+        path = Path(source)
+        model = load_onnx(path)
+        check_onnx(path)
+        inputs, outputs = specs_from_onnx(model)
+        return LoadedModel(framework=self.name, source=source, model=model, kind="onnx", inputs=inputs,
+                           output_names=[o.name for o in outputs])
+
+    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
+               path: Path, options: ConvertOptions) -> ExportResult:
+        notes = []
+        if options.opset:
+            notes.append("--opset is ignored for ONNX sources: the model is copied as it is")
+        save_onnx(loaded.model, path)
+        return ExportResult(exporter="copy", attempts=[{"exporter": "copy", "ok": True}], notes=notes)
+
+    def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+        from onnx.reference import ReferenceEvaluator
+
+        if "evaluator" not in loaded.details:
+            try:
+                loaded.details["evaluator"] = ReferenceEvaluator(loaded.model)
+            except Exception as exc:
+                raise ModelLoadError(f"the ONNX reference evaluator cannot run this model: {str(exc).splitlines()[0][:200]}",
+                                     hint="verify it against expected outputs instead: --data with test_data_set_N/output_K.pb") from exc
+        outs = loaded.details["evaluator"].run(output_names, feeds)
+        return dict(zip(output_names, (np.asarray(o) for o in outs)))
+
+
+FRONTEND = OnnxFrontend()

@@ -1,0 +1,298 @@
+"""PyTorch sources: import paths, TorchScript archives, torch.export archives, Hugging Face
+folders and (only with --trust-pickle) whole pickled modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
+from golive.frontends.base import ExportResult, LoadedModel, is_import_path
+from golive.spec import ConvertOptions
+from golive.tensors import TensorSpec
+
+__all__ = ["FRONTEND", "PyTorchFrontend"]
+
+
+def _torch():
+    return require("torch", extra="torch", purpose="Converting a PyTorch model")
+
+
+class PyTorchFrontend:
+    name = "pytorch"
+
+    # ------------------------------------------------------------ load
+    def load(self, source: str, options: ConvertOptions) -> LoadedModel:
+        torch = _torch()
+        if is_import_path(source) and not Path(source).exists():
+            module = _load_import_path(source)
+            kind = "import-path"
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise SourceNotFoundError(f"source {source} does not exist")
+            if path.is_dir():
+                return _load_transformers(path)
+            if options.weights:
+                raise FrameworkError("--weights goes with an import-path source (package.module:Class or file.py:Class)",
+                                     hint=f"{path.name} already holds its weights; drop --weights")
+            module, kind = _load_file(path, options.trust_pickle)
+        if options.weights:
+            _load_weights(module, options.weights)
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+        loaded = LoadedModel(framework=self.name, source=source, model=module, kind=kind)
+        if kind == "torch-export":
+            loaded.inputs = _exported_program_inputs(module)
+        return loaded
+
+    # ------------------------------------------------------------ export
+    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
+               path: Path, options: ConvertOptions) -> ExportResult:
+        from golive.frontends import _torch_export
+
+        return _torch_export.export(loaded, inputs, sample, path, options)
+
+    # ------------------------------------------------------------ run
+    def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+        torch = _torch()
+        model = loaded.model
+        if loaded.kind == "torch-export":
+            model = model.module()
+        # feeds come in the ONNX model's input order, which is the order of the exported arguments
+        args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in feeds.values())
+        with torch.no_grad():
+            out = model(*args)
+        flat = flatten_outputs(out)
+        if len(flat) != len(output_names):
+            raise ModelLoadError(f"the source model returned {len(flat)} outputs, the ONNX model has {len(output_names)}")
+        return {n: t.detach().cpu().numpy() for n, t in zip(output_names, flat)}
+
+
+def flatten_outputs(out) -> list:
+    """Tensors of a model output (tensor, tuple/list, dict or ModelOutput), in order."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict) or hasattr(out, "to_tuple"):
+        values = out.to_tuple() if hasattr(out, "to_tuple") else tuple(out.values())
+        return [t for v in values for t in flatten_outputs(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in flatten_outputs(v)]
+    if out is None:
+        return []
+    raise ModelLoadError(f"the model returned a {type(out).__name__}; golive can export tensors, tuples, lists and dicts of tensors")
+
+
+# ---------------------------------------------------------------- sources
+
+def _load_import_path(source: str):
+    torch = _torch()
+    mod_name, _, attr = source.rpartition(":")
+    if mod_name.endswith(".py"):
+        file = Path(mod_name)
+        if not file.is_file():
+            raise SourceNotFoundError(f"Python file {mod_name} does not exist", hint="check the path before the colon")
+        unique = f"golive_user_{abs(hash(str(file.resolve())))}"
+        spec = importlib.util.spec_from_file_location(unique, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        sys.path.insert(0, str(file.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(unique, None)
+            raise ModelLoadError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            sys.path.remove(str(file.resolve().parent))
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            raise SourceNotFoundError(f"cannot import module {mod_name}: {exc}",
+                                      hint="install the package, run from its folder, or use path/to/file.py:Name") from exc
+        except Exception as exc:
+            raise ModelLoadError(f"importing {mod_name} failed: {type(exc).__name__}: {exc}") from exc
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n in dir(module) if not n.startswith("_"))
+            raise SourceNotFoundError(f"{mod_name} has no attribute {attr}",
+                                      hint="names there: " + ", ".join(names[:20]))
+        obj = getattr(obj, part)
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if callable(obj):
+        try:
+            built = obj()
+        except TypeError as exc:
+            raise ModelLoadError(f"{attr}() needs arguments: {exc}",
+                                 hint="point at a class or factory function that builds the model with no arguments") from exc
+        if not isinstance(built, torch.nn.Module):
+            raise FrameworkError(f"{attr}() returned a {type(built).__name__}, not a torch.nn.Module")
+        return built
+    raise FrameworkError(f"{source} is a {type(obj).__name__}, not a torch.nn.Module, class or factory")
+
+
+def _load_weights(module, weights: str) -> None:
+    torch = _torch()
+    path = Path(weights)
+    if not path.is_file():
+        raise SourceNotFoundError(f"weights file {weights} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {path.name} as a state dict with weights_only=True: {_first_line(exc)}",
+                                 hint="save the weights with torch.save(model.state_dict(), path)") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path.name} holds a {type(state).__name__}, not a state dict")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the weights in {path.name} do not fit the model: {_first_line(exc)}",
+                             hint="check that the import path names the class the weights were saved from") from exc
+
+
+def _load_file(path: Path, trust_pickle: bool):
+    torch = _torch()
+    if path.suffix == ".pt2":
+        try:
+            return torch.export.load(str(path)), "torch-export"
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {path.name} as a torch.export archive: {_first_line(exc)}") from exc
+    if not zipfile.is_zipfile(path) and not _is_legacy_pickle(path):
+        raise ModelLoadError(f"{path.name} is not a PyTorch file (neither a zip archive nor a pickle); it may be truncated")
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu"), "torchscript"
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load TorchScript archive {path.name}: {_first_line(exc)}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not trust_pickle:
+            raise UntrustedPickleError(
+                f"{path.name} is a pickled Python object (a whole nn.Module?); loading it would run arbitrary code",
+                hint="save the model with torch.export.save (.pt2) or torch.jit.save, or give its class as "
+                     "package.module:Class with --weights state_dict.pt; if you trust the file, pass --trust-pickle") from exc
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise ModelLoadError(f"cannot unpickle {path.name}: {_first_line(exc2)}",
+                                 hint="the classes it was pickled with must be importable here") from exc2
+        if not isinstance(obj, torch.nn.Module):
+            raise FrameworkError(f"{path.name} holds a {type(obj).__name__}, not a torch.nn.Module")
+        return obj, "pickle"
+    if isinstance(obj, torch.nn.Module):
+        return obj, "pickle"
+    if isinstance(obj, dict):
+        raise FrameworkError(f"{path.name} holds a state dict (weights only), not a model",
+                             hint=f"give the model class as SOURCE (package.module:Class or file.py:Class) and --weights {path}")
+    raise FrameworkError(f"{path.name} holds a {type(obj).__name__}, not a model")
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl") for n in z.namelist())
+
+
+def _is_legacy_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _exported_program_inputs(ep) -> list[TensorSpec]:
+    """Input specs of an ExportedProgram, from the fake tensors on its user-input placeholders."""
+    user_inputs = set(ep.graph_signature.user_inputs)
+    specs = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        val = node.meta.get("val")
+        if val is None or not hasattr(val, "shape"):
+            continue
+        shape = [int(d) if str(d).isdigit() else ("batch" if i == 0 else f"{node.name}_{i}")
+                 for i, d in enumerate(val.shape)]
+        specs.append(TensorSpec(name=node.name, dtype=str(val.dtype).replace("torch.", ""), shape=shape))
+    return specs
+
+
+def _load_transformers(path: Path) -> LoadedModel:
+    transformers = require("transformers", extra="torch", purpose="Loading a Hugging Face model folder")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read the transformers config in {path}: {_first_line(exc)}") from exc
+    arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
+    cls = getattr(transformers, arch, None) or transformers.AutoModel
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the transformers model in {path}: {_first_line(exc)}",
+                             hint="the folder needs config.json and the weights (model.safetensors or pytorch_model.bin)") from exc
+    model.eval()
+    params = inspect.signature(model.forward).parameters
+    vocab = getattr(config, "vocab_size", None)
+    specs = [TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"],
+                        int_range=(0, vocab) if vocab else None)]
+    if "attention_mask" in params:
+        specs.append(TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "sequence"], int_range=(1, 2)))
+    if "token_type_ids" in params and getattr(config, "type_vocab_size", 0):
+        specs.append(TensorSpec(name="token_type_ids", dtype="int64", shape=["batch", "sequence"],
+                                int_range=(0, config.type_vocab_size)))
+    wrapper = _TransformersWrapper(model, [s.name for s in specs])
+    return LoadedModel(framework="pytorch", source=str(path), model=wrapper, kind="transformers", inputs=specs,
+                       dim_sizes={"batch": 2, "sequence": 16},
+                       details={"architecture": arch, "model_type": getattr(config, "model_type", None)})
+
+
+def _TransformersWrapper(model, input_names: list[str]):
+    """A module taking the inputs positionally and returning a flat tuple (names kept in .output_names)."""
+    import torch
+
+    class TransformersWrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.input_names = input_names
+
+        def forward(self, *args):
+            out = self.model(**dict(zip(self.input_names, args)), return_dict=True)
+            return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
+
+        def output_names_for(self, *args) -> list[str]:
+            with torch.no_grad():
+                out = self.model(**dict(zip(self.input_names, args)), return_dict=True)
+            return [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+
+    return TransformersWrapper().eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+FRONTEND = PyTorchFrontend()

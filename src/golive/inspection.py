@@ -1,0 +1,86 @@
+"""Model summary: I/O with symbolic dims, opsets, producer, op histogram, parameters, size, metadata."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from golive.tensors import TensorSpec, specs_from_onnx
+
+__all__ = ["ModelSummary", "summarize"]
+
+
+class ModelSummary(BaseModel):
+    path: str
+    file_bytes: int
+    external_data: list[str] = Field(default_factory=list, description="external data files, relative to the model")
+    external_bytes: int = 0
+    ir_version: int
+    producer: str
+    opsets: dict[str, int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    node_count: int
+    subgraph_node_count: int = Field(0, description="nodes inside Loop/If/Scan bodies")
+    op_types: dict[str, int] = Field(description="op type -> count, including subgraphs, most frequent first")
+    functions: int = 0
+    parameters: int
+    parameter_bytes: int
+    initializers: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+    doc_string: str = ""
+
+
+def _walk(graph, counts: Counter, depth: int = 0) -> tuple[int, int]:
+    top = sub = 0
+    for node in graph.node:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        counts[key] += 1
+        if depth == 0:
+            top += 1
+        else:
+            sub += 1
+        for attr in node.attribute:
+            graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+            for g in graphs:
+                t, s = _walk(g, counts, depth + 1)
+                sub += t + s
+    return top, sub
+
+
+def summarize(path: str | Path) -> ModelSummary:
+    from onnx import helper
+
+    from golive.frontends.onnxfile import load_onnx
+
+    path = Path(path)
+    model = load_onnx(path, load_external_data=False)
+    inputs, outputs = specs_from_onnx(model)
+    counts: Counter = Counter()
+    top, sub = _walk(model.graph, counts)
+    params = nbytes = 0
+    external: set[str] = set()
+    for init in model.graph.initializer:
+        n = int(np.prod(init.dims)) if len(init.dims) else 1
+        params += n
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+        except Exception:
+            itemsize = 0
+        nbytes += n * itemsize
+        for entry in init.external_data:
+            if entry.key == "location":
+                external.add(entry.value)
+    ext_bytes = sum((path.parent / f).stat().st_size for f in external if (path.parent / f).exists())
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
+    return ModelSummary(
+        path=str(path), file_bytes=path.stat().st_size, external_data=sorted(external), external_bytes=ext_bytes,
+        ir_version=model.ir_version, producer=producer,
+        opsets={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        inputs=inputs, outputs=outputs, node_count=top, subgraph_node_count=sub,
+        op_types=dict(counts.most_common()), functions=len(model.functions),
+        parameters=params, parameter_bytes=nbytes, initializers=len(model.graph.initializer),
+        metadata={p.key: p.value for p in model.metadata_props}, doc_string=model.doc_string)

@@ -1,0 +1,58 @@
+"""The only place that builds onnxruntime SessionOptions and InferenceSessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from golive.errors import ModelLoadError
+
+__all__ = ["SessionConfig", "make_session", "run_session"]
+
+
+class SessionConfig(BaseModel):
+    """How to build an InferenceSession: provider, its options, and session options."""
+
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    provider_options: list[dict[str, Any]] = Field(default_factory=list)
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_num_threads: int = 0
+    inter_op_num_threads: int = 0
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    log_severity_level: int = 3  # errors only: ORT's own warnings go through our report instead
+
+
+def make_session(model: str | Path | bytes, config: SessionConfig | None = None):
+    import onnxruntime as ort
+
+    config = config or SessionConfig()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[config.graph_optimization_level]
+    so.intra_op_num_threads = config.intra_op_num_threads
+    so.inter_op_num_threads = config.inter_op_num_threads
+    so.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel"
+                         else ort.ExecutionMode.ORT_SEQUENTIAL)
+    so.log_severity_level = config.log_severity_level
+    available = ort.get_available_providers()
+    missing = [p for p in config.providers if p not in available]
+    if missing:
+        raise ModelLoadError(f"execution provider(s) {', '.join(missing)} are not available in this onnxruntime",
+                             hint="available here: " + ", ".join(available))
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
+                                    providers=config.providers, provider_options=config.provider_options or None)
+    except Exception as exc:
+        raise ModelLoadError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:400]}") from exc
+
+
+def run_session(session, feeds: dict) -> dict:
+    """Run all outputs; sequences of maps (ZipMap) come back as they are."""
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))

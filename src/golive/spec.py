@@ -1,0 +1,150 @@
+"""JobSpec: the one description of a golive run that every front door compiles to.
+
+Each knob is declared here once, with its type, default and help text; the CLI takes its
+help from these declarations (``help_for``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from golive.errors import GoliveError, InputSpecError
+
+__all__ = ["ConvertOptions", "VerifyOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION"]
+
+SPEC_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConvertOptions(_Strict):
+    framework: Literal["pytorch", "sklearn", "lightgbm", "xgboost", "onnx"] | None = Field(
+        default=None, description="Source framework: pytorch, sklearn, lightgbm, xgboost or onnx; guessed from the source when left out.")
+    inputs: list[str] = Field(
+        default_factory=list, description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input.")
+    dynamic: list[str] = Field(
+        default_factory=list, description="Dynamic axes NAME:AXIS=DIMNAME,..., e.g. input_ids:0=batch,1=sequence. Default: axis 0 is a dynamic 'batch'.")
+    output_names: list[str] = Field(default_factory=list, description="Names for the ONNX outputs, in order.")
+    opset: int | None = Field(default=None, ge=7, le=30, description="ONNX opset to export to (default: the exporter's own).")
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        default="auto", description="PyTorch exporter: auto tries dynamo, then falls back to torchscript.")
+    constant_folding: bool = Field(default=True, description="Fold constants while exporting.")
+    weights: str | None = Field(default=None, description="State dict (.pt/.pth/.safetensors) for a PyTorch import-path source, loaded with weights_only=True.")
+    trust_pickle: bool = Field(default=False, description="Allow unpickling the source (whole pickled nn.Module, joblib/pickle files). Only for files you trust: unpickling runs code.")
+    zipmap: bool = Field(default=False, description="Classifiers: emit a ZipMap (list of dicts) instead of a plain probability tensor.")
+    int_ranges: list[str] = Field(
+        default_factory=list, description="[NAME=]LOW:HIGH range for synthetic integer inputs (HIGH exclusive), e.g. input_ids=0:30522.")
+    data: str | None = Field(default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder.")
+    verify: bool = Field(default=True, description="Verify the exported model against the source model.")
+
+    @field_validator("inputs")
+    @classmethod
+    def _check_inputs(cls, v: list[str]) -> list[str]:
+        from golive.tensors import parse_input_spec
+
+        for item in v:
+            parse_input_spec(item)
+        return v
+
+    @field_validator("dynamic")
+    @classmethod
+    def _check_dynamic(cls, v: list[str]) -> list[str]:
+        from golive.tensors import parse_dynamic
+
+        for item in v:
+            parse_dynamic(item)
+        return v
+
+    @field_validator("int_ranges")
+    @classmethod
+    def _check_ranges(cls, v: list[str]) -> list[str]:
+        from golive.tensors import parse_int_range
+
+        for item in v:
+            parse_int_range(item)
+        return v
+
+
+class Tolerance(_Strict):
+    rtol: float | None = Field(default=None, ge=0)
+    atol: float | None = Field(default=None, ge=0)
+
+
+class VerifyOptions(_Strict):
+    data: str | None = Field(default=None, description="Test data: .npz, .npy or ONNX test_data_set folder(s); synthetic inputs when left out.")
+    rtol: float | None = Field(default=None, ge=0, description="Relative tolerance for every output (default by dtype: 1e-3 for float32).")
+    atol: float | None = Field(default=None, ge=0, description="Absolute tolerance for every output (default by dtype: 1e-4 for float32).")
+    per_output: dict[str, Tolerance] = Field(default_factory=dict, description="Tolerances for single outputs, by output name.")
+    batches: int = Field(default=3, ge=1, le=100, description="Synthetic batches per size of the dynamic axes.")
+    dim_sizes: dict[str, list[int]] = Field(
+        default_factory=dict, description="Sizes to verify each dynamic axis at, DIMNAME=SIZE[,SIZE...], e.g. batch=1,7.")
+    seed: int = Field(default=0, description="Seed for synthetic inputs.")
+
+
+class JobSpec(_Strict):
+    """A whole run: where the model comes from, where results go, and how each step runs."""
+
+    version: Literal[1] = SPEC_VERSION
+    source: str = Field(description="Model file, folder, or import path (package.module:name or file.py:name).")
+    output_dir: str = Field(description="Folder for model.onnx, golive.json and reports.")
+    convert: ConvertOptions = Field(default_factory=ConvertOptions)
+    verify: VerifyOptions = Field(default_factory=VerifyOptions)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_defaults=False)
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read a JobSpec from a YAML or JSON file; relative paths in it are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise GoliveError(f"job file {path} does not exist", hint="golive run JOB.yaml (see examples/quickstart.yaml)")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text)
+    except Exception as exc:
+        raise GoliveError(f"cannot parse job file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise GoliveError(f"job file {path} must hold a mapping with at least source and output_dir")
+    try:
+        job = JobSpec.model_validate(raw)
+    except InputSpecError:
+        raise
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise GoliveError(f"job file {path} is not a valid JobSpec: {problems}") from None
+    return _resolve_paths(job, path.parent)
+
+
+def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
+    def fix(p: str | None) -> str | None:
+        if p is None or Path(p).is_absolute():
+            return p
+        head, sep, tail = p.partition(":")  # file.py:name keeps its :name
+        return str(base / head) + sep + tail if (base / head).exists() else p
+
+    job = job.model_copy(deep=True)
+    job.source = fix(job.source) or job.source
+    job.convert.weights = fix(job.convert.weights)
+    job.convert.data = fix(job.convert.data)
+    job.verify.data = fix(job.verify.data)
+    out = Path(job.output_dir)
+    if not out.is_absolute():
+        job.output_dir = str(base / out)
+    return job
+
+
+def help_for(model: type[BaseModel], field: str) -> str:
+    """The help text declared for ``field`` of ``model``."""
+    return model.model_fields[field].description or ""

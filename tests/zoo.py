@@ -1,0 +1,87 @@
+"""Small real models the tests share. Importable as a module (tests/zoo.py:Name) by golive convert."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MnistCNN(nn.Module):
+    """The talk's MNIST network: conv 1→20 5x5, max-pool, conv 20→50 5x5, max-pool, fc 800→500, fc 500→10, log_softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.fc1 = nn.Linear(800, 500)
+        self.fc2 = nn.Linear(500, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class RNNLanguageModel(nn.Module):
+    """The talk's word language model: Embedding + 2-layer nn.RNN taking (input, hidden); input is [sequence, batch]."""
+
+    def __init__(self, vocab: int = 100, emb: int = 32, hidden: int = 64, layers: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Embedding(vocab, emb)
+        self.rnn = nn.RNN(emb, hidden, layers)
+        self.decoder = nn.Linear(hidden, vocab)
+
+    def forward(self, input, hidden):
+        output, hidden = self.rnn(self.encoder(input), hidden)
+        return self.decoder(output), hidden
+
+
+class LSTMTagger(nn.Module):
+    """An LSTM taking its state (h0, c0) as inputs and returning the new state."""
+
+    def __init__(self, features: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = nn.LSTM(features, hidden, num_layers=1, batch_first=True)
+        self.head = nn.Linear(hidden, 5)
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.lstm(x, (h0, c0))
+        return self.head(out), h, c
+
+
+class LoopAdd(nn.Module):
+    """The talk's LoopAdd: adds 1 once per row. Tracing bakes the loop count in; scripting keeps a Loop."""
+
+    def forward(self, x):
+        h = x
+        for _ in range(x.size(0)):
+            h = h + 1
+        return h
+
+
+@torch.library.custom_op("golive_test::fancy_sin", mutates_args=())
+def fancy_sin(x: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x) * 2
+
+
+@fancy_sin.register_fake
+def _fancy_sin_fake(x):
+    return torch.empty_like(x)
+
+
+class UsesCustomOp(nn.Module):
+    """Calls an operator that neither exporter can translate."""
+
+    def forward(self, x):
+        return fancy_sin(x) + 1
+
+
+def tiny_mlp() -> nn.Module:
+    """A factory function (not a class) that builds a model."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
