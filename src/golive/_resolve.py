@@ -67,8 +67,12 @@ def input_specs(loaded: LoadedModel, options: ConvertOptions, data: list[Sample]
         specs = apply_dynamic(specs, dynamic)
     elif loaded.framework == "pytorch" and not any(s.is_dynamic for s in specs):
         # By default the first axis is a dynamic batch (kept static if the model does not allow it).
-        specs = [s.model_copy(update={"shape": [BATCH, *s.shape[1:]]}) if s.shape else s for s in specs]
         loaded.details["default_dynamic"] = True
+        loaded.details["declared_shapes"] = {s.name: list(s.shape) for s in specs if s.shape}
+        first = next((s.shape[0] for s in specs if s.shape), None)
+        if first and first >= 2:  # trace at the size asked for; 0 and 1 would make torch.export specialize the axis
+            loaded.dim_sizes.setdefault(BATCH, first)
+        specs = [s.model_copy(update={"shape": [BATCH, *s.shape[1:]]}) if s.shape else s for s in specs]
 
     for text in options.int_ranges:
         target, lo, hi = parse_int_range(text)

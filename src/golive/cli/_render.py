@@ -47,22 +47,17 @@ def _spec(s: dict) -> str:
 
 
 def render_verify(console: Console, report) -> None:
-    tols = {(o.rtol, o.atol) for o in report.outputs}
     title = f"verification against the {report.reference}, {len(report.runs)} runs"
-    if len(tols) == 1:
-        rtol, atol = tols.pop()
-        title += f" (rtol {_num(rtol)}, atol {_num(atol)})"
     table = Table(title=escape(title), title_justify="left")
-    for col in ("output", "max abs", "max rel", "p99 abs", "mismatch", "labels", "passes at", "verdict"):
-        table.add_column(col, justify="left" if col in ("output", "verdict", "passes at") else "right")
+    for col in ("output", "max abs", "max rel", "p99 abs", "mismatch", "labels", "rtol/atol", "verdict", "would pass with"):
+        table.add_column(col, justify="left" if col in ("output", "verdict", "would pass with") else "right")
     for o in report.outputs:
         verdict = "[green]pass[/]" if o.passed else f"[red]FAIL[/] {escape(o.note or '')}"
-        if len(tols) > 1:
-            verdict += f" (rtol {_num(o.rtol)}, atol {_num(o.atol)})"
+        tol = "exact" if o.rtol == o.atol == 0 else f"{_num(o.rtol)}/{_num(o.atol)}"
         table.add_row(
             escape(o.name), _num(o.max_abs), _num(o.max_rel), _num(o.p99_abs), f"{o.mismatch_share:.2%}",
-            "-" if o.label_agreement is None else f"{o.label_agreement:.2%}",
-            f"atol {_num(o.atol_needed)} or rtol {_num(o.rtol_needed)}", verdict)
+            "-" if o.label_agreement is None else f"{o.label_agreement:.2%}", tol,
+            verdict, "" if o.passed or o.note else f"--atol {_num(o.atol_needed)} or --rtol {_num(o.rtol_needed)}")
     console.print(table)
     sizes: dict[str, tuple[int, int]] = {}
     for run in report.runs:

@@ -150,6 +150,8 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str
     dynamic_shapes = None
     if axes and loaded.kind != "torch-export":
         dynamic_shapes = tuple({a: dim(n) for a, n in axes.get(name, {}).items()} or None for name in input_names)
+        if _takes_varargs(loaded.model):
+            dynamic_shapes = (dynamic_shapes,)  # forward(self, *args): one structured argument
 
     def run(shapes):
         with _quiet():
@@ -157,17 +159,53 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str
                 loaded.model, args, None, dynamo=True, input_names=input_names, output_names=output_names,
                 opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False)
             program.save(str(path))
-        _rename_dims(path, input_names, axes)
+        if shapes is not None:
+            _rename_dims(path, input_names, axes)
 
+    default_only = bool(loaded.details.get("default_dynamic"))
     try:
         run(dynamic_shapes)
+        if dynamic_shapes is not None:
+            _check_dynamic(path, axes)
     except Exception as exc:
-        if dynamic_shapes is None or not loaded.details.get("default_dynamic") or not _is_shape_constraint(exc):
+        if dynamic_shapes is None or not default_only or not _is_shape_constraint(exc):
             raise
-        # The dynamic batch axis was only our default and the model does not allow it: export static shapes.
+        # The dynamic batch axis was only our default and the model does not allow it: export the shapes declared.
+        declared = loaded.details.get("declared_shapes", {})
+        args = tuple(a[: declared[n][0]] if n in declared and declared[n][0] < a.shape[0] else a
+                     for n, a in zip(input_names, args))
         run(None)
         return f"the model does not allow a dynamic batch axis, so its shapes are static ({_summary(exc)})"
     return None
+
+
+def _takes_varargs(model) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+class SpecializedAxisError(RuntimeError):
+    """torch.export turned an axis asked to be dynamic into a constant (a shape the model's code depends on)."""
+
+
+def _check_dynamic(path: Path, axes: dict[str, dict[int, str]]) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    static = []
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        for axis, name in axes.get(vi.name, {}).items():
+            if axis < len(dims) and dims[axis].HasField("dim_value"):
+                static.append(f"{vi.name} axis {axis} ({name}) became {dims[axis].dim_value}")
+    if static:
+        raise SpecializedAxisError("torch.export specialized axes that were asked to be dynamic: " + "; ".join(static)
+                                   + " (the model's code depends on that size, e.g. a Python loop over it)")
 
 
 def _torchscript(model, args, path, input_names, output_names, axes, options) -> None:
@@ -202,7 +240,8 @@ def _rename_dims(path: Path, input_names: list[str], axes: dict[str, dict[int, s
 
 def _is_shape_constraint(exc: BaseException) -> bool:
     text = str(exc)
-    return any(s in text for s in ("inferred a static shape", "Constraints violated", "specialized", "Not all values of"))
+    return isinstance(exc, SpecializedAxisError) or any(
+        s in text for s in ("inferred a static shape", "Constraints violated", "specialized", "Not all values of"))
 
 
 def _summary(exc: BaseException) -> str:

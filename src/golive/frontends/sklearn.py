@@ -19,6 +19,7 @@ from golive.tensors import TensorSpec
 __all__ = ["FRONTEND"]
 
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_KNOWN_LIBRARIES = {"sklearn", "numpy", "scipy", "builtins", "collections"}
 
 
 class SklearnFrontend:
@@ -103,9 +104,12 @@ def _load_skops(path: Path, trust: bool):
     except Exception as exc:
         raise ModelLoadError(f"cannot read {path.name} as a skops file: {exc}",
                              hint="save the model with skops.io.dump(model, 'model.skops')") from exc
-    if untrusted and not trust:
+    # skops rebuilds objects with its own loaders instead of unpickling; classes of the libraries golive
+    # already runs (scikit-learn's Tree, numpy, scipy) are safe to rebuild, anything else needs the opt-in.
+    foreign = [t for t in untrusted if t.split(".")[0] not in _KNOWN_LIBRARIES]
+    if foreign and not trust:
         raise UntrustedPickleError(
-            f"{path.name} holds types skops does not trust by default: {', '.join(untrusted)}",
+            f"{path.name} holds types from outside scikit-learn, numpy and scipy: {', '.join(foreign)}",
             hint="loading them may run their code; if you trust the file, pass --trust-pickle")
     try:
         return sio.load(path, trusted=untrusted or None)
