@@ -51,10 +51,11 @@ def input_specs(loaded: LoadedModel, options: ConvertOptions, data: list[Sample]
     elif data:
         specs = specs_from_arrays(data[0].inputs, dynamic_batch=False)
     else:
-        raise InputSpecError(
-            f"golive cannot tell the inputs of this {loaded.framework} model ({loaded.kind})",
-            hint="give one --input NAME:DTYPE[DIM,...] per forward() argument, in order (e.g. --input x:float32[batch,1,28,28]), "
-                 "or sample inputs with --data sample.npz")
+        hint = ("give one --input NAME:DTYPE[DIM,...] per forward() argument, in order "
+                "(e.g. --input x:float32[batch,1,28,28]), or sample inputs with --data sample.npz")
+        if loaded.framework != "pytorch":
+            hint = "give --input input:float32[batch,N] with N the number of features, or sample rows with --data x.npy"
+        raise InputSpecError(f"golive cannot tell the inputs of this {loaded.framework} model ({loaded.kind})", hint=hint)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise InputSpecError(f"input names repeat: {', '.join(names)}")

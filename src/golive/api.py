@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from golive.errors import DataError, GoliveError
+from golive.errors import DataError, FrameworkError, GoliveError, ModelLoadError
 from golive.spec import ConvertOptions, JobSpec, VerifyOptions, load_job
 
 __all__ = ["Event", "ConvertResult", "convert", "convert_job", "verify", "inspect", "run"]
@@ -90,7 +90,13 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
     frontend = get_frontend(framework)
 
     _emit(on_event, "load", f"loading {framework} model from {job.source}")
-    loaded = frontend.load(source, opts)
+    try:
+        loaded = frontend.load(source, opts)
+    except (ModelLoadError, FrameworkError) as exc:
+        guessed = _guess_quietly(source)
+        if job.convert.framework and guessed and guessed != framework:
+            exc.hint = f"{source} looks like a {guessed} model; is --framework {framework} right?"
+        raise
     data = None
     if opts.data:
         names = [s.name for s in loaded.inputs] if loaded.inputs else [parse_input_spec(t).name for t in opts.inputs]
@@ -140,6 +146,15 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
         _io.write_json(stage / "job.json", job.model_copy(update={"convert": opts}).to_json())
     _emit(on_event, "done", f"wrote {out / 'model.onnx'}")
     return ConvertResult(output_dir=out, model_path=out / "model.onnx", info=info, verification=report, notes=notes)
+
+
+def _guess_quietly(source: str) -> str | None:
+    from golive.frontends.base import guess_framework
+
+    try:
+        return guess_framework(source)
+    except GoliveError:
+        return None
 
 
 def _source_record(source: str) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -66,7 +69,8 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
     tried = "; ".join(f"{a['exporter']}: {a.get('error') or a.get('skipped')}" for a in result.attempts)
     if operators:
         raise ExportError(
-            f"PyTorch cannot export the operator(s) {', '.join(operators)} to ONNX ({tried})",
+            f"PyTorch cannot export the operator{'s' if len(operators) > 1 else ''} {', '.join(operators)} to ONNX "
+            f"(tried: {', '.join(a['exporter'] for a in result.attempts)}; reasons with --verbose)",
             hint="write a translation to existing ONNX ops with onnxscript and pass it to the exporter "
                  "(torch.onnx.export(..., custom_translation_table=...)), or emit a custom-domain node and give "
                  "ONNX Runtime its implementation as a custom-op library",
@@ -119,22 +123,35 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions) -> 
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters print progress and warnings; route them to our log instead of the user's terminal."""
+    """The exporters print progress, warnings and (from C++) graphs; route all of it to our debug log."""
     saved = {n: logging.getLogger(n).level for n in _NOISY_LOGGERS}
     for n in _NOISY_LOGGERS:
         logging.getLogger(n).setLevel(logging.ERROR)
-    buf = io.StringIO()
-    try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(buf):
-            warnings.simplefilter("always")
-            yield
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
-        if buf.getvalue():
-            log.debug("exporter output:\n%s", buf.getvalue())
-        for w in locals().get("caught", []) or []:
-            log.debug("exporter warning: %s", w.message)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        kept = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()) as buf:
+                warnings.simplefilter("always")
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(kept[0], 1)
+            os.dup2(kept[1], 2)
+            for fd in kept:
+                os.close(fd)
+            for n, level in saved.items():
+                logging.getLogger(n).setLevel(level)
+            sink.seek(0)
+            text = buf.getvalue() + sink.read().decode(errors="replace")
+            if text.strip():
+                log.debug("exporter output:\n%s", text)
+            for w in caught:
+                log.debug("exporter warning: %s", w.message)
 
 
 def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str | None:
@@ -265,6 +282,7 @@ def _operators(errors: list[str]) -> list[str]:
     for text in errors:
         for pat in patterns:
             for op in re.findall(pat, text):
+                op = op.rstrip(".:")
                 op = op.replace(".", "::", 1) if "::" not in op else op
                 if op not in found:
                     found.append(op)

@@ -241,6 +241,8 @@ def _load_transformers(path: Path) -> LoadedModel:
     transformers = require("transformers", extra="torch", purpose="Loading a Hugging Face model folder")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    transformers.utils.logging.disable_progress_bar()  # the library never prints
+    transformers.utils.logging.set_verbosity_error()
     try:
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:

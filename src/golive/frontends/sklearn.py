@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
+from golive.errors import FrameworkError, InputSpecError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.frontends._tabular import classifier_outputs, name_batch_axis, tabular_input
 from golive.spec import ConvertOptions
@@ -39,14 +39,18 @@ class SklearnFrontend:
         if not hasattr(model, "predict") or not hasattr(model, "get_params"):
             raise FrameworkError(f"{path.name} holds a {type(model).__name__}, not a scikit-learn estimator")
         from sklearn.base import is_classifier
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
 
-        n = getattr(model, "n_features_in_", None)
-        if n is None:
-            raise ModelLoadError(f"the {type(model).__name__} in {path.name} is not fitted (it has no n_features_in_)",
-                                 hint="fit the estimator before saving it")
+        try:
+            check_is_fitted(model)
+        except NotFittedError as exc:
+            raise ModelLoadError(f"the {type(model).__name__} in {path.name} is not fitted",
+                                 hint="fit the estimator before saving it") from exc
+        n = _n_features(model)
         classifier = bool(is_classifier(model))
         return LoadedModel(framework=self.name, source=source, model=model, kind=kind,
-                           inputs=[tabular_input(int(n))], classifier=classifier,
+                           inputs=[tabular_input(n)] if n else None, classifier=classifier,
                            output_names=["label", "probabilities"] if classifier else ["variable"],
                            details={"estimator": type(model).__name__})
 
@@ -56,7 +60,10 @@ class SklearnFrontend:
         from skl2onnx.common.data_types import FloatTensorType
 
         model = loaded.model
-        n = int(model.n_features_in_)
+        if not inputs[0].shape or len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
+            raise InputSpecError(f"a scikit-learn model takes one [batch, features] input, not {inputs[0]}",
+                                 hint="--input input:float32[batch,N] with N the number of features")
+        n = inputs[0].shape[1]
         convert_options = None
         if loaded.classifier:
             final = model.steps[-1][1] if hasattr(model, "steps") else model
@@ -82,6 +89,15 @@ class SklearnFrontend:
             return classifier_outputs(output_names, np.asarray(model.predict(x)), np.asarray(model.predict_proba(x)))
         pred = np.asarray(model.predict(x))
         return {output_names[0]: pred.reshape(len(x), -1)}
+
+
+def _n_features(model) -> int | None:
+    """Number of input features: the estimator's own, or the first pipeline step that knows it."""
+    n = getattr(model, "n_features_in_", None)
+    if n is None and hasattr(model, "steps"):
+        first = model.steps[0][1]
+        n = getattr(first, "n_features_in_", None)
+    return int(n) if n is not None else None
 
 
 def _rename_outputs(onx, names: list[str] | None) -> None:
