@@ -108,8 +108,8 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
         model_path = stage / "model.onnx"
         _emit(on_event, "export", f"exporting to ONNX ({', '.join(str(s) for s in specs)})")
         result = frontend.export(loaded, specs, sample, model_path, opts)
-        check_onnx(model_path)
         model = load_onnx(model_path, load_external_data=False)
+        check_onnx(model_path)
         onnx_inputs, onnx_outputs = specs_from_onnx(model)
         ranges = {s.name: s.int_range for s in specs}
         onnx_inputs = [s.model_copy(update={"int_range": ranges.get(s.name)}) for s in onnx_inputs]
@@ -118,8 +118,9 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
             notes.append(f"the ONNX model's inputs ({', '.join(s.name for s in onnx_inputs)}) differ from the "
                          f"source's ({', '.join(s.name for s in specs)})")
         export_sizes = sizes_of(sample, onnx_inputs)
+        versions = _io.package_versions()
         info = {
-            "golive_version": _io.package_versions().get("golive", "dev"),
+            "golive_version": versions.get("golive", "dev"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "source": _source_record(job.source),
             "framework": framework,
@@ -134,7 +135,7 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
             "outputs": [s.model_dump() for s in onnx_outputs],
             "export_sizes": export_sizes,
             "external_data": sorted(p.name for p in stage.iterdir() if p.name != "model.onnx"),
-            "versions": _io.package_versions(),
+            "versions": versions,
             "verification": None,
         }
         report = None

@@ -175,15 +175,15 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str
             program = torch.onnx.export(
                 loaded.model, args, None, dynamo=True, input_names=input_names, output_names=output_names,
                 opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False)
+        if shapes is not None:  # fix up the in-memory model: no second parse of a large file
+            _check_dynamic(program.model, axes)
+            _rename_dims(program.model, axes)
+        with _quiet():
             program.save(str(path))
-        if shapes is not None:
-            _rename_dims(path, input_names, axes)
 
     default_only = bool(loaded.details.get("default_dynamic"))
     try:
         run(dynamic_shapes)
-        if dynamic_shapes is not None:
-            _check_dynamic(path, axes)
     except Exception as exc:
         if dynamic_shapes is None or not default_only or not _is_shape_constraint(exc):
             raise
@@ -210,21 +210,6 @@ class SpecializedAxisError(RuntimeError):
     """torch.export turned an axis asked to be dynamic into a constant (a shape the model's code depends on)."""
 
 
-def _check_dynamic(path: Path, axes: dict[str, dict[int, str]]) -> None:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    static = []
-    for vi in model.graph.input:
-        dims = vi.type.tensor_type.shape.dim
-        for axis, name in axes.get(vi.name, {}).items():
-            if axis < len(dims) and dims[axis].HasField("dim_value"):
-                static.append(f"{vi.name} axis {axis} ({name}) became {dims[axis].dim_value}")
-    if static:
-        raise SpecializedAxisError("torch.export specialized axes that were asked to be dynamic: " + "; ".join(static)
-                                   + " (the model's code depends on that size, e.g. a Python loop over it)")
-
-
 def _torchscript(model, args, path, input_names, output_names, axes, options) -> None:
     import torch
 
@@ -234,25 +219,37 @@ def _torchscript(model, args, path, input_names, output_names, axes, options) ->
                           do_constant_folding=options.constant_folding)
 
 
-def _rename_dims(path: Path, input_names: list[str], axes: dict[str, dict[int, str]]) -> None:
-    """Keep the user's dimension names on the graph inputs (the dynamo exporter may call them s0, s1...)."""
-    import onnx
+def _check_dynamic(model, axes: dict[str, dict[int, str]]) -> None:
+    """Raise when an axis asked to be dynamic came out static in the exported (onnx_ir) model."""
+    static = []
+    for value in model.graph.inputs:
+        shape = value.shape
+        for axis, name in axes.get(value.name, {}).items():
+            if shape is not None and axis < len(shape) and isinstance(shape[axis], int):
+                static.append(f"{value.name} axis {axis} ({name}) became {shape[axis]}")
+    if static:
+        raise SpecializedAxisError("torch.export specialized axes that were asked to be dynamic: " + "; ".join(static)
+                                   + " (the model's code depends on that size, e.g. a Python loop over it)")
 
-    model = onnx.load(str(path), load_external_data=False)
-    changed = False
-    for vi in model.graph.input:
-        for axis, name in axes.get(vi.name, {}).items():
-            dims = vi.type.tensor_type.shape.dim
-            if axis < len(dims) and not dims[axis].HasField("dim_value") and dims[axis].dim_param != name:
-                old = dims[axis].dim_param
-                for other in list(model.graph.input) + list(model.graph.output):
-                    for d in other.type.tensor_type.shape.dim:
-                        if old and d.dim_param == old:
-                            d.dim_param = name
-                dims[axis].dim_param = name
-                changed = True
-    if changed:
-        onnx.save(model, str(path))
+
+def _rename_dims(model, axes: dict[str, dict[int, str]]) -> None:
+    """Keep the user's dimension names (the dynamo exporter may call them s0, s1...) on inputs and outputs."""
+    import onnx_ir as ir
+
+    renames: dict[str, str] = {}
+    for value in model.graph.inputs:
+        for axis, name in axes.get(value.name, {}).items():
+            dim = value.shape[axis] if value.shape is not None and axis < len(value.shape) else None
+            if isinstance(dim, ir.SymbolicDim) and dim.value and dim.value != name:
+                renames[dim.value] = name
+    if not renames:
+        return
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        if value.shape is None:
+            continue
+        dims = [ir.SymbolicDim(renames[d.value]) if isinstance(d, ir.SymbolicDim) and d.value in renames else d
+                for d in value.shape]
+        value.shape = ir.Shape(dims)
 
 
 def _is_shape_constraint(exc: BaseException) -> bool:

@@ -1,0 +1,35 @@
+# golive: `make run` installs everything into .venv and runs the quickstart job; `make test` runs the suite.
+# Every pip install goes through constraints.txt, which pins the CPU build of torch.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+PIPFLAGS := -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: run test install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(PIPFLAGS) torch==2.13.0
+	$(PIP) install $(PIPFLAGS) -e '.[all,examples]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install $(PIPFLAGS) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	$(BIN)/golive run examples/quickstart.yaml
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs
