@@ -144,7 +144,8 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
             report = _verify_loaded(frontend, loaded, model_path, onnx_inputs, onnx_outputs, export_sizes, vopts, on_event)
             info["verification"] = report.model_dump(mode="json")
         _io.write_json(stage / "golive.json", info)
-        _io.write_json(stage / "job.json", job.model_copy(update={"convert": opts}).to_json())
+        ran = job.model_copy(update={"source": _source_record(job.source), "output_dir": str(out), "convert": opts})
+        _io.write_json(stage / "job.json", ran.to_json())
     _emit(on_event, "done", f"wrote {out / 'model.onnx'}")
     return ConvertResult(output_dir=out, model_path=out / "model.onnx", info=info, verification=report, notes=notes)
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from golive.errors import GoliveError, InputSpecError
 
@@ -43,31 +43,15 @@ class ConvertOptions(_Strict):
     data: str | None = Field(default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder.")
     verify: bool = Field(default=True, description="Verify the exported model against the source model.")
 
-    @field_validator("inputs")
+    @field_validator("inputs", "dynamic", "int_ranges")
     @classmethod
-    def _check_inputs(cls, v: list[str]) -> list[str]:
-        from golive.tensors import parse_input_spec
+    def _check_syntax(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from golive import tensors
 
+        parse = {"inputs": tensors.parse_input_spec, "dynamic": tensors.parse_dynamic,
+                 "int_ranges": tensors.parse_int_range}[info.field_name]
         for item in v:
-            parse_input_spec(item)
-        return v
-
-    @field_validator("dynamic")
-    @classmethod
-    def _check_dynamic(cls, v: list[str]) -> list[str]:
-        from golive.tensors import parse_dynamic
-
-        for item in v:
-            parse_dynamic(item)
-        return v
-
-    @field_validator("int_ranges")
-    @classmethod
-    def _check_ranges(cls, v: list[str]) -> list[str]:
-        from golive.tensors import parse_int_range
-
-        for item in v:
-            parse_int_range(item)
+            parse(item)  # raises InputSpecError naming the problem
         return v
 
 

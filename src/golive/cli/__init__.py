@@ -106,6 +106,17 @@ def _verify_options(rtol: list[str], atol: list[str], dims: list[str], **rest) -
     return {"rtol": r, "atol": a, "per_output": per, "dim_sizes": parse_dim_sizes(dims), **rest}
 
 
+def _show_convert(result, as_json: bool) -> None:
+    """Print a convert result; exit 1 when its verification failed."""
+    if as_json:
+        out.print_json(json.dumps(result.info, default=str))
+    else:
+        from golive.cli._render import render_convert
+
+        render_convert(out, result)
+    raise typer.Exit(0 if result.passed in (True, None) else 1)
+
+
 def _split(items: list[str]) -> list[str]:
     return [p.strip() for item in items for p in item.split(",") if p.strip()]
 
@@ -149,13 +160,7 @@ def convert(
                 opset=opset, exporter=exporter, constant_folding=constant_folding, weights=weights,
                 trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
                 verify_options=vopts, on_event=on_event)
-    if as_json:
-        out.print_json(json.dumps(result.info, default=str))
-    else:
-        from golive.cli._render import render_convert
-
-        render_convert(out, result)
-    raise typer.Exit(0 if result.passed in (True, None) else 1)
+    _show_convert(result, as_json)
 
 
 @app.command()
@@ -216,13 +221,7 @@ def run(
 
         with _progress() as on_event:
             result = api.run(job, on_event=on_event)
-    if as_json:
-        out.print_json(json.dumps(result.info, default=str))
-    else:
-        from golive.cli._render import render_convert
-
-        render_convert(out, result)
-    raise typer.Exit(0 if result.passed in (True, None) else 1)
+    _show_convert(result, as_json)
 
 
 def main() -> None:
