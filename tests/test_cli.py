@@ -127,3 +127,16 @@ def test_verify_exit_codes(tmp_path, cli):
     assert code == 0 and "PASSED" in stdout
     saved = json.loads((out / "verify.json").read_text())
     assert saved["options"]["dim_sizes"] == {"batch": [2]} and saved["report"]["passed"]
+
+
+def test_missing_optional_dependency_names_the_extra(tmp_path):
+    import lightgbm as lgb
+
+    x = np.random.default_rng(0).standard_normal((40, 3))
+    lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(x, x[:, 0]), 3).save_model(tmp_path / "m.txt")
+    code = ("import sys; sys.modules['lightgbm'] = None\n"
+            "import golive\n"
+            f"golive.convert({str(tmp_path / 'm.txt')!r}, {str(tmp_path / 'o')!r})\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "MissingDependencyError" in proc.stderr and "pip install 'golive[gbdt]'" in proc.stderr

@@ -89,3 +89,18 @@ def test_external_data_is_reported(tmp_path):
     assert summary.external_data == ["ext.onnx.data"] and summary.external_bytes >= 24
     _write_sets(tmp_path / "data", w)
     assert golive.verify(tmp_path / "ext.onnx", data=str(tmp_path / "data")).passed
+
+
+def test_large_models_get_external_data(tmp_path, monkeypatch):
+    """Models over the protobuf limit keep their weights in model.onnx.data (the limit is lowered for the test)."""
+    from golive.frontends import onnxfile
+
+    w = _model(tmp_path / "m.onnx")
+    _write_sets(tmp_path / "data", w)
+    monkeypatch.setattr(onnxfile, "_EXTERNAL_THRESHOLD", 10)
+    monkeypatch.setattr(onnxfile, "_EXTERNAL_TENSOR_MIN", 0)
+    result = golive.convert(tmp_path / "m.onnx", tmp_path / "o", data=str(tmp_path / "data"))
+    assert result.passed
+    assert result.info["external_data"] == ["model.onnx.data"]
+    assert golive.inspect(tmp_path / "o").external_data == ["model.onnx.data"]
+    assert golive.verify(tmp_path / "o", data=str(tmp_path / "data")).passed

@@ -7,6 +7,7 @@ help from these declarations (``help_for``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -125,7 +126,7 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
     job.verify.data = fix(job.verify.data)
     out = Path(job.output_dir)
     if not out.is_absolute():
-        job.output_dir = str(base / out)
+        job.output_dir = os.path.normpath(base / out)
     return job
 
 

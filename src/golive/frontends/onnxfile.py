@@ -18,6 +18,7 @@ from golive.tensors import TensorSpec, specs_from_onnx
 __all__ = ["FRONTEND", "load_onnx", "save_onnx"]
 
 _EXTERNAL_THRESHOLD = 1_800_000_000  # protobuf cannot hold more than 2 GB
+_EXTERNAL_TENSOR_MIN = 1024  # smaller tensors stay inside model.onnx
 
 
 def load_onnx(path: str | Path, *, load_external_data: bool = True):
@@ -51,7 +52,7 @@ def save_onnx(model, path: Path) -> None:
     size = sum(t.ByteSize() for t in model.graph.initializer)
     if size > _EXTERNAL_THRESHOLD:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=1024)
+                  location=path.name + ".data", size_threshold=_EXTERNAL_TENSOR_MIN)
     else:
         onnx.save(model, str(path))
 
