@@ -21,9 +21,14 @@ from rich.markup import escape
 from golive.errors import GoliveError
 from golive.spec import ConvertOptions as C
 from golive.spec import VerifyOptions as V
-from golive.spec import help_for
+from golive.spec import help_for as _declared_help
 
 __all__ = ["app", "main"]
+
+def help_for(model, field: str) -> str:
+    """The help declared on the spec, escaped so that rich shows [DIM,...] as written."""
+    return escape(_declared_help(model, field))
+
 
 app = typer.Typer(
     name="golive",
@@ -129,7 +134,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 
 @app.command()
 def convert(
-    source: Annotated[str, typer.Argument(help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.")],
+    source: Annotated[str, typer.Argument(help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.", metavar="SOURCE")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
     framework: Annotated[Optional[str], typer.Option(help=help_for(C, "framework"))] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"))] = [],
