@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["convert", "verify", "inspect", "run", "JobSpec", "ConvertOptions", "VerifyOptions", "GoliveError",
+__all__ = ["convert", "verify", "inspect", "tune", "load_session", "run", "TuneOptions", "JobSpec", "ConvertOptions", "VerifyOptions", "GoliveError",
            "write_test_data", "__version__"]
 
 _LAZY = {
@@ -19,6 +19,9 @@ _LAZY = {
     "verify": "golive.api",
     "inspect": "golive.api",
     "run": "golive.api",
+    "tune": "golive.api",
+    "load_session": "golive.api",
+    "TuneOptions": "golive.spec",
     "JobSpec": "golive.spec",
     "ConvertOptions": "golive.spec",
     "VerifyOptions": "golive.spec",
@@ -27,9 +30,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from golive.api import convert, inspect, run, verify
+    from golive.api import convert, inspect, load_session, run, tune, verify
     from golive.errors import GoliveError
-    from golive.spec import ConvertOptions, JobSpec, VerifyOptions
+    from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
     from golive.tensors import write_test_data
 
 

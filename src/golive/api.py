@@ -12,9 +12,9 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from golive.errors import DataError, FrameworkError, GoliveError, ModelLoadError
-from golive.spec import ConvertOptions, JobSpec, VerifyOptions, load_job
+from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions, load_job
 
-__all__ = ["Event", "ConvertResult", "convert", "convert_job", "verify", "inspect", "run"]
+__all__ = ["Event", "ConvertResult", "convert", "convert_job", "verify", "inspect", "tune", "load_session", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class ConvertResult:
     info: dict[str, Any]
     verification: Any = None  # VerifyReport, or None when verification was skipped
     notes: list[str] = field(default_factory=list)
+    tuning: Any = None  # TuneResult when the job tuned too
 
     @property
     def passed(self) -> bool | None:
@@ -245,8 +246,58 @@ def inspect(model: str | Path):
     return summarize(path)
 
 
+def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOptions | dict | None = None,
+         on_event: EventHandler | None = None, **options: Any):
+    """Search transforms × session settings for the fastest configuration that passes the accuracy gate.
+
+    ``target`` is a convert output folder or an .onnx file; ``options`` are the fields of
+    :class:`golive.spec.TuneOptions`. Writes OUTPUT_DIR/best/{model.onnx,session.json}, report.json and
+    report.html, and returns a :class:`golive.tune.TuneResult`.
+    """
+    from golive.frontends.onnxfile import load_onnx
+    from golive.tensors import TensorSpec, specs_from_onnx
+    from golive.tune import tune_model
+
+    topts = _validated(TuneOptions, **options)
+    if isinstance(verify_options, dict):
+        verify_options = _validated(VerifyOptions, **verify_options)
+    target = Path(target)
+    base_sizes: dict[str, int] = {}
+    if target.is_dir():
+        info_path = target / "golive.json"
+        if not info_path.is_file():
+            raise DataError(f"{target} is not a golive convert output (it has no golive.json)",
+                            hint="tune a folder written by golive convert, or an .onnx file")
+        info = json.loads(info_path.read_text())
+        model = target / "model.onnx"
+        specs = [TensorSpec(**s) for s in info["inputs"]]
+        base_sizes = info.get("export_sizes", {})
+    else:
+        model = target
+        specs, _ = specs_from_onnx(load_onnx(model, load_external_data=False))
+
+    def forward(step: str, message: str, done: int | None, total: int | None) -> None:
+        _emit(on_event, step, message, done, total)
+
+    return tune_model(model, specs, base_sizes, Path(output_dir).absolute(), topts, verify_options, forward)
+
+
+def load_session(tune_dir: str | Path):
+    """The best configuration of a tuning run as a ready ``onnxruntime.InferenceSession``."""
+    from golive.tune import load_session as _load
+
+    return _load(tune_dir)
+
+
 def run(job: JobSpec | str | Path, *, on_event: EventHandler | None = None) -> ConvertResult:
-    """Run a whole job (a JobSpec or a YAML/JSON job file): convert, then verify."""
+    """Run a whole job (a JobSpec or a YAML/JSON job file): convert, verify, then tune when the job asks."""
     if not isinstance(job, JobSpec):
         job = load_job(job)
-    return convert_job(job, on_event=on_event)
+    result = convert_job(job, on_event=on_event)
+    if job.tune is not None and result.passed is not False:
+        tune_dir = Path(job.tune_dir) if job.tune_dir else result.output_dir / "tuned"
+        result.tuning = tune(result.output_dir, tune_dir, verify_options=job.verify, on_event=on_event,
+                             **job.tune.model_dump())
+    elif job.tune is not None:
+        result.notes.append("tuning skipped: the converted model failed verification")
+    return result

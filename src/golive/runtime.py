@@ -21,10 +21,33 @@ class SessionConfig(BaseModel):
     intra_op_num_threads: int = 0
     inter_op_num_threads: int = 0
     execution_mode: Literal["sequential", "parallel"] = "sequential"
+    intra_op_spinning: bool = True
+    inter_op_spinning: bool = True
+    enable_cpu_mem_arena: bool = True
+    enable_mem_pattern: bool = True
     log_severity_level: int = 3  # errors only: ORT's own warnings go through our report instead
 
+    def describe(self) -> str:
+        """The settings that differ from ONNX Runtime's defaults, on one line."""
+        default = SessionConfig()
+        parts = [p.replace("ExecutionProvider", "") for p in self.providers]
+        for name in type(self).model_fields:
+            if name in ("providers", "log_severity_level"):
+                continue
+            value = getattr(self, name)
+            if value != getattr(default, name):
+                short = _SHORT.get(name, name)
+                parts.append(short if value is False else f"{short}={value}")
+        return " ".join(parts)
 
-def make_session(model: str | Path | bytes, config: SessionConfig | None = None):
+
+_SHORT = {"intra_op_num_threads": "intra", "inter_op_num_threads": "inter", "execution_mode": "mode",
+          "graph_optimization_level": "opt", "intra_op_spinning": "no-spin", "inter_op_spinning": "no-inter-spin",
+          "enable_cpu_mem_arena": "no-arena", "enable_mem_pattern": "no-mem-pattern", "provider_options": "options"}
+
+
+def make_session(model: str | Path | bytes, config: SessionConfig | None = None, *, optimized_model_path=None):
+    """An InferenceSession for ``model``; ``optimized_model_path`` also saves ORT's optimized graph there."""
     import onnxruntime as ort
 
     config = config or SessionConfig()
@@ -40,6 +63,12 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
     so.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel"
                          else ort.ExecutionMode.ORT_SEQUENTIAL)
     so.log_severity_level = config.log_severity_level
+    so.enable_cpu_mem_arena = config.enable_cpu_mem_arena
+    so.enable_mem_pattern = config.enable_mem_pattern
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.intra_op_spinning else "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "1" if config.inter_op_spinning else "0")
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
     available = ort.get_available_providers()
     missing = [p for p in config.providers if p not in available]
     if missing:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from golive.errors import GoliveError, InputSpecError
 
-__all__ = ["ConvertOptions", "VerifyOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION"]
+__all__ = ["ConvertOptions", "VerifyOptions", "TuneOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION"]
 
 SPEC_VERSION = 1
 
@@ -72,6 +72,24 @@ class VerifyOptions(_Strict):
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
 
 
+class TuneOptions(_Strict):
+    budget: float = Field(default=120.0, gt=0, description="Seconds to spend searching, transforms and measurements included.")
+    providers: list[str] = Field(
+        default_factory=list, description="Execution providers to try, e.g. cpu,cuda (default: every one this onnxruntime has).")
+    objective: Literal["latency", "throughput"] = Field(
+        default="latency", description="latency: median time of one request; throughput: items per second under concurrent requests.")
+    data: str | None = Field(default=None, description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out.")
+    metrics: dict[str, float] = Field(
+        default_factory=lambda: {"cosine": 0.999, "label": 0.99},
+        description="Gate for INT8/FP16 candidates, METRIC=THRESHOLD: cosine (min mean cosine similarity), label (min label agreement), max_abs.")
+    transforms: list[str] | None = Field(
+        default=None, description="Model transforms to try (default: all that apply): ort_fusion, onnxscript_fusion, int8_dynamic, "
+                                  "int8_dynamic_per_channel, int8_dynamic_keep_sensitive, int8_static_qdq, fp16.")
+    dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
+    seed: int = Field(default=0, description="Seed for synthetic inputs.")
+
+
 class JobSpec(_Strict):
     """A whole run: where the model comes from, where results go, and how each step runs."""
 
@@ -80,6 +98,8 @@ class JobSpec(_Strict):
     output_dir: str = Field(description="Folder for model.onnx, golive.json and reports.")
     convert: ConvertOptions = Field(default_factory=ConvertOptions)
     verify: VerifyOptions = Field(default_factory=VerifyOptions)
+    tune: TuneOptions | None = Field(default=None, description="Tune after converting (left out: convert and verify only).")
+    tune_dir: str | None = Field(default=None, description="Folder for the tuning results (default: OUTPUT_DIR/tuned).")
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_defaults=False)
@@ -124,6 +144,10 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
     job.convert.weights = fix(job.convert.weights)
     job.convert.data = fix(job.convert.data)
     job.verify.data = fix(job.verify.data)
+    if job.tune:
+        job.tune.data = fix(job.tune.data)
+    if job.tune_dir and not Path(job.tune_dir).is_absolute():
+        job.tune_dir = os.path.normpath(base / job.tune_dir)
     out = Path(job.output_dir)
     if not out.is_absolute():
         job.output_dir = os.path.normpath(base / out)

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from golive.errors import GoliveError
 from golive.spec import ConvertOptions as C
+from golive.spec import TuneOptions as T
 from golive.spec import VerifyOptions as V
 from golive.spec import help_for as _declared_help
 
@@ -32,7 +33,7 @@ def help_for(model, field: str) -> str:
 
 app = typer.Typer(
     name="golive",
-    help="Take a trained model to production on ONNX Runtime: convert, verify, inspect.",
+    help="Take a trained model to production on ONNX Runtime: convert, verify, tune, inspect.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -112,13 +113,18 @@ def _verify_options(rtol: list[str], atol: list[str], dims: list[str], **rest) -
 
 
 def _show_convert(result, as_json: bool) -> None:
-    """Print a convert result; exit 1 when its verification failed."""
+    """Print a convert result (and its tuning, for a job that tuned); exit 1 when its verification failed."""
     if as_json:
-        out.print_json(json.dumps(result.info, default=str))
+        info = dict(result.info)
+        if result.tuning is not None:
+            info["tuning"] = json.loads(result.tuning.report.model_dump_json())
+        out.print_json(json.dumps(info, default=str))
     else:
-        from golive.cli._render import render_convert
+        from golive.cli._render import render_convert, render_tune
 
         render_convert(out, result)
+        if result.tuning is not None:
+            render_tune(out, result.tuning)
     raise typer.Exit(0 if result.passed in (True, None) else 1)
 
 
@@ -198,6 +204,53 @@ def verify(
 
 
 @app.command()
+def tune(
+    target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.", metavar="MODEL_OR_DIR")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for best/, report.json and report.html.")],
+    budget: Annotated[float, typer.Option(help=help_for(T, "budget"))] = 120.0,
+    providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"))] = [],
+    objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = "latency",
+    data: Annotated[Optional[str], typer.Option(help=help_for(T, "data"))] = None,
+    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics"))] = [],
+    transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated.")] = [],
+    dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
+    concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
+    rtol: RtolOpt = [],
+    atol: AtolOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the fastest ONNX Runtime configuration whose outputs still pass the accuracy gate."""
+    with _user_errors():
+        from golive import api
+
+        metrics = {}
+        for item in metric:
+            name, _, value = item.partition("=")
+            try:
+                metrics[name.strip()] = float(value)
+            except ValueError:
+                raise GoliveError(f"cannot read --metric {item!r}", hint="write --metric cosine=0.999 (or label=0.99, max_abs=0.01)") from None
+        sizes = {}
+        for item in dim:
+            name, _, value = item.partition("=")
+            if not value.isdigit():
+                raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
+            sizes[name.strip()] = int(value)
+        options = {"budget": budget, "providers": _split(providers), "objective": objective, "data": data,
+                   "transforms": _split(transforms) or None, "dim_sizes": sizes, "concurrency": concurrency}
+        if metrics:
+            options["metrics"] = metrics
+        with _progress() as on_event:
+            result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
+    if as_json:
+        out.print_json(result.report.model_dump_json())
+    else:
+        from golive.cli._render import render_tune
+
+        render_tune(out, result)
+
+
+@app.command()
 def inspect(
     model: Annotated[str, typer.Argument(help="An .onnx file, or a golive output folder.")],
     as_json: JsonOpt = False,
@@ -220,7 +273,7 @@ def run(
     job: Annotated[Path, typer.Argument(help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a whole job from its JobSpec file: convert → verify."""
+    """Run a whole job from its JobSpec file: convert → verify → tune (when the job has a tune section)."""
     with _user_errors():
         from golive import api
 

@@ -98,3 +98,34 @@ def render_summary(console: Console, s) -> None:
     console.print(ops)
     if s.metadata:
         console.print("metadata: " + ", ".join(f"{k}={v}" for k, v in s.metadata.items()), markup=False, highlight=False)
+
+
+def render_tune(console: Console, result) -> None:
+    report = result.report
+    table = Table(title=f"tuning {escape(report.model)} for {report.objective} "
+                        f"({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)", title_justify="left")
+    for col in ("#", "id", "transforms", "session", "p50 ms", "p99 ms", "items/s", "min cosine", "verdict"):
+        table.add_column(col, justify="right" if col in ("#", "p50 ms", "p99 ms", "items/s", "min cosine") else "left")
+    colors = {"passed": "green", "rejected": "red", "failed": "magenta", "invalid": "dim", "skipped": "dim"}
+    shown = 12
+    for rank, c in enumerate(report.ranked()[:shown], 1):
+        f = c.figures
+        cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=None) if c.gate else None
+        mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
+        verdict = f"[{colors.get(c.status, 'white')}]{c.status}[/]" + (f" {escape(c.reason[:60])}" if c.reason else "")
+        table.add_row(str(rank), c.id + mark, escape("+".join(c.transforms) or "original"), escape(c.session.describe()),
+                      _num(f.get("p50_ms")), _num(f.get("p99_ms")),
+                      "-" if not f.get("throughput") else f"{f['throughput']:.1f}", "-" if cos is None else f"{cos:.5f}",
+                      verdict)
+    console.print(table)
+    if len(report.candidates) > shown:
+        counts = {}
+        for c in report.candidates:
+            counts[c.status] = counts.get(c.status, 0) + 1
+        console.print(f"… {len(report.candidates) - shown} more in report.json / report.html; all: "
+                      + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print(f"[bold]{escape(report.summary())}[/]")
+    console.print(f"best model: {escape(str(result.output_dir / 'best'))}  (golive.load_session({escape(repr(str(result.output_dir)))}))"
+                  f"\nreport: {escape(str(result.output_dir / 'report.html'))}", highlight=False)

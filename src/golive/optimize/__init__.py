@@ -1,0 +1,110 @@
+"""ONNX → ONNX transforms. Each is declared once here: its name, what it does, where it applies.
+
+A transform reads one model file and writes another; it never touches its input. Whether a
+transform helps, and whether its result is still correct, is for the tuner to measure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["Transform", "TransformContext", "TRANSFORMS", "get_transform", "apply_chain"]
+
+
+@dataclass
+class TransformContext:
+    """What a transform may need besides the model: calibration inputs, the target provider, the work folder."""
+
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+    provider: str = "CPUExecutionProvider"
+    work_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    help: str
+    target: str  # "module:function(src, dst, ctx) -> dict" (figures about what it did)
+    precision: str = "fp32"  # fp32 | int8 | fp16: the accuracy gate a result must pass
+    providers: tuple[str, ...] = ()  # providers it is for; empty: all
+    after: tuple[str, ...] = ()  # transforms it must follow when both are in a chain
+
+    def apply(self, src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+        module, _, func = self.target.partition(":")
+        fn: Callable = getattr(importlib.import_module(module), func)
+        return fn(src, dst, ctx) or {}
+
+    def unavailable_for(self, provider: str) -> str | None:
+        """Why this transform cannot be used with ``provider`` (None when it can)."""
+        if self.providers and provider not in self.providers:
+            return f"{self.name} is for {', '.join(p.replace('ExecutionProvider', '') for p in self.providers)} only"
+        return None
+
+
+_GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider")
+
+TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
+    Transform("ort_fusion", "ONNX Runtime's transformers optimizer (Attention, SkipLayerNorm, BiasGelu...; suits TorchScript exports)",
+              "golive.optimize.fusion:ort_fusion"),
+    Transform("onnxscript_fusion", "onnxscript's ONNX Runtime fusions (attention in dynamo exports, SkipLayerNorm, BiasGelu)",
+              "golive.optimize.fusion:onnxscript_fusion"),
+    Transform("int8_dynamic", "dynamic INT8 quantization of MatMul/Gemm weights, per tensor",
+              "golive.optimize.quantize:dynamic_per_tensor", precision="int8",
+              after=("ort_fusion", "onnxscript_fusion")),
+    Transform("int8_dynamic_per_channel", "dynamic INT8 quantization, weights per output channel",
+              "golive.optimize.quantize:dynamic_per_channel", precision="int8",
+              after=("ort_fusion", "onnxscript_fusion")),
+    Transform("int8_dynamic_keep_sensitive", "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
+              "golive.optimize.quantize:dynamic_keep_sensitive", precision="int8",
+              after=("ort_fusion", "onnxscript_fusion")),
+    Transform("int8_static_qdq", "static INT8 (QDQ) with activation ranges calibrated on the given inputs",
+              "golive.optimize.quantize:static_qdq", precision="int8",
+              after=("ort_fusion", "onnxscript_fusion")),
+    Transform("fp16", "float16 weights and activations (inputs and outputs stay float32)",
+              "golive.optimize.fp16:to_fp16", precision="fp16", providers=_GPU,
+              after=("ort_fusion", "onnxscript_fusion")),
+]}
+
+# Test-only: a transform whose result kills the measuring worker (see tests/test_tune.py).
+TEST_TRANSFORMS: dict[str, Transform] = {
+    "crash_worker": Transform("crash_worker", "test only: marks the model so that its worker process dies",
+                              "golive.optimize.fusion:mark_crash"),
+}
+
+
+def get_transform(name: str) -> Transform:
+    from golive.errors import GoliveError
+
+    t = TRANSFORMS.get(name) or TEST_TRANSFORMS.get(name)
+    if t is None:
+        raise GoliveError(f"unknown transform {name!r}", hint="transforms: " + ", ".join(TRANSFORMS))
+    return t
+
+
+def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext) -> tuple[Path, list[dict]]:
+    """Apply transforms in order, caching each prefix of the chain under ``work``; returns the final path.
+
+    Each result is written into a ``.partial`` folder renamed when complete, so a transform that
+    fails (or is killed) never leaves a model that looks finished.
+    """
+    path, done = src, []
+    for i, name in enumerate(names):
+        folder = work / "+".join(names[: i + 1])
+        if not (folder / "transform.json").exists():
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            info = get_transform(name).apply(path, partial / "model.onnx", ctx)
+            (partial / "transform.json").write_text(json.dumps(info, default=str))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+        done.append({"transform": name, **json.loads((folder / "transform.json").read_text())})
+        path = folder / "model.onnx"
+    return path, done

@@ -1,0 +1,139 @@
+"""INT8 quantization: dynamic (per tensor, per channel, sensitive nodes kept in fp32) and static QDQ.
+
+Pitfall measured on this stack (onnxruntime 1.32): quantize_dynamic fails on graphs already
+optimized by the transformers optimizer ("Unable to find data type for weight_name...") unless
+``extra_options={"DefaultTensorType": FLOAT}`` is passed; it is always passed here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from golive.optimize import TransformContext
+
+log = logging.getLogger(__name__)
+
+_EXTRA = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
+_SENSITIVE_MAX_NODES = 48  # beyond this many candidates, only the largest weights are probed
+
+
+def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude: list[str] | None = None,
+                      only: list[str] | None = None) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("root").setLevel(logging.ERROR)
+    quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
+                     nodes_to_exclude=exclude or None, nodes_to_quantize=only or None, extra_options=dict(_EXTRA))
+
+
+def dynamic_per_tensor(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    _quantize_dynamic(src, dst, per_channel=False)
+    return {"per_channel": False}
+
+
+def dynamic_per_channel(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    _quantize_dynamic(src, dst, per_channel=True)
+    return {"per_channel": True}
+
+
+def _quantizable_nodes(path: Path) -> list[tuple[str, int]]:
+    """(name, weight elements) of the MatMul/Gemm/Attention nodes with a constant weight, largest first."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    nodes = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type in ("MatMul", "Gemm", "Attention") and len(node.input) > 1 and node.input[1] in sizes:
+            nodes.append((node.name or f"{node.op_type}_{i}", sizes[node.input[1]]))
+    return sorted(nodes, key=lambda n: -n[1])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(-1, a.shape[-1] if a.ndim else 1).astype(np.float64)
+    b = b.reshape(-1, b.shape[-1] if b.ndim else 1).astype(np.float64)
+    num = (a * b).sum(axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(den == 0, 1.0, num / np.where(den == 0, 1.0, den))))
+
+
+def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    """Quantize one node at a time, measure how far each moves the outputs, keep the worst in fp32.
+
+    The number kept grows (1, 2, 4, ...) until the outputs' cosine similarity to fp32 on the
+    calibration inputs reaches the gate's threshold, or half of the nodes are kept.
+    """
+    import onnxruntime as ort
+
+    threshold = float(ctx.options.get("cosine", 0.999))
+    feeds = ctx.calibration[:2]
+    if not feeds:
+        raise ValueError("needs calibration inputs")
+    nodes = [n for n, _ in _quantizable_nodes(src)]
+    if not nodes:
+        raise ValueError("the model has no MatMul/Gemm/Attention node with a constant weight to quantize")
+    probe = nodes[:_SENSITIVE_MAX_NODES]
+    work = dst.parent
+
+    def score(path: Path) -> float:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        vals = []
+        for feed, ref in zip(feeds, refs):
+            outs = sess.run(None, feed)
+            vals.extend(_cosine(o, r) for o, r in zip(outs, ref) if np.asarray(o).dtype.kind == "f")
+        return min(vals) if vals else 1.0
+
+    base = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    refs = [base.run(None, f) for f in feeds]
+    drops = {}
+    one = work / "one.onnx"
+    for name in probe:
+        _quantize_dynamic(src, one, per_channel=True, only=[name])
+        drops[name] = 1.0 - score(one)
+    one.unlink(missing_ok=True)
+    ranked = sorted(drops, key=lambda n: -drops[n])
+    keep: list[str] = []
+    k, achieved = 1, None
+    while True:
+        keep = ranked[:k]
+        _quantize_dynamic(src, dst, per_channel=True, exclude=keep)
+        achieved = score(dst)
+        if achieved >= threshold or k >= len(nodes) // 2:
+            break
+        k *= 2
+    return {"per_channel": True, "kept_fp32": keep, "quantized": len(nodes) - len(keep),
+            "probed": len(probe), "calibration_cosine": round(achieved, 6),
+            "worst_drops": {n: round(drops[n], 6) for n in ranked[:5]}}
+
+
+def static_qdq(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not ctx.calibration:
+        raise ValueError("static quantization needs calibration inputs")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(ctx.calibration)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    pre = dst.with_name("preprocessed.onnx")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        source = pre
+    except Exception as exc:  # pre-processing is an optimisation; quantize the model as it is when it fails
+        log.info("quant_pre_process failed (%s); quantizing without it", exc)
+        source = src
+    logging.getLogger("root").setLevel(logging.ERROR)
+    quantize_static(str(source), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={**_EXTRA, "ActivationSymmetric": True})
+    pre.unlink(missing_ok=True)
+    return {"format": "QDQ", "per_channel": True, "calibration_batches": len(ctx.calibration)}

@@ -1,0 +1,81 @@
+"""The accuracy gate: every candidate's outputs against the fp32 reference on the same inputs.
+
+Full-precision candidates (fusions, session settings) must pass the verify tolerances. Reduced
+precision (INT8, FP16) is judged by metrics that fit it: cosine similarity per output (mean over
+the vectors of the last axis) and label agreement for integer label outputs, with thresholds the
+user can set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from golive.verification import compare_outputs
+
+__all__ = ["GateResult", "judge", "DEFAULT_METRICS", "METRICS"]
+
+DEFAULT_METRICS = {"cosine": 0.999, "label": 0.99}
+METRICS = {
+    "cosine": "mean cosine similarity of each output's last-axis vectors to fp32 (higher is better)",
+    "label": "share of equal labels (integer outputs; with argmax over the last axis for float outputs when set)",
+    "max_abs": "largest absolute difference from fp32 (lower is better)",
+}
+
+
+class GateResult(BaseModel):
+    passed: bool
+    reason: str = ""
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict, description="output -> metric -> value")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    width = a.shape[-1] if a.ndim else 1
+    a, b = a.reshape(-1, width), b.reshape(-1, width)
+    num = (a * b).sum(axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    same = np.isclose(den, 0) & np.isclose(np.abs(a - b).sum(axis=1), 0)
+    vals = np.where(den == 0, np.where(same, 1.0, 0.0), num / np.where(den == 0, 1.0, den))
+    return float(vals.mean())
+
+
+def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], precision: str,
+          tolerances: dict[str, tuple[float, float]], metrics: dict[str, float]) -> GateResult:
+    figures: dict[str, dict[str, float]] = {}
+    missing = sorted(set(reference) - set(outputs))
+    if missing:
+        return GateResult(passed=False, reason=f"outputs missing: {', '.join(missing)}")
+    for name, ref in reference.items():
+        out = outputs[name]
+        if out.shape != ref.shape:
+            return GateResult(passed=False, reason=f"{name} has shape {list(out.shape)}, fp32 has {list(ref.shape)}")
+        f: dict[str, float] = {"max_abs": float(np.max(np.abs(out.astype(np.float64) - ref))) if out.size else 0.0}
+        if ref.dtype.kind == "f":
+            f["cosine"] = cosine(out, ref)
+            if "label" in metrics and ref.ndim >= 2 and precision != "fp32":
+                f["label"] = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
+        else:
+            f["label"] = float(np.mean(out == ref))
+        figures[name] = f
+    if precision == "fp32":
+        stats = compare_outputs(outputs, reference, tolerances)
+        bad = [s for s in stats if not s.passed]
+        if bad:
+            s = bad[0]
+            return GateResult(passed=False, metrics=figures,
+                              reason=f"{s.name}: max abs error {s.max_abs:.3g} exceeds rtol {s.rtol:g} / atol {s.atol:g} "
+                                     f"on {s.mismatch_share:.1%} of elements")
+        return GateResult(passed=True, metrics=figures)
+    for name, f in figures.items():
+        for metric, threshold in metrics.items():
+            if metric not in f or (metric == "label" and reference[name].dtype.kind == "f" and "label" not in metrics):
+                continue
+            value = f[metric]
+            ok = value <= threshold if metric == "max_abs" else value >= threshold
+            if not ok:
+                op = "above" if metric == "max_abs" else "below"
+                return GateResult(passed=False, metrics=figures,
+                                  reason=f"{name}: {metric} {value:.4g} is {op} the gate's {threshold:g}")
+    return GateResult(passed=True, metrics=figures)

@@ -1,0 +1,86 @@
+"""The tuning report: report.json (every candidate, its settings, figures, verdict and reason) and
+report.html (ranked table and latency chart, readable offline)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from golive.tune.space import Candidate
+
+__all__ = ["TuneReport", "render_html"]
+
+
+class TuneReport(BaseModel):
+    model: str
+    objective: str
+    budget_s: float
+    elapsed_s: float
+    environment: dict[str, Any] = Field(default_factory=dict)
+    baseline: Candidate
+    best: Candidate
+    speedup: float = Field(description="baseline p50 / best p50 (latency), or best / baseline items per second")
+    candidates: list[Candidate]
+    notes: list[str] = Field(default_factory=list)
+
+    def ranked(self) -> list[Candidate]:
+        order = {"passed": 0, "rejected": 1, "failed": 2, "invalid": 3, "skipped": 4, "pending": 5}
+        return sorted(self.candidates, key=lambda c: (order[c.status], c.score(self.objective) if c.figures else 0))
+
+    def summary(self) -> str:
+        if self.objective == "throughput":
+            return (f"best: {self.best.label()} — {self.best.figures.get('throughput', 0):.1f} items/s, "
+                    f"{self.speedup:.2f}× the baseline's {self.baseline.figures.get('throughput', 0):.1f}")
+        return (f"best: {self.best.label()} — p50 {self.best.figures.get('p50_ms', 0):.3f} ms, "
+                f"{self.speedup:.2f}× faster than the baseline's {self.baseline.figures.get('p50_ms', 0):.3f} ms")
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def render_html(report: TuneReport) -> str:
+    rows = []
+    measured = [c for c in report.ranked() if c.figures.get("p50_ms")]
+    top = max((c.figures["p50_ms"] for c in measured), default=1.0)
+    colors = {"passed": "#2e7d32", "rejected": "#c62828", "failed": "#6d4c41", "invalid": "#9e9e9e", "skipped": "#9e9e9e"}
+    for rank, c in enumerate(report.ranked(), 1):
+        f = c.figures
+        cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=None) if c.gate else None
+        mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
+        rows.append(
+            f"<tr><td>{rank}</td><td>{c.id}{mark}</td><td>{html.escape('+'.join(c.transforms) or 'original')}</td>"
+            f"<td>{html.escape(c.session.describe())}</td><td>{_fmt(f.get('p50_ms'))}</td><td>{_fmt(f.get('p90_ms'))}</td>"
+            f"<td>{_fmt(f.get('p99_ms'))}</td><td>{_fmt(f.get('throughput'), 1)}</td><td>{_fmt(f.get('session_create_ms'), 0)}</td>"
+            f"<td>{_fmt(cos, 5)}</td><td style='color:{colors.get(c.status, '#000')}'>{c.status}</td>"
+            f"<td>{html.escape(c.reason)}</td></tr>")
+    bars = []
+    height = 22
+    for i, c in enumerate(measured):
+        width = 600 * c.figures["p50_ms"] / top
+        bars.append(f"<text x='0' y='{i * height + 15}' font-size='12'>{c.id}</text>"
+                    f"<rect x='60' y='{i * height + 3}' width='{width:.1f}' height='{height - 6}' fill='{colors[c.status]}'/>"
+                    f"<text x='{65 + width:.1f}' y='{i * height + 15}' font-size='12'>{c.figures['p50_ms']:.3f} ms</text>")
+    chart = (f"<svg width='780' height='{max(1, len(measured)) * height + 10}' xmlns='http://www.w3.org/2000/svg'>"
+             + "".join(bars) + "</svg>")
+    env = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in report.environment.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>golive tune report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}
+th{{background:#eee}}</style></head><body>
+<h1>golive tune: {html.escape(report.model)}</h1>
+<p><b>{html.escape(report.summary())}</b></p>
+<p>objective: {report.objective}; budget {report.budget_s:.0f} s, used {report.elapsed_s:.0f} s; {len(report.candidates)} candidates. {env}</p>
+<ul>{notes}</ul>
+<h2>Median latency (p50) of measured candidates</h2>
+<p>green: passed the accuracy gate; red: rejected by it.</p>
+{chart}
+<h2>All candidates, ranked</h2>
+<table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
+<th>items/s</th><th>session ms</th><th>min cosine</th><th>verdict</th><th>reason</th></tr>
+{''.join(rows)}
+</table></body></html>
+"""

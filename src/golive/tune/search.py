@@ -1,0 +1,247 @@
+"""The staged search: baseline → model transforms → session settings → ahead-of-time graph.
+
+Not a blind grid. Stage 1 measures each model variant briefly with default settings and re-measures
+the better half (successive halving); INT8 and FP16 variants are built on the fastest correct fp32
+variant, and the variant that keeps sensitive nodes in fp32 is only built when the plain INT8 ones
+fail the gate. Stage 2 tunes session settings one knob at a time from the best so far, on the two
+best models. Stage 3 saves ONNX Runtime's optimized graph so that start-up is fast, and keeps it
+if it is as fast and still correct. Every candidate is measured in a worker process and judged by
+the accuracy gate; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from golive.optimize import TransformContext, apply_chain, get_transform
+from golive.runtime import SessionConfig
+from golive.spec import TuneOptions
+from golive.tune.gate import judge
+from golive.tune.space import Candidate, invalid_reason, provider_options, session_knobs
+from golive.tune.worker import measure_in_worker
+
+log = logging.getLogger(__name__)
+
+_NOISE = 0.02  # a change must beat the best by more than this share to replace it
+FUSIONS = ["ort_fusion", "onnxscript_fusion"]
+INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_static_qdq"]
+INT8_RESCUE = "int8_dynamic_keep_sensitive"
+
+
+@dataclass
+class SearchState:
+    model: Path
+    work: Path
+    options: TuneOptions
+    providers: list[str]
+    available: list[str]
+    tolerances: dict[str, tuple[float, float]]
+    ctx: TransformContext
+    on_event: Callable[[str, str, int | None, int | None], None]
+    deadline: float
+    candidates: list[Candidate] = field(default_factory=list)
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def short_seconds(self) -> float:
+        return float(min(max(self.options.budget / 40, 0.4), 8.0))
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def allowed(state: SearchState, name: str) -> bool:
+    return state.options.transforms is None or name in state.options.transforms
+
+
+def _new(state: SearchState, stage: str, transforms: list[str], session: SessionConfig) -> Candidate:
+    """A new candidate, or the one already tried with the same transforms and settings."""
+    for c in state.candidates:
+        if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
+            return c
+    precision = next((get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"), "fp32")
+    c = Candidate(id=f"c{len(state.candidates):03d}", stage=stage, transforms=transforms, session=session,
+                  precision=precision)
+    state.candidates.append(c)
+    return c
+
+
+def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
+    """Build the candidate's model, measure it in a worker, gate it. Outcomes are recorded on ``c``."""
+    if c.status != "pending":
+        return c  # tried already (the same transforms and settings reached from another stage)
+    why = invalid_reason(c.session, c.transforms, state.available)
+    if why:
+        c.status, c.reason = "invalid", why
+        return c
+    if c.stage != "baseline" and state.left() <= 0:
+        c.status, c.reason = "skipped", "the tuning budget was spent before it ran"
+        return c
+    state.on_event("tune", f"{c.stage}: {c.label()}", None, None)
+    try:
+        path, info = apply_chain(state.model, c.transforms, state.work / "models", state.ctx)
+    except Exception as exc:  # a transform that fails is a result of the search, not an error of the run
+        c.status, c.reason = "failed", f"transform failed: {type(exc).__name__}: {_line(exc)}"
+        return c
+    c.transform_info, c.model = info, str(path)
+    if c.transforms and all(not i.get("fused", True) for i in info if i["transform"].endswith("_fusion")) \
+            and all(i["transform"].endswith("_fusion") for i in info):
+        c.status, c.reason = "invalid", "found nothing to fuse in this model"
+        return c
+    return _measure(state, c, seconds)
+
+
+def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
+    out_file = state.work / "outputs" / f"{c.id}.npz"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    task = {"model": c.model, "session": c.session.model_dump(), "inputs": str(state.work / "inputs.npz"),
+            "outputs": str(out_file), "max_seconds": seconds, "warmup": 3, "min_runs": 20, "max_runs": 100_000,
+            "stable_within": _NOISE, "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1}
+    ok, result = measure_in_worker(task, timeout=max(60.0, 6 * seconds + 60))
+    if not ok:
+        c.status, c.reason = "failed", str(result)
+        return c
+    c.figures = {**result, "measured_seconds": seconds}
+    with np.load(out_file, allow_pickle=False) as z:
+        outputs = {k: z[k] for k in z.files}
+    if c.stage == "baseline":
+        state.reference = outputs
+    gate = judge(outputs, state.reference, c.precision, state.tolerances, state.options.metrics)
+    c.gate = gate.model_dump()
+    c.status, c.reason = ("passed", "") if gate.passed else ("rejected", f"accuracy gate: {gate.reason}")
+    return c
+
+
+def _remeasure(state: SearchState, cands: list[Candidate], seconds: float) -> None:
+    """Successive halving: the better half of the passing candidates gets a longer measurement."""
+    passing = sorted((c for c in cands if c.status == "passed"), key=lambda c: c.score(state.options.objective))
+    for c in passing[: max(1, (len(passing) + 1) // 2)]:
+        if state.left() <= seconds:
+            break
+        _measure(state, c, seconds)
+
+
+def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candidate | None:
+    passing = [c for c in (cands if cands is not None else state.candidates) if c.status == "passed"]
+    return min(passing, key=lambda c: c.score(state.options.objective)) if passing else None
+
+
+def stage_models(state: SearchState, provider: str) -> list[Candidate]:
+    default = SessionConfig(providers=[provider])
+    tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
+    for name in FUSIONS:
+        if allowed(state, name):
+            tried.append(evaluate(state, _new(state, "model", [name], default), state.short_seconds))
+    _remeasure(state, tried, 2.5 * state.short_seconds)
+    base = best_of(state, tried)
+    chain = base.transforms if base else []
+    reduced: list[Candidate] = []
+    lower = [t for t in INT8_FIRST if allowed(state, t)]
+    if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
+        lower.append("fp16")
+    for name in lower:
+        if name == "int8_static_qdq" and not state.ctx.calibration:
+            continue
+        reduced.append(evaluate(state, _new(state, "model", [*chain, name], default), state.short_seconds))
+    if allowed(state, INT8_RESCUE) and not any(c.status == "passed" and c.precision == "int8" for c in reduced):
+        reduced.append(evaluate(state, _new(state, "model", [*chain, INT8_RESCUE], default), state.short_seconds))
+    _remeasure(state, reduced, 2.5 * state.short_seconds)
+    return tried + reduced
+
+
+def stage_session(state: SearchState, start: Candidate) -> Candidate:
+    """Coordinate descent over session knobs from ``start``; returns the best candidate found."""
+    best = start
+    knobs = list(session_knobs())
+    provider = start.session.providers[0]
+    for opts in provider_options(provider)[1:]:
+        knobs.insert(0, ("provider_options", [[], [opts]]))
+    for knob, values in knobs:
+        for value in values:
+            if getattr(best.session, knob) == value:
+                continue
+            update: dict[str, Any] = {knob: value}
+            if knob == "execution_mode" and value == "parallel":
+                update["inter_op_num_threads"] = 2
+            c = evaluate(state, _new(state, "session", best.transforms, best.session.model_copy(update=update)),
+                         state.short_seconds)
+            if c.status == "passed" and c.score(state.options.objective) < best.score(state.options.objective) * (1 - _NOISE):
+                best = c
+    if best is not start:
+        _measure(state, best, 2.5 * state.short_seconds)
+        if best.status != "passed" or best.score(state.options.objective) >= start.score(state.options.objective):
+            best = start
+    return best
+
+
+def stage_offline(state: SearchState, best: Candidate) -> Candidate:
+    """Save ONNX Runtime's optimized graph; load it with optimizations off, so start-up skips them."""
+    from golive.runtime import make_session
+
+    folder = state.work / "models" / f"{best.id}-ort-optimized"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "model.onnx"
+    c = _new(state, "ahead-of-time", best.transforms + ["ort_optimized_graph"],
+             best.session.model_copy(update={"graph_optimization_level": "disable"}))
+    c.precision = best.precision
+    try:
+        make_session(best.model, best.session, optimized_model_path=target)
+    except Exception as exc:
+        c.status, c.reason = "failed", f"saving the optimized graph failed: {_line(exc)}"
+        return best
+    c.model = str(target)
+    c.transform_info = best.transform_info + [{"transform": "ort_optimized_graph",
+                                               "saved_at_level": best.session.graph_optimization_level}]
+    _measure(state, c, 2.5 * state.short_seconds)
+    if c.status == "passed" and c.score(state.options.objective) <= best.score(state.options.objective) * (1 + _NOISE):
+        return c
+    if c.status == "passed":
+        c.reason = "as correct, but slower than the graph optimized at load time"
+    return best
+
+
+def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
+    """Returns (baseline, best)."""
+    baseline = evaluate(state, _new(state, "baseline", [], SessionConfig()), max(1.0, 2.5 * state.short_seconds))
+    if baseline.status != "passed":
+        from golive.errors import GoliveError
+
+        raise GoliveError(f"the model does not run with a default ONNX Runtime session: {baseline.reason}",
+                          hint="golive verify it first")
+    per_provider = []
+    for provider in state.providers:
+        cands = stage_models(state, provider)
+        ranked = sorted((c for c in cands if c.status == "passed"), key=lambda c: c.score(state.options.objective))
+        tuned = [stage_session(state, c) for c in ranked[:2]]
+        if tuned:
+            per_provider.append(min(tuned, key=lambda c: c.score(state.options.objective)))
+    best = best_of(state, per_provider) or baseline
+    if best.stage != "baseline" and state.left() > 0:
+        best = stage_offline(state, best)
+    return baseline, best
+
+
+def copy_model(src: Path, dst_dir: Path) -> Path:
+    """Copy a model and its external data files into ``dst_dir``."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for f in src.parent.iterdir():
+        if f.name == src.name or f.name.startswith(src.name + ".") or f.suffix == ".data":
+            shutil.copy2(f, dst_dir / ("model.onnx" + f.name[len(src.name):] if f.name.startswith(src.name) else f.name))
+    return dst_dir / "model.onnx"
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:400]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

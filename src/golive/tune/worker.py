@@ -1,0 +1,149 @@
+"""Measuring one candidate in a worker process, so that a crash, a hang or running out of memory
+costs that candidate only.
+
+The child imports numpy and onnxruntime, nothing heavier. It builds the session, saves the outputs
+for the accuracy gate, warms up, then times runs until the median is stable or its time is spent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import threading
+import time
+from typing import Any
+
+__all__ = ["measure_in_worker", "measure"]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def measure(task: dict[str, Any]) -> dict[str, Any]:
+    """Run in the worker: session creation, outputs, warm-up, timed runs. Times in milliseconds."""
+    import resource
+
+    import numpy as np
+
+    from golive.runtime import SessionConfig, make_session
+
+    started = time.perf_counter()
+    session = make_session(task["model"], SessionConfig(**task["session"]))
+    create_ms = (time.perf_counter() - started) * 1000
+    if session.get_modelmeta().custom_metadata_map.get("golive.test.crash") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # the test-only transform asked for it
+    with np.load(task["inputs"], allow_pickle=False) as z:
+        feeds = {i.name: z[i.name] for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    outputs = session.run(names, feeds)
+    np.savez(task["outputs"], **{n: np.asarray(o) for n, o in zip(names, outputs) if isinstance(o, np.ndarray)})
+
+    deadline = time.perf_counter() + task["max_seconds"]
+    warm_end = time.perf_counter() + min(0.2 * task["max_seconds"], 2.0)
+    warmups = 0
+    while warmups < task["warmup"] or (time.perf_counter() < warm_end and warmups < 3 * task["warmup"]):
+        session.run(names, feeds)
+        warmups += 1
+
+    times: list[float] = []
+    min_until = time.perf_counter() + min(0.25 * task["max_seconds"], 1.0)  # enough samples even when runs are tiny
+    while True:
+        t = time.perf_counter()
+        session.run(names, feeds)
+        times.append((time.perf_counter() - t) * 1000)
+        n = len(times)
+        if time.perf_counter() >= deadline and n >= 3:
+            break
+        if n >= task["max_runs"]:
+            break
+        if n >= task["min_runs"] and n % 10 == 0 and time.perf_counter() >= min_until:
+            recent, whole = statistics.median(times[n // 2:]), statistics.median(times)
+            if abs(recent - whole) <= task["stable_within"] * whole:
+                break
+    ordered = sorted(times)
+    batch = int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
+    result = {
+        "session_create_ms": create_ms, "runs": len(times), "warmup_runs": warmups,
+        "p50_ms": _percentile(ordered, 0.5), "p90_ms": _percentile(ordered, 0.9),
+        "p95_ms": _percentile(ordered, 0.95), "p99_ms": _percentile(ordered, 0.99),
+        "mean_ms": statistics.fmean(times), "batch": batch,
+        "throughput": 1000.0 * batch / statistics.median(times),
+    }
+    if task.get("concurrency", 1) > 1:
+        result.update(_concurrent(session, names, feeds, task["concurrency"], max(0.5, task["max_seconds"] / 3), batch))
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def _concurrent(session, names, feeds, threads: int, seconds: float, batch: int) -> dict[str, Any]:
+    """Several requests at once on one session (ONNX Runtime releases the GIL while it runs)."""
+    stop = time.perf_counter() + seconds
+    counts = [0] * threads
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop:
+            session.run(names, feeds)
+            counts[i] += 1
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    return {"concurrency": threads, "throughput": sum(counts) * batch / elapsed, "concurrent_runs": sum(counts)}
+
+
+def _child(conn, task: dict[str, Any]) -> None:
+    try:
+        conn.send(("ok", measure(task)))
+    except BaseException as exc:  # report every failure to the parent, which records it as the candidate's
+        text = str(exc).strip().splitlines()
+        conn.send(("error", f"{type(exc).__name__}: {text[0][:500] if text else ''}"))
+    finally:
+        conn.close()
+
+
+def measure_in_worker(task: dict[str, Any], timeout: float) -> tuple[bool, dict[str, Any] | str]:
+    """Measure in a fresh process. Returns (True, figures) or (False, what went wrong)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, task), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout):
+            try:
+                status, payload = parent.recv()
+            except EOFError:
+                status, payload = "died", None
+        else:
+            status, payload = "timeout", None
+    finally:
+        if status == "timeout" and proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        parent.close()
+    if status == "ok":
+        return True, payload
+    if status == "error":
+        return False, payload
+    if status == "timeout":
+        return False, f"timed out after {timeout:.0f} s (hung, or far slower than the others)"
+    code = proc.exitcode
+    if code is not None and code < 0:
+        sig = signal.Signals(-code).name
+        why = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return False, f"the worker process died from {sig}{why}"
+    return False, f"the worker process exited with code {code} before reporting"
