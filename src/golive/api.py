@@ -252,11 +252,11 @@ def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOp
 
     ``target`` is a convert output folder or an .onnx file; ``options`` are the fields of
     :class:`golive.spec.TuneOptions`. Writes OUTPUT_DIR/best/{model.onnx,session.json}, report.json and
-    report.html, and returns a :class:`golive.tune.TuneResult`.
+    report.html, and returns a :class:`golive.tuning.TuneResult`.
     """
     from golive.frontends.onnxfile import load_onnx
     from golive.tensors import TensorSpec, specs_from_onnx
-    from golive.tune import tune_model
+    from golive.tuning import tune_model
 
     topts = _validated(TuneOptions, **options)
     if isinstance(verify_options, dict):
@@ -284,7 +284,7 @@ def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOp
 
 def load_session(tune_dir: str | Path):
     """The best configuration of a tuning run as a ready ``onnxruntime.InferenceSession``."""
-    from golive.tune import load_session as _load
+    from golive.tuning import load_session as _load
 
     return _load(tune_dir)
 

@@ -38,6 +38,15 @@ def onnxscript_fusion(src: Path, dst: Path, ctx: TransformContext) -> dict[str, 
     return {"fused": {k: v for k, v in counts.items() if v}}
 
 
+def ort_optimized_graph(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    """Let ONNX Runtime optimize the graph for ``ctx.provider`` and save the result (load it with optimizations off)."""
+    from golive.runtime import SessionConfig, make_session
+
+    level = ctx.options.get("graph_optimization_level", "all")
+    make_session(src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level), optimized_model_path=dst)
+    return {"saved_at_level": level, "provider": ctx.provider}
+
+
 def mark_crash(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     """Test-only: copy the model with a metadata entry that makes the measuring worker kill itself."""
     import onnx

