@@ -81,7 +81,16 @@ class TuneOptions(_Strict):
     data: str | None = Field(default=None, description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out.")
     metrics: dict[str, float] = Field(
         default_factory=lambda: {"cosine": 0.999, "label": 0.99},
-        description="Gate for INT8/FP16 candidates, METRIC=THRESHOLD: cosine (min mean cosine similarity), label (min label agreement), max_abs.")
+        description="Gate for INT8/FP16 candidates, METRIC=THRESHOLD: cosine (min mean cosine similarity), label (min agreement of "
+                    "integer labels), argmax (min agreement of the top class of float scores; opt-in), max_abs (max difference).")
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - {"cosine", "label", "argmax", "max_abs"})
+        if unknown:
+            raise InputSpecError(f"unknown gate metric(s) {', '.join(unknown)}", hint="use cosine, label, argmax or max_abs")
+        return v
+
     transforms: list[str] | None = Field(
         default=None, description="Model transforms to try (default: all that apply): ort_fusion, onnxscript_fusion, int8_dynamic, "
                                   "int8_dynamic_per_channel, int8_dynamic_keep_sensitive, int8_static_qdq, fp16.")

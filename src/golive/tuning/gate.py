@@ -17,8 +17,9 @@ __all__ = ["GateResult", "judge", "DEFAULT_METRICS", "METRICS"]
 
 DEFAULT_METRICS = {"cosine": 0.999, "label": 0.99}
 METRICS = {
-    "cosine": "mean cosine similarity of each output's last-axis vectors to fp32 (higher is better)",
-    "label": "share of equal labels (integer outputs; with argmax over the last axis for float outputs when set)",
+    "cosine": "mean cosine similarity of each float output's last-axis vectors to fp32 (higher is better)",
+    "label": "share of equal labels in integer outputs (a classifier's predicted class)",
+    "argmax": "share of equal argmax over the last axis of float outputs (classifiers that emit scores); opt-in",
     "max_abs": "largest absolute difference from fp32 (lower is better)",
 }
 
@@ -54,8 +55,8 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], prec
         f: dict[str, float] = {"max_abs": float(np.max(np.abs(out.astype(np.float64) - ref))) if out.size else 0.0}
         if ref.dtype.kind == "f":
             f["cosine"] = cosine(out, ref)
-            if "label" in metrics and ref.ndim >= 2 and precision != "fp32":
-                f["label"] = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
+            if "argmax" in metrics and ref.ndim >= 1 and ref.size:
+                f["argmax"] = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
         else:
             f["label"] = float(np.mean(out == ref))
         figures[name] = f
@@ -70,7 +71,7 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], prec
         return GateResult(passed=True, metrics=figures)
     for name, f in figures.items():
         for metric, threshold in metrics.items():
-            if metric not in f or (metric == "label" and reference[name].dtype.kind == "f" and "label" not in metrics):
+            if metric not in f:
                 continue
             value = f[metric]
             ok = value <= threshold if metric == "max_abs" else value >= threshold
