@@ -7,7 +7,9 @@ both at batch 1, sequence 128. Contenders:
   - the hand-written best practice: ONNX Runtime's transformers optimizer + dynamic INT8
     quantization (as Olive and Optimum users do it), default session,
   - golive tune's best (golive.load_session).
-Each is timed in the same process, in alternating rounds, and compared by median. Accuracy is the
+Rounds alternate between contenders; PyTorch runs in this process, each ONNX Runtime contender in
+a worker process of its own (sessions sharing a process steal each other's cores with their
+spinning thread pools); medians are compared. Accuracy is the
 mean cosine similarity of each output to the fp32 PyTorch output (the gate is 0.999).
 
     .venv/bin/python benchmarks/tune_bert.py [--budget 120] [--rounds 5] [--model bert3|minilm]
@@ -16,6 +18,7 @@ mean cosine similarity of each output to the fp32 PyTorch output (the gate is 0.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import tempfile
@@ -27,7 +30,9 @@ import onnx
 import torch
 
 import golive
+from golive.runtime import SessionConfig, make_session
 from golive.tuning.gate import cosine
+from golive.tuning.worker import measure_in_worker
 
 SEQ = 128
 
@@ -58,18 +63,8 @@ def _hand_written(model: Path, out: Path) -> Path:
     return quantized
 
 
-def _timer(fn, feeds):
-    def once() -> float:
-        t = time.perf_counter()
-        fn(feeds)
-        return time.perf_counter() - t
-    return once
-
-
 def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> None:
     from transformers import AutoModel
-
-    import onnxruntime as ort
 
     print(f"\n== {name}: batch 1, sequence {SEQ}", flush=True)
     model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
@@ -88,32 +83,41 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
                     if isinstance(t, torch.Tensor)]
 
     reference = eager(feeds)
-    default = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    hand = ort.InferenceSession(str(_hand_written(onnx_path, out)), providers=["CPUExecutionProvider"])
-    best = golive.load_session(out / "tuned")
-    contenders = {
-        "PyTorch eager": eager,
-        "ORT default session": lambda f: default.run(None, f),
-        "optimizer + dynamic INT8 (by hand)": lambda f: hand.run(None, f),
-        "golive tune best": lambda f: best.run(None, f),
+    hand_path = _hand_written(onnx_path, out)
+    saved = json.loads((out / "tuned" / "best" / "session.json").read_text())
+    # Each ONNX Runtime contender runs in its own worker process (as golive measures): sessions sharing
+    # one process would steal each other's cores with their spinning thread pools.
+    ort_contenders = {
+        "ORT default session": (str(onnx_path), SessionConfig()),
+        "optimizer + dynamic INT8 (by hand)": (str(hand_path), SessionConfig()),
+        "golive tune best": (str(out / "tuned" / "best" / "model.onnx"), SessionConfig(**saved["session"])),
     }
-    accuracy = {k: min(cosine(o, r) for o, r in zip(fn(feeds), reference)) for k, fn in contenders.items()}
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for fn in contenders.values():  # warm-up
-        for _ in range(5):
-            fn(feeds)
+    accuracy = {"PyTorch eager": 1.0}
+    for k, (path, config) in ort_contenders.items():
+        outs = make_session(path, config).run(None, feeds)
+        accuracy[k] = min(cosine(o, r) for o, r in zip(outs, reference))
+    times: dict[str, list[float]] = {"PyTorch eager": [], **{k: [] for k in ort_contenders}}
+    for _ in range(5):
+        eager(feeds)
     for _ in range(rounds):
-        for k, fn in contenders.items():
-            once = _timer(fn, feeds)
-            times[k].extend(once() for _ in range(20))
-    eager_ms = statistics.median(times["PyTorch eager"]) * 1000
+        for _ in range(30):
+            t = time.perf_counter()
+            eager(feeds)
+            times["PyTorch eager"].append((time.perf_counter() - t) * 1000)
+        for k, (path, config) in ort_contenders.items():
+            ok, r = measure_in_worker({"model": path, "session": config.model_dump(), "inputs": str(out / "inputs.npz"),
+                                       "outputs": str(out / "bench_out.npz"), "max_seconds": 3.0, "warmup": 5,
+                                       "min_runs": 30, "max_runs": 100_000, "stable_within": 0.01}, 300)
+            assert ok, r
+            times[k].append(r["p50_ms"])
+    eager_ms = statistics.median(times["PyTorch eager"])
     print(f"golive tune: {len(result.report.candidates)} candidates in {tune_wall:.0f} s; best: {result.report.best.label()}")
     print(f"{'contender':<36} {'median ms':>10} {'vs eager':>9} {'min cosine':>11} gate(0.999)")
     for k, v in times.items():
-        ms = statistics.median(v) * 1000
+        ms = statistics.median(v)
         print(f"{k:<36} {ms:10.2f} {eager_ms / ms:8.2f}x {accuracy[k]:11.5f} {'pass' if accuracy[k] >= 0.999 else 'FAIL'}")
-    hand_ms = statistics.median(times["optimizer + dynamic INT8 (by hand)"]) * 1000
-    best_ms = statistics.median(times["golive tune best"]) * 1000
+    hand_ms = statistics.median(times["optimizer + dynamic INT8 (by hand)"])
+    best_ms = statistics.median(times["golive tune best"])
     print(f"golive best / hand-written: {best_ms / hand_ms:.2f} (below 1 is faster)")
     passed = sorted((c for c in result.report.candidates if c.status == "passed"), key=lambda c: c.figures["p50_ms"])
     rejected = sorted((c for c in result.report.candidates if c.status == "rejected"), key=lambda c: c.figures["p50_ms"])
