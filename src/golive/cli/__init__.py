@@ -81,10 +81,16 @@ def _progress():
                 err.print(f"{event.step}: {event.message}", markup=False, highlight=False)
         yield log_event
         return
-    with err.status("starting") as status:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = [SpinnerColumn(), TextColumn("{task.fields[step]}"), BarColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}")]
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("starting", total=None, step="")
+
         def show(event) -> None:
-            count = f" [{event.done}/{event.total}]" if event.total else ""
-            status.update(escape(f"{event.step}{count}: {event.message}"))
+            progress.update(task, description=escape(event.message[:80]), step=event.step,
+                            total=event.total, completed=event.done or 0)
         yield show
 
 

@@ -18,6 +18,7 @@ from golive.tensors import TensorSpec
 __all__ = ["TuneResult", "tune_model", "load_session"]
 
 _CALIBRATION_BATCHES = 8
+THROUGHPUT_BATCH = 8
 
 
 class TuneResult:
@@ -86,7 +87,10 @@ def _inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOp
     if unknown:
         raise GoliveError(f"--dim names {', '.join(unknown)}, which is not a dynamic axis of the model",
                           hint="its dynamic axes are " + (", ".join(dynamic_dims(specs)) or "none"))
-    sizes = resolve_sizes(specs, {**base_sizes, **options.dim_sizes})
+    wanted = dict(options.dim_sizes)
+    if options.objective == "throughput" and "batch" in dynamic_dims(specs) and "batch" not in wanted:
+        wanted["batch"] = THROUGHPUT_BATCH  # batching is half of throughput; --dim batch=N to choose
+    sizes = resolve_sizes(specs, {**base_sizes, **wanted})
     feeds = synthesize(specs, sizes, seed=options.seed)
     calibration = [synthesize(specs, sizes, seed=options.seed + 1 + i) for i in range(_CALIBRATION_BATCHES)]
     return feeds, calibration
@@ -116,6 +120,9 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     notes = []
     if not options.data:
         notes.append("measured and calibrated on synthetic inputs; pass --data for your own")
+    if options.objective == "throughput":
+        notes.append(f"throughput: {options.concurrency} concurrent requests per session, batch of "
+                     f"{next(iter(feeds.values())).shape[0] if feeds else 1} per request")
     unavailable = [t for t in (options.transforms or []) if t == "fp16" and providers == ["CPUExecutionProvider"]]
     if unavailable:
         notes.append("fp16 is for GPU providers; none is available here, so it was not tried")
