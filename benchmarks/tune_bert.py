@@ -111,7 +111,7 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
             assert ok, r
             times[k].append(r["p50_ms"])
     eager_ms = statistics.median(times["PyTorch eager"])
-    print(f"golive tune: {len(result.report.candidates)} candidates in {tune_wall:.0f} s; best: {result.report.best.label()}")
+    print(f"golive tune: {len(result.report.candidates)} candidates in {tune_wall:.0f} s; {result.report.summary()}")
     print(f"{'contender':<36} {'median ms':>10} {'vs eager':>9} {'min cosine':>11} gate(0.999)")
     for k, v in times.items():
         ms = statistics.median(v)

@@ -41,9 +41,13 @@ class Candidate(BaseModel):
 
     def score(self, objective: str) -> float:
         """Lower is better: median latency, or negated throughput."""
+        return self.score_of(self.figures, objective)
+
+    @staticmethod
+    def score_of(figures: dict[str, Any], objective: str) -> float:
         if objective == "throughput":
-            return -self.figures.get("throughput", 0.0)
-        return self.figures.get("p50_ms", float("inf"))
+            return -figures.get("throughput", 0.0)
+        return figures.get("p50_ms", float("inf"))
 
 
 def provider_options(provider: str) -> list[dict[str, Any]]:
