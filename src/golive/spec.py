@@ -93,7 +93,7 @@ class TuneOptions(_Strict):
 
     transforms: list[str] | None = Field(
         default=None, description="Model transforms to try (default: all that apply): ort_fusion, onnxscript_fusion, int8_dynamic, "
-                                  "int8_dynamic_per_channel, int8_dynamic_keep_sensitive, int8_static_qdq, fp16.")
+                                  "int8_dynamic_per_channel, int8_blockwise, int8_dynamic_keep_sensitive, int8_static_qdq, fp16.")
     dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
     seed: int = Field(default=0, description="Seed for synthetic inputs.")

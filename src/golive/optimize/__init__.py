@@ -61,6 +61,9 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
     Transform("int8_dynamic_per_channel", "dynamic INT8 quantization, weights per output channel",
               "golive.optimize.quantize:dynamic_per_channel", precision="int8",
               after=("ort_fusion", "onnxscript_fusion")),
+    Transform("int8_blockwise", "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
+              "where per-tensor INT8 loses it", "golive.optimize.quantize:int8_blockwise", precision="int8",
+              after=("ort_fusion", "onnxscript_fusion")),
     Transform("int8_dynamic_keep_sensitive", "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
               "golive.optimize.quantize:dynamic_keep_sensitive", precision="int8",
               after=("ort_fusion", "onnxscript_fusion")),

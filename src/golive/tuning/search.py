@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _NOISE = 0.02  # a change must beat the best by more than this share to replace it
 FUSIONS = ["ort_fusion", "onnxscript_fusion"]
-INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_static_qdq"]
+INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq"]
 INT8_RESCUE = "int8_dynamic_keep_sensitive"
 
 
