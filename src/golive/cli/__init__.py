@@ -217,8 +217,8 @@ def tune(
     providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"))] = [],
     objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = "latency",
     data: Annotated[Optional[str], typer.Option(help=help_for(T, "data"))] = None,
-    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics"))] = [],
-    transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated.")] = [],
+    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics") + " Each one given replaces that metric's default.")] = [],
+    transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated; none: session settings only.")] = [],
     dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
     rtol: RtolOpt = [],
@@ -242,10 +242,10 @@ def tune(
             if not value.isdigit():
                 raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
             sizes[name.strip()] = int(value)
+        chosen = _split(transforms)
         options = {"budget": budget, "providers": _split(providers), "objective": objective, "data": data,
-                   "transforms": _split(transforms) or None, "dim_sizes": sizes, "concurrency": concurrency}
-        if metrics:
-            options["metrics"] = metrics
+                   "transforms": ([] if chosen == ["none"] else chosen) or None, "dim_sizes": sizes,
+                   "concurrency": concurrency, "metrics": {**T().metrics, **metrics}}
         with _progress() as on_event:
             result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
     if as_json:

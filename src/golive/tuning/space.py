@@ -88,6 +88,10 @@ def invalid_reason(session: SessionConfig, transforms: list[str], available: lis
     precisions = [get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"]
     if len(precisions) > 1:
         return "at most one precision change (int8 or fp16) per chain"
+    for i, name in enumerate(transforms):
+        for later in transforms[i + 1:]:
+            if later in get_transform(name).after:
+                return f"{name} must come after {later} (its result is not what {later} expects)"
     fusions = [t for t in transforms if t.endswith("_fusion")]
     if len(fusions) > 1:
         return "the two fusion passes rewrite the same patterns; a chain uses one"
