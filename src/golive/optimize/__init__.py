@@ -59,6 +59,7 @@ class Transform:
         return None
 
 
+_FUSIONS = ("ort_fusion", "onnxscript_fusion")  # quantizing and fp16 come after fusing, never before
 _GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider")
 
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
@@ -68,26 +69,26 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
               "golive.optimize.fusion:onnxscript_fusion"),
     Transform("int8_dynamic", "dynamic INT8 quantization of MatMul/Gemm weights, per tensor",
               "golive.optimize.quantize:dynamic_per_tensor", precision="int8",
-              after=("ort_fusion", "onnxscript_fusion")),
+              after=_FUSIONS),
     Transform("int8_dynamic_per_channel", "dynamic INT8 quantization, weights per output channel",
               "golive.optimize.quantize:dynamic_per_channel", precision="int8",
-              after=("ort_fusion", "onnxscript_fusion")),
+              after=_FUSIONS),
     Transform("int8_blockwise", "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
               "where per-tensor INT8 loses it", "golive.optimize.quantize:int8_blockwise", precision="int8",
-              after=("ort_fusion", "onnxscript_fusion")),
+              after=_FUSIONS),
     Transform("int8_dynamic_keep_sensitive", "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
               "golive.optimize.quantize:dynamic_keep_sensitive", precision="int8",
-              after=("ort_fusion", "onnxscript_fusion")),
+              after=_FUSIONS),
     Transform("int8_static_qdq", "static INT8 (QDQ) with activation ranges calibrated on the given inputs",
               "golive.optimize.quantize:static_qdq", precision="int8",
-              after=("ort_fusion", "onnxscript_fusion")),
+              after=_FUSIONS),
     Transform("ort_optimized_graph", "ONNX Runtime's own graph optimizations, saved ahead of time so that start-up skips them",
               "golive.optimize.fusion:ort_optimized_graph",
-              after=("ort_fusion", "onnxscript_fusion", "int8_dynamic", "int8_dynamic_per_channel",
+              after=(*_FUSIONS, "int8_dynamic", "int8_dynamic_per_channel",
                      "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")),
     Transform("fp16", "float16 weights and activations (inputs and outputs stay float32)",
               "golive.optimize.fp16:to_fp16", precision="fp16", providers=_GPU,
-              after=("ort_fusion", "onnxscript_fusion")),
+              after=_FUSIONS),
 ]}
 
 # Test-only: a transform whose result kills the measuring worker (see tests/test_tune.py).

@@ -275,12 +275,11 @@ def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: in
 
 
 def copy_model(src: Path, dst_dir: Path) -> Path:
-    """Copy a model and its external data files into ``dst_dir``."""
+    """Copy a model (always named model.onnx here) and the external data files beside it into ``dst_dir``."""
     dst_dir.mkdir(parents=True, exist_ok=True)
-    for f in src.parent.iterdir():
-        if f.name == src.name or f.name.startswith(src.name + ".") or f.suffix == ".data":
-            shutil.copy2(f, dst_dir / ("model.onnx" + f.name[len(src.name):] if f.name.startswith(src.name) else f.name))
-    return dst_dir / "model.onnx"
+    for f in [src, *src.parent.glob("*.data")]:
+        shutil.copy2(f, dst_dir / f.name)
+    return dst_dir / src.name
 
 
 def _line(exc: BaseException) -> str:
