@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 from golive.errors import OutputDirError
+
+log = logging.getLogger(__name__)
 
 MARKER = "golive.json"  # a folder holding it was written by golive and may be replaced
 
@@ -78,3 +84,51 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+class Captured:
+    """What a noisy library printed while ``captured_output`` was active; ``text`` is set on exit."""
+
+    text: str = ""
+
+    def tail(self, lines: int = 8) -> str:
+        kept = [ln for ln in self.text.splitlines() if ln.strip()]
+        return "\n".join(kept[-lines:])
+
+
+@contextlib.contextmanager
+def captured_output(loggers: tuple[str, ...] = ()) -> Iterator[Captured]:
+    """Route everything a converter prints (Python and C++, stdout and stderr, warnings) to golive's debug log.
+
+    ``loggers`` are raised to ERROR meanwhile. The captured text stays readable on the yielded object,
+    so an error message can quote the converter's last words.
+    """
+    saved = {n: logging.getLogger(n).level for n in loggers}
+    for n in loggers:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    result = Captured()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        kept = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()) as buf:
+                warnings.simplefilter("always")
+                yield result
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(kept[0], 1)
+            os.dup2(kept[1], 2)
+            for fd in kept:
+                os.close(fd)
+            for n, level in saved.items():
+                logging.getLogger(n).setLevel(level)
+            sink.seek(0)
+            result.text = buf.getvalue() + sink.read().decode(errors="replace")
+            if result.text.strip():
+                log.debug("converter output:\n%s", result.text)
+            for w in caught:
+                log.debug("converter warning: %s", w.message)

@@ -25,16 +25,22 @@ class _Strict(BaseModel):
 
 
 class ConvertOptions(_Strict):
-    framework: Literal["pytorch", "sklearn", "lightgbm", "xgboost", "onnx"] | None = Field(
-        default=None, description="Source framework: pytorch, sklearn, lightgbm, xgboost or onnx; guessed from the source when left out.")
+    framework: Literal["pytorch", "tensorflow", "sklearn", "lightgbm", "xgboost", "onnx"] | None = Field(
+        default=None, description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost or onnx; "
+                                  "guessed from the source when left out.")
     inputs: list[str] = Field(
         default_factory=list, description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input.")
     dynamic: list[str] = Field(
         default_factory=list, description="Dynamic axes NAME:AXIS=DIMNAME,..., e.g. input_ids:0=batch,1=sequence. Default: axis 0 is a dynamic 'batch'.")
     output_names: list[str] = Field(default_factory=list, description="Names for the ONNX outputs, in order.")
     opset: int | None = Field(default=None, ge=7, le=30, description="ONNX opset to export to (default: the exporter's own).")
-    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
-        default="auto", description="PyTorch exporter: auto tries dynamo, then falls back to torchscript.")
+    exporter: Literal["auto", "dynamo", "torchscript", "tf2onnx", "keras"] = Field(
+        default="auto", description="Exporter. PyTorch: auto tries dynamo, then torchscript. TensorFlow: tf2onnx; Keras files: auto "
+                                    "tries keras (model.export), then tf2onnx through a SavedModel.")
+    signature: str | None = Field(default=None, description="TensorFlow SavedModel signature to convert (default: serving_default, or the only one).")
+    custom_translation: list[str] = Field(
+        default_factory=list, description="PyTorch: onnxscript translations for operators the exporter lacks, as module:table or "
+                                          "file.py:table (a dict from torch operator to onnxscript function); dynamo exporter only.")
     constant_folding: bool = Field(default=True, description="Fold constants while exporting.")
     weights: str | None = Field(default=None, description="State dict (.pt/.pth/.safetensors) for a PyTorch import-path source, loaded with weights_only=True.")
     trust_pickle: bool = Field(default=False, description="Allow unpickling the source (whole pickled nn.Module, joblib/pickle files). Only for files you trust: unpickling runs code.")

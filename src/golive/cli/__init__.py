@@ -154,6 +154,8 @@ def convert(
     output_names: Annotated[list[str], typer.Option(help=help_for(C, "output_names") + " Comma-separated or repeated.")] = [],
     opset: Annotated[Optional[int], typer.Option(help=help_for(C, "opset"))] = None,
     exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
+    signature: Annotated[Optional[str], typer.Option(help=help_for(C, "signature"))] = None,
+    custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"))] = [],
     constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
     weights: Annotated[Optional[str], typer.Option(help=help_for(C, "weights"))] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
@@ -174,7 +176,7 @@ def convert(
         with _progress() as on_event:
             result = api.convert(
                 source, output, framework=framework, inputs=input, dynamic=dynamic, output_names=_split(output_names),
-                opset=opset, exporter=exporter, constant_folding=constant_folding, weights=weights,
+                opset=opset, exporter=exporter, signature=signature, custom_translation=custom_translation, constant_folding=constant_folding, weights=weights,
                 trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
                 verify_options=vopts, on_event=on_event)
     _show_convert(result, as_json)

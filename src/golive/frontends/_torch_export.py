@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
 import re
-import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from golive._io import captured_output
 from golive.errors import ExportError, InputSpecError
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
@@ -121,39 +116,6 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions) -> 
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print progress, warnings and (from C++) graphs; route all of it to our debug log."""
-    saved = {n: logging.getLogger(n).level for n in _NOISY_LOGGERS}
-    for n in _NOISY_LOGGERS:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        kept = [os.dup(1), os.dup(2)]
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()) as buf:
-                warnings.simplefilter("always")
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(kept[0], 1)
-            os.dup2(kept[1], 2)
-            for fd in kept:
-                os.close(fd)
-            for n, level in saved.items():
-                logging.getLogger(n).setLevel(level)
-            sink.seek(0)
-            text = buf.getvalue() + sink.read().decode(errors="replace")
-            if text.strip():
-                log.debug("exporter output:\n%s", text)
-            for w in caught:
-                log.debug("exporter warning: %s", w.message)
-
-
 def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str | None:
     import torch
 
@@ -171,14 +133,14 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str
             dynamic_shapes = (dynamic_shapes,)  # forward(self, *args): one structured argument
 
     def run(shapes):
-        with _quiet():
+        with captured_output(_NOISY_LOGGERS):
             program = torch.onnx.export(
                 loaded.model, args, None, dynamo=True, input_names=input_names, output_names=output_names,
                 opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False)
         if shapes is not None:  # fix up the in-memory model: no second parse of a large file
             _check_dynamic(program.model, axes)
             _rename_dims(program.model, axes)
-        with _quiet():
+        with captured_output(_NOISY_LOGGERS):
             program.save(str(path))
 
     default_only = bool(loaded.details.get("default_dynamic"))
@@ -213,7 +175,7 @@ class SpecializedAxisError(RuntimeError):
 def _torchscript(model, args, path, input_names, output_names, axes, options) -> None:
     import torch
 
-    with _quiet():
+    with captured_output(_NOISY_LOGGERS):
         torch.onnx.export(model, args, str(path), dynamo=False, input_names=input_names, output_names=output_names,
                           dynamic_axes=axes or None, opset_version=options.opset or DEFAULT_TORCHSCRIPT_OPSET,
                           do_constant_folding=options.constant_folding)

@@ -25,6 +25,7 @@ __all__ = ["LoadedModel", "ExportResult", "Frontend", "get_frontend", "guess_fra
 # framework name -> module holding its ``FRONTEND``
 FRAMEWORKS: dict[str, str] = {
     "pytorch": "golive.frontends.pytorch",
+    "tensorflow": "golive.frontends.tensorflow",
     "sklearn": "golive.frontends.sklearn",
     "lightgbm": "golive.frontends.gbdt",
     "xgboost": "golive.frontends.gbdt",
@@ -98,9 +99,8 @@ def guess_framework(source: str) -> str:
             f"source {source} does not exist",
             hint="give a model file, a model folder, or an import path such as mypkg.models:Net or model.py:Net")
     if path.is_dir():
-        if (path / "saved_model.pb").exists():
-            raise FrameworkError(f"{source} is a TensorFlow SavedModel; golive does not convert TensorFlow models yet",
-                                 hint="export it with tf2onnx and pass the .onnx file")
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            return "tensorflow"
         if (path / "config.json").exists():
             return "pytorch"
         if (path / "model.onnx").exists():
@@ -111,6 +111,8 @@ def guess_framework(source: str) -> str:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
+    if suffix in (".keras", ".h5", ".hdf5", ".pb"):
+        return "tensorflow"
     if suffix in (".pt", ".pth", ".pt2", ".ts", ".ptl", ".bin"):
         return "pytorch"
     if suffix in (".skops", ".joblib", ".pkl", ".pickle"):

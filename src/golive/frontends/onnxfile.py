@@ -15,7 +15,7 @@ from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec, specs_from_onnx
 
-__all__ = ["FRONTEND", "load_onnx", "save_onnx"]
+__all__ = ["FRONTEND", "load_onnx", "save_onnx", "check_onnx", "rename_values", "name_dims"]
 
 _EXTERNAL_THRESHOLD = 1_800_000_000  # protobuf cannot hold more than 2 GB
 _EXTERNAL_TENSOR_MIN = 1024  # smaller tensors stay inside model.onnx
@@ -55,6 +55,47 @@ def save_onnx(model, path: Path) -> None:
                   location=path.name + ".data", size_threshold=_EXTERNAL_TENSOR_MIN)
     else:
         onnx.save(model, str(path))
+
+
+def rename_values(model, renames: dict[str, str]) -> None:
+    """Rename graph inputs/outputs (and every node reference to them) in an ``onnx.ModelProto``."""
+    renames = {old: new for old, new in renames.items() if old != new}
+    if not renames:
+        return
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+        for i, name in enumerate(node.output):
+            if name in renames:
+                node.output[i] = renames[name]
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if value.name in renames:
+            value.name = renames[value.name]
+
+
+def name_dims(model, inputs: list[TensorSpec]) -> None:
+    """Give the inputs' dynamic axes golive's names (converters write unk__N), and a batch output axis its name."""
+    from golive.tensors import BATCH, dim_name
+
+    by_name = {s.name: s for s in inputs}
+    batch = False
+    for value in model.graph.input:
+        spec = by_name.get(value.name)
+        if spec is None or not spec.shape or not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for axis, (d, want) in enumerate(zip(dims, spec.shape)):
+            name = dim_name(spec, axis, want)
+            if name and not d.HasField("dim_value"):
+                d.dim_param = name
+                batch = batch or (axis == 0 and name == BATCH)
+    if not batch:
+        return
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = BATCH
 
 
 class OnnxFrontend:

@@ -102,15 +102,10 @@ def _n_features(model) -> int | None:
 
 def _rename_outputs(onx, names: list[str] | None) -> None:
     """skl2onnx calls them output_label/output_probability/variable; golive uses label/probabilities/variable."""
-    if not names or len(names) != len(onx.graph.output):
-        return
-    renames = {o.name: n for o, n in zip(onx.graph.output, names)}
-    for node in onx.graph.node:
-        for i, out in enumerate(node.output):
-            if out in renames:
-                node.output[i] = renames[out]
-    for o in onx.graph.output:
-        o.name = renames[o.name]
+    from golive.frontends.onnxfile import rename_values
+
+    if names and len(names) == len(onx.graph.output):
+        rename_values(onx, {o.name: n for o, n in zip(onx.graph.output, names)})
 
 
 def _load_skops(path: Path, trust: bool):
