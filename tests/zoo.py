@@ -81,6 +81,23 @@ class UsesCustomOp(nn.Module):
         return fancy_sin(x) + 1
 
 
+@torch.library.custom_op("golive_test::inverse", mutates_args=())
+def inverse(a: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.inv(a)
+
+
+@inverse.register_fake
+def _inverse_fake(a):
+    return torch.empty_like(a)
+
+
+class SolvesWithInverse(nn.Module):
+    """A custom operator whose ONNX Runtime implementation is a compiled library (onnxruntime-extensions')."""
+
+    def forward(self, a, b):
+        return inverse(a) @ b
+
+
 def tiny_mlp() -> nn.Module:
     """A factory function (not a class) that builds a model."""
     torch.manual_seed(0)

@@ -87,7 +87,12 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
     _io.check_output_dir(out)
     source = resolve_source(job.source)
     framework = opts.framework or guess_framework(source)
-    opts = opts.model_copy(update={"framework": framework, "weights": _absolute(opts.weights), "data": _absolute(opts.data)})
+    from golive.runtime import SessionConfig, resolve_custom_ops
+
+    opts = opts.model_copy(update={"framework": framework, "weights": _absolute(opts.weights), "data": _absolute(opts.data),
+                                   "custom_ops": resolve_custom_ops(opts.custom_ops),
+                                   "custom_translation": [_source_record(t) for t in opts.custom_translation]})
+    session = SessionConfig(custom_ops=opts.custom_ops)
     frontend = get_frontend(framework)
 
     _emit(on_event, "load", f"loading {framework} model from {job.source}")
@@ -135,6 +140,7 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
             "inputs": [s.model_dump() for s in onnx_inputs],
             "outputs": [s.model_dump() for s in onnx_outputs],
             "export_sizes": export_sizes,
+            "session": {"custom_ops": opts.custom_ops},
             "external_data": sorted(p.name for p in stage.iterdir() if p.name != "model.onnx"),
             "versions": versions,
             "verification": None,
@@ -142,7 +148,8 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
         report = None
         if opts.verify:
             vopts = job.verify if job.verify.data or not opts.data else job.verify.model_copy(update={"data": opts.data})
-            report = _verify_loaded(frontend, loaded, model_path, onnx_inputs, onnx_outputs, export_sizes, vopts, on_event)
+            report = _verify_loaded(frontend, loaded, model_path, onnx_inputs, onnx_outputs, export_sizes, vopts, on_event,
+                                    session)
             info["verification"] = report.model_dump(mode="json")
         _io.write_json(stage / "golive.json", info)
         ran = job.model_copy(update={"source": _source_record(job.source), "output_dir": str(out), "convert": opts})
@@ -175,7 +182,8 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).absolute()) if path and Path(path).exists() else path
 
 
-def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, on_event):
+def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, on_event,
+                   session=None):
     from golive.tensors import load_data
     from golive.verification import plan_samples, tolerances_for, verify_model
 
@@ -192,7 +200,7 @@ def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, op
         _emit(on_event, "verify", label, i, n)
 
     return verify_model(model_path, samples, tolerances_for(outputs, options), reference=reference,
-                        reference_name=ref_name, on_progress=progress)
+                        reference_name=ref_name, session_config=session, on_progress=progress)
 
 
 # ---------------------------------------------------------------- verify
@@ -206,6 +214,11 @@ def _convert_info(folder: Path, verb: str) -> dict[str, Any]:
     return json.loads(info_path.read_text())
 
 
+def _saved_custom_ops(info: dict[str, Any]) -> list[str]:
+    """The custom-op registrations a convert output was made with."""
+    return list((info.get("session") or {}).get("custom_ops") or [])
+
+
 def verify(target: str | Path, *, on_event: EventHandler | None = None, **options: Any):
     """Verify a convert output folder against its source, or an ONNX file against test data (or ONNX's reference evaluator).
 
@@ -217,10 +230,14 @@ def verify(target: str | Path, *, on_event: EventHandler | None = None, **option
     from golive.frontends.onnxfile import load_onnx
     from golive.tensors import TensorSpec, specs_from_onnx
 
+    from golive.runtime import SessionConfig, resolve_custom_ops
+
     vopts = _validated(VerifyOptions, **options)
     target = Path(target)
+    custom_ops = resolve_custom_ops(vopts.custom_ops)
     if target.is_dir():
         info = _convert_info(target, "verify")
+        session = SessionConfig(custom_ops=custom_ops or _saved_custom_ops(info))
         copts = ConvertOptions(**info["options"])
         frontend = get_frontend(info["framework"])
         from golive._resolve import resolve_source
@@ -230,13 +247,13 @@ def verify(target: str | Path, *, on_event: EventHandler | None = None, **option
         inputs = [TensorSpec(**s) for s in info["inputs"]]
         outputs = [TensorSpec(**s) for s in info["outputs"]]
         report = _verify_loaded(frontend, loaded, target / "model.onnx", inputs, outputs, info.get("export_sizes", {}),
-                                vopts, on_event)
+                                vopts, on_event, session)
         _io.write_json(target / "verify.json", {"options": vopts.model_dump(), "report": report.model_dump(mode="json")})
         return report
     frontend = get_frontend("onnx")
     loaded = frontend.load(str(target), ConvertOptions())
     inputs, outputs = specs_from_onnx(load_onnx(target, load_external_data=False))
-    return _verify_loaded(frontend, loaded, target, inputs, outputs, {}, vopts, on_event)
+    return _verify_loaded(frontend, loaded, target, inputs, outputs, {}, vopts, on_event, SessionConfig(custom_ops=custom_ops))
 
 
 # ---------------------------------------------------------------- inspect and run
@@ -263,7 +280,10 @@ def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOp
     from golive.tensors import TensorSpec, specs_from_onnx
     from golive.tuning import tune_model
 
+    from golive.runtime import resolve_custom_ops
+
     topts = _validated(TuneOptions, **options)
+    topts = topts.model_copy(update={"custom_ops": resolve_custom_ops(topts.custom_ops)})
     if isinstance(verify_options, dict):
         verify_options = _validated(VerifyOptions, **verify_options)
     target = Path(target)
@@ -273,6 +293,8 @@ def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOp
         model = target / "model.onnx"
         specs = [TensorSpec(**s) for s in info["inputs"]]
         base_sizes = info.get("export_sizes", {})
+        if not topts.custom_ops:
+            topts = topts.model_copy(update={"custom_ops": _saved_custom_ops(info)})
     else:
         model = target
         specs, _ = specs_from_onnx(load_onnx(model, load_external_data=False))

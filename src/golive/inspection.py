@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from golive.runtime import custom_domains
 from golive.tensors import TensorSpec, specs_from_onnx
 
 __all__ = ["ModelSummary", "summarize"]
@@ -27,6 +28,8 @@ class ModelSummary(BaseModel):
     subgraph_node_count: int = Field(0, description="nodes inside Loop/If/Scan bodies")
     op_types: dict[str, int] = Field(description="op type -> count, including subgraphs, most frequent first")
     functions: int = 0
+    custom_ops: dict[str, list[str]] = Field(
+        default_factory=dict, description="operators outside ONNX Runtime's own domains, by domain: they need --custom-ops")
     parameters: int
     parameter_bytes: int
     initializers: int
@@ -82,5 +85,6 @@ def summarize(path: str | Path) -> ModelSummary:
         opsets={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         inputs=inputs, outputs=outputs, node_count=top, subgraph_node_count=sub,
         op_types=dict(counts.most_common()), functions=len(model.functions),
+        custom_ops=custom_domains(model),
         parameters=params, parameter_bytes=nbytes, initializers=len(model.graph.initializer),
         metadata={p.key: p.value for p in model.metadata_props}, doc_string=model.doc_string)

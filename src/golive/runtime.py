@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,7 +10,10 @@ from pydantic import BaseModel, Field
 
 from golive.errors import ModelLoadError
 
-__all__ = ["SessionConfig", "make_session", "run_session"]
+__all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops"]
+
+EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
+_LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
 
 
 class SessionConfig(BaseModel):
@@ -26,13 +30,14 @@ class SessionConfig(BaseModel):
     enable_cpu_mem_arena: bool = True
     enable_mem_pattern: bool = True
     log_severity_level: int = 3  # errors only: ORT's own warnings go through our report instead
+    custom_ops: list[str] = Field(default_factory=list)  # libraries and Python op modules, see register_custom_ops
 
     def describe(self) -> str:
         """The settings that differ from ONNX Runtime's defaults, on one line."""
         default = SessionConfig()
         parts = [p.replace("ExecutionProvider", "") for p in self.providers]
         for name in type(self).model_fields:
-            if name in ("providers", "log_severity_level"):
+            if name in ("providers", "log_severity_level", "custom_ops"):
                 continue
             value = getattr(self, name)
             if value != getattr(default, name):
@@ -69,6 +74,7 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
     so.add_session_config_entry("session.inter_op.allow_spinning", "1" if config.inter_op_spinning else "0")
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
+    register_custom_ops(so, config.custom_ops)
     available = ort.get_available_providers()
     missing = [p for p in config.providers if p not in available]
     if missing:
@@ -78,10 +84,105 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
                                     providers=config.providers, provider_options=config.provider_options or None)
     except Exception as exc:
-        raise ModelLoadError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0][:400]}") from exc
+        text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        missing_op = re.search(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op", text)
+        if missing_op:
+            domain, op = missing_op.groups()
+            raise ModelLoadError(
+                f"the model uses the custom operator {domain}::{op}, which this ONNX Runtime does not implement",
+                hint="give its implementation with --custom-ops: a custom-op library (path/to/libops.so), a Python module "
+                     "whose functions are decorated with onnxruntime_extensions.onnx_op (ops.py or pkg.ops), or "
+                     f"{EXTENSIONS} for the operators onnxruntime-extensions ships") from exc
+        raise ModelLoadError(f"ONNX Runtime cannot load the model: {text}") from exc
 
 
 def run_session(session, feeds: dict) -> dict:
     """Run all outputs; sequences of maps (ZipMap) come back as they are."""
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
+
+
+def is_library(entry: str) -> bool:
+    name = Path(entry).name
+    return name.endswith(_LIBRARY_SUFFIXES) or ".so." in name
+
+
+def resolve_custom_ops(entries: list[str]) -> list[str]:
+    """Check each --custom-ops entry now (a clear error before any work) and make file paths absolute,
+    so that the settings saved with the model work from any folder."""
+    from golive.errors import GoliveError
+
+    resolved = []
+    for entry in entries:
+        if entry == EXTENSIONS or not (is_library(entry) or entry.endswith(".py")):
+            resolved.append(entry)  # a module name: imported where the session is made
+            continue
+        path = Path(entry)
+        if not path.is_file():
+            kind = "custom-op library" if is_library(entry) else "Python custom-op module"
+            raise GoliveError(f"{kind} {entry} does not exist",
+                              hint="--custom-ops takes a library (.so/.dll/.dylib), a .py file or module name with "
+                                   f"onnxruntime_extensions.onnx_op functions, or {EXTENSIONS}")
+        resolved.append(str(path.absolute()))
+    return resolved
+
+
+def register_custom_ops(so, entries: list[str]) -> None:
+    """Register custom operators on ``so`` (an ``onnxruntime.SessionOptions``).
+
+    Each entry is a shared library of custom ops (``.so``/``.dll``/``.dylib``), ``onnxruntime_extensions``
+    (the operators that package ships), or a Python module or ``.py`` file whose functions are decorated
+    with ``onnxruntime_extensions.onnx_op``: importing it registers them, and onnxruntime-extensions'
+    library runs them. Modules are imported once per process.
+    """
+    if not entries:
+        return
+    from golive.errors import ModelLoadError as _LoadError
+    from golive.errors import require
+
+    needs_extensions = False
+    for entry in entries:
+        if is_library(entry):
+            try:
+                so.register_custom_ops_library(str(entry))
+            except Exception as exc:
+                raise _LoadError(f"ONNX Runtime cannot load the custom-op library {entry}: {str(exc).strip()[:300]}",
+                                 hint="it must be built against this onnxruntime's C API (see onnxruntime.__version__)") from exc
+        elif entry == EXTENSIONS:
+            needs_extensions = True
+        else:
+            from golive._imports import load_module
+
+            require("onnxruntime_extensions", package="onnxruntime-extensions", extra="extensions",
+                    purpose="Running Python custom operators")
+            load_module(entry, reuse=True)
+            needs_extensions = True
+    if needs_extensions:
+        ortx = require("onnxruntime_extensions", package="onnxruntime-extensions", extra="extensions",
+                       purpose="Running onnxruntime-extensions operators")
+        so.register_custom_ops_library(ortx.get_library_path())
+
+
+def custom_domains(model) -> dict[str, list[str]]:
+    """Operators of an ``onnx.ModelProto`` outside the domains ONNX Runtime implements itself, by domain."""
+    builtin = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.training",
+               "ai.onnx.preview.training", "com.microsoft.experimental", "org.pytorch.aten", "com.ms.internal.nhwc"}
+    local = {f.domain for f in model.functions}
+    found: dict[str, list[str]] = {}
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            if node.domain not in builtin and node.domain not in local:
+                ops = found.setdefault(node.domain, [])
+                if node.op_type not in ops:
+                    ops.append(node.op_type)
+            for attr in node.attribute:
+                if attr.g.node:
+                    visit(attr.g.node)
+                for g in attr.graphs:
+                    visit(g.node)
+
+    visit(model.graph.node)
+    for f in model.functions:
+        visit(f.node)
+    return found

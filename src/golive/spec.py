@@ -24,6 +24,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _custom_ops_field():
+    return Field(default_factory=list, description=(
+        "Implementations of custom-domain operators, registered on every ONNX Runtime session: a custom-op library "
+        "(.so/.dll/.dylib), a Python module or .py file whose functions carry onnxruntime_extensions.onnx_op, or "
+        "onnxruntime_extensions for the operators that package ships. Saved with the model; verify and tune reuse it."))
+
+
 class ConvertOptions(_Strict):
     framework: Literal["pytorch", "tensorflow", "sklearn", "lightgbm", "xgboost", "onnx"] | None = Field(
         default=None, description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost or onnx; "
@@ -48,6 +55,7 @@ class ConvertOptions(_Strict):
     int_ranges: list[str] = Field(
         default_factory=list, description="[NAME=]LOW:HIGH range for synthetic integer inputs (HIGH exclusive), e.g. input_ids=0:30522.")
     data: str | None = Field(default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder.")
+    custom_ops: list[str] = _custom_ops_field()
     verify: bool = Field(default=True, description="Verify the exported model against the source model.")
 
     @field_validator("inputs", "dynamic", "int_ranges")
@@ -76,6 +84,7 @@ class VerifyOptions(_Strict):
     dim_sizes: dict[str, list[int]] = Field(
         default_factory=dict, description="Sizes to verify each dynamic axis at, DIMNAME=SIZE[,SIZE...], e.g. batch=1,7.")
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
+    custom_ops: list[str] = _custom_ops_field()
 
 
 class TuneOptions(_Strict):
@@ -103,6 +112,7 @@ class TuneOptions(_Strict):
     dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
+    custom_ops: list[str] = _custom_ops_field()
 
 
 class JobSpec(_Strict):
@@ -159,6 +169,10 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
     job.convert.weights = fix(job.convert.weights)
     job.convert.data = fix(job.convert.data)
     job.verify.data = fix(job.verify.data)
+    job.convert.custom_translation = [fix(p) or p for p in job.convert.custom_translation]
+    for options in (job.convert, job.verify, job.tune):
+        if options is not None:
+            options.custom_ops = [fix(p) or p for p in options.custom_ops]
     if job.tune:
         job.tune.data = fix(job.tune.data)
     if job.tune_dir and not Path(job.tune_dir).is_absolute():

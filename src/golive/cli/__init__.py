@@ -141,6 +141,7 @@ def _split(items: list[str]) -> list[str]:
 RtolOpt = Annotated[list[str], typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.")]
 AtolOpt = Annotated[list[str], typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.")]
 DimOpt = Annotated[list[str], typer.Option("--dim", help=help_for(V, "dim_sizes"))]
+CustomOpsOpt = Annotated[list[str], typer.Option("--custom-ops", help=help_for(V, "custom_ops") + " Repeat for several.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -156,6 +157,7 @@ def convert(
     exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
     signature: Annotated[Optional[str], typer.Option(help=help_for(C, "signature"))] = None,
     custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"))] = [],
+    custom_ops: CustomOpsOpt = [],
     constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
     weights: Annotated[Optional[str], typer.Option(help=help_for(C, "weights"))] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
@@ -176,7 +178,8 @@ def convert(
         with _progress() as on_event:
             result = api.convert(
                 source, output, framework=framework, inputs=input, dynamic=dynamic, output_names=_split(output_names),
-                opset=opset, exporter=exporter, signature=signature, custom_translation=custom_translation, constant_folding=constant_folding, weights=weights,
+                opset=opset, exporter=exporter, signature=signature, custom_translation=custom_translation,
+                custom_ops=custom_ops, constant_folding=constant_folding, weights=weights,
                 trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
                 verify_options=vopts, on_event=on_event)
     _show_convert(result, as_json)
@@ -191,6 +194,7 @@ def verify(
     dim: DimOpt = [],
     batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
     seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
+    custom_ops: CustomOpsOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Compare ONNX Runtime with the source model (or stored expected outputs). Exit 0 pass, 1 fail, 2 bad input."""
@@ -201,7 +205,8 @@ def verify(
             raise GoliveError(f"{target} does not exist", hint="give a golive convert output folder or an .onnx file")
         with _progress() as on_event:
             report = api.verify(target, on_event=on_event,
-                                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed))
+                                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed,
+                                                  custom_ops=custom_ops))
     if as_json:
         out.print_json(report.model_dump_json())
     else:
@@ -223,6 +228,7 @@ def tune(
     transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated; none: session settings only.")] = [],
     dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
+    custom_ops: CustomOpsOpt = [],
     rtol: RtolOpt = [],
     atol: AtolOpt = [],
     as_json: JsonOpt = False,
@@ -247,7 +253,7 @@ def tune(
         chosen = _split(transforms)
         options = {"budget": budget, "providers": _split(providers), "objective": objective, "data": data,
                    "transforms": ([] if chosen == ["none"] else chosen) or None, "dim_sizes": sizes,
-                   "concurrency": concurrency, "metrics": {**T().metrics, **metrics}}
+                   "concurrency": concurrency, "metrics": {**T().metrics, **metrics}, "custom_ops": custom_ops}
         with _progress() as on_event:
             result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
     if as_json:

@@ -96,6 +96,9 @@ def render_summary(console: Console, s) -> None:
     for op, n in s.op_types.items():
         ops.add_row(op, str(n))
     console.print(ops)
+    for domain, ops_in_domain in s.custom_ops.items():
+        console.print(f"[yellow]custom operators[/] {escape(domain)}: {escape(', '.join(ops_in_domain))} "
+                      "(ONNX Runtime runs them only with their implementation: --custom-ops)", highlight=False)
     if s.metadata:
         console.print("metadata: " + ", ".join(f"{k}={v}" for k, v in s.metadata.items()), markup=False, highlight=False)
 

@@ -31,7 +31,8 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
             for s in inputs}
     axes = {k: v for k, v in axes.items() if v}
 
-    plan = _plan(loaded, options)
+    translations = _translations(options)
+    plan = _plan(loaded, options, bool(translations))
     result = ExportResult(exporter="")
     errors: list[str] = []
     for exporter, skip_reason in plan:
@@ -40,7 +41,7 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
             continue
         try:
             if exporter == "dynamo":
-                note = _dynamo(loaded, args, path, input_names, output_names, axes, options)
+                note = _dynamo(loaded, args, path, input_names, output_names, axes, options, translations)
                 if note:
                     result.notes.append(note)
             else:
@@ -66,20 +67,28 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
         raise ExportError(
             f"PyTorch cannot export the operator{'s' if len(operators) > 1 else ''} {', '.join(operators)} to ONNX "
             f"(tried: {', '.join(a['exporter'] for a in result.attempts)}; reasons with --verbose)",
-            hint="write a translation to existing ONNX ops with onnxscript and pass it to the exporter "
-                 "(torch.onnx.export(..., custom_translation_table=...)), or emit a custom-domain node and give "
-                 "ONNX Runtime its implementation as a custom-op library",
+            hint=f"two ways out: (1) write an onnxscript function that computes it with existing ONNX ops, typed "
+                 f"(def f(x: FLOAT) -> FLOAT), and pass --custom-translation my_ops.py:TABLE with TABLE = "
+                 f"{{torch.ops.{operators[0].replace('::', '.')}.default: f}}; (2) have that function emit one "
+                 f"custom-domain node (onnxscript.values.Opset('ai.onnx.contrib', 1).MyOp(x)) and give ONNX Runtime "
+                 f"its implementation with --custom-ops (a .so library, or a Python module using "
+                 f"onnxruntime_extensions.onnx_op)",
             operators=operators, attempts=result.attempts)
     raise ExportError(f"no exporter could export the model ({tried})",
                       hint="try --exporter torchscript or --exporter dynamo alone, and --debug for the full error",
                       attempts=result.attempts)
 
 
-def _plan(loaded: LoadedModel, options: ConvertOptions) -> list[tuple[str, str | None]]:
+def _plan(loaded: LoadedModel, options: ConvertOptions, translations: bool = False) -> list[tuple[str, str | None]]:
+    if options.exporter not in ("auto", "dynamo", "torchscript"):
+        raise ExportError(f"--exporter {options.exporter} is for TensorFlow models",
+                          hint="PyTorch models use --exporter auto, dynamo or torchscript")
     wanted = ["dynamo", "torchscript"] if options.exporter == "auto" else [options.exporter]
     plan = []
     for exporter in wanted:
         reason = None
+        if exporter == "torchscript" and translations:
+            reason = "--custom-translation applies to the dynamo exporter only"
         if exporter == "dynamo" and loaded.kind == "torchscript":
             reason = "torch.export cannot trace a TorchScript module; its graph goes to the TorchScript exporter"
         if exporter == "torchscript" and loaded.kind == "torch-export":
@@ -116,7 +125,35 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions) -> 
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
-def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str | None:
+def _translations(options: ConvertOptions) -> dict | None:
+    """The --custom-translation tables, merged: torch operator -> onnxscript function(s)."""
+    if not options.custom_translation:
+        return None
+    import inspect
+
+    from golive._imports import load_object
+
+    table: dict = {}
+    for path in options.custom_translation:
+        obj = load_object(path, reuse=True)
+        if not isinstance(obj, dict) or not obj:
+            raise ExportError(f"--custom-translation {path} is a {type(obj).__name__}, not a dict from torch operator "
+                              "to onnxscript function", hint="TABLE = {torch.ops.my_ns.my_op.default: my_onnxscript_function}")
+        for op, functions in obj.items():
+            for fn in functions if isinstance(functions, (list, tuple)) else [functions]:
+                python = getattr(fn, "function", None)
+                if python is None:
+                    raise ExportError(f"the translation for {op} in {path} is a {type(fn).__name__}, not an onnxscript "
+                                      "function", hint="decorate it with @onnxscript.script(onnxscript.values.Opset('my.domain', 1))")
+                if inspect.signature(python).return_annotation is inspect.Signature.empty:
+                    raise ExportError(f"the translation {python.__name__} for {op} has no return type annotation; the "
+                                      "exporter would give its node no outputs",
+                                      hint=f"annotate it, e.g. def {python.__name__}(x: FLOAT) -> FLOAT (from onnxscript import FLOAT)")
+        table.update(obj)
+    return table
+
+
+def _dynamo(loaded, args, path, input_names, output_names, axes, options, translations=None) -> str | None:
     import torch
 
     dims: dict[str, object] = {}
@@ -136,7 +173,8 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options) -> str
         with captured_output(_NOISY_LOGGERS):
             program = torch.onnx.export(
                 loaded.model, args, None, dynamo=True, input_names=input_names, output_names=output_names,
-                opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False)
+                opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False,
+                custom_translation_table=translations)
         if shapes is not None:  # fix up the in-memory model: no second parse of a large file
             _check_dynamic(program.model, axes)
             _rename_dims(program.model, axes)

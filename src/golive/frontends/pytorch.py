@@ -4,11 +4,8 @@ folders and (only with --trust-pickle) whole pickled modules.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import os
-import sys
 import zipfile
 from pathlib import Path
 
@@ -96,41 +93,11 @@ def flatten_outputs(out) -> list:
 # ---------------------------------------------------------------- sources
 
 def _load_import_path(source: str):
+    from golive._imports import load_object
+
     torch = _torch()
-    mod_name, _, attr = source.rpartition(":")
-    if mod_name.endswith(".py"):
-        file = Path(mod_name)
-        if not file.is_file():
-            raise SourceNotFoundError(f"Python file {mod_name} does not exist", hint="check the path before the colon")
-        unique = f"golive_user_{abs(hash(str(file.resolve())))}"
-        spec = importlib.util.spec_from_file_location(unique, file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[unique] = module
-        sys.path.insert(0, str(file.resolve().parent))
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(unique, None)
-            raise ModelLoadError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            sys.path.remove(str(file.resolve().parent))
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            raise SourceNotFoundError(f"cannot import module {mod_name}: {exc}",
-                                      hint="install the package, run from its folder, or use path/to/file.py:Name") from exc
-        except Exception as exc:
-            raise ModelLoadError(f"importing {mod_name} failed: {type(exc).__name__}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            names = sorted(n for n in dir(module) if not n.startswith("_"))
-            raise SourceNotFoundError(f"{mod_name} has no attribute {attr}",
-                                      hint="names there: " + ", ".join(names[:20]))
-        obj = getattr(obj, part)
+    attr = source.rpartition(":")[2]
+    obj = load_object(source)
     if isinstance(obj, torch.nn.Module):
         return obj
     if callable(obj):

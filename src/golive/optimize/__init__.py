@@ -26,6 +26,7 @@ class TransformContext:
     provider: str = "CPUExecutionProvider"
     work_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    custom_ops: list[str] = field(default_factory=list)  # registered on any session a transform makes
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ def ort_optimized_graph(src: Path, dst: Path, ctx: TransformContext) -> dict[str
     from golive.runtime import SessionConfig, make_session
 
     level = ctx.options.get("graph_optimization_level", "all")
-    make_session(src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level), optimized_model_path=dst)
+    make_session(src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level, custom_ops=ctx.custom_ops),
+                 optimized_model_path=dst)
     return {"saved_at_level": level, "provider": ctx.provider}
 
 

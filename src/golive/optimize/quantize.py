@@ -68,9 +68,10 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     The number kept grows (1, 2, 4, ...) until the outputs' cosine similarity to fp32 on the
     calibration inputs reaches the gate's threshold, or half of the nodes are kept.
     """
-    import onnxruntime as ort
+    from golive.runtime import SessionConfig, make_session
 
     threshold = float(ctx.options.get("cosine", 0.999))
+    config = SessionConfig(custom_ops=ctx.custom_ops)
     feeds = ctx.calibration[:2]
     if not feeds:
         raise ValueError("needs calibration inputs")
@@ -81,14 +82,14 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     work = dst.parent
 
     def score(path: Path) -> float:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = make_session(path, config)
         vals = []
         for feed, ref in zip(feeds, refs):
             outs = sess.run(None, feed)
             vals.extend(_cosine(o, r) for o, r in zip(outs, ref) if np.asarray(o).dtype.kind == "f")
         return min(vals) if vals else 1.0
 
-    base = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    base = make_session(src, config)
     refs = [base.run(None, f) for f in feeds]
     drops = {}
     one = work / "one.onnx"

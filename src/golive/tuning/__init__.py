@@ -7,7 +7,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
         np.savez(work / "inputs.npz", **feeds)
         state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
                             tolerances=tolerances,
-                            ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
+                            ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work, custom_ops=options.custom_ops,
                                                  options={**options.metrics, "deadline": started + options.budget}),
                             on_event=lambda step, msg, d, t: emit(step, msg, int(time.monotonic() - started),
                                                                   int(options.budget)),

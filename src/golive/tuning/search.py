@@ -135,7 +135,7 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 
 
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
-    default = SessionConfig(providers=[provider])
+    default = SessionConfig(providers=[provider], custom_ops=state.options.custom_ops)
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
     known = {*FUSIONS, *INT8_FIRST, INT8_RESCUE, "fp16"}
     extra = [t for t in (state.options.transforms or []) if t not in known]  # asked for by name, tried alone
@@ -229,7 +229,8 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
 
 def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     """Returns (baseline, best)."""
-    baseline = evaluate(state, _new(state, "baseline", [], SessionConfig()), max(1.0, 2.5 * state.short_seconds))
+    baseline = evaluate(state, _new(state, "baseline", [], SessionConfig(custom_ops=state.options.custom_ops)),
+                        max(1.0, 2.5 * state.short_seconds))
     if baseline.status != "passed":
         from golive.errors import GoliveError
 

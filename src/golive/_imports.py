@@ -1,0 +1,80 @@
+"""Importing the user's code: a module name (``pkg.mod``) or a file (``path/to/file.py``), optionally ``:attr``.
+
+Used for PyTorch import-path sources, exporter translation tables and Python custom-op modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from golive.errors import ModelLoadError, SourceNotFoundError
+
+__all__ = ["load_module", "load_object", "is_python_file"]
+
+
+def is_python_file(name: str) -> bool:
+    return name.endswith(".py")
+
+
+def _module_name(file: Path) -> str:
+    import hashlib
+
+    return "golive_user_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
+
+
+def load_module(name: str, *, reuse: bool = False) -> ModuleType:
+    """Import ``name``: a dotted module (found from the current folder too) or a .py file.
+
+    A file is executed under a name of its own; ``reuse`` returns the module already executed from
+    the same file in this process instead of running it again (for modules that register things).
+    """
+    if is_python_file(name):
+        file = Path(name)
+        if not file.is_file():
+            raise SourceNotFoundError(f"Python file {name} does not exist", hint="check the path before the colon")
+        unique = _module_name(file)
+        if reuse and unique in sys.modules:
+            return sys.modules[unique]
+        spec = importlib.util.spec_from_file_location(unique, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[unique] = module
+        folder = str(file.resolve().parent)
+        sys.path.insert(0, folder)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(unique, None)
+            raise ModelLoadError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            sys.path.remove(folder)
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise SourceNotFoundError(f"cannot import module {name}: {exc}",
+                                  hint="install the package, run from its folder, or use path/to/file.py") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def load_object(path: str, *, reuse: bool = False) -> Any:
+    """``module:attr.sub`` or ``file.py:attr``: the object it names."""
+    mod_name, _, attr = path.rpartition(":")
+    if not mod_name or not attr:
+        raise SourceNotFoundError(f"{path!r} is not an import path", hint="write module:name or path/to/file.py:name")
+    module = load_module(mod_name, reuse=reuse)
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n in dir(module) if not n.startswith("_"))
+            raise SourceNotFoundError(f"{mod_name} has no attribute {attr}", hint="names there: " + ", ".join(names[:20]))
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,108 @@
+"""Operators ONNX lacks: translated to ONNX ops at export, or kept as custom-domain nodes whose
+implementation (a Python function through onnxruntime-extensions, or a compiled library) is
+registered on every session golive makes: convert's verify, verify later, tune, load_session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import golive
+from conftest import TESTS, read_info, zoo
+
+ortx = pytest.importorskip("onnxruntime_extensions")
+
+EXPORT = TESTS / "custom_ops_export.py"
+RUNTIME = TESTS / "custom_ops_runtime.py"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _domains(path: Path) -> set[tuple[str, str]]:
+    return {(n.domain, n.op_type) for n in onnx.load(str(path)).graph.node}
+
+
+def test_translation_to_standard_onnx_ops(tmp_path):
+    result = golive.convert(zoo("UsesCustomOp"), tmp_path / "o", inputs=["x:float32[batch,3]"],
+                            custom_translation=[f"{EXPORT}:TO_ONNX"])
+    assert result.passed and result.info["exporter"] == "dynamo"
+    assert all(domain == "" for domain, _ in _domains(result.model_path))
+    assert ("", "Sin") in _domains(result.model_path)
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(4, 3)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(result.model_path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, np.sin(x) * 2 + 1, rtol=1e-5, atol=1e-6)
+
+
+def test_translation_without_types_is_refused_with_the_fix(tmp_path, cli):
+    code, _, err = cli("convert", zoo("UsesCustomOp"), "-o", tmp_path / "o", "--input", "x:float32[2,3]",
+                       "--custom-translation", f"{EXPORT}:UNTYPED")
+    err = _flat(err)
+    assert code == 2 and "no return type annotation" in err and "-> FLOAT" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_custom_node_needs_its_implementation(tmp_path, cli):
+    code, _, err = cli("convert", zoo("UsesCustomOp"), "-o", tmp_path / "o", "--input", "x:float32[2,3]",
+                       "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE")
+    err = _flat(err)
+    assert code == 2
+    assert "custom operator ai.onnx.contrib::FancySin" in err and "--custom-ops" in err
+    assert not (tmp_path / "o").exists()
+
+    code, _, err = cli("convert", zoo("UsesCustomOp"), "-o", tmp_path / "o", "--input", "x:float32[2,3]",
+                       "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE", "--custom-ops", tmp_path / "nope.so")
+    assert code == 2 and "nope.so does not exist" in _flat(err)
+
+
+def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_session(tmp_path, cli):
+    out, tuned = tmp_path / "o", tmp_path / "t"
+    code, stdout, err = cli("convert", zoo("UsesCustomOp"), "-o", out, "--input", "x:float32[batch,3]",
+                            "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE", "--custom-ops", RUNTIME)
+    assert code == 0, err
+    info = read_info(out)
+    assert ("ai.onnx.contrib", "FancySin") in _domains(out / "model.onnx")
+    assert info["session"]["custom_ops"] == [str(RUNTIME)]
+    assert info["verification"]["passed"] and info["verification"]["reference"] == "pytorch source model"
+    assert golive.inspect(out).custom_ops == {"ai.onnx.contrib": ["FancySin"]}
+
+    # verify later, with no flag: the registration comes from golive.json
+    code, stdout, err = cli("verify", out, "--dim", "batch=1,9")
+    assert code == 0, err
+    assert "batch=9" in stdout
+
+    # tune: every candidate's worker process registers the Python op again
+    result = golive.tune(out, tuned, budget=8)
+    assert result.best.status == "passed"
+    measured = [c for c in result.report.candidates if c.status in ("passed", "rejected")]
+    assert len(measured) >= 2
+    saved = json.loads((tuned / "best" / "session.json").read_text())
+    assert saved["session"]["custom_ops"] == [str(RUNTIME)]
+
+    session = golive.load_session(tuned)
+    x = np.linspace(-2, 2, 15, dtype=np.float32).reshape(5, 3)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], np.sin(x) * 2 + 1, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_custom_op_library(tmp_path):
+    """onnxruntime-extensions' compiled library, given by path like any custom-op .so, runs ai.onnx.contrib::Inverse."""
+    library = ortx.get_library_path()
+    rng = np.random.default_rng(0)
+    a = (rng.random((3, 3)) + 3 * np.eye(3)).astype(np.float32)  # well conditioned
+    b = rng.random((3, 2)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", a=a, b=b)
+    result = golive.convert(zoo("SolvesWithInverse"), tmp_path / "o", inputs=["a:float32[3,3]", "b:float32[3,2]"],
+                            data=str(tmp_path / "data.npz"), custom_translation=[f"{EXPORT}:INVERSE_TO_CONTRIB"],
+                            custom_ops=[library])
+    assert result.passed, result.verification.failures()
+    assert ("ai.onnx.contrib", "Inverse") in _domains(result.model_path)
+    assert result.info["session"]["custom_ops"] == [library]
+    report = golive.verify(tmp_path / "o", data=str(tmp_path / "data.npz"))  # the library registered from golive.json
+    assert report.passed
