@@ -226,3 +226,17 @@ def test_framework_is_guessed_from_tensorflow_sources(saved, frozen_graph):
 
     for source in (saved / "cnn.keras", saved / "cnn_savedmodel", frozen_graph):
         assert guess_framework(str(source)) == "tensorflow"
+
+
+def test_mixed_precision_keras_model_is_verified_at_float16_tolerances(tmp_path):
+    keras.utils.set_random_seed(3)
+    x = keras.Input((8,), name="x")
+    h = keras.layers.Dense(64, activation="relu", dtype="mixed_float16")(x)
+    y = keras.layers.Dense(3, dtype="float32", name="y")(h)
+    keras.Model(x, y).save(tmp_path / "mixed.keras")
+    result = golive.convert(tmp_path / "mixed.keras", tmp_path / "o")
+    assert result.passed
+    assert result.verification.outputs[0].rtol == 1e-2 and result.verification.outputs[0].atol == 1e-3
+    assert any("float16" in n for n in result.verification.notes)
+    strict = golive.verify(tmp_path / "o", rtol=1e-6, atol=1e-7)  # the user's tolerances win
+    assert strict.outputs[0].rtol == 1e-6 and not any("float16" in n for n in strict.notes)

@@ -199,8 +199,20 @@ def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, op
     def progress(i: int, n: int, label: str) -> None:
         _emit(on_event, "verify", label, i, n)
 
-    return verify_model(model_path, samples, tolerances_for(outputs, options), reference=reference,
-                        reference_name=ref_name, session_config=session, on_progress=progress)
+    note = None
+    compute = loaded.details.get("compute_dtype")
+    if compute and options.rtol is None and options.atol is None:
+        from golive.verification import default_tolerance
+
+        rtol, atol = default_tolerance(compute)
+        options = options.model_copy(update={"rtol": rtol, "atol": atol})
+        note = (f"the source computes in {compute} (its mixed-precision policy), so outputs are compared with "
+                f"{compute} tolerances (rtol {rtol:g}, atol {atol:g}); --rtol/--atol override them")
+    report = verify_model(model_path, samples, tolerances_for(outputs, options), reference=reference,
+                          reference_name=ref_name, session_config=session, on_progress=progress)
+    if note:
+        report.notes.append(note)
+    return report
 
 
 # ---------------------------------------------------------------- verify

@@ -199,8 +199,14 @@ class TensorFlowFrontend:
         count = len(model.outputs) if getattr(model, "outputs", None) else None
         if count is not None and len(names) != count:
             names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+        details: dict[str, Any] = {"class": type(model).__name__}
+        compute = {str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+                   for layer in getattr(model, "layers", [])}
+        low = sorted(compute & {"float16", "bfloat16"})
+        if low:
+            details["compute_dtype"] = low[-1] if "bfloat16" not in low else "bfloat16"
         return LoadedModel(framework=self.name, source=str(path), model=model, kind="keras", inputs=inputs,
-                           output_names=names or None, details={"class": type(model).__name__})
+                           output_names=names or None, details=details)
 
     def _load_graph(self, path: Path, options: ConvertOptions) -> LoadedModel:
         tf = _tensorflow()
@@ -274,6 +280,11 @@ class TensorFlowFrontend:
             result.attempts.append({"exporter": route, "ok": True})
             result.exporter = route
             result.notes.extend(notes)
+            if not options.inputs and not options.dynamic and inputs and \
+                    all(s.shape and isinstance(s.shape[0], int) for s in inputs):
+                result.notes.append("the model fixes its batch size (" + ", ".join(f"{s.name}: {s.shape[0]}" for s in inputs)
+                                    + "), so the ONNX model has static shapes; save it with a None batch dimension "
+                                      "for a dynamic batch")
             failed = [a for a in result.attempts if not a["ok"]]
             if failed:
                 result.fallback_reason = f"{failed[0]['exporter']} route: {failed[0]['error']}"
