@@ -106,3 +106,29 @@ def test_compiled_custom_op_library(tmp_path):
     assert result.info["session"]["custom_ops"] == [library]
     report = golive.verify(tmp_path / "o", data=str(tmp_path / "data.npz"))  # the library registered from golive.json
     assert report.passed
+
+
+def test_onnx_file_with_custom_nodes_verifies_against_expected_outputs(tmp_path, cli):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Inverse", ["a"], ["inverse"], domain="ai.onnx.contrib")], "inverse",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("inverse", TensorProto.FLOAT, [4, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.contrib", 1)])
+    onnx.save(model, tmp_path / "inverse.onnx")
+    a = (np.random.default_rng(1).random((4, 4)) + 4 * np.eye(4)).astype(np.float32)
+    np.savez(tmp_path / "cases.npz", a=a, inverse=np.linalg.inv(a).astype(np.float32))
+
+    # no reference can run ai.onnx.contrib::Inverse, so synthetic inputs prove nothing: say so, write nothing
+    code, _, err = cli("convert", tmp_path / "inverse.onnx", "-o", tmp_path / "o", "--custom-ops", "onnxruntime_extensions")
+    err = _flat(err)
+    assert code == 2 and "ai.onnx.contrib::Inverse" in err and "expected outputs" in err
+    assert not (tmp_path / "o").exists()
+
+    code, stdout, err = cli("convert", tmp_path / "inverse.onnx", "-o", tmp_path / "o", "--custom-ops",
+                            "onnxruntime_extensions", "--data", tmp_path / "cases.npz")
+    assert code == 0, err
+    assert read_info(tmp_path / "o")["verification"]["reference"].startswith("expected outputs")
+    code, _, err = cli("verify", tmp_path / "inverse.onnx", "--data", tmp_path / "cases.npz")
+    assert code == 2 and "--custom-ops" in _flat(err)  # a bare .onnx file carries no registration

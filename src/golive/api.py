@@ -106,7 +106,7 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
     data = None
     if opts.data:
         names = [s.name for s in loaded.inputs] if loaded.inputs else [parse_input_spec(t).name for t in opts.inputs]
-        data = load_data(opts.data, names or ["input"])
+        data = load_data(opts.data, names or ["input"], loaded.output_names)
     specs = input_specs(loaded, opts, data)
     sample = export_sample(loaded, specs, data)
 
@@ -190,6 +190,16 @@ def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, op
     names = [s.name for s in inputs]
     data = load_data(options.data, names, [o.name for o in outputs]) if options.data else None
     stored_only = loaded.framework == "onnx" and data and all(s.outputs for s in data)
+    if loaded.framework == "onnx" and not stored_only:
+        from golive.runtime import custom_domains
+
+        custom = custom_domains(loaded.model)
+        if custom:
+            ops = ", ".join(f"{d}::{op}" for d, names in custom.items() for op in names)
+            raise DataError(f"nothing independent to verify against: ONNX's reference evaluator does not implement the "
+                            f"custom operator(s) {ops}",
+                            hint="give inputs with their expected outputs (--data test_data_set_0/ with output_K.pb, or "
+                                 ".npz holding the outputs too), or skip verification with --no-verify")
     samples = plan_samples(inputs, options, base_sizes, data, alternates=not stored_only)
     output_names = [o.name for o in outputs]
     reference = None if stored_only else (lambda feeds: frontend.run(loaded, feeds, output_names))

@@ -284,6 +284,8 @@ def synthesize(specs: list[TensorSpec], sizes: dict[str, int], seed: int = 0) ->
 def load_data(path: str | Path, input_names: list[str], output_names: list[str] | None = None) -> list[Sample]:
     """Read test data: ``.npz`` (name -> array), ``.npy`` (one input), or ONNX test-data folders.
 
+    Arrays of a ``.npz`` named after one of ``output_names`` are the expected outputs.
+
     An ONNX test-data folder is either ``test_data_set_N/`` itself (``input_K.pb``, ``output_K.pb``)
     or a folder holding several of them, as in the ONNX model zoo.
     """
@@ -307,7 +309,8 @@ def load_data(path: str | Path, input_names: list[str], output_names: list[str] 
             raise DataError(f"cannot read {path} as a .npz file: {exc}") from exc
         if arrays and all(re.fullmatch(r"arr_\d+", k) for k in arrays) and not set(arrays) & set(input_names):
             arrays = dict(zip(input_names, (arrays[f"arr_{i}"] for i in range(len(arrays)))))
-        return [Sample(inputs=arrays, label=path.name)]
+        expected = {k: arrays.pop(k) for k in list(arrays) if k in (output_names or []) and k not in input_names}
+        return [Sample(inputs=arrays, outputs=expected or None, label=path.name)]
     if path.suffix == ".npy":
         if len(input_names) != 1:
             raise DataError(f"{path.name} holds one array, but the model has {len(input_names)} inputs "
