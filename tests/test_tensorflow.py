@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -240,3 +242,35 @@ def test_mixed_precision_keras_model_is_verified_at_float16_tolerances(tmp_path)
     assert any("float16" in n for n in result.verification.notes)
     strict = golive.verify(tmp_path / "o", rtol=1e-6, atol=1e-7)  # the user's tolerances win
     assert strict.outputs[0].rtol == 1e-6 and not any("float16" in n for n in strict.notes)
+
+
+def test_keras_custom_layer_with_an_op_tf2onnx_lacks(tmp_path, cli):
+    """--import registers the layer; the op tf2onnx cannot convert is named with the way out, then kept as an
+    ai.onnx.contrib node (--custom-translation) and run by a Python implementation (--custom-ops)."""
+    from conftest import TESTS
+
+    import keras_layers
+
+    a = keras.Input((3, 3), name="a")
+    keras.Model(a, keras_layers.Inverse(name="inverse")(a)).save(tmp_path / "inv.keras")
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "a.npz", a=(rng.random((4, 3, 3)) + 3 * np.eye(3)).astype(np.float32))
+    base = ["convert", tmp_path / "inv.keras", "-o", tmp_path / "o", "--data", tmp_path / "a.npz"]
+
+    # a fresh process has never seen the layer (this one has: the test built the model with it)
+    fresh = subprocess.run([sys.executable, "-m", "golive", *map(str, base)], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert fresh.returncode == 2 and "Keras cannot load" in fresh.stderr and "register_keras_serializable" in fresh.stderr
+
+    code, _, err = cli(*base, "--import", "keras_layers")
+    err = _flat(err)
+    assert code == 2 and "cannot convert the TensorFlow op MatrixInverse" in err
+    assert "--custom-translation MatrixInverse=ai.onnx.contrib" in err and "--custom-ops" in err
+
+    code, _, err = cli(*base, "--import", "keras_layers", "--custom-translation", "MatrixInverse=ai.onnx.contrib",
+                       "--custom-ops", TESTS / "custom_ops_runtime.py")
+    assert code == 0, err
+    info = read_info(tmp_path / "o")
+    assert info["exporter"] == "tf2onnx" and info["verification"]["passed"]
+    assert info["session"]["custom_ops"] == [str(TESTS / "custom_ops_runtime.py")]
+    assert golive.inspect(tmp_path / "o").custom_ops == {"ai.onnx.contrib": ["MatrixInverse"]}

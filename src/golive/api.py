@@ -91,12 +91,14 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
 
     opts = opts.model_copy(update={"framework": framework, "weights": _absolute(opts.weights), "data": _absolute(opts.data),
                                    "custom_ops": resolve_custom_ops(opts.custom_ops),
-                                   "custom_translation": [_source_record(t) for t in opts.custom_translation]})
+                                   "custom_translation": [_source_record(t) for t in opts.custom_translation],
+                                   "imports": [_source_record(m) for m in opts.imports]})
     session = SessionConfig(custom_ops=opts.custom_ops)
     frontend = get_frontend(framework)
 
     _emit(on_event, "load", f"loading {framework} model from {job.source}")
     try:
+        _import_user_modules(opts)
         loaded = frontend.load(source, opts)
     except (ModelLoadError, FrameworkError) as exc:
         guessed = _guess_quietly(source)
@@ -156,6 +158,17 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
         _io.write_json(stage / "job.json", ran.to_json())
     _emit(on_event, "done", f"wrote {out / 'model.onnx'}")
     return ConvertResult(output_dir=out, model_path=out / "model.onnx", info=info, verification=report, notes=notes)
+
+
+def _import_user_modules(opts: ConvertOptions) -> None:
+    """--import: modules the source needs loaded first (a Keras model's registered custom layers, say)."""
+    from golive._imports import load_module
+
+    from golive._io import captured_output
+
+    for name in opts.imports:
+        with captured_output():  # what they print on import (TensorFlow's C++ log lines, say) goes to the debug log
+            load_module(name, reuse=True)
 
 
 def _guess_quietly(source: str) -> str | None:
@@ -265,6 +278,7 @@ def verify(target: str | Path, *, on_event: EventHandler | None = None, **option
         from golive._resolve import resolve_source
 
         _emit(on_event, "load", f"loading {info['framework']} source {info['source']}")
+        _import_user_modules(copts)
         loaded = frontend.load(resolve_source(info["source"]), copts)
         inputs = [TensorSpec(**s) for s in info["inputs"]]
         outputs = [TensorSpec(**s) for s in info["outputs"]]

@@ -46,8 +46,10 @@ class ConvertOptions(_Strict):
                                     "tries keras (model.export), then tf2onnx through a SavedModel.")
     signature: str | None = Field(default=None, description="TensorFlow SavedModel signature to convert (default: serving_default, or the only one).")
     custom_translation: list[str] = Field(
-        default_factory=list, description="PyTorch: onnxscript translations for operators the exporter lacks, as module:table or "
-                                          "file.py:table (a dict from torch operator to onnxscript function); dynamo exporter only.")
+        default_factory=list, description="Operators the exporter lacks. PyTorch: onnxscript translations as module:table or "
+                                          "file.py:table (a dict from torch operator to onnxscript function; dynamo exporter only). "
+                                          "TensorFlow: TF_OP=DOMAIN keeps that op as one node of a custom domain (tf2onnx's custom_ops); "
+                                          "give its implementation with --custom-ops.")
     constant_folding: bool = Field(default=True, description="Fold constants while exporting.")
     weights: str | None = Field(default=None, description="State dict (.pt/.pth/.safetensors) for a PyTorch import-path source, loaded with weights_only=True.")
     trust_pickle: bool = Field(default=False, description="Allow unpickling the source (whole pickled nn.Module, joblib/pickle files). Only for files you trust: unpickling runs code.")
@@ -56,6 +58,10 @@ class ConvertOptions(_Strict):
         default_factory=list, description="[NAME=]LOW:HIGH range for synthetic integer inputs (HIGH exclusive), e.g. input_ids=0:30522.")
     data: str | None = Field(default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder.")
     custom_ops: list[str] = _custom_ops_field()
+    imports: list[str] = Field(
+        default_factory=list, description="Python modules or .py files to import before loading the source, e.g. the "
+                                          "module that registers a Keras model's custom layers. Imported code runs: only "
+                                          "name code you trust.")
     verify: bool = Field(default=True, description="Verify the exported model against the source model.")
 
     @field_validator("inputs", "dynamic", "int_ranges")
@@ -170,6 +176,7 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
     job.convert.data = fix(job.convert.data)
     job.verify.data = fix(job.verify.data)
     job.convert.custom_translation = [fix(p) or p for p in job.convert.custom_translation]
+    job.convert.imports = [fix(p) or p for p in job.convert.imports]
     for options in (job.convert, job.verify, job.tune):
         if options is not None:
             options.custom_ops = [fix(p) or p for p in options.custom_ops]

@@ -158,6 +158,7 @@ def convert(
     signature: Annotated[Optional[str], typer.Option(help=help_for(C, "signature"))] = None,
     custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"))] = [],
     custom_ops: CustomOpsOpt = [],
+    imports: Annotated[list[str], typer.Option("--import", help=help_for(C, "imports"))] = [],
     constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
     weights: Annotated[Optional[str], typer.Option(help=help_for(C, "weights"))] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
@@ -179,7 +180,7 @@ def convert(
             result = api.convert(
                 source, output, framework=framework, inputs=input, dynamic=dynamic, output_names=_split(output_names),
                 opset=opset, exporter=exporter, signature=signature, custom_translation=custom_translation,
-                custom_ops=custom_ops, constant_folding=constant_folding, weights=weights,
+                custom_ops=custom_ops, imports=imports, constant_folding=constant_folding, weights=weights,
                 trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
                 verify_options=vopts, on_event=on_event)
     _show_convert(result, as_json)

@@ -252,10 +252,14 @@ class TensorFlowFrontend:
         if options.exporter not in ("auto", "tf2onnx", "keras"):
             raise ExportError(f"--exporter {options.exporter} is a PyTorch exporter",
                               hint="TensorFlow models use --exporter auto, tf2onnx or keras")
-        if options.custom_translation:
-            raise ExportError("--custom-translation applies to PyTorch models only")
+        custom = _custom_op_domains(options.custom_translation)
         if loaded.kind == "keras":
             plan = ["keras", "tf2onnx"] if options.exporter == "auto" else [options.exporter]
+            if custom and "keras" in plan:
+                if options.exporter == "keras":
+                    raise ExportError("--custom-translation needs the tf2onnx route; Keras' exporter takes no custom ops",
+                                      hint="use --exporter auto or tf2onnx")
+                plan = ["tf2onnx"]
         elif options.exporter == "keras":
             raise ExportError(f"--exporter keras needs a Keras model; this source is a {loaded.kind}",
                               hint="use --exporter auto or tf2onnx")
@@ -268,7 +272,8 @@ class TensorFlowFrontend:
             captured = None
             try:
                 with captured_output(_NOISY_LOGGERS) as captured:
-                    model, notes = self._route(route, loaded, inputs, options)
+                    model, notes = self._route(route, loaded, inputs, options, custom)
+                _check_converted(model, custom)
             except (ExportError, InputSpecError):
                 raise
             except Exception as exc:  # converters raise many types; record this route's reason, try the next
@@ -291,8 +296,8 @@ class TensorFlowFrontend:
             return result
         tried = "; ".join(f"{a['exporter']}: {a['error']}" for a in result.attempts)
         raise ExportError(f"no route could convert the {loaded.kind} to ONNX ({tried})",
-                          hint="--debug shows the converters' full output; "
-                               "an op tf2onnx lacks can be mapped to a custom-domain node with tf2onnx's custom_ops")
+                          hint="--debug shows the converters' full output; an op tf2onnx lacks can be kept as a "
+                               "custom-domain node with --custom-translation TF_OP=DOMAIN")
 
     def _call_once(self, loaded: LoadedModel, sample: dict[str, np.ndarray]) -> None:
         """Keras exports only a model that has been called; a clear error when the inputs do not fit."""
@@ -304,15 +309,16 @@ class TensorFlowFrontend:
             raise InputSpecError(f"the Keras model fails on sample inputs ({shapes}): {_first_line(exc)}",
                                  hint="check --input (names, dtypes, shapes) or pass real inputs with --data") from exc
 
-    def _route(self, route: str, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions):
+    def _route(self, route: str, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions,
+               custom: dict[str, str]):
         notes: list[str] = []
         if loaded.kind == "frozen-graph":
             if loaded.details.get("guessed_outputs"):
                 notes.append(f"outputs taken from the graph's unconsumed nodes ({', '.join(loaded.output_names)}); "
                              "name others with --output-names")
-            return self._from_graph(loaded, inputs, options), notes
+            return self._from_graph(loaded, inputs, options, custom), notes
         if loaded.kind == "saved-model":
-            return self._from_function(loaded.model, inputs, options), notes
+            return self._from_function(loaded.model, inputs, options, custom), notes
         with tempfile.TemporaryDirectory(prefix="golive-keras-") as tmp:
             if route == "keras":
                 target = Path(tmp) / "model.onnx"
@@ -328,9 +334,9 @@ class TensorFlowFrontend:
             saved = tf.saved_model.load(str(folder))
             function = saved.signatures[DEFAULT_SIGNATURE]
             notes.append("converted through a SavedModel written by model.export(format='tf_saved_model')")
-            return self._from_function(function, inputs, options), notes
+            return self._from_function(function, inputs, options, custom), notes
 
-    def _from_function(self, function, inputs: list[TensorSpec], options: ConvertOptions):
+    def _from_function(self, function, inputs: list[TensorSpec], options: ConvertOptions, custom: dict[str, str]):
         """A signature function (keyword arguments) traced with positional arguments for tf2onnx."""
         tf = _tensorflow()
         tf2onnx = _tf2onnx()
@@ -340,15 +346,17 @@ class TensorFlowFrontend:
         def call(*args):
             return function(**dict(zip(names, args)))
 
-        model, _ = tf2onnx.convert.from_function(call, input_signature=_tf_signature(inputs), opset=options.opset)
+        model, _ = tf2onnx.convert.from_function(call, input_signature=_tf_signature(inputs), opset=options.opset,
+                                                 custom_ops=custom or None, extra_opset=_extra_opsets(custom))
         return model
 
-    def _from_graph(self, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions):
+    def _from_graph(self, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions, custom: dict[str, str]):
         tf2onnx = _tf2onnx()
         overrides = {_tensor(s.name): [d if isinstance(d, int) else None for d in s.shape] for s in inputs if s.shape}
         model, _ = tf2onnx.convert.from_graph_def(
             loaded.model, input_names=[_tensor(s.name) for s in inputs],
-            output_names=[_tensor(n) for n in loaded.output_names], opset=options.opset, shape_override=overrides)
+            output_names=[_tensor(n) for n in loaded.output_names], opset=options.opset, shape_override=overrides,
+            custom_ops=custom or None, extra_opset=_extra_opsets(custom))
         return model
 
     def _finish(self, model, loaded: LoadedModel, inputs: list[TensorSpec], path: Path) -> None:
@@ -390,6 +398,40 @@ class TensorFlowFrontend:
             out = model({k: tf.constant(v) for k, v in feeds.items()}, training=False)
         flat = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
         return {n: np.asarray(v) for n, v in zip(output_names, flat)}
+
+
+def _custom_op_domains(entries: list[str]) -> dict[str, str]:
+    """--custom-translation TF_OP=DOMAIN entries: TensorFlow ops tf2onnx keeps as one custom-domain node."""
+    custom = {}
+    for entry in entries:
+        op, eq, domain = entry.partition("=")
+        if not eq or not re.fullmatch(r"\w+", op.strip()) or not re.fullmatch(r"[\w.]+", domain.strip()):
+            raise InputSpecError(f"--custom-translation {entry!r}: a TensorFlow model takes TF_OP=DOMAIN",
+                                 hint="e.g. --custom-translation MatrixInverse=ai.onnx.contrib, then --custom-ops with its implementation")
+        custom[op.strip()] = domain.strip()
+    return custom
+
+
+def _extra_opsets(custom: dict[str, str]):
+    if not custom:
+        return None
+    from onnx import helper
+
+    return [helper.make_opsetid(domain, 1) for domain in sorted(set(custom.values()))]
+
+
+def _check_converted(model, custom: dict[str, str]) -> None:
+    """tf2onnx leaves ops it cannot convert in the graph under their TensorFlow names: name them, with the way out."""
+    from onnx import defs
+
+    missing = sorted({n.op_type for n in model.graph.node
+                      if n.domain in ("", "ai.onnx") and not defs.has(n.op_type) and n.op_type not in custom})
+    if missing:
+        raise ExportError(
+            f"tf2onnx cannot convert the TensorFlow op{'s' if len(missing) > 1 else ''} {', '.join(missing)} to ONNX",
+            hint=f"keep it as a custom-domain node with --custom-translation {missing[0]}=ai.onnx.contrib and give ONNX "
+                 "Runtime its implementation with --custom-ops (a Python module using onnxruntime_extensions.onnx_op, or "
+                 "a .so library)", operators=missing)
 
 
 def _tensor(name: str) -> str:
