@@ -14,10 +14,8 @@ Verification runs the same TensorFlow function (signature, Keras model, or graph
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,9 @@ import numpy as np
 from golive._io import captured_output
 from golive.errors import (
     ExportError, FrameworkError, InputSpecError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require,
+)
+from golive.frontends._tf_names import (
+    check_converted, check_tensor, custom_op_domains, extra_opsets, in_output_order, sinks, strip_index, tensor_name,
 )
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
@@ -223,7 +224,7 @@ class TensorFlowFrontend:
         if options.inputs:
             inputs = None  # input_specs() takes the user's; only their names are checked here
             for text in options.inputs:
-                _check_tensor(parse_input_spec(text).name, nodes, "input", placeholders)
+                check_tensor(parse_input_spec(text).name, nodes, "input", placeholders)
         else:
             inputs = []
             for node in placeholders:
@@ -234,9 +235,9 @@ class TensorFlowFrontend:
                 raise InputSpecError(f"{path.name} has no Placeholder to feed",
                                      hint="name the input tensors with --input NAME:DTYPE[DIM,...]")
         if options.output_names:
-            outputs = [_strip(_check_tensor(n, nodes, "output", _sinks(graph_def))) for n in options.output_names]
+            outputs = [strip_index(check_tensor(n, nodes, "output", sinks(graph_def))) for n in options.output_names]
         else:
-            outputs = [n.name for n in _sinks(graph_def)]
+            outputs = [n.name for n in sinks(graph_def)]
             if not outputs:
                 raise InputSpecError(f"cannot tell the outputs of {path.name}", hint="name them with --output-names")
         graph = tf.Graph()
@@ -252,7 +253,7 @@ class TensorFlowFrontend:
         if options.exporter not in ("auto", "tf2onnx", "keras"):
             raise ExportError(f"--exporter {options.exporter} is a PyTorch exporter",
                               hint="TensorFlow models use --exporter auto, tf2onnx or keras")
-        custom = _custom_op_domains(options.custom_translation)
+        custom = custom_op_domains(options.custom_translation)
         if loaded.kind == "keras":
             plan = ["keras", "tf2onnx"] if options.exporter == "auto" else [options.exporter]
             if custom and "keras" in plan:
@@ -273,7 +274,7 @@ class TensorFlowFrontend:
             try:
                 with captured_output(_NOISY_LOGGERS) as captured:
                     model, notes = self._route(route, loaded, inputs, options, custom)
-                _check_converted(model, custom)
+                check_converted(model, custom)
             except (ExportError, InputSpecError):
                 raise
             except Exception as exc:  # converters raise many types; record this route's reason, try the next
@@ -347,16 +348,16 @@ class TensorFlowFrontend:
             return function(**dict(zip(names, args)))
 
         model, _ = tf2onnx.convert.from_function(call, input_signature=_tf_signature(inputs), opset=options.opset,
-                                                 custom_ops=custom or None, extra_opset=_extra_opsets(custom))
+                                                 custom_ops=custom or None, extra_opset=extra_opsets(custom))
         return model
 
     def _from_graph(self, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions, custom: dict[str, str]):
         tf2onnx = _tf2onnx()
-        overrides = {_tensor(s.name): [d if isinstance(d, int) else None for d in s.shape] for s in inputs if s.shape}
+        overrides = {tensor_name(s.name): [d if isinstance(d, int) else None for d in s.shape] for s in inputs if s.shape}
         model, _ = tf2onnx.convert.from_graph_def(
-            loaded.model, input_names=[_tensor(s.name) for s in inputs],
-            output_names=[_tensor(n) for n in loaded.output_names], opset=options.opset, shape_override=overrides,
-            custom_ops=custom or None, extra_opset=_extra_opsets(custom))
+            loaded.model, input_names=[tensor_name(s.name) for s in inputs],
+            output_names=[tensor_name(n) for n in loaded.output_names], opset=options.opset, shape_override=overrides,
+            custom_ops=custom or None, extra_opset=extra_opsets(custom))
         return model
 
     def _finish(self, model, loaded: LoadedModel, inputs: list[TensorSpec], path: Path) -> None:
@@ -364,18 +365,18 @@ class TensorFlowFrontend:
         from golive.frontends.onnxfile import name_dims, rename_values, save_onnx
 
         renames: dict[str, str] = {}
-        wanted_inputs = {_strip(s.name) for s in inputs}
+        wanted_inputs = {strip_index(s.name) for s in inputs}
         for value in model.graph.input:
-            if value.name not in wanted_inputs and _strip(value.name) in wanted_inputs:
-                renames[value.name] = _strip(value.name)
+            if value.name not in wanted_inputs and strip_index(value.name) in wanted_inputs:
+                renames[value.name] = strip_index(value.name)
         outputs = [o.name for o in model.graph.output]
         wanted = list(loaded.output_names or [])
         if wanted and sorted(outputs) != sorted(wanted):
             if len(outputs) != len(wanted):
                 raise ExportError(f"the converter wrote {len(outputs)} outputs, the model has {len(wanted)}")
-            renames.update(zip(_in_output_order(outputs), wanted))
+            renames.update(zip(in_output_order(outputs), wanted))
         rename_values(model, renames)
-        name_dims(model, [s.model_copy(update={"name": _strip(s.name)}) for s in inputs])
+        name_dims(model, [s.model_copy(update={"name": strip_index(s.name)}) for s in inputs])
         save_onnx(model, path)
 
     # ---------------------------------------------------------------- run
@@ -389,7 +390,7 @@ class TensorFlowFrontend:
             session = loaded.details.get("session")
             if session is None:
                 session = loaded.details["session"] = tf.compat.v1.Session(graph=loaded.details["graph"])
-            fetched = session.run([_tensor(n) for n in output_names], {_tensor(k): v for k, v in feeds.items()})
+            fetched = session.run([tensor_name(n) for n in output_names], {tensor_name(k): v for k, v in feeds.items()})
             return dict(zip(output_names, (np.asarray(v) for v in fetched)))
         model = loaded.model
         if len(feeds) == 1:
@@ -398,76 +399,6 @@ class TensorFlowFrontend:
             out = model({k: tf.constant(v) for k, v in feeds.items()}, training=False)
         flat = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
         return {n: np.asarray(v) for n, v in zip(output_names, flat)}
-
-
-def _custom_op_domains(entries: list[str]) -> dict[str, str]:
-    """--custom-translation TF_OP=DOMAIN entries: TensorFlow ops tf2onnx keeps as one custom-domain node."""
-    custom = {}
-    for entry in entries:
-        op, eq, domain = entry.partition("=")
-        if not eq or not re.fullmatch(r"\w+", op.strip()) or not re.fullmatch(r"[\w.]+", domain.strip()):
-            raise InputSpecError(f"--custom-translation {entry!r}: a TensorFlow model takes TF_OP=DOMAIN",
-                                 hint="e.g. --custom-translation MatrixInverse=ai.onnx.contrib, then --custom-ops with its implementation")
-        custom[op.strip()] = domain.strip()
-    return custom
-
-
-def _extra_opsets(custom: dict[str, str]):
-    if not custom:
-        return None
-    from onnx import helper
-
-    return [helper.make_opsetid(domain, 1) for domain in sorted(set(custom.values()))]
-
-
-def _check_converted(model, custom: dict[str, str]) -> None:
-    """tf2onnx leaves ops it cannot convert in the graph under their TensorFlow names: name them, with the way out."""
-    from onnx import defs
-
-    missing = sorted({n.op_type for n in model.graph.node
-                      if n.domain in ("", "ai.onnx") and not defs.has(n.op_type) and n.op_type not in custom})
-    if missing:
-        raise ExportError(
-            f"tf2onnx cannot convert the TensorFlow op{'s' if len(missing) > 1 else ''} {', '.join(missing)} to ONNX",
-            hint=f"keep it as a custom-domain node with --custom-translation {missing[0]}=ai.onnx.contrib and give ONNX "
-                 "Runtime its implementation with --custom-ops (a Python module using onnxruntime_extensions.onnx_op, or "
-                 "a .so library)", operators=missing)
-
-
-def _tensor(name: str) -> str:
-    """TensorFlow's tensor name for a node or tensor name: x -> x:0."""
-    return name if re.search(r":\d+$", name) else f"{name}:0"
-
-
-def _strip(name: str) -> str:
-    return name[:-2] if name.endswith(":0") else name
-
-
-def _in_output_order(names: list[str]) -> list[str]:
-    """Converter output names in the model's output order: Identity:0, Identity_1:0 ... / output_0, output_1 ..."""
-    def index(name: str) -> int:
-        m = re.search(r"_(\d+)(?::\d+)?$", name)
-        return int(m.group(1)) if m else 0
-    return sorted(names, key=index)
-
-
-def _sinks(graph_def) -> list[Any]:
-    """Nodes whose outputs nothing consumes: the graph's likely outputs."""
-    used = {re.sub(r":\d+$", "", i.lstrip("^")) for n in graph_def.node for i in n.input}
-    skip = {"NoOp", "Const", "Placeholder", "Assert", "SaveV2", "RestoreV2", "VarHandleOp", "Identity_n"}
-    return [n for n in graph_def.node if n.name not in used and n.op not in skip]
-
-
-def _check_tensor(name: str, nodes: dict, role: str, candidates: list) -> str:
-    node = re.sub(r":\d+$", "", name)
-    if node not in nodes:
-        listed = ", ".join(n.name for n in candidates[:12]) or "none"
-        close = difflib.get_close_matches(node, list(nodes), n=5)
-        hint = f"the graph's {'placeholders' if role == 'input' else 'unconsumed nodes'} are: {listed}"
-        if close:
-            hint += f"; close names: {', '.join(close)}"
-        raise InputSpecError(f"the graph has no tensor named {name} (given as an {role})", hint=hint)
-    return name
 
 
 def _embedding_ranges(keras, model, inputs: list[TensorSpec]) -> list[TensorSpec]:
