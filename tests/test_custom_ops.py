@@ -64,7 +64,7 @@ def test_custom_node_needs_its_implementation(tmp_path, cli):
 
 def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_session(tmp_path, cli):
     out, tuned = tmp_path / "o", tmp_path / "t"
-    code, stdout, err = cli("convert", zoo("UsesCustomOp"), "-o", out, "--input", "x:float32[batch,3]",
+    code, stdout, err = cli("convert", zoo("DenseThenCustomOp"), "-o", out, "--input", "x:float32[batch,32]",
                             "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE", "--custom-ops", RUNTIME)
     assert code == 0, err
     info = read_info(out)
@@ -78,17 +78,25 @@ def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_
     assert code == 0, err
     assert "batch=9" in stdout
 
-    # tune: every candidate's worker process registers the Python op again
-    result = golive.tune(out, tuned, budget=8)
+    # tune: every candidate's worker process registers the Python op again, INT8 included
+    result = golive.tune(out, tuned, budget=10, transforms=["int8_dynamic", "int8_static_qdq"])
     assert result.best.status == "passed"
-    measured = [c for c in result.report.candidates if c.status in ("passed", "rejected")]
-    assert len(measured) >= 2
+    by_chain = {tuple(c.transforms): c for c in result.report.candidates if c.stage == "model"}
+    assert by_chain[("int8_dynamic",)].status in ("passed", "rejected")  # built, run with the op, and gated
+    assert by_chain[("int8_dynamic",)].gate["metrics"]
+    assert by_chain[("int8_static_qdq",)].status == "invalid" and "calibrator" in by_chain[("int8_static_qdq",)].reason
     saved = json.loads((tuned / "best" / "session.json").read_text())
     assert saved["session"]["custom_ops"] == [str(RUNTIME)]
 
+    import torch
+    import zoo as models
+
     session = golive.load_session(tuned)
-    x = np.linspace(-2, 2, 15, dtype=np.float32).reshape(5, 3)
-    np.testing.assert_allclose(session.run(None, {"x": x})[0], np.sin(x) * 2 + 1, rtol=1e-5, atol=1e-6)
+    x = np.linspace(-2, 2, 160, dtype=np.float32).reshape(5, 32)
+    with torch.no_grad():
+        expected = models.DenseThenCustomOp()(torch.from_numpy(x)).numpy()
+    atol = 1e-5 if result.best.precision == "fp32" else 0.05
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=1e-3, atol=atol)
 
 
 def test_compiled_custom_op_library(tmp_path):

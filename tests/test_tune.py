@@ -95,6 +95,7 @@ def test_impossible_combinations_are_rejected_before_running():
     assert "spinning" in invalid_reason(SessionConfig(intra_op_num_threads=1, intra_op_spinning=False), [], cpu)
     assert "parallel" in invalid_reason(SessionConfig(inter_op_num_threads=2), [], cpu)
     assert "one precision" in invalid_reason(SessionConfig(), ["int8_dynamic", "int8_static_qdq"], cpu)
+    assert "calibrator" in invalid_reason(SessionConfig(custom_ops=["ops.py"]), ["int8_static_qdq"], cpu)
     assert invalid_reason(SessionConfig(), ["onnxscript_fusion", "int8_dynamic"], cpu) is None
     assert "must come after" in invalid_reason(SessionConfig(), ["int8_dynamic", "onnxscript_fusion"], cpu)
 

@@ -81,6 +81,18 @@ class UsesCustomOp(nn.Module):
         return fancy_sin(x) + 1
 
 
+class DenseThenCustomOp(nn.Module):
+    """A layer INT8 can quantize, then the custom operator."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(32, 32)
+
+    def forward(self, x):
+        return fancy_sin(self.fc(x))
+
+
 @torch.library.custom_op("golive_test::inverse", mutates_args=())
 def inverse(a: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(a)

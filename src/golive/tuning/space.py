@@ -85,6 +85,9 @@ def invalid_reason(session: SessionConfig, transforms: list[str], available: lis
         why = get_transform(name).unavailable_for(provider)
         if why:
             return why
+    if session.custom_ops and "int8_static_qdq" in transforms:
+        return ("static QDQ calibration runs in a session ONNX Runtime's calibrator makes itself, without the "
+                "custom-op registration")
     precisions = [get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"]
     if len(precisions) > 1:
         return "at most one precision change (int8 or fp16) per chain"
