@@ -163,7 +163,6 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None) -> Conver
 def _import_user_modules(opts: ConvertOptions) -> None:
     """--import: modules the source needs loaded first (a Keras model's registered custom layers, say)."""
     from golive._imports import load_module
-
     from golive._io import captured_output
 
     for name in opts.imports:
@@ -208,7 +207,7 @@ def _verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, op
 
         custom = custom_domains(loaded.model)
         if custom:
-            ops = ", ".join(f"{d}::{op}" for d, names in custom.items() for op in names)
+            ops = ", ".join(f"{domain}::{op}" for domain, in_domain in custom.items() for op in in_domain)
             raise DataError(f"nothing independent to verify against: ONNX's reference evaluator does not implement the "
                             f"custom operator(s) {ops}",
                             hint="give inputs with their expected outputs (--data test_data_set_0/ with output_K.pb, or "
@@ -263,9 +262,8 @@ def verify(target: str | Path, *, on_event: EventHandler | None = None, **option
     from golive import _io
     from golive.frontends.base import get_frontend
     from golive.frontends.onnxfile import load_onnx
-    from golive.tensors import TensorSpec, specs_from_onnx
-
     from golive.runtime import SessionConfig, resolve_custom_ops
+    from golive.tensors import TensorSpec, specs_from_onnx
 
     vopts = _validated(VerifyOptions, **options)
     target = Path(target)
