@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 import golive
@@ -35,8 +36,6 @@ def test_translation_to_standard_onnx_ops(tmp_path):
     assert all(domain == "" for domain, _ in _domains(result.model_path))
     assert ("", "Sin") in _domains(result.model_path)
     x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(4, 3)
-    import onnxruntime as ort
-
     got = ort.InferenceSession(str(result.model_path)).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, np.sin(x) * 2 + 1, rtol=1e-5, atol=1e-6)
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from golive.errors import ModelLoadError
+from golive.errors import GoliveError, ModelLoadError
 
 __all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops"]
 
@@ -110,8 +110,6 @@ def is_library(entry: str) -> bool:
 def resolve_custom_ops(entries: list[str]) -> list[str]:
     """Check each --custom-ops entry now (a clear error before any work) and make file paths absolute,
     so that the settings saved with the model work from any folder."""
-    from golive.errors import GoliveError
-
     resolved = []
     for entry in entries:
         if entry == EXTENSIONS or not (is_library(entry) or entry.endswith(".py")):
@@ -137,7 +135,6 @@ def register_custom_ops(so, entries: list[str]) -> None:
     """
     if not entries:
         return
-    from golive.errors import ModelLoadError as _LoadError
     from golive.errors import require
 
     needs_extensions = False
@@ -146,7 +143,7 @@ def register_custom_ops(so, entries: list[str]) -> None:
             try:
                 so.register_custom_ops_library(str(entry))
             except Exception as exc:
-                raise _LoadError(f"ONNX Runtime cannot load the custom-op library {entry}: {str(exc).strip()[:300]}",
+                raise ModelLoadError(f"ONNX Runtime cannot load the custom-op library {entry}: {str(exc).strip()[:300]}",
                                  hint="it must be built against this onnxruntime's C API (see onnxruntime.__version__)") from exc
         elif entry == EXTENSIONS:
             needs_extensions = True

@@ -105,12 +105,12 @@ def _keras_signature(model, inputs: list[TensorSpec]):
     except ImportError:
         return None
     structure = get_input_signature(model)
-    ours = {s.name: spec for s, spec in zip(inputs, _tf_signature(inputs))}
-    flat = keras.tree.flatten(structure)
-    if len(flat) != len(inputs):
+    if len(keras.tree.flatten(structure)) != len(inputs):
         return structure
-    by_position = iter(_tf_signature(inputs))
-    return keras.tree.map_structure(lambda spec: ours.get(getattr(spec, "name", None)) or next(by_position), structure)
+    specs = _tf_signature(inputs)
+    by_name = {s.name: spec for s, spec in zip(inputs, specs)}
+    by_position = iter(specs)
+    return keras.tree.map_structure(lambda spec: by_name.get(getattr(spec, "name", None)) or next(by_position), structure)
 
 
 class TensorFlowFrontend:
@@ -365,8 +365,8 @@ class TensorFlowFrontend:
         from golive.frontends.onnxfile import name_dims, rename_values, save_onnx
 
         renames: dict[str, str] = {}
-        wanted_inputs = {strip_index(s.name) for s in inputs}
-        for value in model.graph.input:
+        wanted_inputs = {s.name for s in inputs}
+        for value in model.graph.input:  # tf2onnx names a graph's inputs by tensor: x:0
             if value.name not in wanted_inputs and strip_index(value.name) in wanted_inputs:
                 renames[value.name] = strip_index(value.name)
         outputs = [o.name for o in model.graph.output]
@@ -376,7 +376,7 @@ class TensorFlowFrontend:
                 raise ExportError(f"the converter wrote {len(outputs)} outputs, the model has {len(wanted)}")
             renames.update(zip(in_output_order(outputs), wanted))
         rename_values(model, renames)
-        name_dims(model, [s.model_copy(update={"name": strip_index(s.name)}) for s in inputs])
+        name_dims(model, inputs)
         save_onnx(model, path)
 
     # ---------------------------------------------------------------- run
