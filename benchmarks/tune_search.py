@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import golive
+from golive.events import StepContext
 from golive.optimize import TransformContext
 from golive.runtime import SessionConfig
 from golive.tuning import search
@@ -37,7 +38,9 @@ FULL_KNOBS = search.session_knobs  # the session space golive searches
 
 
 def reduced_knobs(cores=None):
-    cores = search.cpu_count()
+    from golive.runtime import available_cpus
+
+    cores = available_cpus()
     return [("intra_op_num_threads", sorted({0, 1, cores})), ("intra_op_spinning", [True, False]),
             ("graph_optimization_level", ["all", "basic"])]
 
@@ -61,7 +64,7 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
     state = search.SearchState(model=model, work=work, options=options, providers=["CPUExecutionProvider"],
                                available=["CPUExecutionProvider"], tolerances=tolerances_for(outputs, VerifyOptions()),
                                ctx=TransformContext(calibration=[feeds], options=dict(options.metrics)),
-                               on_event=lambda *a: None, deadline=time.monotonic() + 1e9)
+                               step=StepContext(), started=time.monotonic(), deadline=time.monotonic() + 1e9)
     started = time.monotonic()
     search.evaluate(state, search._new(state, "baseline", [], SessionConfig()), seconds)
     chains = [[]] + [[f] for f in ("onnxscript_fusion", "ort_fusion")]

@@ -38,3 +38,14 @@ def cli():
 
 def read_info(out: Path) -> dict:
     return json.loads((out / "golive.json").read_text())
+
+
+def relu_onnx(path: Path) -> Path:
+    """A one-node ONNX model (Relu over float32[batch,4]): a source that converts and tunes in seconds."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path

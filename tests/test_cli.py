@@ -134,9 +134,17 @@ def test_missing_optional_dependency_names_the_extra(tmp_path):
 
     x = np.random.default_rng(0).standard_normal((40, 3))
     lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(x, x[:, 0]), 3).save_model(tmp_path / "m.txt")
-    code = ("import sys; sys.modules['lightgbm'] = None\n"
+    # a lightgbm that cannot be imported, first on the path of the caller (and so of golive's worker process)
+    (tmp_path / "shadow" / "lightgbm").mkdir(parents=True)
+    (tmp_path / "shadow" / "lightgbm" / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'lightgbm'\", name='lightgbm')\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path / 'shadow')!r})\n"
             "import golive\n"
             f"golive.convert({str(tmp_path / 'm.txt')!r}, {str(tmp_path / 'o')!r})\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "MissingDependencyError" in proc.stderr and "pip install 'golive[gbdt]'" in proc.stderr
+    # raised in the worker, raised again in the caller as itself
+    assert "golive.errors.MissingDependencyError" in proc.stderr and "pip install 'golive[gbdt]'" in proc.stderr
+    assert not (tmp_path / "o").exists()
+    proc = _golive("convert", tmp_path / "m.txt", "-o", tmp_path / "o", env={"PYTHONPATH": str(tmp_path / "shadow")})
+    assert proc.returncode == 2 and "pip install 'golive[gbdt]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -32,7 +32,7 @@ def _domains(path: Path) -> set[tuple[str, str]]:
 def test_translation_to_standard_onnx_ops(tmp_path):
     result = golive.convert(zoo("UsesCustomOp"), tmp_path / "o", inputs=["x:float32[batch,3]"],
                             custom_translation=[f"{EXPORT}:TO_ONNX"])
-    assert result.passed and result.info["exporter"] == "dynamo"
+    assert result.passed and result.record.exporter == "dynamo"
     assert all(domain == "" for domain, _ in _domains(result.model_path))
     assert ("", "Sin") in _domains(result.model_path)
     x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(4, 3)
@@ -68,7 +68,8 @@ def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_
     assert code == 0, err
     info = read_info(out)
     assert ("ai.onnx.contrib", "FancySin") in _domains(out / "model.onnx")
-    assert info["session"]["custom_ops"] == [str(RUNTIME)]
+    assert info["custom_ops"] == ["custom_ops/custom_ops_runtime.py"]  # copied into the run folder
+    assert (out / "custom_ops" / "custom_ops_runtime.py").read_text() == Path(RUNTIME).read_text()
     assert info["verification"]["passed"] and info["verification"]["reference"] == "pytorch source model"
     assert golive.inspect(out).custom_ops == {"ai.onnx.contrib": ["FancySin"]}
 
@@ -85,7 +86,8 @@ def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_
     assert by_chain[("int8_dynamic",)].gate["metrics"]
     assert by_chain[("int8_static_qdq",)].status == "invalid" and "calibrator" in by_chain[("int8_static_qdq",)].reason
     saved = json.loads((tuned / "best" / "session.json").read_text())
-    assert saved["session"]["custom_ops"] == [str(RUNTIME)]
+    assert saved["session"]["custom_ops"] == ["custom_ops/custom_ops_runtime.py"]  # best/ carries its own copy
+    assert (tuned / "best" / "custom_ops" / "custom_ops_runtime.py").read_text() == Path(RUNTIME).read_text()
 
     import torch
     import zoo as models
@@ -110,7 +112,8 @@ def test_compiled_custom_op_library(tmp_path):
                             custom_ops=[library])
     assert result.passed, result.verification.failures()
     assert ("ai.onnx.contrib", "Inverse") in _domains(result.model_path)
-    assert result.info["session"]["custom_ops"] == [library]
+    assert result.record.custom_ops == [f"custom_ops/{Path(library).name}"]  # copied into the run folder
+    assert (tmp_path / "o" / result.record.custom_ops[0]).read_bytes() == Path(library).read_bytes()
     report = golive.verify(tmp_path / "o", data=str(tmp_path / "data.npz"))  # the library registered from golive.json
     assert report.passed
 

@@ -63,7 +63,7 @@ def test_lstm_taking_h0_c0(tmp_path):
                             inputs=["x:float32[batch,sequence,16]", "h0:float32[1,batch,32]", "c0:float32[1,batch,32]"],
                             output_names=["tags", "h", "c"])
     assert result.passed
-    assert [o["name"] for o in result.info["outputs"]] == ["tags", "h", "c"]
+    assert [o.name for o in result.record.outputs] == ["tags", "h", "c"]
     assert any(r.sizes.get("sequence") == 11 for r in result.verification.runs)
 
 
@@ -73,7 +73,7 @@ def test_scripted_loopadd_exports_a_loop_and_verifies_at_another_count(tmp_path)
     out = tmp_path / "o"
     result = golive.convert(path, out, inputs=["x:float32[batch,4]"])
     assert result.passed
-    assert result.info["source_kind"] == "torchscript" and result.info["exporter"] == "torchscript"
+    assert result.record.source_kind == "torchscript" and result.record.exporter == "torchscript"
     assert "Loop" in golive.inspect(out).op_types
     assert {r.sizes["batch"] for r in result.verification.runs} == {2, 5}
 
@@ -92,18 +92,18 @@ def test_traced_loopadd_is_reported_wrong_at_another_size(tmp_path, cli):
 
 def test_auto_exporter_records_why_dynamo_was_left(tmp_path):
     result = golive.convert(zoo("LoopAdd"), tmp_path / "o", inputs=["x:float32[batch,4]"])
-    attempts = result.info["exporter_attempts"]
+    attempts = result.record.exporter_attempts
     assert [a["exporter"] for a in attempts] == ["dynamo", "torchscript"]
     assert not attempts[0]["ok"] and "batch" in attempts[0]["error"]
-    assert result.info["fallback_reason"].startswith("dynamo exporter:")
+    assert result.record.fallback_reason.startswith("dynamo exporter:")
     assert not result.passed  # the traced fallback is wrong at batch 5, and verify says so
 
 
 def test_default_batch_stays_static_when_the_model_forbids_it(tmp_path):
     result = golive.convert(zoo("LoopAdd"), tmp_path / "o", inputs=["x:float32[3,4]"])
     assert result.passed
-    assert result.info["inputs"][0]["shape"] == [3, 4]
-    assert any("static" in n for n in result.info["notes"])
+    assert result.record.inputs[0].shape == [3, 4]
+    assert any("static" in n for n in result.record.notes)
 
 
 def test_minilm_transformers_folder_dynamic_batch_and_sequence(tmp_path):
@@ -128,8 +128,8 @@ def test_torch_export_archive(tmp_path):
     torch.export.save(ep, tmp_path / "m.pt2")
     result = golive.convert(tmp_path / "m.pt2", tmp_path / "o")
     assert result.passed
-    assert result.info["source_kind"] == "torch-export"
-    assert result.info["inputs"][0]["shape"][1:] == [1, 28, 28]
+    assert result.record.source_kind == "torch-export"
+    assert result.record.inputs[0].shape[1:] == [1, 28, 28]
 
 
 def test_whole_pickled_module_needs_trust(tmp_path, cli):
@@ -145,7 +145,7 @@ def test_whole_pickled_module_needs_trust(tmp_path, cli):
 def test_factory_function_source_and_static_opset(tmp_path):
     result = golive.convert(zoo("tiny_mlp"), tmp_path / "o", inputs=["x:float32[batch,4]"], exporter="torchscript",
                             opset=15, constant_folding=False)
-    assert result.passed and result.info["opset"]["ai.onnx"] == 15
+    assert result.passed and result.record.opset["ai.onnx"] == 15
 
 
 def test_unsupported_operator_names_it_and_writes_nothing(tmp_path, cli):

@@ -83,8 +83,8 @@ def test_lightgbm_booster_text_file(tmp_path, iris):
         tmp_path / "model.txt")
     result = golive.convert(tmp_path / "model.txt", tmp_path / "o")
     assert result.passed
-    assert result.info["framework"] == "lightgbm" and result.info["exporter"] == "onnxmltools"
-    assert result.info["outputs"][1]["shape"] == ["batch", 3]
+    assert result.record.framework == "lightgbm" and result.record.exporter == "onnxmltools"
+    assert result.record.outputs[1].shape == ["batch", 3]
 
 
 def test_xgboost_json_and_ubj(tmp_path, cancer):
@@ -95,7 +95,7 @@ def test_xgboost_json_and_ubj(tmp_path, cancer):
     np.savez(tmp_path / "x.npz", input=x[:50])
     for name in ("m.json", "m.ubj"):
         result = golive.convert(tmp_path / name, tmp_path / f"o_{name}", data=str(tmp_path / "x.npz"))
-        assert result.passed and result.info["framework"] == "xgboost"
+        assert result.passed and result.record.framework == "xgboost"
         assert result.verification.outputs[0].label_agreement == 1.0
 
 

@@ -207,8 +207,8 @@ def test_frozen_graph_with_named_tensors(frozen_graph, tmp_path, cli):
 def test_frozen_graph_guesses_placeholders_and_outputs(frozen_graph, tmp_path):
     result = golive.convert(frozen_graph, tmp_path / "o")
     assert result.passed
-    assert [s["name"] for s in result.info["inputs"]] == ["x"]
-    assert any("--output-names" in n for n in result.info["notes"])
+    assert [s.name for s in result.record.inputs] == ["x"]
+    assert any("--output-names" in n for n in result.record.notes)
 
 
 @pytest.mark.parametrize("flag,value,role", [("--input", "y:float32[batch,4]", "input"),
@@ -272,5 +272,5 @@ def test_keras_custom_layer_with_an_op_tf2onnx_lacks(tmp_path, cli):
     assert code == 0, err
     info = read_info(tmp_path / "o")
     assert info["exporter"] == "tf2onnx" and info["verification"]["passed"]
-    assert info["session"]["custom_ops"] == [str(TESTS / "custom_ops_runtime.py")]
+    assert info["custom_ops"] == ["custom_ops/custom_ops_runtime.py"]
     assert golive.inspect(tmp_path / "o").custom_ops == {"ai.onnx.contrib": ["MatrixInverse"]}

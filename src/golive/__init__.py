@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = ["convert", "verify", "inspect", "tune", "load_session", "run", "TuneOptions", "JobSpec", "ConvertOptions", "VerifyOptions", "GoliveError",
-           "write_test_data", "__version__"]
+           "CancelToken", "Event", "write_test_data", "jobs", "__version__"]
 
 _LAZY = {
     "convert": "golive.api",
@@ -27,16 +27,21 @@ _LAZY = {
     "VerifyOptions": "golive.spec",
     "GoliveError": "golive.errors",
     "write_test_data": "golive.tensors",
+    "CancelToken": "golive.events",
+    "Event": "golive.events",
 }
 
 if TYPE_CHECKING:
     from golive.api import convert, inspect, load_session, run, tune, verify
     from golive.errors import GoliveError
+    from golive.events import CancelToken, Event
     from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
     from golive.tensors import write_test_data
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("jobs", "api"):  # the job queue; the façade module (golive.api.in_this_process)
+        return importlib.import_module(f"golive.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'golive' has no attribute {name!r}")

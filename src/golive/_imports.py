@@ -23,9 +23,11 @@ def is_python_file(name: str) -> bool:
 
 
 def _module_name(file: Path) -> str:
+    """A module name from the file's bytes: a copy of the file (a run folder's custom_ops/) is the same module,
+    so what it registers (onnxruntime-extensions' Python ops) is not registered twice."""
     import hashlib
 
-    return "golive_user_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
+    return "golive_user_" + hashlib.sha1(file.read_bytes()).hexdigest()[:12]
 
 
 def load_module(name: str, *, reuse: bool = False) -> ModuleType:
@@ -54,8 +56,10 @@ def load_module(name: str, *, reuse: bool = False) -> ModuleType:
         finally:
             sys.path.remove(folder)
         return module
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:  # modules in the current folder import as they would from a script run here
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -63,6 +67,9 @@ def load_module(name: str, *, reuse: bool = False) -> ModuleType:
                                   hint="install the package, run from its folder, or use path/to/file.py") from exc
     except Exception as exc:
         raise ModelLoadError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def load_object(path: str, *, reuse: bool = False) -> Any:

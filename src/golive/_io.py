@@ -1,4 +1,4 @@
-"""Atomic writes: a step's output appears complete or not at all."""
+"""Atomic JSON writes, the package versions a record names, and capturing what converters print."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import warnings
@@ -15,53 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from golive.errors import OutputDirError
-
 log = logging.getLogger(__name__)
-
-MARKER = "golive.json"  # a folder holding it was written by golive and may be replaced
-
-
-def check_output_dir(out: Path) -> None:
-    """Fail early, before any work, when ``out`` cannot become golive's output folder."""
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"output path {out} is a file, not a folder", hint="choose another -o/--output folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise OutputDirError(f"output folder {out} already holds files that golive did not write",
-                             hint="choose a new or empty folder; golive replaces only its own earlier output")
-    parent = out.parent
-    for p in [parent, *parent.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise OutputDirError(f"cannot create {out}: {p} is a file", hint="choose another -o/--output folder")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise OutputDirError(f"cannot write to {p}", hint="choose a folder you can write to")
-            break
-
-
-@contextlib.contextmanager
-def staged_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename, on failure it is removed."""
-    out = Path(out).absolute()
-    check_output_dir(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as exc:
-        raise OutputDirError(f"cannot create the output folder {out}: {exc.strerror or exc}",
-                             hint="choose a folder you can write to") from exc
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: Path, data: Any) -> None:

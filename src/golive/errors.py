@@ -19,6 +19,10 @@ __all__ = [
     "ExportError",
     "DataError",
     "OutputDirError",
+    "CancelledError",
+    "StepCrashedError",
+    "RunFolderBusyError",
+    "JobError",
 ]
 
 
@@ -86,6 +90,32 @@ class DataError(GoliveError):
 
 class OutputDirError(GoliveError):
     """The output folder cannot be written."""
+
+
+class CancelledError(GoliveError):
+    """The step was cancelled (a cancel request, Ctrl-C, or the process that started it went away).
+
+    Not a failure of the model: it is the outcome the user asked for. Nothing it wrote looks finished.
+    """
+
+    exit_code = 130
+
+
+class StepCrashedError(GoliveError):
+    """The process running a step died (a converter's segfault, out of memory) before it could report."""
+
+    def __init__(self, message: str, *, hint: str | None = None, signal: str | None = None, log_tail: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.signal = signal
+        self.log_tail = log_tail
+
+
+class RunFolderBusyError(GoliveError):
+    """Another golive step is writing the same run folder."""
+
+
+class JobError(GoliveError):
+    """A job id that does not exist, or an action its state does not allow (retry a running job, say)."""
 
 
 def require(module: str, *, package: str | None = None, extra: str, purpose: str):

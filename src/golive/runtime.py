@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +12,8 @@ from pydantic import BaseModel, Field
 
 from golive.errors import GoliveError, ModelLoadError
 
-__all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops"]
+__all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops",
+           "available_cpus"]
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -183,3 +186,46 @@ def custom_domains(model) -> dict[str, list[str]]:
     for f in model.functions:
         visit(f.node)
     return found
+
+
+def available_cpus() -> int:
+    """The CPUs this process may really use: its CPU affinity, capped by the cgroup CPU quota (a Kubernetes
+    pod's CPU limit). ONNX Runtime's default thread count sees the machine's cores, not the quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def _cgroup_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
+    """CPUs allowed by the cgroup quota (v2 cpu.max, or v1 cfs quota/period) of this process; None: no quota."""
+    try:
+        lines = Path(membership).read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        rel = rel.lstrip("/")
+        if controllers == "":  # cgroup v2: check the process's group and its parents
+            group = Path(root) / rel
+            for folder in [group, *group.parents]:
+                if not str(folder).startswith(root):
+                    break
+                try:
+                    quota, period = (folder / "cpu.max").read_text().split()[:2]
+                except (OSError, ValueError):
+                    continue
+                if quota != "max" and float(period) > 0:
+                    limits.append(float(quota) / float(period))
+        elif "cpu" in controllers.split(","):
+            for base in (Path(root) / "cpu,cpuacct", Path(root) / "cpu"):
+                for folder in (base / rel, base):
+                    try:
+                        quota = float((folder / "cpu.cfs_quota_us").read_text())
+                        period = float((folder / "cpu.cfs_period_us").read_text())
+                    except (OSError, ValueError):
+                        continue
+                    if quota > 0 and period > 0:
+                        limits.append(quota / period)
+                    break
+    return min(limits) if limits else None

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from golive.errors import GoliveError, InputSpecError
 
-__all__ = ["ConvertOptions", "VerifyOptions", "TuneOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION"]
+__all__ = ["ConvertOptions", "VerifyOptions", "TuneOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION",
+           "map_job_paths"]
 
 SPEC_VERSION = 1
 
@@ -163,25 +164,35 @@ def load_job(path: str | Path) -> JobSpec:
     return _resolve_paths(job, path.parent)
 
 
+def map_job_paths(job: JobSpec, fn: Callable[[str], str]) -> JobSpec:
+    """A copy of ``job`` with ``fn`` applied to every file path it names except output_dir and tune_dir:
+    the source (``file.py:name`` included), weights, data, translation tables, imports, custom ops."""
+    def one(p: str | None) -> str | None:
+        return None if p is None else fn(p)
+
+    job = job.model_copy(deep=True)
+    job.source = one(job.source) or job.source
+    job.convert.weights = one(job.convert.weights)
+    job.convert.data = one(job.convert.data)
+    job.verify.data = one(job.verify.data)
+    job.convert.custom_translation = [one(p) or p for p in job.convert.custom_translation]
+    job.convert.imports = [one(p) or p for p in job.convert.imports]
+    for options in (job.convert, job.verify, job.tune):
+        if options is not None:
+            options.custom_ops = [one(p) or p for p in options.custom_ops]
+    if job.tune:
+        job.tune.data = one(job.tune.data)
+    return job
+
+
 def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
-    def fix(p: str | None) -> str | None:
-        if p is None or Path(p).is_absolute():
+    def fix(p: str) -> str:
+        if Path(p).is_absolute():
             return p
         head, sep, tail = p.partition(":")  # file.py:name keeps its :name
         return str(base / head) + sep + tail if (base / head).exists() else p
 
-    job = job.model_copy(deep=True)
-    job.source = fix(job.source) or job.source
-    job.convert.weights = fix(job.convert.weights)
-    job.convert.data = fix(job.convert.data)
-    job.verify.data = fix(job.verify.data)
-    job.convert.custom_translation = [fix(p) or p for p in job.convert.custom_translation]
-    job.convert.imports = [fix(p) or p for p in job.convert.imports]
-    for options in (job.convert, job.verify, job.tune):
-        if options is not None:
-            options.custom_ops = [fix(p) or p for p in options.custom_ops]
-    if job.tune:
-        job.tune.data = fix(job.tune.data)
+    job = map_job_paths(job, fix)
     if job.tune_dir and not Path(job.tune_dir).is_absolute():
         job.tune_dir = os.path.normpath(base / job.tune_dir)
     out = Path(job.output_dir)

@@ -7,7 +7,6 @@ batches at the export size and at a second size of every dynamic axis), ``verify
 from __future__ import annotations
 
 import logging
-import math
 from typing import Callable
 
 import numpy as np
@@ -256,8 +255,12 @@ def plan_samples(inputs: list[TensorSpec], options: VerifyOptions, base_sizes: d
 
 def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[float, float]], *,
                  reference: Reference | None = None, reference_name: str = "expected outputs",
-                 session_config=None, on_progress: Callable[[int, int, str], None] | None = None) -> VerifyReport:
-    """Run ONNX Runtime on every sample and compare with ``reference(feeds)`` or the sample's stored outputs."""
+                 session_config=None, on_progress: Callable[[int, int, str], None] | None = None,
+                 on_run: Callable[[int, int, RunResult], None] | None = None) -> VerifyReport:
+    """Run ONNX Runtime on every sample and compare with ``reference(feeds)`` or the sample's stored outputs.
+
+    ``on_progress`` is called before each sample (a step checks its cancel signal there), ``on_run`` after it.
+    """
     from golive.runtime import make_session, run_session
 
     session = make_session(model_path, session_config)
@@ -273,6 +276,8 @@ def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[
         except Exception as exc:
             runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=False,
                                   error=f"ONNX Runtime failed: {_line(exc)}"))
+            if on_run:
+                on_run(i, len(samples), runs[-1])
             continue
         if reference is not None:
             try:
@@ -280,6 +285,8 @@ def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[
             except Exception as exc:
                 runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=False,
                                       error=f"the {reference_name} failed on these inputs: {_line(exc)}"))
+                if on_run:
+                    on_run(i, len(samples), runs[-1])
                 continue
         elif sample.outputs is not None:
             expected = sample.outputs
@@ -290,6 +297,8 @@ def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[
         stats = _pool([(actual, expected)], tolerances)
         runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=all(s.passed for s in stats), outputs=stats))
         pairs.append((actual, expected))
+        if on_run:
+            on_run(i, len(samples), runs[-1])
     if on_progress:
         on_progress(len(samples), len(samples), "done")
     overall = _pool(pairs, tolerances)

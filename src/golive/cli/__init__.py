@@ -60,9 +60,15 @@ def _main(
 
 @contextlib.contextmanager
 def _user_errors():
-    """A GoliveError becomes a short message and exit code 2; anything else is a bug and keeps its traceback."""
+    """A GoliveError becomes a short message and exit code 2; anything else is a bug and keeps its traceback.
+
+    The CLI owns its process, so the steps run here rather than in a worker process (api.in_this_process).
+    """
+    from golive.api import in_this_process
+
     try:
-        yield
+        with in_this_process():
+            yield
     except GoliveError as exc:
         if _state["debug"]:
             raise
@@ -121,9 +127,10 @@ def _verify_options(rtol: list[str], atol: list[str], dims: list[str], **rest) -
 def _show_convert(result, as_json: bool) -> None:
     """Print a convert result (and its tuning, for a job that tuned); exit 1 when its verification failed."""
     if as_json:
-        info = dict(result.info)
+        info = result.record.model_dump(mode="json")
+        info["skipped"] = result.skipped
         if result.tuning is not None:
-            info["tuning"] = json.loads(result.tuning.report.model_dump_json())
+            info["tuning"] = {**result.tuning.report.model_dump(mode="json"), "skipped": result.tuning.skipped}
         out.print_json(json.dumps(info, default=str))
     else:
         from golive.cli._render import render_convert, render_tune
@@ -196,16 +203,16 @@ def verify(
     batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
     seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
     custom_ops: CustomOpsOpt = [],
+    source: Annotated[Optional[str], typer.Option(
+        help="Verify against this source model instead of the one golive.json records (a run folder that travelled without it).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare ONNX Runtime with the source model (or stored expected outputs). Exit 0 pass, 1 fail, 2 bad input."""
     with _user_errors():
         from golive import api
 
-        if not Path(target).exists():
-            raise GoliveError(f"{target} does not exist", hint="give a golive convert output folder or an .onnx file")
         with _progress() as on_event:
-            report = api.verify(target, on_event=on_event,
+            report = api.verify(target, source=source, on_event=on_event,
                                 **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed,
                                                   custom_ops=custom_ops))
     if as_json:
@@ -285,15 +292,37 @@ def inspect(
 
 @app.command()
 def run(
-    job: Annotated[Path, typer.Argument(help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json.")],
+    job: Annotated[Path, typer.Argument(help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json; "
+                                             "or a saved step: TUNE_DIR/tune.json, OUT_DIR/verify.json.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a whole job from its JobSpec file: convert → verify → tune (when the job has a tune section)."""
+    """Run a whole job from its JobSpec file: convert → verify → tune (when the job has a tune section).
+
+    A step whose output is complete and whose spec is unchanged is skipped, so a rerun resumes."""
     with _user_errors():
         from golive import api
 
         with _progress() as on_event:
             result = api.run(job, on_event=on_event)
+    from golive.tuning import TuneResult
+    from golive.verification import VerifyReport
+
+    if isinstance(result, VerifyReport):
+        if as_json:
+            out.print_json(result.model_dump_json())
+        else:
+            from golive.cli._render import render_verify
+
+            render_verify(out, result)
+        raise typer.Exit(0 if result.passed else 1)
+    if isinstance(result, TuneResult):
+        if as_json:
+            out.print_json(json.dumps({**result.report.model_dump(mode="json"), "skipped": result.skipped}))
+        else:
+            from golive.cli._render import render_tune
+
+            render_tune(out, result)
+        return
     _show_convert(result, as_json)
 
 

@@ -24,26 +24,24 @@ def _bytes(n: int) -> str:
 
 
 def render_convert(console: Console, result) -> None:
-    info = result.info
-    console.print(f"[bold]{info['framework']}[/] ({info['source_kind']}) → [bold]{escape(str(result.model_path))}[/]")
-    line = f"exporter: [bold]{info['exporter']}[/]"
-    if info.get("fallback_reason"):
-        line += f"  [yellow](fell back: {escape(info['fallback_reason'])})[/]"
+    record = result.record
+    if result.skipped:
+        console.print(f"[dim]convert: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]",
+                      highlight=False)
+    console.print(f"[bold]{record.framework}[/] ({record.source_kind}) → [bold]{escape(str(result.model_path))}[/]")
+    line = f"exporter: [bold]{record.exporter}[/]"
+    if record.fallback_reason:
+        line += f"  [yellow](fell back: {escape(record.fallback_reason)})[/]"
     console.print(line, highlight=False)
-    opset = info["opset"].get("ai.onnx")
-    console.print(f"opset: {opset}   inputs: " + ", ".join(_spec(s) for s in info["inputs"])
-                  + "   outputs: " + ", ".join(_spec(s) for s in info["outputs"]), markup=False, highlight=False)
+    opset = record.opset.get("ai.onnx")
+    console.print(f"opset: {opset}   inputs: " + ", ".join(str(s) for s in record.inputs)
+                  + "   outputs: " + ", ".join(str(s) for s in record.outputs), markup=False, highlight=False)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.verification is None:
         console.print("verification: [yellow]skipped[/] (--no-verify)")
     else:
         render_verify(console, result.verification)
-
-
-def _spec(s: dict) -> str:
-    dims = ",".join("?" if d is None else str(d) for d in (s.get("shape") or []))
-    return f"{s['name']}:{s['dtype']}[{dims}]"
 
 
 def render_verify(console: Console, report) -> None:
@@ -105,6 +103,9 @@ def render_summary(console: Console, s) -> None:
 
 def render_tune(console: Console, result) -> None:
     report = result.report
+    if result.skipped:
+        console.print(f"[dim]tune: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]",
+                      highlight=False)
     table = Table(title=f"tuning {escape(report.model)} for {report.objective} "
                         f"({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)", title_justify="left")
     for col in ("#", "id", "transforms", "session", "p50 ms", "p99 ms", "items/s", "min cosine", "verdict"):

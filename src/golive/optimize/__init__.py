@@ -39,6 +39,8 @@ class Transform:
     after: tuple[str, ...] = ()  # transforms it must follow when both are in a chain
 
     def apply(self, src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+        """Run the transform in this process. It changes the working folder while it runs and the tools
+        it calls set loggers: the tuner calls it in a worker process (``apply_chain``), never in the caller's."""
         module, _, func = self.target.partition(":")
         fn: Callable = getattr(importlib.import_module(module), func)
         # onnxruntime's quantization and optimizer tools leave temporary files (sym_shape_infer_temp.onnx,
@@ -108,12 +110,22 @@ def get_transform(name: str) -> Transform:
     return t
 
 
-def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext) -> tuple[Path, list[dict]]:
+def apply_in_this_process(name: str, src: str, dst: str, ctx: TransformContext) -> dict[str, Any]:
+    """The worker's side of ``apply_chain``: one transform, by name."""
+    return get_transform(name).apply(Path(src), Path(dst), ctx)
+
+
+def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext, *, timeout: float = 600.0,
+                should_stop: Callable[[], bool] | None = None) -> tuple[Path, list[dict]]:
     """Apply transforms in order, caching each prefix of the chain under ``work``; returns the final path.
 
+    Each transform runs in a worker process of its own, so one that crashes (or builds an ONNX Runtime
+    session that does) fails its candidate only; it raises ``golive.tuning.worker.TransformError``.
     Each result is written into a ``.partial`` folder renamed when complete, so a transform that
     fails (or is killed) never leaves a model that looks finished.
     """
+    from golive.tuning.worker import TransformError, in_worker
+
     path, done = src, []
     for i, name in enumerate(names):
         folder = work / "+".join(names[: i + 1])
@@ -121,7 +133,11 @@ def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext) 
             partial = folder.with_name(folder.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            info = get_transform(name).apply(path, partial / "model.onnx", ctx)
+            ok, info = in_worker("golive.optimize:apply_in_this_process",
+                                 (name, str(path), str(partial / "model.onnx"), ctx), timeout, should_stop)
+            if not ok:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise TransformError(f"{name}: {info}")
             (partial / "transform.json").write_text(json.dumps(info, default=str))
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(partial, folder)

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+from pydantic import BaseModel
 
 from golive.errors import GoliveError
+from golive.events import StepContext
+from golive.rundir import SESSION_RECORD
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
+from golive.tuning.report import TuneReport
 
-__all__ = ["TuneResult", "tune_model", "load_session"]
+__all__ = ["TuneResult", "tune_model", "load_session", "best_folder"]
 
 _CALIBRATION_BATCHES = 8
 THROUGHPUT_BATCH = 8
 
 
-class TuneResult:
+class TuneResult(BaseModel):
     """What ``golive.tune`` returns: the report, and where the best model lies."""
 
-    def __init__(self, output_dir: Path, report) -> None:
-        self.output_dir = output_dir
-        self.report = report
+    output_dir: Path
+    report: TuneReport
+    skipped: bool = False  # the tune folder was complete and its spec unchanged: nothing was redone
 
     @property
     def best(self):
@@ -48,15 +50,27 @@ class TuneResult:
         return f"TuneResult({self.output_dir}, {self.report.summary()})"
 
 
-def load_session(tune_dir: str | Path):
-    """A configured ``onnxruntime.InferenceSession`` for the best model of a tuning run."""
-    from golive.runtime import SessionConfig, make_session
+def best_folder(path: str | Path) -> Path:
+    """``best/`` of a tune folder, or the folder itself when it is a copied ``best/``."""
+    path = Path(path)
+    for folder in (path / "best", path):
+        if (folder / SESSION_RECORD).is_file():
+            return folder
+    if (path / "events.jsonl").exists() and not (path / "tune.json").exists():
+        raise GoliveError(f"{path} holds no finished tuning result: the tune step did not complete",
+                          hint="run it again: golive tune MODEL -o DIR")
+    raise GoliveError(f"{path} holds no tuning result (no best/session.json)", hint="golive tune MODEL -o DIR")
 
-    best = Path(tune_dir) / "best"
-    if not (best / "session.json").is_file():
-        raise GoliveError(f"{tune_dir} holds no tuning result (no best/session.json)", hint="golive tune MODEL -o DIR")
-    saved = json.loads((best / "session.json").read_text())
-    return make_session(best / "model.onnx", SessionConfig(**saved["session"]))
+
+def load_session(tune_dir: str | Path):
+    """A configured ``onnxruntime.InferenceSession`` for the best model of a tuning run (or a copied best/ folder)."""
+    from golive.rundir import SessionRecord, custom_ops_from_record, read_record
+    from golive.runtime import make_session
+
+    best = best_folder(tune_dir)
+    record = read_record(best / SESSION_RECORD, SessionRecord)
+    session = record.session.model_copy(update={"custom_ops": custom_ops_from_record(record.session.custom_ops, best)})
+    return make_session(best / "model.onnx", session)
 
 
 def _providers(options: TuneOptions, available: list[str]) -> list[str]:
@@ -96,19 +110,23 @@ def _inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOp
     return feeds, calibration
 
 
-def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int], output_dir: Path,
-               options: TuneOptions, verify_options: VerifyOptions | None = None,
-               on_event: Callable[[str, str, int | None, int | None], None] | None = None) -> TuneResult:
+def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int], stage: Path, options: TuneOptions,
+               verify_options: VerifyOptions | None, ctx: StepContext, *, folder: Path) -> TuneReport:
+    """Search, then write best/, report.json, report.html and inputs.npz into ``stage``, the partial folder
+    of the tune folder ``folder``. ``options.custom_ops`` are absolute paths here; best/ gets copies, and
+    the report names files relative to ``folder``."""
     import onnxruntime as ort
 
     from golive import _io
+    from golive.frontends.onnxfile import load_onnx
     from golive.inspection import summarize
     from golive.optimize import TransformContext
+    from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
+    from golive.runtime import available_cpus
     from golive.tensors import specs_from_onnx
-    from golive.tuning.report import TuneReport, render_html
-    from golive.tuning.search import SearchState, copy_model, cpu_count, run_search
+    from golive.tuning.report import render_html
+    from golive.tuning.search import SearchState, copy_model, run_search
     from golive.verification import tolerances_for
-    from golive.frontends.onnxfile import load_onnx
 
     started = time.monotonic()
     available = ort.get_available_providers()
@@ -116,7 +134,6 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     feeds, calibration = _inputs(specs, base_sizes, options)
     _, outputs = specs_from_onnx(load_onnx(model, load_external_data=False))
     tolerances = tolerances_for(outputs, verify_options or VerifyOptions())
-    emit = on_event or (lambda *a: None)
     notes = []
     if not options.data:
         notes.append("measured and calibrated on synthetic inputs; pass --data for your own")
@@ -127,35 +144,36 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     if unavailable:
         notes.append("fp16 is for GPU providers; none is available here, so it was not tried")
 
-    with _io.staged_dir(output_dir) as stage:
-        work = stage / "work"
-        work.mkdir()
-        np.savez(work / "inputs.npz", **feeds)
-        state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
-                            tolerances=tolerances,
-                            ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work, custom_ops=options.custom_ops,
-                                                 options={**options.metrics, "deadline": started + options.budget}),
-                            on_event=lambda step, msg, d, t: emit(step, msg, int(time.monotonic() - started),
-                                                                  int(options.budget)),
-                            deadline=started + options.budget)
-        baseline, best = run_search(state)
-        speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
-                 else baseline.figures["p50_ms"] / best.figures["p50_ms"])
-        best_dir = stage / "best"
-        copy_model(Path(best.model), best_dir)
-        best.model = str(output_dir / "best" / "model.onnx")
-        shutil.copy2(work / "outputs" / f"{best.id}.npz", best_dir / "outputs.npz")  # what was measured, for checks
-        environment = {"cpus": cpu_count(), "machine": platform.machine(), "onnxruntime": ort.__version__}
-        (best_dir / "session.json").write_text(json.dumps({
-            "session": best.session.model_dump(), "transforms": best.transforms, "candidate": best.id,
-            "environment": environment, "figures": best.figures}, indent=2))
-        report = TuneReport(
-            model=str(model), objective=options.objective, budget_s=options.budget,
-            elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed,
-            candidates=state.candidates, notes=notes,
-            environment={**environment, "providers": providers, "nodes": summarize(model).node_count})
-        _io.write_json(stage / "report.json", report.model_dump_json(indent=2))
-        (stage / "report.html").write_text(render_html(report))
-        np.savez(stage / "inputs.npz", **feeds)
-        shutil.rmtree(work, ignore_errors=True)
-    return TuneResult(output_dir, report)
+    work = stage / "work"
+    work.mkdir()
+    np.savez(work / "inputs.npz", **feeds)
+    state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
+                        tolerances=tolerances,
+                        ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
+                                             custom_ops=options.custom_ops,
+                                             options={**options.metrics, "deadline": started + options.budget}),
+                        step=ctx, started=started, deadline=started + options.budget)
+    baseline, best = run_search(state)
+    speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
+             else baseline.figures["p50_ms"] / best.figures["p50_ms"])
+    best_dir = stage / "best"
+    copy_model(Path(best.model), best_dir)
+    shutil.copy2(work / "outputs" / f"{best.id}.npz", best_dir / "outputs.npz")  # what was measured, for checks
+    for c in state.candidates:  # the work folder goes away; the report names the model that stays
+        c.model = "best/model.onnx" if c is best else ""
+        c.session = c.session.model_copy(update={"custom_ops": [to_record(p, folder) or p for p in c.session.custom_ops]})
+    environment = {"cpus": available_cpus(), "machine": platform.machine(), "onnxruntime": ort.__version__}
+    session = best.session.model_copy(update={"custom_ops": carry_custom_ops(options.custom_ops, best_dir)})
+    write_record(best_dir / SESSION_RECORD, SessionRecord(
+        session=session, transforms=best.transforms, candidate=best.id, environment=environment,
+        figures=best.figures, inputs=specs, outputs=outputs))
+    report = TuneReport(
+        model=to_record(str(model), folder) or str(model), objective=options.objective, budget_s=options.budget,
+        elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed,
+        candidates=state.candidates, notes=notes,
+        environment={**environment, "providers": providers, "nodes": summarize(model).node_count})
+    _io.write_json(stage / "report.json", report.model_dump_json(indent=2))
+    (stage / "report.html").write_text(render_html(report))
+    np.savez(stage / "inputs.npz", **feeds)
+    shutil.rmtree(work, ignore_errors=True)
+    return report

@@ -14,7 +14,10 @@ __all__ = ["TuneReport", "render_html"]
 
 
 class TuneReport(BaseModel):
-    model: str
+    """report.json: every candidate with its settings, figures, verdict and reason."""
+
+    format_version: int = 1
+    model: str = Field(description="the model tuned, relative to the tune folder")
     objective: str
     budget_s: float
     elapsed_s: float

@@ -12,21 +12,21 @@ the accuracy gate; nothing is dropped silently.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from golive.events import StepContext
 from golive.optimize import TransformContext, apply_chain, get_transform
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
 from golive.tuning.gate import judge
 from golive.tuning.space import Candidate, invalid_reason, provider_options, session_knobs
-from golive.tuning.worker import measure_in_worker
+from golive.tuning.worker import TransformError, in_worker, measure_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class SearchState:
     available: list[str]
     tolerances: dict[str, tuple[float, float]]
     ctx: TransformContext
-    on_event: Callable[[str, str, int | None, int | None], None]
+    step: StepContext
+    started: float
     deadline: float
     candidates: list[Candidate] = field(default_factory=list)
     reference: dict[str, np.ndarray] = field(default_factory=dict)
@@ -56,6 +57,13 @@ class SearchState:
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+    def progress(self, message: str, payload: dict[str, Any] | None = None) -> None:
+        """A tune event: done/total are seconds spent of the budget."""
+        self.step.emit("tune", message, int(time.monotonic() - self.started), int(self.options.budget), payload)
+
+    def stopping(self) -> bool:
+        return self.step.cancel.is_set()
 
 
 def allowed(state: SearchState, name: str) -> bool:
@@ -78,6 +86,7 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     """Build the candidate's model, measure it in a worker, gate it. Outcomes are recorded on ``c``."""
     if c.status != "pending":
         return c  # tried already (the same transforms and settings reached from another stage)
+    state.step.check()
     why = invalid_reason(c.session, c.transforms, state.available)
     if why:
         c.status, c.reason = "invalid", why
@@ -85,18 +94,34 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     if c.stage != "baseline" and state.left() <= 0:
         c.status, c.reason = "skipped", "the tuning budget was spent before it ran"
         return c
-    state.on_event("tune", f"{c.stage}: {c.label()}", None, None)
+    state.progress(f"{c.stage}: {c.label()}")
     try:
-        path, info = apply_chain(state.model, c.transforms, state.work / "models", state.ctx)
-    except Exception as exc:  # a transform that fails is a result of the search, not an error of the run
-        c.status, c.reason = "failed", f"transform failed: {type(exc).__name__}: {_line(exc)}"
+        path, info = apply_chain(state.model, c.transforms, state.work / "models", state.ctx,
+                                 timeout=max(120.0, state.left() + 60), should_stop=state.stopping)
+    except TransformError as exc:  # a transform that fails is a result of the search, not an error of the run
+        state.step.check()
+        c.status, c.reason = "failed", f"transform failed: {exc}"
+        _report(state, c)
         return c
     c.transform_info, c.model = info, str(path)
     if c.transforms and all(not i.get("fused", True) for i in info if i["transform"].endswith("_fusion")) \
             and all(i["transform"].endswith("_fusion") for i in info):
         c.status, c.reason = "invalid", "found nothing to fuse in this model"
         return c
-    return _measure(state, c, seconds)
+    _measure(state, c, seconds)
+    _report(state, c)
+    return c
+
+
+def _report(state: SearchState, c: Candidate) -> None:
+    """One event per candidate judged, carrying its row of the report."""
+    f = c.figures
+    cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=None) if c.gate else None
+    row = {"id": c.id, "stage": c.stage, "transforms": c.transforms, "session": c.session.describe(), "precision": c.precision,
+           "status": c.status, "reason": c.reason, "p50_ms": f.get("p50_ms"), "p99_ms": f.get("p99_ms"),
+           "throughput": f.get("throughput"), "min_cosine": cos}
+    figure = f"p50 {f['p50_ms']:.3f} ms" if f.get("p50_ms") else c.reason[:80]
+    state.progress(f"{c.id} {c.status}: {figure}", {"candidate": row})
 
 
 def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
@@ -105,7 +130,9 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     task = {"model": c.model, "session": c.session.model_dump(), "inputs": str(state.work / "inputs.npz"),
             "outputs": str(out_file), "max_seconds": seconds, "warmup": 3, "min_runs": 20, "max_runs": 100_000,
             "stable_within": _NOISE, "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1}
-    ok, result = measure_in_worker(task, timeout=max(60.0, 6 * seconds + 60))
+    state.step.check()
+    ok, result = measure_in_worker(task, timeout=max(60.0, 6 * seconds + 60), should_stop=state.stopping)
+    state.step.check()
     if not ok:
         c.status, c.reason = "failed", str(result)
         return c
@@ -197,18 +224,17 @@ def beats(state: SearchState, challenger: Candidate, incumbent: Candidate) -> bo
 
 def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     """Save ONNX Runtime's optimized graph; load it with optimizations off, so start-up skips them."""
-    from golive.runtime import make_session
-
     folder = state.work / "models" / f"{best.id}-ort-optimized"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.onnx"
     c = _new(state, "ahead-of-time", best.transforms + ["ort_optimized_graph"],
              best.session.model_copy(update={"graph_optimization_level": "disable"}))
     c.precision = best.precision
-    try:
-        make_session(best.model, best.session, optimized_model_path=target)
-    except Exception as exc:
-        c.status, c.reason = "failed", f"saving the optimized graph failed: {_line(exc)}"
+    ok, why = in_worker("golive.tuning.worker:save_optimized_graph", (best.model, best.session.model_dump(), str(target)),
+                        timeout=max(120.0, state.left() + 60), should_stop=state.stopping)
+    if not ok:
+        state.step.check()
+        c.status, c.reason = "failed", f"saving the optimized graph failed: {why}"
         return best
     c.model = str(target)
     c.transform_info = best.transform_info + [{"transform": "ort_optimized_graph",
@@ -281,12 +307,3 @@ def copy_model(src: Path, dst_dir: Path) -> Path:
     for f in [src, *src.parent.glob("*.data")]:
         shutil.copy2(f, dst_dir / f.name)
     return dst_dir / src.name
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:400]
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

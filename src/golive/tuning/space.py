@@ -3,7 +3,6 @@ impossible combinations before anything runs."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -61,7 +60,9 @@ def provider_options(provider: str) -> list[dict[str, Any]]:
 
 def session_knobs(cores: int | None = None) -> list[tuple[str, list[Any]]]:
     """Session settings tried one knob at a time, each starting from the best so far."""
-    cores = cores or os.cpu_count() or 1
+    from golive.runtime import available_cpus
+
+    cores = cores or available_cpus()
     threads = sorted({0, 1, max(1, cores // 2), cores})
     return [
         ("intra_op_num_threads", threads),

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["measure_in_worker", "measure"]
+__all__ = ["measure_in_worker", "measure", "in_worker", "TransformError"]
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -82,6 +82,13 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def save_optimized_graph(model: str, session: dict[str, Any], target: str) -> None:
+    """Let ONNX Runtime optimize ``model`` with these settings and save the graph it runs (in a worker)."""
+    from golive.runtime import SessionConfig, make_session
+
+    make_session(model, SessionConfig(**session), optimized_model_path=target)
+
+
 def _concurrent(session, names, feeds, threads: int, seconds: float, batch: int) -> dict[str, Any]:
     """Several requests at once on one session (ONNX Runtime releases the GIL while it runs)."""
     stop = time.perf_counter() + seconds
@@ -102,9 +109,16 @@ def _concurrent(session, names, feeds, threads: int, seconds: float, batch: int)
     return {"concurrency": threads, "throughput": sum(counts) * batch / elapsed, "concurrent_runs": sum(counts)}
 
 
-def _child(conn, task: dict[str, Any]) -> None:
+class TransformError(Exception):
+    """A transform failed, hung or killed its worker; the message says which and how."""
+
+
+def _child(conn, target: str, args: tuple) -> None:
+    import importlib
+
+    module, _, name = target.partition(":")
     try:
-        conn.send(("ok", measure(task)))
+        conn.send(("ok", getattr(importlib.import_module(module), name)(*args)))
     except BaseException as exc:  # report every failure to the parent, which records it as the candidate's
         text = str(exc).strip().splitlines()
         conn.send(("error", f"{type(exc).__name__}: {text[0][:500] if text else ''}"))
@@ -117,7 +131,10 @@ _CTX = None
 
 def _context():
     """A forkserver that has imported onnxruntime once: each candidate still runs in a fresh process
-    of its own, but starts in milliseconds instead of re-importing everything (spawn: ~0.7 s)."""
+    of its own, but starts in milliseconds instead of re-importing everything (spawn: ~0.7 s).
+
+    multiprocessing has one forkserver per process, so its preload list is process-wide state: the tuner
+    runs in a step process golive owns (see golive._worker), never in the caller's."""
     global _CTX
     if _CTX is None:
         try:
@@ -128,23 +145,30 @@ def _context():
     return _CTX
 
 
-def measure_in_worker(task: dict[str, Any], timeout: float) -> tuple[bool, dict[str, Any] | str]:
-    """Measure in a fresh process. Returns (True, figures) or (False, what went wrong)."""
+def in_worker(target: str, args: tuple, timeout: float, should_stop=None) -> tuple[bool, Any]:
+    """Run ``target(*args)`` ("module:function") in a fresh process. Returns (True, its value) or
+    (False, what went wrong). ``should_stop()`` is polled while waiting: when it turns true the
+    process is killed and (False, "cancelled") returned."""
     ctx = _context()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, task), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, target, args), daemon=True)
     proc.start()
     child.close()
+    status, payload = "timeout", None
     try:
-        if parent.poll(timeout):
-            try:
-                status, payload = parent.recv()
-            except EOFError:
-                status, payload = "died", None
-        else:
-            status, payload = "timeout", None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if parent.poll(min(0.25, max(0.0, end - time.monotonic()))):
+                try:
+                    status, payload = parent.recv()
+                except EOFError:
+                    status, payload = "died", None
+                break
+            if should_stop is not None and should_stop():
+                status = "cancelled"
+                break
     finally:
-        if status == "timeout" and proc.is_alive():
+        if status in ("timeout", "cancelled") and proc.is_alive():
             proc.kill()
         proc.join(5)
         if proc.is_alive():
@@ -155,6 +179,8 @@ def measure_in_worker(task: dict[str, Any], timeout: float) -> tuple[bool, dict[
         return True, payload
     if status == "error":
         return False, payload
+    if status == "cancelled":
+        return False, "cancelled"
     if status == "timeout":
         return False, f"timed out after {timeout:.0f} s (hung, or far slower than the others)"
     code = proc.exitcode
@@ -163,3 +189,8 @@ def measure_in_worker(task: dict[str, Any], timeout: float) -> tuple[bool, dict[
         why = " (out of memory?)" if -code == signal.SIGKILL else ""
         return False, f"the worker process died from {sig}{why}"
     return False, f"the worker process exited with code {code} before reporting"
+
+
+def measure_in_worker(task: dict[str, Any], timeout: float, should_stop=None) -> tuple[bool, dict[str, Any] | str]:
+    """Measure in a fresh process. Returns (True, figures) or (False, what went wrong)."""
+    return in_worker("golive.tuning.worker:measure", (task,), timeout, should_stop)

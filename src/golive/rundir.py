@@ -1,0 +1,345 @@
+"""Run folders: their typed records (paths relative to the folder), lock, staging and commit.
+
+A convert run folder holds ``job.json`` (the JobSpec as run), ``events.jsonl``, ``model.onnx`` (+ external
+data), ``custom_ops/`` (copied in), ``golive.json`` (:class:`ConvertRecord`) and, after ``golive verify``,
+``verify.json`` (:class:`VerifyRecord`). A tune folder holds ``tune.json`` (:class:`TuneRecord`),
+``report.json``, ``report.html``, ``inputs.npz`` and ``best/`` (``model.onnx``, ``session.json``
+(:class:`SessionRecord`), ``custom_ops/``): ``best/`` alone is enough to load the tuned session.
+
+A step builds its output in a ``.STEP.partial-*`` folder inside the run folder and commits it by moving
+the files in and writing its record last: a folder without its record is not finished. While a step runs
+it holds the folder's lock (``.golive.lock``), so partial folders found by the next holder are stale ones
+from a killed run and are swept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from golive.errors import DataError, OutputDirError, RunFolderBusyError
+from golive.runtime import SessionConfig
+from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
+from golive.tensors import TensorSpec
+from golive.verification import VerifyReport
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no folder lock
+    fcntl = None
+
+__all__ = ["RECORD_VERSION", "ConvertRecord", "VerifyRecord", "TuneRecord", "SessionRecord", "RunFolder",
+           "read_record", "write_record", "to_record", "from_record", "fingerprint", "step_key", "carry_custom_ops",
+           "custom_ops_from_record", "now", "CONVERT_RECORD", "VERIFY_RECORD", "TUNE_RECORD", "SESSION_RECORD",
+           "JOB_FILE", "LOCK_FILE", "check_output_dir"]
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+CONVERT_RECORD, VERIFY_RECORD, TUNE_RECORD, SESSION_RECORD = "golive.json", "verify.json", "tune.json", "session.json"
+JOB_FILE, LOCK_FILE = "job.json", ".golive.lock"
+CUSTOM_OPS_DIR = "custom_ops"
+_OWN = {CONVERT_RECORD, JOB_FILE, TUNE_RECORD, LOCK_FILE, "events.jsonl"}  # a folder holding one of them is golive's
+_BOOKKEEPING = {JOB_FILE, LOCK_FILE, "events.jsonl"}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- records
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = RECORD_VERSION
+    golive_version: str = "dev"
+    created: str = Field(default_factory=now)
+
+
+class ConvertRecord(_Record):
+    """golive.json: what convert did, from what, with which options and versions. Paths relative to the folder."""
+
+    source: str = Field(description="the source as given; a path is relative to the run folder")
+    framework: str
+    source_kind: str
+    exporter: str
+    exporter_attempts: list[dict[str, Any]] = Field(default_factory=list)
+    fallback_reason: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    options: ConvertOptions
+    verify_options: VerifyOptions = Field(default_factory=VerifyOptions)
+    opset: dict[str, int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    export_sizes: dict[str, int] = Field(default_factory=dict)
+    custom_ops: list[str] = Field(default_factory=list, description="registrations every session needs; files copied into custom_ops/")
+    external_data: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    verification: VerifyReport | None = None
+    spec_key: str = Field("", description="hash of the step's spec and input files: an unchanged key skips the step")
+
+
+class VerifyRecord(_Record):
+    """verify.json: a later ``golive verify`` of a run folder."""
+
+    options: VerifyOptions
+    source: str | None = Field(None, description="the source verified against, when not the recorded one")
+    model_fingerprint: str | None = None
+    report: VerifyReport
+
+
+class TuneRecord(_Record):
+    """tune.json: the tune step's own spec, written last: a tune folder without it is not finished."""
+
+    target: str = Field(description="the convert folder or .onnx file tuned, relative to this folder")
+    target_fingerprint: str | None = None
+    options: TuneOptions
+    verify_options: VerifyOptions | None = None
+    spec_key: str = ""
+    elapsed_s: float = 0.0
+    best: str = ""
+    speedup: float = 0.0
+
+
+class SessionRecord(_Record):
+    """best/session.json: everything needed to load the tuned model, with custom-op paths relative to best/."""
+
+    session: SessionConfig
+    transforms: list[str] = Field(default_factory=list)
+    candidate: str = ""
+    environment: dict[str, Any] = Field(default_factory=dict)
+    figures: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def read_record(path: Path, kind: type[R]) -> R:
+    """A record from disk, or a DataError naming the file and what is wrong with it."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    version = raw.get("format_version", RECORD_VERSION) if isinstance(raw, dict) else None
+    if isinstance(version, int) and version > RECORD_VERSION:
+        raise DataError(f"{path} was written by a newer golive (record format {version}; this golive reads {RECORD_VERSION})",
+                        hint="upgrade golive: pip install -U golive")
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+        raise DataError(f"{path} is not a valid {kind.__name__}: {problems}",
+                        hint="it may come from an older golive; run the step again to rewrite it") from None
+
+
+def write_record(path: Path, record: BaseModel) -> None:
+    from golive._io import write_json
+
+    write_json(Path(path), record.model_dump_json(indent=2))
+
+
+# ---------------------------------------------------------------- relative paths
+
+def _split_attr(value: str) -> tuple[str, str]:
+    """``file.py:Name`` -> (``file.py``, ``:Name``); anything else -> (value, '')."""
+    head, sep, tail = value.rpartition(":")
+    if sep and head.endswith(".py") and "/" not in tail:
+        return head, ":" + tail
+    return value, ""
+
+
+def to_record(value: str | None, folder: Path) -> str | None:
+    """A path as the run folder records it: relative to ``folder`` (``pkg:`` and module names as given)."""
+    if value is None or value.startswith("pkg:"):
+        return value
+    head, attr = _split_attr(value)
+    path = Path(head)
+    if not (path.is_absolute() or path.exists()):
+        return value  # a module name, or a path that does not exist (reported where it is used)
+    return Path(os.path.relpath(path.absolute(), Path(folder).absolute())).as_posix() + attr
+
+
+def from_record(value: str | None, folder: Path) -> str | None:
+    """The path a record names, made absolute against ``folder`` (``pkg:`` and module names as given)."""
+    if value is None or value.startswith("pkg:"):
+        return value
+    head, attr = _split_attr(value)
+    path = Path(head)
+    if path.is_absolute():
+        return value
+    candidate = Path(os.path.normpath(Path(folder).absolute() / path))
+    looks_like_path = "/" in head or head.endswith(".py") or path.suffix != "" or candidate.exists()
+    return str(candidate) + attr if looks_like_path else value
+
+
+def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:
+    """Copy custom-op libraries and .py modules into ``folder/custom_ops`` and return their record form."""
+    from golive.runtime import EXTENSIONS, is_library
+
+    recorded = []
+    for entry in entries:
+        if entry == EXTENSIONS or not (is_library(entry) or entry.endswith(".py")):
+            recorded.append(entry)  # a module name: imported from the environment, as a package would be
+            continue
+        src = Path(entry)
+        dest = Path(folder) / CUSTOM_OPS_DIR / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.resolve() != dest.resolve():
+            shutil.copy2(src, dest)
+        recorded.append(f"{CUSTOM_OPS_DIR}/{src.name}")
+    return recorded
+
+
+def custom_ops_from_record(entries: Iterable[str], folder: Path) -> list[str]:
+    """Recorded custom-op entries made usable: copied files resolved against ``folder``."""
+    return [str(Path(folder).absolute() / e) if e.startswith(CUSTOM_OPS_DIR + "/") else e for e in entries]
+
+
+# ---------------------------------------------------------------- fingerprints
+
+def fingerprint(path: str | Path | None) -> str | None:
+    """sha256 of a file's bytes, or of a folder's files (names and bytes); None when it does not exist."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for f in files:
+        if f != path:
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def step_key(spec: Any, files: Iterable[str | Path | None] = ()) -> str:
+    """A step's identity: its spec (as recorded) and the bytes of the files it reads."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
+    for f in files:
+        digest.update(b"\0" + (fingerprint(f) or "-").encode())
+    return digest.hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- the folder: lock, stage, commit
+
+def check_output_dir(out: Path) -> None:
+    """Fail early, before any work, when ``out`` cannot become a golive output folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output path {out} is a file, not a folder", hint="choose another -o/--output folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in _OWN):
+        raise OutputDirError(f"output folder {out} already holds files that golive did not write",
+                             hint="choose a new or empty folder; golive replaces only its own earlier output")
+    for p in [out.parent, *out.parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise OutputDirError(f"cannot create {out}: {p} is a file", hint="choose another -o/--output folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise OutputDirError(f"cannot write to {p}", hint="choose a folder you can write to")
+            break
+
+
+class RunFolder:
+    """A run folder held by this process: stage a step's output, then commit it with its record last."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).absolute()
+        self.swept: list[str] = []
+        self._stages: list[Path] = []
+
+    @classmethod
+    @contextlib.contextmanager
+    def claim(cls, path: str | Path, *, keep_failed: bool = False) -> Iterator["RunFolder"]:
+        """Create (or reuse) the folder and hold its lock; on failure remove this run's partial output, and
+        the folder itself when this run created it and it holds nothing but bookkeeping."""
+        folder = cls(Path(path))
+        check_output_dir(folder.path)
+        created = not folder.path.exists() or not any(folder.path.iterdir())
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputDirError(f"cannot create the output folder {folder.path}: {exc.strerror or exc}",
+                                 hint="choose a folder you can write to") from exc
+        lock = folder._lock()
+        try:
+            folder._sweep()
+            yield folder
+        except BaseException:
+            for stage in folder._stages:
+                shutil.rmtree(stage, ignore_errors=True)
+            if created and not keep_failed and {p.name for p in folder.path.iterdir()} <= _BOOKKEEPING:
+                shutil.rmtree(folder.path, ignore_errors=True)
+            raise
+        finally:
+            if lock is not None:
+                lock.close()
+
+    def _lock(self):
+        if fcntl is None:
+            return None
+        f = open(self.path / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise RunFolderBusyError(f"{self.path} is being written by another golive step ({holder or 'another process'})",
+                                     hint="wait for it to finish, or cancel its job (golive jobs cancel ID)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        return f
+
+    def _sweep(self) -> None:
+        """Remove partial folders left by a killed run (their owner held this lock; now this process does)."""
+        for p in self.path.iterdir():
+            if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                self.swept.append(p.name)
+        if self.swept:
+            log.info("swept %d stale partial folder(s) from a killed run in %s", len(self.swept), self.path)
+
+    def stage(self, step: str) -> Path:
+        stage = self.path / f".{step}.partial-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        stage.mkdir()
+        self._stages.append(stage)
+        return stage
+
+    def commit(self, stage: Path, record_name: str, record: BaseModel, replaces: Iterable[str] = ()) -> None:
+        """Move the staged files in, replacing ``replaces`` (and the old record), then write the record."""
+        (self.path / record_name).unlink(missing_ok=True)  # from here until the end the folder is not finished
+        for name in {*replaces, *(p.name for p in stage.iterdir())}:
+            _remove(self.path / name)
+        for item in stage.iterdir():
+            os.replace(item, self.path / item.name)
+        write_record(self.path / record_name, record)
+        shutil.rmtree(stage, ignore_errors=True)
+        self._stages.remove(stage)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:6]}")
+        os.replace(path, old)  # out of the way in one step; deleting a big folder takes a while
+        shutil.rmtree(old, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

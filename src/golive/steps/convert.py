@@ -1,0 +1,201 @@
+"""The convert step: load the source, export it to ONNX, verify it, and commit the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from pydantic import BaseModel
+
+from golive.errors import FrameworkError, GoliveError, ModelLoadError
+from golive.events import EVENTS_FILE, StepContext
+from golive.rundir import (
+    CONVERT_RECORD, JOB_FILE, ConvertRecord, RunFolder, carry_custom_ops, read_record, step_key, to_record,
+)
+from golive.spec import ConvertOptions, JobSpec, VerifyOptions
+from golive.tuning import TuneResult
+
+__all__ = ["ConvertResult", "convert_step", "convert_key", "finished_convert", "job_record"]
+
+
+class ConvertResult(BaseModel):
+    """What convert (and a whole job) returns: the run folder, its record, and the tuning when the job tuned."""
+
+    output_dir: Path
+    model_path: Path
+    record: ConvertRecord
+    skipped: bool = False  # the step's output was complete and its spec unchanged: nothing was redone
+    tuning: TuneResult | None = None  # when the job tuned too
+
+    @property
+    def verification(self):
+        return self.record.verification
+
+    @property
+    def notes(self) -> list[str]:
+        return self.record.notes
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.verification is None else self.verification.passed
+
+
+def _verify_options(job: JobSpec) -> VerifyOptions:
+    """Convert's own data verifies too, unless the verify section names other data."""
+    if job.verify.data or not job.convert.data:
+        return job.verify
+    return job.verify.model_copy(update={"data": job.convert.data})
+
+
+def _files_read(job: JobSpec) -> list[str | None]:
+    from golive._resolve import resolve_source
+    from golive.frontends.base import is_import_path
+
+    source = job.source
+    if source.startswith("pkg:"):
+        try:
+            source = resolve_source(source)
+        except GoliveError:
+            pass
+    if is_import_path(source):
+        head = source.rpartition(":")[0]
+        source = head if head.endswith(".py") else None
+    o = job.convert
+    python_files = [p.rpartition(":")[0] if ":" in p and p.rpartition(":")[0].endswith(".py") else p
+                    for p in [*o.custom_translation, *o.imports]]
+    return [source, o.weights, o.data, job.verify.data, *python_files, *o.custom_ops]
+
+
+def _recorded_options(options: ConvertOptions, folder: Path, custom_ops: list[str]) -> ConvertOptions:
+    return options.model_copy(update={
+        "weights": to_record(options.weights, folder), "data": to_record(options.data, folder),
+        "custom_translation": [to_record(t, folder) or t for t in options.custom_translation],
+        "imports": [to_record(m, folder) or m for m in options.imports], "custom_ops": custom_ops})
+
+
+def convert_key(job: JobSpec) -> str:
+    """The convert step's identity: its spec as the run folder records it, and the bytes of what it reads."""
+    out = Path(job.output_dir).absolute()
+    spec = {"source": to_record(job.source, out),
+            "convert": _recorded_options(job.convert, out, [to_record(c, out) or c for c in job.convert.custom_ops]).model_dump(mode="json"),
+            "verify": _verify_options(job).model_copy(update={"data": to_record(_verify_options(job).data, out)}).model_dump(mode="json")}
+    return step_key(spec, _files_read(job))
+
+
+def finished_convert(out: Path) -> ConvertRecord | None:
+    """The record of a complete convert output in ``out`` (record readable, model and data files there), or None."""
+    if not (out / CONVERT_RECORD).is_file() or not (out / "model.onnx").is_file():
+        return None
+    try:
+        record = read_record(out / CONVERT_RECORD, ConvertRecord)
+    except GoliveError:
+        return None
+    if not all((out / name).is_file() for name in record.external_data):
+        return None
+    return record
+
+
+def job_record(job: JobSpec, folder: Path) -> JobSpec:
+    """The job as its run folder keeps it (job.json): every path relative to ``folder``."""
+    from golive.spec import map_job_paths
+
+    recorded = map_job_paths(job, lambda p: to_record(p, folder) or p)
+    recorded.output_dir = to_record(str(Path(job.output_dir).absolute()), folder) or "."
+    if job.tune_dir:
+        recorded.tune_dir = to_record(str(Path(job.tune_dir).absolute()), folder)
+    return recorded
+
+
+def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = None) -> ConvertResult:
+    """Convert ``job.source`` into ``job.output_dir`` (model.onnx, golive.json, job.json), verifying unless told not to."""
+    if folder is None:
+        with RunFolder.claim(job.output_dir, keep_failed=ctx.keep_failed) as claimed:
+            return convert_step(job, ctx, folder=claimed)
+    with ctx.writing_to(folder.path / EVENTS_FILE):
+        if folder.swept:
+            ctx.emit("convert", f"swept {len(folder.swept)} partial folder(s) left by a killed run",
+                     payload={"swept": folder.swept})
+        return _convert(job, ctx, folder)
+
+
+def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder) -> ConvertResult:
+    from golive import _io
+    from golive._resolve import export_sample, input_specs, resolve_source
+    from golive.frontends.base import get_frontend, guess_framework
+    from golive.frontends.onnxfile import check_onnx, load_onnx
+    from golive.runtime import SessionConfig, resolve_custom_ops
+    from golive.steps.verify import import_user_modules, verify_loaded
+    from golive.tensors import load_data, parse_input_spec, sizes_of, specs_from_onnx
+
+    out = folder.path
+    key = convert_key(job)
+    source = resolve_source(job.source)
+    opts = job.convert
+    framework = opts.framework or guess_framework(source)
+    opts = opts.model_copy(update={"framework": framework, "custom_ops": resolve_custom_ops(opts.custom_ops)})
+    session = SessionConfig(custom_ops=opts.custom_ops)
+    frontend = get_frontend(framework)
+
+    ctx.check()
+    ctx.emit("load", f"loading {framework} model from {job.source}")
+    try:
+        import_user_modules(opts)
+        loaded = frontend.load(source, opts)
+    except (ModelLoadError, FrameworkError) as exc:
+        guessed = _guess_quietly(source)
+        if job.convert.framework and guessed and guessed != framework:
+            exc.hint = f"{source} looks like a {guessed} model; is --framework {framework} right?"
+        raise
+    data = None
+    if opts.data:
+        names = [s.name for s in loaded.inputs] if loaded.inputs else [parse_input_spec(t).name for t in opts.inputs]
+        data = load_data(opts.data, names or ["input"], loaded.output_names)
+    specs = input_specs(loaded, opts, data)
+    sample = export_sample(loaded, specs, data)
+
+    stage = folder.stage("convert")
+    model_path = stage / "model.onnx"
+    ctx.check()
+    ctx.emit("export", f"exporting to ONNX ({', '.join(str(s) for s in specs)})")
+    result = frontend.export(loaded, specs, sample, model_path, opts)
+    ctx.check()
+    model = load_onnx(model_path, load_external_data=False)
+    check_onnx(model_path)
+    onnx_inputs, onnx_outputs = specs_from_onnx(model)
+    ranges = {s.name: s.int_range for s in specs}
+    onnx_inputs = [s.model_copy(update={"int_range": ranges.get(s.name)}) for s in onnx_inputs]
+    notes = list(result.notes)
+    if [s.name for s in onnx_inputs] != [s.name for s in specs]:
+        notes.append(f"the ONNX model's inputs ({', '.join(s.name for s in onnx_inputs)}) differ from the "
+                     f"source's ({', '.join(s.name for s in specs)})")
+    export_sizes = sizes_of(sample, onnx_inputs)
+    external = sorted(p.name for p in stage.iterdir() if p.name != "model.onnx")
+    report = None
+    vopts = _verify_options(job)
+    if opts.verify:
+        report = verify_loaded(frontend, loaded, model_path, onnx_inputs, onnx_outputs, export_sizes, vopts, ctx, session)
+    custom_ops = carry_custom_ops(opts.custom_ops, stage)
+    versions = _io.package_versions()
+    record = ConvertRecord(
+        golive_version=versions.get("golive", "dev"), source=to_record(job.source, out) or job.source,
+        framework=framework, source_kind=loaded.kind, exporter=result.exporter, exporter_attempts=result.attempts,
+        fallback_reason=result.fallback_reason, notes=notes, options=_recorded_options(opts, out, custom_ops),
+        verify_options=vopts.model_copy(update={"data": to_record(vopts.data, out)}),
+        opset={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        inputs=onnx_inputs, outputs=onnx_outputs, export_sizes=export_sizes, custom_ops=custom_ops,
+        external_data=external, versions=versions, verification=report, spec_key=key)
+    ctx.check()
+    _io.write_json(stage / JOB_FILE, job_record(job.model_copy(update={"convert": job.convert.model_copy(
+        update={"framework": framework})}), out).to_json())
+    old = finished_convert(out)
+    folder.commit(stage, CONVERT_RECORD, record,
+                  replaces=["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else [])])
+    ctx.emit("done", f"wrote {out / 'model.onnx'}")
+    return ConvertResult(output_dir=out, model_path=out / "model.onnx", record=record)
+
+
+def _guess_quietly(source: str) -> str | None:
+    from golive.frontends.base import guess_framework
+
+    try:
+        return guess_framework(source)
+    except GoliveError:
+        return None

@@ -1,0 +1,94 @@
+"""The tune step: search in a partial folder, then commit best/, the reports and tune.json (last)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from golive.errors import GoliveError
+from golive.events import EVENTS_FILE, StepContext
+from golive.rundir import (
+    TUNE_RECORD, RunFolder, TuneRecord, custom_ops_from_record, fingerprint, read_record, step_key, to_record,
+)
+from golive.spec import TuneOptions, VerifyOptions
+from golive.tuning import TuneResult
+from golive.tuning.report import TuneReport
+
+__all__ = ["tune_step", "tune_key", "finished_tune"]
+
+_OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
+
+
+def _target(target: Path, options: TuneOptions):
+    """(model file, input specs, export sizes, options with absolute custom ops) of a convert folder or .onnx file."""
+    from golive.frontends.onnxfile import load_onnx
+    from golive.runtime import resolve_custom_ops
+    from golive.steps.verify import read_convert_record
+    from golive.tensors import specs_from_onnx
+
+    options = options.model_copy(update={"custom_ops": resolve_custom_ops(options.custom_ops)})
+    if target.is_dir():
+        record = read_convert_record(target, "tune")
+        if not options.custom_ops:
+            options = options.model_copy(update={"custom_ops": custom_ops_from_record(record.custom_ops, target)})
+        return target / "model.onnx", record.inputs, record.export_sizes, options
+    if not target.is_file():
+        raise GoliveError(f"{target} does not exist", hint="tune a golive convert output folder or an .onnx file")
+    specs, _ = specs_from_onnx(load_onnx(target, load_external_data=False))
+    return target, specs, {}, options
+
+
+def _recorded(options: TuneOptions, folder: Path) -> TuneOptions:
+    return options.model_copy(update={"data": to_record(options.data, folder),
+                                      "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]})
+
+
+def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None) -> str:
+    """The tune step's identity: its spec as tune.json records it, and the bytes of the model and data it reads."""
+    target, out = Path(target).absolute(), Path(output_dir).absolute()
+    model = target / "model.onnx" if target.is_dir() else target
+    spec = {"target": to_record(str(target), out), "options": _recorded(options, out).model_dump(mode="json"),
+            "verify": verify_options.model_dump(mode="json") if verify_options else None}
+    return step_key(spec, [model, options.data, *options.custom_ops])
+
+
+def finished_tune(out: Path) -> TuneRecord | None:
+    """tune.json of a complete tune folder (its best/ and report there too), or None."""
+    if not all((out / name).exists() for name in (TUNE_RECORD, "report.json", "best/session.json", "best/model.onnx")):
+        return None
+    try:
+        return read_record(out / TUNE_RECORD, TuneRecord)
+    except GoliveError:
+        return None
+
+
+def load_tune_result(out: Path) -> TuneResult:
+    report = TuneReport.model_validate_json((out / "report.json").read_text())
+    return TuneResult(output_dir=out, report=report, skipped=True)
+
+
+def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None,
+              ctx: StepContext) -> TuneResult:
+    """Tune a convert folder or .onnx file into ``output_dir`` (best/, report.json, report.html, tune.json)."""
+    from golive import _io
+    from golive.tuning import tune_model
+
+    target = Path(target).absolute()
+    out = Path(output_dir).absolute()
+    if out == target or out in target.parents:
+        raise GoliveError(f"the tune folder {out} would replace what it tunes ({target})", hint="choose another -o folder")
+    key = tune_key(target, out, options, verify_options)
+    model, specs, base_sizes, options = _target(target, options)
+    with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
+        if folder.swept:
+            ctx.emit("tune", f"swept {len(folder.swept)} partial folder(s) left by a killed run", payload={"swept": folder.swept})
+        ctx.check()
+        stage = folder.stage("tune")
+        report = tune_model(model, specs, base_sizes, stage, options, verify_options, ctx, folder=folder.path)
+        ctx.check()
+        record = TuneRecord(golive_version=_io.package_versions().get("golive", "dev"), target=to_record(str(target), out),
+                            target_fingerprint=fingerprint(model), options=_recorded(options, out),
+                            verify_options=verify_options, spec_key=key, elapsed_s=report.elapsed_s, best=report.best.id,
+                            speedup=report.speedup)
+        folder.commit(stage, TUNE_RECORD, record, replaces=_OUTPUTS)
+        ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})
+    return TuneResult(output_dir=out, report=report)
