@@ -1,0 +1,53 @@
+"""A job's own process: runs the whole job (golive.steps.run_job) and returns a short summary for the store.
+
+Started by a worker pool through golive._worker, as the leader of its own process group, with its output
+going to the job's log file. Events go to the run folder's events.jsonl and, as readable lines, to the log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from golive.events import Event, StepContext
+from golive.spec import JobSpec
+
+__all__ = ["job_entry", "summarize"]
+
+
+def summarize(result) -> dict[str, Any]:
+    """What the job monitor shows without opening the run folder: the figures that say how it went."""
+    record = result.record
+    summary: dict[str, Any] = {
+        "run_dir": str(result.output_dir), "framework": record.framework, "exporter": record.exporter,
+        "passed": result.passed, "skipped": ["convert"] if result.skipped else [],
+    }
+    if result.verification is not None:
+        summary["max_abs"] = {o.name: o.max_abs for o in result.verification.outputs}
+    if result.tuning is not None:
+        report = result.tuning.report
+        summary.update({"tune_dir": str(result.tuning.output_dir), "speedup": report.speedup,
+                        "objective": report.objective, "best": report.best.label(),
+                        "best_p50_ms": report.best.figures.get("p50_ms"),
+                        "baseline_p50_ms": report.baseline.figures.get("p50_ms")})
+        if result.tuning.skipped:
+            summary["skipped"].append("tune")
+    return summary
+
+
+def job_entry(ctx: StepContext, job: dict) -> dict[str, Any]:
+    from golive.steps import run_job
+
+    forward = ctx.on_event
+
+    def log_line(event: Event) -> None:
+        progress = f" ({event.done}/{event.total})" if event.total else ""
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+        print(f"{stamp} {event.step}: {event.message}{progress}", file=sys.stderr, flush=True)
+        if forward:
+            forward(event)
+
+    ctx.on_event = log_line
+    result = run_job(JobSpec.model_validate(job), ctx)
+    return {"summary": summarize(result), "passed": result.passed}
