@@ -9,17 +9,17 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import golive
-from conftest import TESTS, zoo
+from conftest import TESTS, relu_onnx, zoo
 from golive.errors import CancelledError
 from golive.events import Event, read_events
 
-pytest.importorskip("onnxruntime_extensions")
 
 
 def _outputs(session, x):
@@ -27,13 +27,17 @@ def _outputs(session, x):
 
 
 def test_a_run_folder_and_best_alone_work_after_moving(tmp_path, cli):
-    """Converted with a Python custom op, tuned, then moved (and the source and op module deleted)."""
+    """Converted with a Python custom op and data, tuned, then moved (and the source, data and op module deleted)."""
+    pytest.importorskip("onnxruntime_extensions")
     src = tmp_path / "src"
     src.mkdir()
     for name in ("zoo.py", "custom_ops_export.py", "custom_ops_runtime.py"):
         shutil.copy(TESTS / name, src / name)
+    np.savez(src / "data.npz", x=np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32))
     first = tmp_path / "first"
     code, _, err = cli("run", _job(tmp_path / "job.yaml", src, first))
+    assert code == 0, err
+    code, _, err = cli("verify", first, "--data", src / "data.npz")
     assert code == 0, err
     shutil.rmtree(src)  # nothing outside the run folder is needed from here on
     moved = tmp_path / "elsewhere" / "run"
@@ -43,7 +47,7 @@ def test_a_run_folder_and_best_alone_work_after_moving(tmp_path, cli):
     record = json.loads((moved / "golive.json").read_text())
     assert record["format_version"] == 1 and not Path(record["source"]).is_absolute()
     assert record["custom_ops"] == ["custom_ops/custom_ops_runtime.py"]
-    for path in ("job.json", "golive.json", "tuned/tune.json", "tuned/report.json", "tuned/best/session.json"):
+    for path in ("job.json", "golive.json", "verify.json", "tuned/tune.json", "tuned/report.json", "tuned/best/session.json"):
         assert str(tmp_path) not in (moved / path).read_text(), f"{path} records an absolute path"
 
     x = np.linspace(-2, 2, 96, dtype=np.float32).reshape(3, 32)
@@ -65,7 +69,8 @@ def _job(path: Path, src: Path, out: Path, tune: bool = True) -> Path:
         f"source: {src / 'zoo.py'}:DenseThenCustomOp\noutput_dir: {out}\n"
         f"convert:\n  inputs: ['x:float32[batch,32]']\n  custom_translation: ['{src / 'custom_ops_export.py'}:TO_CUSTOM_NODE']\n"
         f"  custom_ops: ['{src / 'custom_ops_runtime.py'}']\n"
-        + ("tune:\n  budget: 5\n  transforms: [int8_dynamic]\n" if tune else ""))
+        + f"verify:\n  data: {src / 'data.npz'}\n"
+        + (f"tune:\n  budget: 5\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n" if tune else ""))
     return path
 
 
@@ -128,7 +133,7 @@ def test_cancel_stops_a_tune_between_candidates_and_leaves_nothing_finished(tmp_
     with pytest.raises(CancelledError):
         golive.tune(out, tmp_path / "t", budget=60, on_event=on_event, cancel=token)
     assert not (tmp_path / "t").exists()  # it made the folder and removed it
-    assert sum(1 for e in seen if e.payload.get("candidate")) <= 2
+    assert sum(1 for e in seen if e.payload.get("candidate")) <= 3  # it stopped at the next check
     # an existing tune folder keeps its finished result when a rerun is cancelled
     golive.tune(out, tmp_path / "t", budget=3, transforms=[])
     token = golive.CancelToken()
@@ -223,6 +228,21 @@ def test_available_cpus_reads_the_cgroup_quota(tmp_path):
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
 
 
+def test_sessions_use_no_more_threads_than_the_process_may(monkeypatch, tmp_path):
+    """ONNX Runtime's default (0) counts the machine's cores; under a quota golive asks for what it may use."""
+    from golive import runtime
+
+    model = relu_onnx(tmp_path / "m.onnx")
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 1)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 8)
+    session = runtime.make_session(model, runtime.SessionConfig())
+    assert session.get_session_options().intra_op_num_threads == 1
+    explicit = runtime.make_session(model, runtime.SessionConfig(intra_op_num_threads=2))
+    assert explicit.get_session_options().intra_op_num_threads == 2
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+    assert runtime.make_session(model, runtime.SessionConfig()).get_session_options().intra_op_num_threads == 0
+
+
 def test_a_busy_run_folder_is_refused(tmp_path):
     from golive.errors import RunFolderBusyError
     from golive.rundir import RunFolder
@@ -241,3 +261,52 @@ def test_a_busy_run_folder_is_refused(tmp_path):
         threading.Thread(target=other).start()
         assert done.wait(120)
     assert errors and "another golive step" in errors[0].message
+
+
+def test_replaying_the_saved_job_json_of_a_convert_skips_it(tmp_path, cli):
+    code, _, err = cli("convert", zoo("tiny_mlp"), "-o", tmp_path / "o", "--input", "x:float32[batch,4]")
+    assert code == 0, err
+    written = (tmp_path / "o" / "model.onnx").stat().st_mtime_ns
+    code, stdout, err = cli("run", tmp_path / "o" / "job.json")
+    assert code == 0 and "convert: skipped" in stdout, err
+    assert (tmp_path / "o" / "model.onnx").stat().st_mtime_ns == written
+
+
+def test_a_source_by_module_name_is_verified_again_later(tmp_path, monkeypatch):
+    """pkg.module:factory sources are module names, never taken for paths inside the run folder."""
+    package = tmp_path / "mods" / "mypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                                       "    return torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Tanh())\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))  # the worker process gets the caller's sys.path
+    out = tmp_path / "o"
+    assert golive.convert("mypkg.models:build", out, inputs=["x:float32[batch,4]"]).passed
+    assert json.loads((out / "golive.json").read_text())["source"] == "mypkg.models:build"
+    assert golive.verify(out).passed
+
+
+def test_a_step_that_forks_a_process_still_returns(tmp_path):
+    """A model whose code forks a process (left running) must neither hang the caller nor leave it behind."""
+    (tmp_path / "forks.py").write_text(
+        "import multiprocessing, time, torch\n\n"
+        "def build():\n"
+        "    p = multiprocessing.get_context('fork').Process(target=time.sleep, args=(600,))\n"
+        "    p.start()\n"
+        f"    open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid))\n"
+        "    return torch.nn.Linear(4, 2)\n")
+    result = golive.convert(f"{tmp_path / 'forks.py'}:build", tmp_path / "o", inputs=["x:float32[batch,4]"])
+    assert result.passed
+    stat = Path(f"/proc/{int((tmp_path / 'pid').read_text())}/stat")
+
+    def gone() -> bool:
+        try:
+            return stat.read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+        except OSError:
+            return True
+
+    for _ in range(100):  # SIGKILL is delivered asynchronously: give it up to 10 s
+        if gone():
+            break
+        time.sleep(0.1)
+    assert gone(), "the process the step forked outlived the step"

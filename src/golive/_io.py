@@ -18,11 +18,39 @@ log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename."""
+    """Write JSON through a temporary file, flushed to disk, and a rename."""
     text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text + ("\n" if not text.endswith("\n") else ""))
+    with open(tmp, "w") as f:
+        f.write(text + ("\n" if not text.endswith("\n") else ""))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    sync_dir(path.parent)
+
+
+def sync_tree(path: Path) -> None:
+    """Flush a file, or every file and folder under ``path``, to disk (so a record written after it never
+    survives a power cut that the files it describes did not)."""
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if p.is_dir():
+            sync_dir(p)
+        elif p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def sync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(fd)
 
 
 _VERSIONED = ("golive", "onnx", "onnxruntime", "numpy", "torch", "onnxscript", "transformers", "scikit-learn",

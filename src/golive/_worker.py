@@ -51,12 +51,16 @@ def _log_tail(path: Path | None, lines: int = 12) -> str:
 
 
 class StepProcess:
-    """A step function running in a child process; messages arrive on ``self.messages`` (a queue)."""
+    """A step function running in a child process. Its messages arrive on ``self.messages`` (a queue; only
+    the outcome is kept with ``keep_messages=False``), its outcome (the ``result`` or ``error`` message) on
+    ``self.outcome``."""
 
     def __init__(self, target: str, kwargs: dict[str, Any], *, log_path: Path | None = None, job_id: str | None = None,
-                 keep_failed: bool = False, echo_log: bool = False, log_level: int = logging.INFO) -> None:
+                 keep_failed: bool = False, echo_log: bool = False, log_level: int = logging.INFO,
+                 keep_messages: bool = True) -> None:
         self.target, self.kwargs = target, kwargs
         self.job_id, self.keep_failed, self.echo_log, self.log_level = job_id, keep_failed, echo_log, log_level
+        self.keep_messages = keep_messages
         self.log_path = Path(log_path) if log_path else None
         self._own_log = log_path is None
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -87,16 +91,29 @@ class StepProcess:
         return self
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if msg.get("kind") in ("result", "error"):
-                self.outcome = msg
-            self.messages.put(msg)
-        self.messages.put(None)  # end of the child's messages
-        self.reader_done.set()
+        """Split the child's protocol stream into messages (raw reads: no buffer lock to get stuck on)."""
+        fd, pending = self.proc.stdout.fileno(), b""
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    if msg.get("kind") in ("result", "error"):
+                        self.outcome = msg
+                    if self.keep_messages or msg.get("kind") in ("result", "error"):
+                        self.messages.put(msg)
+        except OSError:
+            pass
+        finally:
+            self.messages.put(None)  # end of the child's messages
+            self.reader_done.set()
 
     def cancel(self) -> None:
         """Ask the step to stop at its next check; ``kill`` it if it has not after the grace period."""
@@ -119,13 +136,17 @@ class StepProcess:
         return self.proc.poll()
 
     def finish(self) -> None:
-        """After the child exited: close the pipes, end the stragglers of its group, drop a temporary log."""
+        """After the child exited: end the stragglers of its group, close the pipes, drop a temporary log."""
         self.kill()  # anything of its process group still running (a measuring process, say)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        self.proc.wait()
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.reader_done.wait(5):  # the group is gone, so the protocol pipe has reached its end
+            self.proc.stdout.close()
+        else:  # a process that left the group still holds it; closing under a blocked read is not safe
+            log.debug("a process started by step %s still holds its output pipe", self.proc.pid)
         if self._own_log and self.log_path is not None:
             if log.isEnabledFor(logging.DEBUG):
                 text = self.log_path.read_text(errors="replace").strip()
@@ -193,15 +214,21 @@ def call(target: str, kwargs: dict[str, Any], *, what: str, on_event: Callable |
 
     step = StepProcess(target, kwargs, log_level=logging.getLogger("golive").getEffectiveLevel()).start()
     interrupted: BaseException | None = None
+    exited_at: float | None = None
     try:
         while True:
+            now = time.monotonic()
+            if cancel is not None and cancel.is_set() and step.cancel_sent_at is None:
+                step.cancel()
+            if step.cancel_sent_at is not None and now - step.cancel_sent_at > GRACE_SECONDS:
+                step.kill()
+            if exited_at is None and step.poll() is not None:
+                exited_at = now
             try:
                 msg = step.messages.get(timeout=0.2)
             except queue.Empty:
-                if cancel is not None and cancel.is_set() and step.cancel_sent_at is None:
-                    step.cancel()
-                if step.cancel_sent_at is not None and time.monotonic() - step.cancel_sent_at > GRACE_SECONDS:
-                    step.kill()
+                if exited_at is not None and now - exited_at > 2.0:
+                    break  # the step has ended, but a process it started (and left running) holds the pipe
                 continue
             except KeyboardInterrupt as exc:
                 if interrupted is not None:  # a second Ctrl-C: stop waiting
@@ -218,25 +245,20 @@ def call(target: str, kwargs: dict[str, Any], *, what: str, on_event: Callable |
                 logger = logging.getLogger(msg["name"])
                 if logger.isEnabledFor(msg["levelno"]):
                     logger.handle(logger.makeRecord(msg["name"], msg["levelno"], "(worker)", 0, msg["msg"], (), None))
-        step.proc.wait()
     except BaseException:
-        step.kill()
-        step.proc.wait()
         step.finish()
         raise
-    try:
-        outcome = step.outcome
-        if interrupted is not None:
-            raise interrupted
-        if outcome is None:
-            if step.cancel_sent_at is not None:
-                raise CancelledError("cancelled", hint="the step was stopped; nothing it wrote looks finished")
-            raise step.crash_error(what)
-        if outcome["kind"] == "error":
-            raise decode_error(outcome["error"])
-        return outcome["value"]
-    finally:
-        step.finish()
+    step.finish()
+    outcome = step.outcome
+    if interrupted is not None:
+        raise interrupted
+    if outcome is None:
+        if step.cancel_sent_at is not None:
+            raise CancelledError("cancelled", hint="the step was stopped; nothing it wrote looks finished")
+        raise step.crash_error(what)
+    if outcome["kind"] == "error":
+        raise decode_error(outcome["error"])
+    return outcome["value"]
 
 
 # ---------------------------------------------------------------- the child
@@ -253,33 +275,70 @@ class _ProtocolHandler(logging.Handler):
             pass
 
 
-def _watch_parent(cancel, grace: float) -> None:
+def _watch_parent(cancel, grace: float, control: int, pending: bytes) -> None:
     """Read the control channel: ``cancel`` lines; end of file means the parent is gone."""
-    for line in sys.stdin:
-        if line.strip() == "cancel":
+    data = pending
+    while True:
+        *lines, data = data.split(b"\n")
+        if any(line.strip() == b"cancel" for line in lines):
             cancel.set("cancelled")
+        try:
+            chunk = os.read(control, 4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        data += chunk
     cancel.set("the process that started this step went away")
     time.sleep(grace)
     os.killpg(os.getpgrp(), signal.SIGKILL)  # it did not stop in time: end it and everything it started
+
+
+def _close_quietly(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _read_task(fd: int) -> tuple[dict, bytes]:
+    """The task (the first line on stdin) and whatever control bytes came after it."""
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit("golive._worker: no task on stdin")
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    return json.loads(line), rest
 
 
 def main() -> None:
     from golive._imports import load_object
     from golive.events import CancelToken, StepContext
 
-    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)  # what the step prints goes to the log, never into the protocol
+    # The protocol and the control channel move to private descriptors; fd 0 becomes /dev/null and fd 1
+    # the log, so what the step prints never enters the protocol, and a process the step forks (whose
+    # bootstrap closes sys.stdin) neither blocks on our reader nor keeps our pipes open.
+    task, pending = _read_task(0)
+    control, proto = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    os.register_at_fork(after_in_child=lambda: _close_quietly(control, proto))
     lock = threading.Lock()
 
     def send(msg: dict) -> None:
+        data = (json.dumps(msg, default=str) + "\n").encode()
         with lock:
-            proto.write(json.dumps(msg, default=str) + "\n")
-            proto.flush()
+            while data:
+                data = data[os.write(proto, data):]
 
-    task = json.loads(sys.stdin.readline())
     sys.path[:] = task["sys_path"]
     cancel = CancelToken()
-    threading.Thread(target=_watch_parent, args=(cancel, task["grace"]), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(cancel, task["grace"], control, pending), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set("terminated"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it, and it cancels us
 
@@ -309,7 +368,7 @@ def main() -> None:
             pass
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr, proto):
+        for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:

@@ -10,6 +10,7 @@ A process golive owns (the CLI, a job worker) runs the steps in place instead (`
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,23 +26,23 @@ __all__ = ["Event", "convert", "convert_job", "verify", "inspect", "tune", "load
 
 log = logging.getLogger(__name__)
 
-_in_place = {"on": False}
+_in_place: contextvars.ContextVar[bool] = contextvars.ContextVar("golive_in_place", default=False)
 
 
 @contextlib.contextmanager
 def in_this_process() -> Iterator[None]:
-    """Run steps in this process instead of a worker: for processes golive owns (the CLI, a job worker)."""
-    saved = _in_place["on"]
-    _in_place["on"] = True
+    """Run steps in this process (this thread, this context) instead of a worker: for processes golive owns
+    (the CLI, a job worker)."""
+    token = _in_place.set(True)
     try:
         yield
     finally:
-        _in_place["on"] = saved
+        _in_place.reset(token)
 
 
 def _call(entry: str, what: str, on_event: EventHandler | None, cancel: CancelToken | None, **kwargs: Any) -> Any:
     """Run ``golive.steps.<entry>`` in a worker process (or here, inside ``in_this_process``); JSON in and out."""
-    if _in_place["on"]:
+    if _in_place.get():
         from golive import steps
         from golive.events import StepContext
 

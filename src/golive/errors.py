@@ -23,6 +23,7 @@ __all__ = [
     "StepCrashedError",
     "RunFolderBusyError",
     "JobError",
+    "JobTimeoutError",
 ]
 
 
@@ -116,6 +117,10 @@ class RunFolderBusyError(GoliveError):
 
 class JobError(GoliveError):
     """A job id that does not exist, or an action its state does not allow (retry a running job, say)."""
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """golive.jobs.wait gave up: the job had not finished within the timeout."""
 
 
 def require(module: str, *, package: str | None = None, extra: str, purpose: str):

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - Windows: no folder lock
     fcntl = None
 
 __all__ = ["RECORD_VERSION", "ConvertRecord", "VerifyRecord", "TuneRecord", "SessionRecord", "RunFolder",
-           "read_record", "write_record", "to_record", "from_record", "fingerprint", "step_key", "carry_custom_ops",
+           "read_record", "write_record", "to_record", "from_record", "fingerprint", "step_key", "model_files", "carry_custom_ops",
            "custom_ops_from_record", "now", "CONVERT_RECORD", "VERIFY_RECORD", "TUNE_RECORD", "SESSION_RECORD",
            "JOB_FILE", "LOCK_FILE", "check_output_dir"]
 
@@ -170,7 +170,10 @@ def to_record(value: str | None, folder: Path) -> str | None:
     path = Path(head)
     if not (path.is_absolute() or path.exists()):
         return value  # a module name, or a path that does not exist (reported where it is used)
-    return Path(os.path.relpath(path.absolute(), Path(folder).absolute())).as_posix() + attr
+    rel = Path(os.path.relpath(path.absolute(), Path(folder).absolute())).as_posix()
+    if "/" not in rel and rel not in (".", ".."):
+        rel = "./" + rel  # a recorded path always has a '/' (or is . or ..): a module name never does
+    return rel + attr
 
 
 def from_record(value: str | None, folder: Path) -> str | None:
@@ -179,11 +182,9 @@ def from_record(value: str | None, folder: Path) -> str | None:
         return value
     head, attr = _split_attr(value)
     path = Path(head)
-    if path.is_absolute():
-        return value
-    candidate = Path(os.path.normpath(Path(folder).absolute() / path))
-    looks_like_path = "/" in head or head.endswith(".py") or path.suffix != "" or candidate.exists()
-    return str(candidate) + attr if looks_like_path else value
+    if path.is_absolute() or not ("/" in head or head.endswith(".py") or head in (".", "..")):
+        return value  # absolute already, or a module name (pkg.mod, pkg.mod:Net)
+    return os.path.normpath(Path(folder).absolute() / path) + attr
 
 
 def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:
@@ -227,6 +228,21 @@ def fingerprint(path: str | Path | None) -> str | None:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def model_files(model: str | Path) -> list[Path]:
+    """An ONNX model file and the external data files it names (what its bytes are)."""
+    import onnx
+
+    model = Path(model)
+    files = [model]
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # not readable as ONNX: its own bytes are all there is
+        return files
+    locations = {entry.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in t.external_data if entry.key == "location"}
+    return files + [model.parent / loc for loc in sorted(locations)]
 
 
 def step_key(spec: Any, files: Iterable[str | Path | None] = ()) -> str:
@@ -310,9 +326,12 @@ class RunFolder:
         return f
 
     def _sweep(self) -> None:
-        """Remove partial folders left by a killed run (their owner held this lock; now this process does)."""
+        """Remove partial folders and temporary files left by a killed run (their owner held this lock; now
+        this process does). Without a lock (no fcntl) nothing is swept: it could be another process's."""
+        if fcntl is None:
+            return
         for p in self.path.iterdir():
-            if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name):
+            if p.name.startswith(".") and any(mark in p.name for mark in (".partial-", ".old-", ".tmp-")):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 self.swept.append(p.name)
         if self.swept:
@@ -326,11 +345,15 @@ class RunFolder:
 
     def commit(self, stage: Path, record_name: str, record: BaseModel, replaces: Iterable[str] = ()) -> None:
         """Move the staged files in, replacing ``replaces`` (and the old record), then write the record."""
+        from golive._io import sync_dir, sync_tree
+
+        sync_tree(stage)  # the files are on disk before any record says they are there
         (self.path / record_name).unlink(missing_ok=True)  # from here until the end the folder is not finished
         for name in {*replaces, *(p.name for p in stage.iterdir())}:
             _remove(self.path / name)
         for item in stage.iterdir():
             os.replace(item, self.path / item.name)
+        sync_dir(self.path)
         write_record(self.path / record_name, record)
         shutil.rmtree(stage, ignore_errors=True)
         self._stages.remove(stage)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from golive.errors import GoliveError, ModelLoadError
 
 __all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops",
-           "available_cpus"]
+           "available_cpus", "default_intra_threads"]
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -25,7 +25,7 @@ class SessionConfig(BaseModel):
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: list[dict[str, Any]] = Field(default_factory=list)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    intra_op_num_threads: int = 0
+    intra_op_num_threads: int = 0  # 0: ONNX Runtime's default, capped at the CPUs the process may use (available_cpus)
     inter_op_num_threads: int = 0
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     intra_op_spinning: bool = True
@@ -66,7 +66,7 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[config.graph_optimization_level]
-    so.intra_op_num_threads = config.intra_op_num_threads
+    so.intra_op_num_threads = config.intra_op_num_threads or default_intra_threads()
     so.inter_op_num_threads = config.inter_op_num_threads
     so.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel"
                          else ort.ExecutionMode.ORT_SEQUENTIAL)
@@ -186,6 +186,13 @@ def custom_domains(model) -> dict[str, list[str]]:
     for f in model.functions:
         visit(f.node)
     return found
+
+
+def default_intra_threads() -> int:
+    """What "0 intra-op threads" (ONNX Runtime's default) becomes here: ONNX Runtime's own choice (0) when the
+    process may use every core, else the CPUs it may use (its default would count cores the quota forbids)."""
+    cpus = available_cpus()
+    return cpus if cpus < (os.cpu_count() or cpus) else 0
 
 
 def available_cpus() -> int:

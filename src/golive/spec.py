@@ -190,7 +190,7 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
         if Path(p).is_absolute():
             return p
         head, sep, tail = p.partition(":")  # file.py:name keeps its :name
-        return str(base / head) + sep + tail if (base / head).exists() else p
+        return os.path.normpath(base / head) + sep + tail if (base / head).exists() else p
 
     job = map_job_paths(job, fix)
     if job.tune_dir and not Path(job.tune_dir).is_absolute():

@@ -106,7 +106,10 @@ def render_tune(console: Console, result) -> None:
     if result.skipped:
         console.print(f"[dim]tune: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]",
                       highlight=False)
-    table = Table(title=f"tuning {escape(report.model)} for {report.objective} "
+    import os
+
+    model = os.path.normpath(result.output_dir / report.model)  # the report names it relative to the tune folder
+    table = Table(title=f"tuning {escape(model)} for {report.objective} "
                         f"({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)", title_justify="left")
     for col in ("#", "id", "transforms", "session", "p50 ms", "p99 ms", "items/s", "min cosine", "verdict"):
         table.add_column(col, justify="right" if col in ("#", "p50 ms", "p99 ms", "items/s", "min cosine") else "left")

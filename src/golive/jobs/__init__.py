@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from golive.errors import GoliveError, JobError
+from golive.errors import GoliveError, JobError, JobTimeoutError
 from golive.jobs.store import TERMINAL, Attempt, JobRecord, JobStore
 
 __all__ = ["submit", "get", "list", "wait", "cancel", "retry", "attempts", "log_text", "home_dir", "run_worker",
@@ -91,21 +91,27 @@ def list(*, home: str | Path | None = None, states: builtins.list[str] | None = 
 
 
 def wait(job_id: str, *, home: str | Path | None = None, timeout: float | None = None, poll: float = 0.5) -> JobRecord:
-    """Block until the job is finished (succeeded, failed, cancelled or interrupted); TimeoutError after ``timeout``."""
+    """Block until the job is finished (succeeded, failed, cancelled or interrupted); JobTimeoutError (a
+    TimeoutError) after ``timeout`` seconds."""
     end = None if timeout is None else time.monotonic() + timeout
     while True:
         record = get(job_id, home=home)
         if record.state in TERMINAL:
             return record
         if end is not None and time.monotonic() > end:
-            raise TimeoutError(f"job {record.id} is still {record.state} after {timeout:g} s")
+            raise JobTimeoutError(f"job {record.id} is still {record.state} after {timeout:g} s",
+                                  hint="is a worker running? golive worker --home " + str(home_dir(home)))
         time.sleep(poll)
 
 
 def cancel(job_id: str, *, home: str | Path | None = None) -> JobRecord:
     """Cancel a queued job at once, or ask a running one's worker to stop it (killed after a grace period)."""
+    from golive.jobs.store import this_host
+
     with _store(home) as store:
-        return store.request_cancel(job_id)
+        record = store.request_cancel(job_id)
+        store.recover(this_host())  # a running job whose worker is gone is cancelled now, not waited for
+        return store.get(record.id)
 
 
 def retry(job_id: str, *, home: str | Path | None = None) -> JobRecord:

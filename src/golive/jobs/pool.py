@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golive._worker import GRACE_SECONDS, StepProcess, decode_error
+from golive.errors import JobError
 from golive.jobs.store import JobRecord, JobStore, this_host
 
 __all__ = ["WorkerPool"]
@@ -42,7 +43,7 @@ class WorkerPool:
     def __init__(self, home: str | Path, concurrency: int = 1, *, poll: float = 0.3, grace: float = GRACE_SECONDS,
                  exit_when_idle: bool = False) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise JobError("concurrency must be at least 1")
         self.store = JobStore(home)
         self.concurrency = concurrency
         self.poll, self.grace, self.exit_when_idle = poll, grace, exit_when_idle
@@ -107,8 +108,8 @@ class WorkerPool:
         with open(log_path, "a") as f:
             f.write(f"\n=== attempt {job.attempt} of job {job.id} started {time.strftime('%Y-%m-%d %H:%M:%S')} "
                     f"by worker {self.pid} on {self.host} ===\n")
-        process = StepProcess("golive.jobs.runner:job_entry", {"job": job.spec}, log_path=log_path, job_id=job.id,
-                              keep_failed=True, echo_log=True)
+        process = StepProcess("golive.jobs.runner:job_entry", {"job": job.spec.model_dump(mode="json")}, log_path=log_path, job_id=job.id,
+                              keep_failed=True, echo_log=True, keep_messages=False)
         try:
             process.start()
         except OSError as exc:
@@ -119,12 +120,18 @@ class WorkerPool:
         log.info("job %s attempt %d started (pid %d)", job.id, job.attempt, process.pid)
 
     def _beat(self) -> None:
-        for job_id in self.store.heartbeat(list(self.running), self.pid):
+        cancel, lost = self.store.heartbeat(list(self.running), self.pid)
+        for job_id in cancel:
             r = self.running.get(job_id)
             if r is not None and not r.cancel_requested:
                 r.cancel_requested = True
                 log.info("job %s: cancel requested", job_id)
                 r.process.cancel()
+        for job_id in lost:  # recovered as interrupted by someone who thought this worker gone: stop it now
+            r = self.running.pop(job_id, None)
+            if r is not None:
+                log.warning("job %s is no longer this worker's (marked interrupted meanwhile): stopping it", job_id)
+                r.process.finish()
 
     def _cancel_overdue(self) -> None:
         for r in self.running.values():

@@ -1,13 +1,12 @@
 """A job's own process: runs the whole job (golive.steps.run_job) and returns a short summary for the store.
 
 Started by a worker pool through golive._worker, as the leader of its own process group, with its output
-going to the job's log file. Events go to the run folder's events.jsonl and, as readable lines, to the log.
+going to the job's log file. Events go to the run folder's events.jsonl and, as log records, to the log.
 """
 
 from __future__ import annotations
 
-import sys
-import time
+import logging
 from typing import Any
 
 from golive.events import Event, StepContext
@@ -15,12 +14,14 @@ from golive.spec import JobSpec
 
 __all__ = ["job_entry", "summarize"]
 
+progress = logging.getLogger("golive.jobs.progress")
+
 
 def summarize(result) -> dict[str, Any]:
     """What the job monitor shows without opening the run folder: the figures that say how it went."""
     record = result.record
     summary: dict[str, Any] = {
-        "run_dir": str(result.output_dir), "framework": record.framework, "exporter": record.exporter,
+        "framework": record.framework, "exporter": record.exporter,
         "passed": result.passed, "skipped": ["convert"] if result.skipped else [],
     }
     if result.verification is not None:
@@ -41,10 +42,8 @@ def job_entry(ctx: StepContext, job: dict) -> dict[str, Any]:
 
     forward = ctx.on_event
 
-    def log_line(event: Event) -> None:
-        progress = f" ({event.done}/{event.total})" if event.total else ""
-        stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-        print(f"{stamp} {event.step}: {event.message}{progress}", file=sys.stderr, flush=True)
+    def log_line(event: Event) -> None:  # the job's log shows its progress as readable lines
+        progress.info("%s: %s%s", event.step, event.message, f" ({event.done}/{event.total})" if event.total else "")
         if forward:
             forward(event)
 

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel, Field
 
 from golive.errors import JobError
+from golive.spec import JobSpec
 
 __all__ = ["JobRecord", "Attempt", "JobStore", "State", "TERMINAL", "this_host", "pid_alive"]
 
@@ -69,7 +70,6 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT,
     PRIMARY KEY (job_id, attempt)
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -80,7 +80,7 @@ class JobRecord(BaseModel):
     name: str = ""
     state: State
     attempt: int = Field(description="attempts started so far (0 while first queued)")
-    spec: dict[str, Any]
+    spec: JobSpec
     created: float
     started: float | None = None
     finished: float | None = None
@@ -119,12 +119,17 @@ class Attempt(BaseModel):
 
 
 def this_host() -> str:
-    """This machine, as of this boot: a pid is only meaningful on the host and boot that gave it."""
+    """This machine, as of this boot, and this process-id namespace: a pid only means something there
+    (two containers of one pod share the hostname and the kernel, not their pids)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
     except OSError:
         boot = "?"
-    return f"{socket.gethostname()}/{boot}"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]")
+    except OSError:
+        namespace = "?"
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -150,22 +155,28 @@ class JobStore:
 
     def __init__(self, home: str | Path) -> None:
         self.home = Path(home).expanduser().absolute()
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "logs").mkdir(exist_ok=True)
         self.path = self.home / "jobs.db"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if int(row[0]) > _SCHEMA_VERSION:
-            raise JobError(f"{self.path} was written by a newer golive (job store schema {row[0]})",
-                           hint="upgrade golive, or use another --home")
+        try:
+            (self.home / "logs").mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout=30000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                with self._tx() as db:
+                    if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            elif version > _SCHEMA_VERSION:
+                raise JobError(f"{self.path} was written by a newer golive (job store schema {version})",
+                               hint="upgrade golive, or use another --home")
+        except (OSError, sqlite3.Error) as exc:
+            raise JobError(f"cannot open the job store {self.path}: {exc}",
+                           hint="give a --home folder you can write to (or set GOLIVE_HOME)") from None
 
     def close(self) -> None:
         with self._lock:
@@ -175,7 +186,11 @@ class JobStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken before reading (BEGIN IMMEDIATE): no two writers interleave."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise JobError(f"the job store {self.path} stayed busy: {exc}",
+                               hint="another process holds it; try again") from None
             try:
                 yield self._db
             except BaseException:
@@ -268,17 +283,20 @@ class JobStore:
                 raise JobError(f"job {busy['id']} is using {row['run_dir']} now", hint="wait for it, or cancel it")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             db.execute("UPDATE jobs SET state='queued', seq=?, cancel_requested=0, error=NULL, signal=NULL, "
-                       "finished=NULL, started=NULL, heartbeat=NULL, host=NULL, worker_pid=NULL, job_pid=NULL "
-                       "WHERE id=?", (seq, full))
+                       "finished=NULL, started=NULL, heartbeat=NULL, worker_pid=NULL WHERE id=?", (seq, full))
         return self.get(full)
 
     # ------------------------------------------------------------ the worker's side
 
     def claim(self, host: str, worker_pid: int) -> JobRecord | None:
-        """Take the oldest queued job for this worker, atomically; None when nothing is queued."""
+        """Take the oldest queued job for this worker, atomically; None when nothing can start now.
+
+        A retried job whose previous attempt's process still runs on this machine (a worker killed a moment
+        ago, its job still stopping) waits for it: two attempts never write one run folder at once."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT id, attempt FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1").fetchone()
+            rows = db.execute("SELECT id, attempt, host, job_pid FROM jobs WHERE state='queued' ORDER BY seq").fetchall()
+            row = next((r for r in rows if not (r["host"] == host and _group_alive(r["job_pid"]))), None)
             if row is None:
                 return None
             attempt = row["attempt"] + 1
@@ -293,16 +311,20 @@ class JobStore:
             db.execute("UPDATE jobs SET job_pid=? WHERE id=? AND attempt=?", (job_pid, job_id, attempt))
             db.execute("UPDATE attempts SET job_pid=? WHERE job_id=? AND attempt=?", (job_pid, job_id, attempt))
 
-    def heartbeat(self, job_ids: list[str], worker_pid: int) -> list[str]:
-        """Refresh the heartbeat of these running jobs; returns those whose cancel was asked for."""
+    def heartbeat(self, job_ids: list[str], worker_pid: int) -> tuple[list[str], list[str]]:
+        """Refresh the heartbeat of these running jobs. Returns (those whose cancel was asked for, those that
+        are no longer this worker's: recovered as interrupted meanwhile, so their processes must stop)."""
         if not job_ids:
-            return []
+            return [], []
         marks = ",".join("?" * len(job_ids))
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET heartbeat=? WHERE state='running' AND worker_pid=? AND id IN ({marks})",
                        (time.time(), worker_pid, *job_ids))
-            rows = db.execute(f"SELECT id FROM jobs WHERE cancel_requested=1 AND id IN ({marks})", job_ids).fetchall()
-        return [r[0] for r in rows]
+            rows = db.execute(f"SELECT id, state, worker_pid, cancel_requested FROM jobs WHERE id IN ({marks})",
+                              job_ids).fetchall()
+        cancel = [r["id"] for r in rows if r["cancel_requested"]]
+        mine = {r["id"] for r in rows if r["state"] == "running" and r["worker_pid"] == worker_pid}
+        return cancel, [j for j in job_ids if j not in mine]
 
     def finish(self, job_id: str, attempt: int, worker_pid: int, state: State, *, error: str | None = None,
                signal: str | None = None, summary: dict[str, Any] | None = None) -> bool:
@@ -312,24 +334,50 @@ class JobStore:
             cur = db.execute("UPDATE jobs SET state=?, finished=?, error=?, signal=?, summary=? "
                              "WHERE id=? AND attempt=? AND state='running' AND worker_pid=?",
                              (state, now, error, signal, json.dumps(summary or {}), job_id, attempt, worker_pid))
-            db.execute("UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
-                       (state, now, error, job_id, attempt))
+            if cur.rowcount == 1:
+                db.execute("UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
+                           (state, now, error, job_id, attempt))
         return cur.rowcount == 1
 
     def recover(self, host: str, *, stale_after: float = STALE_AFTER) -> list[str]:
-        """Mark interrupted the running jobs whose worker is gone: dead on this machine, or silent too long."""
-        now = time.time()
+        """Mark the running jobs whose worker is gone: interrupted (cancelled, when that was asked for).
+
+        Gone means: on this machine, its worker process is dead; elsewhere, its heartbeat is older than
+        ``stale_after`` (a worker on this machine whose process lives is never second-guessed)."""
+        def lost(r) -> bool:
+            if r["host"] == host:
+                return not pid_alive(r["worker_pid"])
+            return time.time() - (r["heartbeat"] or 0) > stale_after
+
+        with self._lock:
+            query = "SELECT id, attempt, host, worker_pid, heartbeat, cancel_requested FROM jobs WHERE state='running'"
+            if not any(lost(r) for r in self._db.execute(query).fetchall()):
+                return []  # the usual case: a read, no write transaction
+        found = []
         with self._tx() as db:
-            rows = db.execute("SELECT id, attempt, host, worker_pid, heartbeat FROM jobs WHERE state='running'").fetchall()
-            lost = []
-            for r in rows:
-                gone = (r["host"] == host and not pid_alive(r["worker_pid"])) or (now - (r["heartbeat"] or 0) > stale_after)
-                if gone:
+            for r in db.execute(query).fetchall():
+                if not lost(r):
+                    continue
+                if r["cancel_requested"]:
+                    state, why = "cancelled", "cancelled on request (its worker stopped while it ran)"
+                else:
+                    state = "interrupted"
                     why = (f"interrupted: its worker (pid {r['worker_pid']} on {r['host']}) stopped while it ran; "
                            "golive jobs retry resumes it from its finished steps")
-                    db.execute("UPDATE jobs SET state='interrupted', finished=?, error=? WHERE id=? AND state='running'",
-                               (now, why, r["id"]))
-                    db.execute("UPDATE attempts SET state='interrupted', finished=?, error=? WHERE job_id=? AND attempt=?",
-                               (now, why, r["id"], r["attempt"]))
-                    lost.append(r["id"])
-        return lost
+                now = time.time()
+                db.execute("UPDATE jobs SET state=?, finished=?, error=? WHERE id=? AND state='running'",
+                           (state, now, why, r["id"]))
+                db.execute("UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
+                           (state, now, why, r["id"], r["attempt"]))
+                found.append(r["id"])
+        return found
+
+
+def _group_alive(pgid: int | None) -> bool:
+    """Whether a job process (the leader of its own process group) still runs on this machine."""
+    if not pid_alive(pgid):
+        return False
+    try:
+        return os.getpgid(pgid) == pgid
+    except OSError:
+        return False

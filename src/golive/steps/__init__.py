@@ -16,7 +16,7 @@ from typing import Any
 
 from golive.errors import GoliveError
 from golive.events import EVENTS_FILE, StepContext
-from golive.rundir import JOB_FILE, RunFolder
+from golive.rundir import JOB_FILE, TUNE_RECORD, RunFolder
 from golive.spec import JobSpec, TuneOptions, VerifyOptions
 from golive.steps.convert import ConvertResult, convert_key, convert_step, finished_convert, job_record
 from golive.steps.tune import finished_tune, load_tune_result, tune_key, tune_step
@@ -44,6 +44,12 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
             result = ConvertResult(output_dir=out, model_path=out / "model.onnx", record=done, skipped=True)
         else:
             result = convert_step(job, ctx, folder=folder)
+        if job.tune is not None and not result.skipped and (tune_dir / TUNE_RECORD).exists():
+            # a tuning result of the model converted before no longer counts; until the new one is committed
+            # the tune folder is unfinished (load_session refuses it)
+            with RunFolder.claim(tune_dir) as stale:
+                (stale.path / TUNE_RECORD).unlink()
+            ctx.emit("tune", "the earlier tuning result was for the model converted before: it no longer counts")
         if job.tune is not None and result.passed is False:
             result.record.notes.append("tuning skipped: the converted model failed verification")
         elif job.tune is not None:
@@ -58,27 +64,26 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
 
 
 def saved_step(path: str | Path) -> str:
-    """Which step a saved spec describes: "tune" (tune.json), "verify" (verify.json) or "job" (a job file)."""
-    import json
+    """Which step a saved spec describes, by its file name: "tune" (tune.json), "verify" (verify.json), or
+    "job" (any other job file: job.yaml, OUT/job.json)."""
+    from golive.rundir import TUNE_RECORD, VERIFY_RECORD
 
-    path = Path(path)
-    if path.suffix == ".json" and path.is_file():
-        try:
-            raw = json.loads(path.read_text())
-        except ValueError:
-            return "job"  # load_job says what is wrong with it
-        if isinstance(raw, dict) and {"target", "spec_key", "options"} <= raw.keys():
-            return "tune"
-        if isinstance(raw, dict) and {"report", "options", "model_fingerprint"} <= raw.keys():
-            return "verify"
-    return "job"
+    return {TUNE_RECORD: "tune", VERIFY_RECORD: "verify"}.get(Path(path).name, "job")
+
+
+def _absolute(options, folder: Path):
+    """Tune or verify options as a record keeps them, with their paths made absolute against ``folder``."""
+    from golive.rundir import from_record
+
+    return options.model_copy(update={"data": from_record(options.data, folder),
+                                      "custom_ops": [from_record(c, folder) or c for c in options.custom_ops]})
 
 
 def replay(path: str | Path, ctx: StepContext):
     """Run again the step a saved spec describes: a job file (job.yaml, OUT/job.json; finished steps with an
     unchanged spec are skipped), a tune folder's tune.json (skipped when its output is complete and unchanged)
     or a run folder's verify.json (verified again with the options it saved)."""
-    from golive.rundir import TuneRecord, VerifyRecord, custom_ops_from_record, from_record, read_record
+    from golive.rundir import TuneRecord, VerifyRecord, from_record, read_record
     from golive.spec import load_job
 
     path = Path(path).absolute()
@@ -86,18 +91,16 @@ def replay(path: str | Path, ctx: StepContext):
     folder = path.parent
     if kind == "tune":
         record = read_record(path, TuneRecord)
-        options = record.options.model_copy(update={"data": from_record(record.options.data, folder),
-                                                    "custom_ops": [from_record(c, folder) or c for c in record.options.custom_ops]})
+        options = _absolute(record.options, folder)
+        verify_options = _absolute(record.verify_options, folder) if record.verify_options else None
         target = from_record(record.target, folder)
-        if finished_tune(folder) is not None and record.spec_key == tune_key(target, folder, options, record.verify_options):
+        if finished_tune(folder) is not None and record.spec_key == tune_key(target, folder, options, verify_options):
             ctx.emit("tune", "skipped: its output is complete and its spec unchanged", payload={"skipped": True})
             return load_tune_result(folder)
-        return tune_step(target, folder, options, record.verify_options, ctx)
+        return tune_step(target, folder, options, verify_options, ctx)
     if kind == "verify":
         record = read_record(path, VerifyRecord)
-        options = record.options.model_copy(update={"data": from_record(record.options.data, folder),
-                                                    "custom_ops": custom_ops_from_record(record.options.custom_ops, folder)})
-        return verify_step(folder, options, ctx, source=from_record(record.source, folder))
+        return verify_step(folder, _absolute(record.options, folder), ctx, source=from_record(record.source, folder))
     return run_job(load_job(path), ctx)
 
 

@@ -37,6 +37,11 @@ class ConvertResult(BaseModel):
     def passed(self) -> bool | None:
         return None if self.verification is None else self.verification.passed
 
+    @property
+    def info(self) -> dict:
+        """golive.json as a plain dict (earlier golive returned this; ``record`` is the typed form)."""
+        return self.record.model_dump(mode="json")
+
 
 def _verify_options(job: JobSpec) -> VerifyOptions:
     """Convert's own data verifies too, unless the verify section names other data."""
@@ -183,12 +188,11 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder) -> ConvertResult
         inputs=onnx_inputs, outputs=onnx_outputs, export_sizes=export_sizes, custom_ops=custom_ops,
         external_data=external, versions=versions, verification=report, spec_key=key)
     ctx.check()
-    _io.write_json(stage / JOB_FILE, job_record(job.model_copy(update={"convert": job.convert.model_copy(
-        update={"framework": framework})}), out).to_json())
+    _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key
     old = finished_convert(out)
     folder.commit(stage, CONVERT_RECORD, record,
                   replaces=["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else [])])
-    ctx.emit("done", f"wrote {out / 'model.onnx'}")
+    ctx.emit("done", f"wrote model.onnx ({record.exporter} exporter)", payload={"passed": report.passed if report else None})
     return ConvertResult(output_dir=out, model_path=out / "model.onnx", record=record)
 
 

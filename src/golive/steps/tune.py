@@ -7,7 +7,8 @@ from pathlib import Path
 from golive.errors import GoliveError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    TUNE_RECORD, RunFolder, TuneRecord, custom_ops_from_record, fingerprint, read_record, step_key, to_record,
+    TUNE_RECORD, RunFolder, TuneRecord, custom_ops_from_record, fingerprint, model_files, read_record, step_key,
+    to_record,
 )
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tuning import TuneResult
@@ -42,13 +43,23 @@ def _recorded(options: TuneOptions, folder: Path) -> TuneOptions:
                                       "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]})
 
 
+def _recorded_verify(verify_options: VerifyOptions | None, folder: Path) -> VerifyOptions | None:
+    if verify_options is None:
+        return None
+    return verify_options.model_copy(update={"data": to_record(verify_options.data, folder),
+                                             "custom_ops": [to_record(c, folder) or c for c in verify_options.custom_ops]})
+
+
 def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None) -> str:
-    """The tune step's identity: its spec as tune.json records it, and the bytes of the model and data it reads."""
+    """The tune step's identity: its options as tune.json records them, the tolerances its gate uses (the
+    only part of the verify options it reads), and the bytes of the model (external data included), data
+    and custom ops it reads."""
     target, out = Path(target).absolute(), Path(output_dir).absolute()
     model = target / "model.onnx" if target.is_dir() else target
+    tolerances = (verify_options or VerifyOptions()).model_dump(mode="json", include={"rtol", "atol", "per_output"})
     spec = {"target": to_record(str(target), out), "options": _recorded(options, out).model_dump(mode="json"),
-            "verify": verify_options.model_dump(mode="json") if verify_options else None}
-    return step_key(spec, [model, options.data, *options.custom_ops])
+            "tolerances": tolerances}
+    return step_key(spec, [*model_files(model), options.data, *options.custom_ops])
 
 
 def finished_tune(out: Path) -> TuneRecord | None:
@@ -77,6 +88,7 @@ def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, 
     if out == target or out in target.parents:
         raise GoliveError(f"the tune folder {out} would replace what it tunes ({target})", hint="choose another -o folder")
     key = tune_key(target, out, options, verify_options)
+    given = options  # what tune.json records: the options as asked for, before the convert record fills them in
     model, specs, base_sizes, options = _target(target, options)
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
         if folder.swept:
@@ -86,9 +98,9 @@ def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, 
         report = tune_model(model, specs, base_sizes, stage, options, verify_options, ctx, folder=folder.path)
         ctx.check()
         record = TuneRecord(golive_version=_io.package_versions().get("golive", "dev"), target=to_record(str(target), out),
-                            target_fingerprint=fingerprint(model), options=_recorded(options, out),
-                            verify_options=verify_options, spec_key=key, elapsed_s=report.elapsed_s, best=report.best.id,
-                            speedup=report.speedup)
+                            target_fingerprint=fingerprint(model), options=_recorded(given, out),
+                            verify_options=_recorded_verify(verify_options, out), spec_key=key,
+                            elapsed_s=report.elapsed_s, best=report.best.id, speedup=report.speedup)
         folder.commit(stage, TUNE_RECORD, record, replaces=_OUTPUTS)
         ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})
     return TuneResult(output_dir=out, report=report)

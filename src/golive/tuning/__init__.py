@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import time
@@ -51,14 +52,18 @@ class TuneResult(BaseModel):
 
 
 def best_folder(path: str | Path) -> Path:
-    """``best/`` of a tune folder, or the folder itself when it is a copied ``best/``."""
+    """``best/`` of a finished tune folder, or the folder itself when it is a copied ``best/``."""
+    from golive.rundir import TUNE_RECORD
+
     path = Path(path)
-    for folder in (path / "best", path):
-        if (folder / SESSION_RECORD).is_file():
-            return folder
-    if (path / "events.jsonl").exists() and not (path / "tune.json").exists():
-        raise GoliveError(f"{path} holds no finished tuning result: the tune step did not complete",
-                          hint="run it again: golive tune MODEL -o DIR")
+    if (path / "best").is_dir() or (path / "events.jsonl").exists():  # a tune folder: finished only with its record
+        if not (path / TUNE_RECORD).is_file():
+            raise GoliveError(f"{path} holds no finished tuning result: the tune step did not complete (no tune.json)",
+                              hint="run it again: golive tune MODEL -o DIR, or golive jobs retry ID")
+        if (path / "best" / SESSION_RECORD).is_file():
+            return path / "best"
+    elif (path / SESSION_RECORD).is_file():
+        return path
     raise GoliveError(f"{path} holds no tuning result (no best/session.json)", hint="golive tune MODEL -o DIR")
 
 
@@ -162,7 +167,8 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     for c in state.candidates:  # the work folder goes away; the report names the model that stays
         c.model = "best/model.onnx" if c is best else ""
         c.session = c.session.model_copy(update={"custom_ops": [to_record(p, folder) or p for p in c.session.custom_ops]})
-    environment = {"cpus": available_cpus(), "machine": platform.machine(), "onnxruntime": ort.__version__}
+    environment = {"cpus": available_cpus(), "cores": os.cpu_count(), "machine": platform.machine(),
+                   "onnxruntime": ort.__version__}
     session = best.session.model_copy(update={"custom_ops": carry_custom_ops(options.custom_ops, best_dir)})
     write_record(best_dir / SESSION_RECORD, SessionRecord(
         session=session, transforms=best.transforms, candidate=best.id, environment=environment,
@@ -170,7 +176,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     report = TuneReport(
         model=to_record(str(model), folder) or str(model), objective=options.objective, budget_s=options.budget,
         elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed,
-        candidates=state.candidates, notes=notes,
+        candidates=state.candidates, notes=notes + state.notes,
         environment={**environment, "providers": providers, "nodes": summarize(model).node_count})
     _io.write_json(stage / "report.json", report.model_dump_json(indent=2))
     (stage / "report.html").write_text(render_html(report))

@@ -50,6 +50,7 @@ class SearchState:
     deadline: float
     candidates: list[Candidate] = field(default_factory=list)
     reference: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the search left out, and why
 
     @property
     def short_seconds(self) -> float:
@@ -275,6 +276,9 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     best = best_of(state, per_provider) or baseline
     if best.stage != "baseline" and state.left() > 0:
         best = stage_offline(state, best)
+    elif best.stage != "baseline":
+        state.notes.append("ONNX Runtime's optimized graph was not saved ahead of time: the budget was spent "
+                           "(a larger --budget tries it)")
     if best is not baseline:
         best = confirm(state, baseline, best)
     return baseline, best

@@ -114,16 +114,27 @@ class TransformError(Exception):
 
 
 def _child(conn, target: str, args: tuple) -> None:
+    """The worker's side: what the tools print (onnxruntime's quantizers log at INFO to stderr from their
+    own handlers) goes to a scratch file, whose last lines explain a failure; the caller's terminal stays quiet."""
     import importlib
+    import tempfile
 
     module, _, name = target.partition(":")
-    try:
-        conn.send(("ok", getattr(importlib.import_module(module), name)(*args)))
-    except BaseException as exc:  # report every failure to the parent, which records it as the candidate's
-        text = str(exc).strip().splitlines()
-        conn.send(("error", f"{type(exc).__name__}: {text[0][:500] if text else ''}"))
-    finally:
-        conn.close()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            conn.send(("ok", getattr(importlib.import_module(module), name)(*args)))
+        except BaseException as exc:  # report every failure to the parent, which records it as the candidate's
+            text = str(exc).strip().splitlines()
+            message = f"{type(exc).__name__}: {text[0][:500] if text else ''}"
+            sink.seek(0)
+            printed = [ln for ln in sink.read().decode(errors="replace").splitlines() if ln.strip()]
+            if printed and not text:
+                message += f" (it printed: {printed[-1][:300]})"
+            conn.send(("error", message))
+        finally:
+            conn.close()
 
 
 _CTX = None
