@@ -108,3 +108,34 @@ def test_run_job_converts_verifies_and_tunes(tmp_path):
     assert result.passed and result.tuning is not None
     assert (tmp_path / "out" / "tuned" / "best" / "session.json").is_file()
     assert golive.load_session(tmp_path / "out" / "tuned").get_inputs()[0].name == "x"
+
+
+def test_an_int8_candidate_that_flips_predicted_classes_is_rejected_though_its_cosine_passes(tmp_path):
+    out = tmp_path / "o"
+    assert golive.convert(zoo("CloseTopTwo"), out, inputs=["x:float32[batch,32]"]).passed
+    result = golive.tune(out, tmp_path / "t", budget=6, transforms=["int8_dynamic"], dim_sizes={"batch": 256})
+    int8 = next(c for c in result.report.candidates if c.transforms == ["int8_dynamic"])
+    figures = int8.gate["metrics"]["output"]
+    assert figures["cosine"] >= 0.999  # the scores look alike...
+    assert figures["argmax"] < 0.99 and int8.status == "rejected" and "argmax" in int8.reason  # ...the labels do not
+    assert result.best.precision == "fp32"
+    assert any("class scores" in n for n in result.report.notes)
+
+
+def test_class_scores_are_told_apart_from_embeddings():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from golive.tuning.gate import class_score_outputs
+
+    def model(op: str, name: str, shape: list) -> onnx.ModelProto:
+        graph = helper.make_graph([helper.make_node(op, ["x"], [name])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)])
+        return helper.make_model(graph)
+
+    assert class_score_outputs(model("LogSoftmax", "output", ["batch", 10])) == {"output"}
+    assert class_score_outputs(model("Sigmoid", "probs", ["batch", 3])) == {"probs"}
+    assert class_score_outputs(model("Tanh", "pooler_output", ["batch", 384])) == set()  # an embedding
+    assert class_score_outputs(model("Softmax", "scores", ["batch", 7, 10])) == set()  # not [batch, classes]
+    assert class_score_outputs(model("Softmax", "sentence_embedding", ["batch", 16])) == set()

@@ -114,3 +114,20 @@ def tiny_mlp() -> nn.Module:
     """A factory function (not a class) that builds a model."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+class CloseTopTwo(nn.Module):
+    """A classifier whose two leading classes score almost alike on every input: quantization noise flips
+    its prediction while the scores' cosine similarity stays near 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden = nn.Linear(32, 64)
+        self.head = nn.Linear(64, 10)
+        with torch.no_grad():
+            self.head.weight[1] = self.head.weight[0] + 1e-3 * torch.randn(64)
+            self.head.bias[:2] = 20.0
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x)))

@@ -102,9 +102,10 @@ class TuneOptions(_Strict):
         default="latency", description="latency: median time of one request; throughput: items per second under concurrent requests.")
     data: str | None = Field(default=None, description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out.")
     metrics: dict[str, float] = Field(
-        default_factory=lambda: {"cosine": 0.999, "label": 0.99},
+        default_factory=lambda: {"cosine": 0.999, "label": 0.99, "argmax": 0.99},
         description="Gate for INT8/FP16 candidates, METRIC=THRESHOLD: cosine (min mean cosine similarity), label (min agreement of "
-                    "integer labels), argmax (min agreement of the top class of float scores; opt-in), max_abs (max difference).")
+                    "integer labels), argmax (min agreement of the top class of float outputs holding class scores, "
+                    "[batch, classes] logits or probabilities; argmax=0 turns it off), max_abs (max difference).")
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:

@@ -129,6 +129,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
     from golive.runtime import available_cpus
     from golive.tensors import specs_from_onnx
+    from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
     from golive.tuning.search import SearchState, copy_model, run_search
     from golive.verification import tolerances_for
@@ -137,11 +138,16 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     available = ort.get_available_providers()
     providers = _providers(options, available)
     feeds, calibration = _inputs(specs, base_sizes, options)
-    _, outputs = specs_from_onnx(load_onnx(model, load_external_data=False))
+    proto = load_onnx(model, load_external_data=False)
+    _, outputs = specs_from_onnx(proto)
+    scores = class_score_outputs(proto)
     tolerances = tolerances_for(outputs, verify_options or VerifyOptions())
     notes = []
     if not options.data:
         notes.append("measured and calibrated on synthetic inputs; pass --data for your own")
+    if scores and options.metrics.get("argmax", 0) > 0:
+        notes.append(f"{', '.join(sorted(scores))}: class scores, so INT8/FP16 candidates must also keep the top-1 class "
+                     f"of at least {options.metrics['argmax']:.0%} of the rows (--metric argmax=0 turns this off)")
     if options.objective == "throughput":
         notes.append(f"throughput: {options.concurrency} concurrent requests per session, batch of "
                      f"{next(iter(feeds.values())).shape[0] if feeds else 1} per request")
@@ -157,7 +163,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
                         ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
                                              custom_ops=options.custom_ops,
                                              options={**options.metrics, "deadline": started + options.budget}),
-                        step=ctx, started=started, deadline=started + options.budget)
+                        step=ctx, started=started, deadline=started + options.budget, scores=scores)
     baseline, best = run_search(state)
     speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
              else baseline.figures["p50_ms"] / best.figures["p50_ms"])

@@ -2,8 +2,10 @@
 
 Full-precision candidates (fusions, session settings) must pass the verify tolerances. Reduced
 precision (INT8, FP16) is judged by metrics that fit it: cosine similarity per output (mean over
-the vectors of the last axis) and label agreement for integer label outputs, with thresholds the
-user can set.
+the vectors of the last axis), label agreement for integer label outputs, and top-1 agreement for
+float outputs that hold class scores ([batch, classes] logits or probabilities: cosine barely moves
+when two close scores swap, which is exactly where quantization flips a prediction), with thresholds
+the user can set.
 """
 
 from __future__ import annotations
@@ -13,15 +15,44 @@ from pydantic import BaseModel, Field
 
 from golive.verification import compare_outputs
 
-__all__ = ["GateResult", "judge", "DEFAULT_METRICS", "METRICS"]
+__all__ = ["GateResult", "judge", "DEFAULT_METRICS", "METRICS", "class_score_outputs"]
 
-DEFAULT_METRICS = {"cosine": 0.999, "label": 0.99}
+DEFAULT_METRICS = {"cosine": 0.999, "label": 0.99, "argmax": 0.99}
 METRICS = {
     "cosine": "mean cosine similarity of each float output's last-axis vectors to fp32 (higher is better)",
     "label": "share of equal labels in integer outputs (a classifier's predicted class)",
-    "argmax": "share of equal argmax over the last axis of float outputs (classifiers that emit scores); opt-in",
+    "argmax": "share of equal top-1 classes in float outputs that hold class scores ([batch, classes] logits or probabilities)",
     "max_abs": "largest absolute difference from fp32 (lower is better)",
 }
+
+# What produces class scores: a final linear layer, a softmax, a sigmoid, or a classic-ML classifier.
+# (An embedding ends in Tanh, LayerNormalization, a pooling ReduceMean...: its argmax means nothing.)
+_SCORE_PRODUCERS = {"Gemm", "MatMul", "Add", "Softmax", "LogSoftmax", "Sigmoid", "LinearClassifier", "SVMClassifier",
+                    "TreeEnsembleClassifier", "Normalizer", "Div"}
+_PASS_THROUGH = {"Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+_NOT_SCORES = ("embed", "pool", "hidden", "feature", "vector", "encoding")
+
+
+def class_score_outputs(model) -> set[str]:
+    """Names of the float outputs of an ``onnx.ModelProto`` that look like class scores: rank 2, a class axis
+    of at least 2, produced by a final linear layer, softmax or sigmoid, and not named like an embedding."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    found = set()
+    for value in model.graph.output:
+        t = value.type.tensor_type
+        if t.elem_type not in (1, 10, 11, 16) or len(t.shape.dim) != 2:  # float, float16, double, bfloat16
+            continue
+        classes = t.shape.dim[1]
+        if classes.HasField("dim_value") and classes.dim_value < 2:
+            continue
+        if any(word in value.name.lower() for word in _NOT_SCORES):
+            continue
+        node = producers.get(value.name)
+        while node is not None and node.op_type in _PASS_THROUGH:
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type in _SCORE_PRODUCERS:
+            found.add(value.name)
+    return found
 
 
 class GateResult(BaseModel):
@@ -43,7 +74,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], precision: str,
-          tolerances: dict[str, tuple[float, float]], metrics: dict[str, float]) -> GateResult:
+          tolerances: dict[str, tuple[float, float]], metrics: dict[str, float],
+          scores: set[str] = frozenset()) -> GateResult:
+    """``scores``: the outputs that hold class scores (see ``class_score_outputs``), gated by top-1 agreement too."""
     figures: dict[str, dict[str, float]] = {}
     missing = sorted(set(reference) - set(outputs))
     if missing:
@@ -55,7 +88,7 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], prec
         f: dict[str, float] = {"max_abs": float(np.max(np.abs(out.astype(np.float64) - ref))) if out.size else 0.0}
         if ref.dtype.kind == "f":
             f["cosine"] = cosine(out, ref)
-            if "argmax" in metrics and ref.ndim >= 1 and ref.size:
+            if name in scores and ref.ndim >= 1 and ref.size:
                 f["argmax"] = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
         else:
             f["label"] = float(np.mean(out == ref))

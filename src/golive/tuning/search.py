@@ -51,6 +51,7 @@ class SearchState:
     candidates: list[Candidate] = field(default_factory=list)
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the search left out, and why
+    scores: set[str] = field(default_factory=set)  # outputs holding class scores: gated by top-1 agreement too
 
     @property
     def short_seconds(self) -> float:
@@ -142,7 +143,7 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
         outputs = {k: z[k] for k in z.files}
     if c.stage == "baseline":
         state.reference = outputs
-    gate = judge(outputs, state.reference, c.precision, state.tolerances, state.options.metrics)
+    gate = judge(outputs, state.reference, c.precision, state.tolerances, state.options.metrics, state.scores)
     c.gate = gate.model_dump()
     c.status, c.reason = ("passed", "") if gate.passed else ("rejected", f"accuracy gate: {gate.reason}")
     return c
