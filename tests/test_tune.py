@@ -139,3 +139,46 @@ def test_class_scores_are_told_apart_from_embeddings():
     assert class_score_outputs(model("Tanh", "pooler_output", ["batch", 384])) == set()  # an embedding
     assert class_score_outputs(model("Softmax", "scores", ["batch", 7, 10])) == set()  # not [batch, classes]
     assert class_score_outputs(model("Softmax", "sentence_embedding", ["batch", 16])) == set()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT built in code (hidden 64, 4 heads), converted with the dynamo exporter."""
+    from transformers import BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("bert")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                         vocab_size=1000, max_position_embeddings=64)).eval().save_pretrained(root / "bert")
+    result = golive.convert(root / "bert", root / "onnx")
+    assert result.passed and result.record.exporter == "dynamo"
+    return root / "onnx"
+
+
+def test_the_dynamo_exported_bert_reaches_fused_attention_and_qattention(tiny_bert, tmp_path):
+    from golive.api import in_this_process
+    from golive.optimize import TransformContext, apply_chain
+
+    ctx = TransformContext(source=str(tiny_bert))
+    with in_this_process():  # the chain's transforms run in worker processes of their own anyway
+        _, plain = apply_chain(tiny_bert / "model.onnx", ["ort_fusion"], tmp_path, ctx)
+        _, route = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "int8_dynamic"], tmp_path, ctx)
+    assert "Attention" not in plain[0]["fused"]  # the dynamo graph: no attention fusion
+    assert route[1]["fused"]["Attention"] == 2 and route[1]["fused"]["EmbedLayerNormalization"] == 1
+    assert route[1]["num_heads"] == 4 and route[1]["hidden_size"] == 64 and route[1]["heads_from"] == "config.json"
+    assert route[2]["ops"]["QAttention"] == 2 and route[2]["ops"]["QEmbedLayerNormalization"] == 1
+
+
+def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
+    result = golive.tune(tiny_bert, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 16},
+                         transforms=["ort_fusion", "torchscript_export", "int8_dynamic"])
+    route = next(c for c in result.report.candidates if c.transforms == ["torchscript_export", "ort_fusion"])
+    assert route.status == "passed" and route.transform_info[1]["fused"]["Attention"] == 2
+    assert any(n.startswith("export route:") and "Attention 2" in n for n in result.report.notes)
+
+
+def test_attention_heads_are_found_in_the_graph_without_a_config(tiny_bert):
+    from golive.optimize.fusion import _heads_in_graph
+
+    assert _heads_in_graph(tiny_bert / "model.onnx") == (4, 64)

@@ -204,7 +204,16 @@ def _exported_program_inputs(ep) -> list[TensorSpec]:
     return specs
 
 
-def _load_transformers(path: Path) -> LoadedModel:
+def load_for_torchscript(source: str, options: ConvertOptions) -> LoadedModel:
+    """The source loaded for a TorchScript export: a Hugging Face model with its eager attention, whose traced
+    graph ONNX Runtime's transformers optimizer fuses into Attention (it does not recognize the scaled-dot-
+    product kernel's graph); anything else as ``load`` loads it."""
+    if Path(source).is_dir():
+        return _load_transformers(Path(source), attention="eager")
+    return FRONTEND.load(source, options)
+
+
+def _load_transformers(path: Path, attention: str | None = None) -> LoadedModel:
     transformers = require("transformers", extra="torch", purpose="Loading a Hugging Face model folder")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -217,7 +226,8 @@ def _load_transformers(path: Path) -> LoadedModel:
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
     cls = getattr(transformers, arch, None) or transformers.AutoModel
     try:
-        model = cls.from_pretrained(str(path), local_files_only=True)
+        extra = {"attn_implementation": attention} if attention else {}
+        model = cls.from_pretrained(str(path), local_files_only=True, **extra)
     except Exception as exc:
         raise ModelLoadError(f"cannot load the transformers model in {path}: {_first_line(exc)}",
                              hint="the folder needs config.json and the weights (model.safetensors or pytorch_model.bin)") from exc

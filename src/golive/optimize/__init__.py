@@ -27,6 +27,7 @@ class TransformContext:
     work_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     custom_ops: list[str] = field(default_factory=list)  # registered on any session a transform makes
+    source: str | None = None  # the convert folder, when the model came from one (its source can be exported again)
 
 
 @dataclass(frozen=True)
@@ -62,36 +63,41 @@ class Transform:
         return None
 
 
+_REEXPORT = ("torchscript_export",)  # a new export comes first: it replaces the model the chain starts from
 _FUSIONS = ("ort_fusion", "onnxscript_fusion")  # quantizing and fp16 come after fusing, never before
+_BEFORE_PRECISION = (*_REEXPORT, *_FUSIONS)
 _GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider")
 
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
-    Transform("ort_fusion", "ONNX Runtime's transformers optimizer (Attention, SkipLayerNorm, BiasGelu...; suits TorchScript exports)",
-              "golive.optimize.fusion:ort_fusion"),
+    Transform("torchscript_export", "the PyTorch source exported again with the TorchScript exporter (Hugging Face models "
+              "with eager attention), whose graph ONNX Runtime's transformers optimizer fuses fully; needs the source",
+              "golive.optimize.reexport:torchscript_export"),
+    Transform("ort_fusion", "ONNX Runtime's transformers optimizer (Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu...; "
+              "fuses attention in TorchScript exports)", "golive.optimize.fusion:ort_fusion", after=_REEXPORT),
     Transform("onnxscript_fusion", "onnxscript's ONNX Runtime fusions (attention in dynamo exports, SkipLayerNorm, BiasGelu)",
-              "golive.optimize.fusion:onnxscript_fusion"),
+              "golive.optimize.fusion:onnxscript_fusion", after=_REEXPORT),
     Transform("int8_dynamic", "dynamic INT8 quantization of MatMul/Gemm weights, per tensor",
               "golive.optimize.quantize:dynamic_per_tensor", precision="int8",
-              after=_FUSIONS),
+              after=_BEFORE_PRECISION),
     Transform("int8_dynamic_per_channel", "dynamic INT8 quantization, weights per output channel",
               "golive.optimize.quantize:dynamic_per_channel", precision="int8",
-              after=_FUSIONS),
+              after=_BEFORE_PRECISION),
     Transform("int8_blockwise", "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
               "where per-tensor INT8 loses it", "golive.optimize.quantize:int8_blockwise", precision="int8",
-              after=_FUSIONS),
+              after=_BEFORE_PRECISION),
     Transform("int8_dynamic_keep_sensitive", "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
               "golive.optimize.quantize:dynamic_keep_sensitive", precision="int8",
-              after=_FUSIONS),
+              after=_BEFORE_PRECISION),
     Transform("int8_static_qdq", "static INT8 (QDQ) with activation ranges calibrated on the given inputs",
               "golive.optimize.quantize:static_qdq", precision="int8",
-              after=_FUSIONS),
+              after=_BEFORE_PRECISION),
     Transform("ort_optimized_graph", "ONNX Runtime's own graph optimizations, saved ahead of time so that start-up skips them",
               "golive.optimize.fusion:ort_optimized_graph",
-              after=(*_FUSIONS, "int8_dynamic", "int8_dynamic_per_channel",
+              after=(*_BEFORE_PRECISION, "int8_dynamic", "int8_dynamic_per_channel",
                      "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")),
     Transform("fp16", "float16 weights and activations (inputs and outputs stay float32)",
               "golive.optimize.fp16:to_fp16", precision="fp16", providers=_GPU,
-              after=_FUSIONS),
+              after=_BEFORE_PRECISION),
 ]}
 
 # Test-only: a transform whose result kills the measuring worker (see tests/test_tune.py).

@@ -31,14 +31,29 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude: list[str
                      nodes_to_exclude=exclude or None, nodes_to_quantize=only or None, extra_options=dict(_EXTRA))
 
 
+_QUANTIZED_OPS = ("QAttention", "QEmbedLayerNormalization", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm",
+                  "QLinearMatMul", "MatMulNBits", "QuantizeLinear", "QLinearConv", "ConvInteger")
+
+
+def quantized_ops(path: Path) -> dict[str, int]:
+    """How many nodes of each quantized operator type a model holds (what INT8 became: QAttention or not)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in _QUANTIZED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
 def dynamic_per_tensor(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     _quantize_dynamic(src, dst, per_channel=False)
-    return {"per_channel": False}
+    return {"per_channel": False, "ops": quantized_ops(dst)}
 
 
 def dynamic_per_channel(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     _quantize_dynamic(src, dst, per_channel=True)
-    return {"per_channel": True}
+    return {"per_channel": True, "ops": quantized_ops(dst)}
 
 
 def _quantizable_nodes(path: Path) -> list[tuple[str, int]]:
@@ -110,7 +125,7 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
         if achieved >= threshold or k >= len(nodes) // 2:
             break
         k *= 2
-    return {"per_channel": True, "kept_fp32": keep, "quantized": len(nodes) - len(keep),
+    return {"per_channel": True, "ops": quantized_ops(dst), "kept_fp32": keep, "quantized": len(nodes) - len(keep),
             "probed": len(drops), "calibration_cosine": round(achieved, 6),
             "worst_drops": {n: round(drops[n], 6) for n in ranked[:5]}}
 
@@ -162,4 +177,4 @@ def static_qdq(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     extra_options={**_EXTRA, "ActivationSymmetric": True})
     pre.unlink(missing_ok=True)
-    return {"format": "QDQ", "per_channel": True, "calibration_batches": len(ctx.calibration)}
+    return {"format": "QDQ", "per_channel": True, "calibration_batches": len(ctx.calibration), "ops": quantized_ops(dst)}

@@ -95,7 +95,8 @@ def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, 
             ctx.emit("tune", f"swept {len(folder.swept)} partial folder(s) left by a killed run", payload={"swept": folder.swept})
         ctx.check()
         stage = folder.stage("tune")
-        report = tune_model(model, specs, base_sizes, stage, options, verify_options, ctx, folder=folder.path)
+        report = tune_model(model, specs, base_sizes, stage, options, verify_options, ctx, folder=folder.path,
+                            source=target if target.is_dir() else None)
         ctx.check()
         record = TuneRecord(golive_version=_io.package_versions().get("golive", "dev"), target=to_record(str(target), out),
                             target_fingerprint=fingerprint(model), options=_recorded(given, out),

@@ -12,7 +12,8 @@ from golive.rundir import (
 )
 from golive.spec import ConvertOptions, VerifyOptions
 
-__all__ = ["verify_step", "verify_loaded", "read_convert_record", "options_from_record", "import_user_modules"]
+__all__ = ["verify_step", "verify_loaded", "read_convert_record", "options_from_record", "import_user_modules",
+           "source_for"]
 
 
 def read_convert_record(folder: Path, verb: str) -> ConvertRecord:
@@ -96,7 +97,7 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
     return report
 
 
-def _source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
+def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
     """The source to verify against: the override, or the recorded one, which must still be there."""
     from golive._resolve import resolve_source
     from golive.frontends.base import is_import_path
@@ -133,7 +134,7 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
         copts = options_from_record(record, folder.path)
         session = SessionConfig(custom_ops=custom_ops or copts.custom_ops)
         frontend = get_frontend(record.framework)
-        src = _source_for(record, folder.path, source)
+        src = source_for(record, folder.path, source)
         ctx.emit("load", f"loading {record.framework} source {source or record.source}")
         ctx.check()
         import_user_modules(copts)

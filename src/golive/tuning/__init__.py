@@ -115,8 +115,47 @@ def _inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOp
     return feeds, calibration
 
 
+def _reexport_source(folder: Path | None) -> tuple[Path | None, str]:
+    """The convert folder whose source the tuner may export again, or (None, why not)."""
+    from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
+
+    if folder is None:
+        return None, "the model is an ONNX file, not a convert folder with its source"
+    try:
+        record = read_record(folder / CONVERT_RECORD, ConvertRecord)
+        from golive.steps.verify import source_for
+
+        source_for(record, folder, None)
+    except GoliveError as exc:
+        return None, exc.message
+    if record.framework != "pytorch":
+        return None, f"the source is a {record.framework} model"
+    if record.exporter == "torchscript" and record.source_kind != "transformers":
+        return None, "the model was exported with the TorchScript exporter already"
+    return folder, ""
+
+
+def _route_notes(candidates, best) -> list[str]:
+    """Which export route won, with the fusions each reached."""
+    def fused(chain: list[str]) -> dict | None:
+        c = next((c for c in candidates if c.transforms == chain and c.transform_info), None)
+        return c.transform_info[-1].get("fused") if c else None
+
+    dynamo, again = fused(["ort_fusion"]), fused(["torchscript_export", "ort_fusion"])
+    if again is None:
+        return []
+    won = "the TorchScript re-export" if best.transforms[:1] == ["torchscript_export"] else "the converted model"
+    return [f"export route: {won} won. ONNX Runtime's optimizer fused {_counts(again)} in the TorchScript re-export "
+            f"and {_counts(dynamo or {})} in the converted model"]
+
+
+def _counts(fused: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(fused.items())) or "nothing"
+
+
 def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int], stage: Path, options: TuneOptions,
-               verify_options: VerifyOptions | None, ctx: StepContext, *, folder: Path) -> TuneReport:
+               verify_options: VerifyOptions | None, ctx: StepContext, *, folder: Path,
+               source: Path | None = None) -> TuneReport:
     """Search, then write best/, report.json, report.html and inputs.npz into ``stage``, the partial folder
     of the tune folder ``folder``. ``options.custom_ops`` are absolute paths here; best/ gets copies, and
     the report names files relative to ``folder``."""
@@ -135,14 +174,17 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     from golive.verification import tolerances_for
 
     started = time.monotonic()
+    notes: list[str] = []
     available = ort.get_available_providers()
     providers = _providers(options, available)
     feeds, calibration = _inputs(specs, base_sizes, options)
+    source, why_not = _reexport_source(source)
+    if why_not and options.transforms is not None and "torchscript_export" in options.transforms:
+        notes.append(f"torchscript_export was not tried: {why_not}")
     proto = load_onnx(model, load_external_data=False)
     _, outputs = specs_from_onnx(proto)
     scores = class_score_outputs(proto)
     tolerances = tolerances_for(outputs, verify_options or VerifyOptions())
-    notes = []
     if not options.data:
         notes.append("measured and calibrated on synthetic inputs; pass --data for your own")
     if scores and options.metrics.get("argmax", 0) > 0:
@@ -161,10 +203,11 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
                         tolerances=tolerances,
                         ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
-                                             custom_ops=options.custom_ops,
+                                             custom_ops=options.custom_ops, source=str(source) if source else None,
                                              options={**options.metrics, "deadline": started + options.budget}),
                         step=ctx, started=started, deadline=started + options.budget, scores=scores)
     baseline, best = run_search(state)
+    notes.extend(_route_notes(state.candidates, best))
     speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
              else baseline.figures["p50_ms"] / best.figures["p50_ms"])
     best_dir = stage / "best"

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _NOISE = 0.02  # a change must beat the best by more than this share to replace it
 FUSIONS = ["ort_fusion", "onnxscript_fusion"]
+REEXPORT = "torchscript_export"
 INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq"]
 INT8_RESCUE = "int8_dynamic_keep_sensitive"
 
@@ -166,11 +167,17 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     default = SessionConfig(providers=[provider], custom_ops=state.options.custom_ops)
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
-    known = {*FUSIONS, *INT8_FIRST, INT8_RESCUE, "fp16"}
+    known = {*FUSIONS, REEXPORT, *INT8_FIRST, INT8_RESCUE, "fp16"}
     extra = [t for t in (state.options.transforms or []) if t not in known]  # asked for by name, tried alone
     for name in [*FUSIONS, *extra]:
         if allowed(state, name):
             tried.append(evaluate(state, _new(state, "model", [name], default), state.short_seconds))
+    # The export route: a transformer (a fusion found something to fuse) whose PyTorch source is at hand is
+    # exported again with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully.
+    transformer = any(c.status == "passed" and c.transforms[:1] in ([f] for f in FUSIONS) for c in tried)
+    asked = state.options.transforms is not None and REEXPORT in state.options.transforms
+    if state.ctx.source and allowed(state, REEXPORT) and (transformer or asked):
+        tried.append(evaluate(state, _new(state, "model", [REEXPORT, "ort_fusion"], default), state.short_seconds))
     _remeasure(state, tried, 2 * state.short_seconds)
     # Lower precision on the two fastest correct fp32 variants: which fusion quantizes best is measured, not guessed.
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
