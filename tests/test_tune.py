@@ -49,6 +49,10 @@ def _check_result(result, tune_dir):
 def test_tune_mnist_small_budget(mnist_dir, tmp_path):
     result = golive.tune(mnist_dir, tmp_path / "t", budget=12)
     _check_result(result, tmp_path / "t")
+    source = result.report.source  # PyTorch eager, timed on the same inputs beside the ONNX Runtime figures
+    assert source["framework"] == "pytorch" and source["p50_ms"] > 0 and source["runs"] >= 3
+    assert result.report.speedup_over_source == pytest.approx(source["p50_ms"] / result.best.figures["p50_ms"])
+    assert "pytorch source model" in result.report.summary()
     stages = {c.stage for c in result.report.candidates}
     assert {"baseline", "model", "session"} <= stages
     fusions = [c for c in result.report.candidates if c.transforms in (["ort_fusion"], ["onnxscript_fusion"])]
@@ -182,3 +186,19 @@ def test_attention_heads_are_found_in_the_graph_without_a_config(tiny_bert):
     from golive.optimize.fusion import _heads_in_graph
 
     assert _heads_in_graph(tiny_bert / "model.onnx") == (4, 64)
+
+
+def test_throughput_tune_searches_the_batch_size(mnist_dir, tmp_path):
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=6, objective="throughput", max_batch=4, transforms=[])
+    batches = [c for c in result.report.candidates if c.stage == "batch"]
+    assert [c.batch for c in batches] == [1, 2, 4]
+    assert all(c.status == "passed" and c.figures["batch"] == c.batch and c.figures["throughput"] > 0 for c in batches)
+    assert set(result.report.throughput_by_batch) == {1, 2, 4} and "items/s by batch size" in result.report.summary()
+
+
+def test_an_onnx_file_is_tuned_without_a_source_row(tmp_path):
+    from conftest import relu_onnx
+
+    result = golive.tune(relu_onnx(tmp_path / "m.onnx"), tmp_path / "t", budget=3, transforms=[])
+    assert result.report.source is None and result.report.speedup_over_source is None
+    assert any("source model was not timed" in n for n in result.report.notes)

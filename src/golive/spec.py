@@ -119,6 +119,8 @@ class TuneOptions(_Strict):
                                   "int8_dynamic_per_channel, int8_blockwise, int8_dynamic_keep_sensitive, int8_static_qdq, fp16.")
     dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
+    max_batch: int = Field(default=32, ge=1, le=1024, description="Throughput objective: the largest batch size tried; "
+                                                                  "the best configuration is measured at 1, 2, 4, ... up to it.")
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
     custom_ops: list[str] = _custom_ops_field()
 

@@ -236,6 +236,7 @@ def tune(
     transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated; none: session settings only.")] = [],
     dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
+    max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
     custom_ops: CustomOpsOpt = [],
     rtol: RtolOpt = [],
     atol: AtolOpt = [],
@@ -261,7 +262,8 @@ def tune(
         chosen = _split(transforms)
         options = {"budget": budget, "providers": _split(providers), "objective": objective, "data": data,
                    "transforms": ([] if chosen == ["none"] else chosen) or None, "dim_sizes": sizes,
-                   "concurrency": concurrency, "metrics": {**T().metrics, **metrics}, "custom_ops": custom_ops}
+                   "concurrency": concurrency, "max_batch": max_batch, "metrics": {**T().metrics, **metrics},
+                   "custom_ops": custom_ops}
         with _progress() as on_event:
             result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
     if as_json:

@@ -115,24 +115,70 @@ def _inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOp
     return feeds, calibration
 
 
-def _reexport_source(folder: Path | None) -> tuple[Path | None, str]:
-    """The convert folder whose source the tuner may export again, or (None, why not)."""
+def _batch_inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOptions, work: Path, notes: list[str]):
+    """Throughput: a function giving synthetic inputs at any batch size (None, with a note, when it cannot)."""
+    from golive.tensors import dynamic_dims, resolve_sizes, synthesize
+
+    if options.objective != "throughput":
+        return None
+    if "batch" not in dynamic_dims(specs):
+        notes.append("batch size was not searched: the model has no dynamic batch axis")
+        return None
+    if options.data:
+        notes.append("batch size was not searched: measured on --data, whose batch size is its own")
+        return None
+
+    def inputs_at(batch: int) -> Path:
+        path = work / f"inputs_batch{batch}.npz"
+        if not path.exists():
+            sizes = resolve_sizes(specs, {**base_sizes, **options.dim_sizes, "batch": batch})
+            np.savez(path, **synthesize(specs, sizes, seed=options.seed))
+        return path
+
+    return inputs_at
+
+
+def _source_record(folder: Path | None):
+    """(the convert record, "") when the convert folder's source model is at hand, else (None, why not)."""
     from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
+    from golive.steps.verify import source_for
 
     if folder is None:
         return None, "the model is an ONNX file, not a convert folder with its source"
     try:
         record = read_record(folder / CONVERT_RECORD, ConvertRecord)
-        from golive.steps.verify import source_for
-
         source_for(record, folder, None)
     except GoliveError as exc:
         return None, exc.message
+    return record, ""
+
+
+def _reexport_source(folder: Path | None) -> tuple[Path | None, str]:
+    """The convert folder whose source the tuner may export again, or (None, why not)."""
+    record, why = _source_record(folder)
+    if record is None:
+        return None, why
     if record.framework != "pytorch":
         return None, f"the source is a {record.framework} model"
     if record.exporter == "torchscript" and record.source_kind != "transformers":
         return None, "the model was exported with the TorchScript exporter already"
     return folder, ""
+
+
+def _measure_source(folder: Path | None, inputs: Path, seconds: float, notes: list[str]):
+    """The source model timed on the tune's inputs (the figure users ask for: how much faster than what I had?)."""
+    from golive.tuning.worker import in_worker
+
+    record, why = _source_record(folder)
+    if record is None:
+        notes.append(f"the source model was not timed: {why}")
+        return None
+    task = {"max_seconds": seconds, "warmup": 3, "min_runs": 20, "max_runs": 100_000, "stable_within": 0.02}
+    ok, figures = in_worker("golive.tuning.worker:measure_source", (str(folder), str(inputs), task), timeout=300 + 6 * seconds)
+    if not ok:
+        notes.append(f"the source model could not be timed: {figures}")
+        return None
+    return figures
 
 
 def _route_notes(candidates, best) -> list[str]:
@@ -178,6 +224,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     available = ort.get_available_providers()
     providers = _providers(options, available)
     feeds, calibration = _inputs(specs, base_sizes, options)
+    folder_source = source
     source, why_not = _reexport_source(source)
     if why_not and options.transforms is not None and "torchscript_export" in options.transforms:
         notes.append(f"torchscript_export was not tried: {why_not}")
@@ -200,14 +247,17 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     work = stage / "work"
     work.mkdir()
     np.savez(work / "inputs.npz", **feeds)
+    inputs_at = _batch_inputs(specs, base_sizes, options, work, notes)
     state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
                         tolerances=tolerances,
                         ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
                                              custom_ops=options.custom_ops, source=str(source) if source else None,
                                              options={**options.metrics, "deadline": started + options.budget}),
-                        step=ctx, started=started, deadline=started + options.budget, scores=scores)
+                        step=ctx, started=started, deadline=started + options.budget, scores=scores, inputs_at=inputs_at)
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))
+    ctx.check()
+    source_figures = _measure_source(folder_source, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
     speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
              else baseline.figures["p50_ms"] / best.figures["p50_ms"])
     best_dir = stage / "best"
@@ -224,7 +274,8 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
         figures=best.figures, inputs=specs, outputs=outputs))
     report = TuneReport(
         model=to_record(str(model), folder) or str(model), objective=options.objective, budget_s=options.budget,
-        elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed,
+        elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed, source=source_figures,
+        speedup_over_source=source_figures["p50_ms"] / best.figures["p50_ms"] if source_figures else None,
         candidates=state.candidates, notes=notes + state.notes,
         environment={**environment, "providers": providers, "nodes": summarize(model).node_count})
     _io.write_json(stage / "report.json", report.model_dump_json(indent=2))

@@ -25,8 +25,16 @@ class TuneReport(BaseModel):
     baseline: Candidate
     best: Candidate
     speedup: float = Field(description="baseline p50 / best p50 (latency), or best / baseline items per second")
+    source: dict[str, Any] | None = Field(None, description="the source model (PyTorch eager, ...) timed on the same inputs")
+    speedup_over_source: float | None = Field(None, description="source p50 / best p50, on the same inputs")
     candidates: list[Candidate]
     notes: list[str] = Field(default_factory=list)
+
+    @property
+    def throughput_by_batch(self) -> dict[int, float]:
+        """Throughput objective: items/s of the best configuration at each batch size measured."""
+        return {c.batch: c.figures["throughput"] for c in self.candidates
+                if c.stage == "batch" and c.status == "passed" and c.batch is not None}
 
     def ranked(self) -> list[Candidate]:
         order = {"passed": 0, "rejected": 1, "failed": 2, "invalid": 3, "skipped": 4, "pending": 5}
@@ -34,10 +42,24 @@ class TuneReport(BaseModel):
 
     def summary(self) -> str:
         if self.objective == "throughput":
+            by_batch = self.throughput_by_batch
+            batches = ""
+            if by_batch:
+                top = max(by_batch, key=by_batch.get)
+                batches = ("; items/s by batch size: " + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(by_batch.items()))
+                           + f" (best at batch {top})")
             return (f"best: {self.best.label()} — {self.best.figures.get('throughput', 0):.1f} items/s, "
-                    f"{self.speedup:.2f}× the baseline's {self.baseline.figures.get('throughput', 0):.1f}")
+                    f"{self.speedup:.2f}× the baseline's {self.baseline.figures.get('throughput', 0):.1f}"
+                    + batches + self.source_summary())
         return (f"best: {self.best.label()} — p50 {self.best.figures.get('p50_ms', 0):.3f} ms, "
-                f"{self.speedup:.2f}× faster than the baseline's {self.baseline.figures.get('p50_ms', 0):.3f} ms")
+                f"{self.speedup:.2f}× faster than the baseline's {self.baseline.figures.get('p50_ms', 0):.3f} ms"
+                + self.source_summary())
+
+    def source_summary(self) -> str:
+        if not self.source or not self.speedup_over_source:
+            return ""
+        return (f"; {self.speedup_over_source:.2f}× faster than the {self.source['framework']} source model's "
+                f"{self.source['p50_ms']:.3f} ms on the same inputs")
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

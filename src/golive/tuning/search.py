@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class SearchState:
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the search left out, and why
     scores: set[str] = field(default_factory=set)  # outputs holding class scores: gated by top-1 agreement too
+    inputs_at: Callable[[int], Path] | None = None  # throughput: measurement inputs at another batch size
 
     @property
     def short_seconds(self) -> float:
@@ -288,7 +289,31 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
                            "(a larger --budget tries it)")
     if best is not baseline:
         best = confirm(state, baseline, best)
+    stage_batch(state, best)
     return baseline, best
+
+
+def stage_batch(state: SearchState, best: Candidate) -> None:
+    """Throughput: the best configuration measured at batch sizes 1, 2, 4, ... up to --max-batch (items/s for
+    each). Same model and settings, so the gate's verdict at the search's batch size stands for them."""
+    if state.options.objective != "throughput" or state.inputs_at is None:
+        return
+    for size in [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= state.options.max_batch]:
+        c = Candidate(id=f"c{len(state.candidates):03d}", stage="batch", transforms=best.transforms, session=best.session,
+                      precision=best.precision, model=best.model, batch=size)
+        state.candidates.append(c)
+        state.step.check()
+        task = {"model": c.model, "session": c.session.model_dump(), "inputs": str(state.inputs_at(size)),
+                "outputs": str(state.work / "outputs" / f"{c.id}.npz"), "max_seconds": state.short_seconds, "warmup": 3,
+                "min_runs": 10, "max_runs": 100_000, "stable_within": _NOISE, "concurrency": state.options.concurrency}
+        ok, result = measure_in_worker(task, timeout=max(60.0, 6 * state.short_seconds + 60), should_stop=state.stopping)
+        state.step.check()
+        if ok:
+            c.figures, c.status = {**result, "measured_seconds": state.short_seconds}, "passed"
+            c.reason = f"{best.id} at batch {size} (same model and settings; gated at the search's batch size)"
+        else:
+            c.status, c.reason = "failed", str(result)
+        _report(state, c)
 
 
 def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: int = 3) -> Candidate:

@@ -33,10 +33,11 @@ class Candidate(BaseModel):
     gate: dict[str, Any] = Field(default_factory=dict)
     transform_info: list[dict[str, Any]] = Field(default_factory=list)
     model: str = ""
+    batch: int | None = Field(None, description="batch size of a throughput 'batch' stage candidate")
 
     def label(self) -> str:
         chain = "+".join(self.transforms) or "original"
-        return f"{chain} | {self.session.describe()}"
+        return f"{chain} | {self.session.describe()}" + (f" | batch {self.batch}" if self.batch else "")
 
     def score(self, objective: str) -> float:
         """Lower is better: median latency, or negated throughput."""

@@ -13,6 +13,7 @@ import signal
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = ["measure_in_worker", "measure", "in_worker", "TransformError"]
@@ -24,6 +25,62 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     k = (len(sorted_values) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def time_runs(run, task: dict[str, Any]) -> dict[str, Any]:
+    """Warm up, then time ``run()`` until the median is stable or ``task["max_seconds"]`` is spent (ms)."""
+    deadline = time.perf_counter() + task["max_seconds"]
+    warm_end = time.perf_counter() + min(0.2 * task["max_seconds"], 2.0)
+    warmups = 0
+    while warmups < task["warmup"] or (time.perf_counter() < warm_end and warmups < 3 * task["warmup"]):
+        run()
+        warmups += 1
+    times: list[float] = []
+    min_until = time.perf_counter() + min(0.25 * task["max_seconds"], 1.0)  # enough samples even when runs are tiny
+    while True:
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1000)
+        n = len(times)
+        if time.perf_counter() >= deadline and n >= 3:
+            break
+        if n >= task["max_runs"]:
+            break
+        if n >= task["min_runs"] and n % 10 == 0 and time.perf_counter() >= min_until:
+            recent, whole = statistics.median(times[n // 2:]), statistics.median(times)
+            if abs(recent - whole) <= task["stable_within"] * whole:
+                break
+    ordered = sorted(times)
+    return {"runs": len(times), "warmup_runs": warmups, "p50_ms": _percentile(ordered, 0.5),
+            "p90_ms": _percentile(ordered, 0.9), "p95_ms": _percentile(ordered, 0.95), "p99_ms": _percentile(ordered, 0.99),
+            "mean_ms": statistics.fmean(times), "times": times}
+
+
+def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, Any]:
+    """Run in the worker: the convert folder's source model (PyTorch eager, scikit-learn, ...) timed on the
+    tune's inputs, the way candidates are timed."""
+    import numpy as np
+
+    from golive.frontends.base import get_frontend
+    from golive.steps.verify import import_user_modules, options_from_record, read_convert_record, source_for
+
+    record = read_convert_record(Path(folder), "tune")
+    options = options_from_record(record, Path(folder))
+    source = source_for(record, Path(folder), None)
+    import_user_modules(options)
+    frontend = get_frontend(record.framework)
+    loaded = frontend.load(source, options)
+    with np.load(inputs, allow_pickle=False) as z:
+        feeds = {s.name: z[s.name] for s in record.inputs}
+    names = [o.name for o in record.outputs]
+    timed = time_runs(lambda: frontend.run(loaded, feeds, names), task)
+    timed.pop("times")
+    threads = None
+    if record.framework == "pytorch":
+        import torch
+
+        threads = torch.get_num_threads()
+    return {**timed, "framework": record.framework, "source_kind": loaded.kind, "threads": threads}
 
 
 def measure(task: dict[str, Any]) -> dict[str, Any]:
@@ -45,37 +102,10 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     outputs = session.run(names, feeds)
     np.savez(task["outputs"], **{n: np.asarray(o) for n, o in zip(names, outputs) if isinstance(o, np.ndarray)})
 
-    deadline = time.perf_counter() + task["max_seconds"]
-    warm_end = time.perf_counter() + min(0.2 * task["max_seconds"], 2.0)
-    warmups = 0
-    while warmups < task["warmup"] or (time.perf_counter() < warm_end and warmups < 3 * task["warmup"]):
-        session.run(names, feeds)
-        warmups += 1
-
-    times: list[float] = []
-    min_until = time.perf_counter() + min(0.25 * task["max_seconds"], 1.0)  # enough samples even when runs are tiny
-    while True:
-        t = time.perf_counter()
-        session.run(names, feeds)
-        times.append((time.perf_counter() - t) * 1000)
-        n = len(times)
-        if time.perf_counter() >= deadline and n >= 3:
-            break
-        if n >= task["max_runs"]:
-            break
-        if n >= task["min_runs"] and n % 10 == 0 and time.perf_counter() >= min_until:
-            recent, whole = statistics.median(times[n // 2:]), statistics.median(times)
-            if abs(recent - whole) <= task["stable_within"] * whole:
-                break
-    ordered = sorted(times)
+    timed = time_runs(lambda: session.run(names, feeds), task)
+    timed.pop("times")
     batch = int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
-    result = {
-        "session_create_ms": create_ms, "runs": len(times), "warmup_runs": warmups,
-        "p50_ms": _percentile(ordered, 0.5), "p90_ms": _percentile(ordered, 0.9),
-        "p95_ms": _percentile(ordered, 0.95), "p99_ms": _percentile(ordered, 0.99),
-        "mean_ms": statistics.fmean(times), "batch": batch,
-        "throughput": 1000.0 * batch / statistics.median(times),
-    }
+    result = {"session_create_ms": create_ms, **timed, "batch": batch, "throughput": 1000.0 * batch / timed["p50_ms"]}
     if task.get("concurrency", 1) > 1:
         result.update(_concurrent(session, names, feeds, task["concurrency"], max(0.5, task["max_seconds"] / 3), batch))
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
