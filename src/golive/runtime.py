@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from golive.errors import GoliveError, ModelLoadError
 
 __all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops",
-           "available_cpus", "default_intra_threads"]
+           "available_cpus", "default_intra_threads", "cpu_features"]
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -236,3 +236,22 @@ def _cgroup_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cg
                         limits.append(quota / period)
                     break
     return min(limits) if limits else None
+
+
+_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "i8mm")
+
+
+def cpu_features() -> dict[str, object]:
+    """The CPU model and the instruction sets INT8 and BF16 speed depend on (VNNI, AMX, ARM dot products)."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and not model:
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model or None, "isa": [f for f in _ISA if f in flags]}

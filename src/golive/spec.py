@@ -115,10 +115,13 @@ class TuneOptions(_Strict):
         return v
 
     transforms: list[str] | None = Field(
-        default=None, description="Model transforms to try (default: all that apply): ort_fusion, onnxscript_fusion, int8_dynamic, "
-                                  "int8_dynamic_per_channel, int8_blockwise, int8_dynamic_keep_sensitive, int8_static_qdq, fp16.")
+        default=None, description="Model transforms to try (default: all that apply): torchscript_export, ort_fusion, "
+                                  "onnxscript_fusion, int8_dynamic, int8_dynamic_per_channel, int8_blockwise, int8_blockwise_128, "
+                                  "int8_dynamic_keep_sensitive, int8_static_qdq, gelu_approximation, fixed_shape, fp16.")
     dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
+    fixed_shape: bool = Field(default=False, description="The deployment always sends the shape measured (--dim sizes): "
+                                                         "also try a model fixed to it (it then accepts only that shape).")
     max_batch: int = Field(default=32, ge=1, le=1024, description="Throughput objective: the largest batch size tried; "
                                                                   "the best configuration is measured at 1, 2, 4, ... up to it.")
     seed: int = Field(default=0, description="Seed for synthetic inputs.")

@@ -237,6 +237,7 @@ def tune(
     dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
     max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
+    fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = False,
     custom_ops: CustomOpsOpt = [],
     rtol: RtolOpt = [],
     atol: AtolOpt = [],
@@ -262,7 +263,7 @@ def tune(
         chosen = _split(transforms)
         options = {"budget": budget, "providers": _split(providers), "objective": objective, "data": data,
                    "transforms": ([] if chosen == ["none"] else chosen) or None, "dim_sizes": sizes,
-                   "concurrency": concurrency, "max_batch": max_batch, "metrics": {**T().metrics, **metrics},
+                   "concurrency": concurrency, "max_batch": max_batch, "fixed_shape": fixed_shape, "metrics": {**T().metrics, **metrics},
                    "custom_ops": custom_ops}
         with _progress() as on_event:
             result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)

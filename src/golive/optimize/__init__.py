@@ -35,7 +35,7 @@ class Transform:
     name: str
     help: str
     target: str  # "module:function(src, dst, ctx) -> dict" (figures about what it did)
-    precision: str = "fp32"  # fp32 | int8 | fp16: the accuracy gate a result must pass
+    precision: str = "fp32"  # fp32 | approx | int8 | fp16: the accuracy gate a result must pass (approx: by metrics)
     providers: tuple[str, ...] = ()  # providers it is for; empty: all
     after: tuple[str, ...] = ()  # transforms it must follow when both are in a chain
 
@@ -85,16 +85,26 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
     Transform("int8_blockwise", "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
               "where per-tensor INT8 loses it", "golive.optimize.quantize:int8_blockwise", precision="int8",
               after=_BEFORE_PRECISION),
+    Transform("int8_blockwise_128", "8-bit weights in blocks of 128 (MatMulNBits): fewer scales than blocks of 32",
+              "golive.optimize.quantize:int8_blockwise_128", precision="int8", after=_BEFORE_PRECISION),
+    Transform("gelu_approximation", "Gelu/BiasGelu replaced by FastGelu (tanh approximation); gated by cosine",
+              "golive.optimize.shape:gelu_approximation", precision="approx",
+              after=(*_BEFORE_PRECISION, "int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_blockwise_128",
+                     "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")),
     Transform("int8_dynamic_keep_sensitive", "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
               "golive.optimize.quantize:dynamic_keep_sensitive", precision="int8",
               after=_BEFORE_PRECISION),
     Transform("int8_static_qdq", "static INT8 (QDQ) with activation ranges calibrated on the given inputs",
               "golive.optimize.quantize:static_qdq", precision="int8",
               after=_BEFORE_PRECISION),
+    Transform("fixed_shape", "every dynamic axis fixed to the size measured (--dim), for deployments that always send "
+              "that shape (tune --fixed-shape)", "golive.optimize.shape:fixed_shape",
+              after=(*_BEFORE_PRECISION, "gelu_approximation", "int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise",
+                     "int8_blockwise_128", "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")),
     Transform("ort_optimized_graph", "ONNX Runtime's own graph optimizations, saved ahead of time so that start-up skips them",
               "golive.optimize.fusion:ort_optimized_graph",
-              after=(*_BEFORE_PRECISION, "int8_dynamic", "int8_dynamic_per_channel",
-                     "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")),
+              after=(*_BEFORE_PRECISION, "int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_blockwise_128",
+                     "gelu_approximation", "fixed_shape", "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")),
     Transform("fp16", "float16 weights and activations (inputs and outputs stay float32)",
               "golive.optimize.fp16:to_fp16", precision="fp16", providers=_GPU,
               after=_BEFORE_PRECISION),

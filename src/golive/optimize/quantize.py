@@ -130,7 +130,12 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
             "worst_drops": {n: round(drops[n], 6) for n in ranked[:5]}}
 
 
-def int8_blockwise(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+def int8_blockwise_128(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    """As int8_blockwise, in blocks of 128: fewer scales to apply, a little less accurate."""
+    return int8_blockwise(src, dst, ctx, block_size=128)
+
+
+def int8_blockwise(src: Path, dst: Path, ctx: TransformContext, block_size: int = 32) -> dict[str, Any]:
     """8-bit weights in blocks of 32 (MatMulNBits), activations quantized per block at run time.
 
     Much finer-grained than per-tensor or per-channel INT8, so it keeps accuracy where they lose it
@@ -140,15 +145,15 @@ def int8_blockwise(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4,
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4, bits=8)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                      algo_config=config)
     quantizer.process()
     quantized = sum(1 for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits")
     if not quantized:
         raise ValueError("the model has no MatMul with a constant weight for block-wise quantization")
     quantizer.model.save_model_to_file(str(dst), False)
-    return {"bits": 8, "block_size": 32, "accuracy_level": 4, "quantized": quantized}
+    return {"bits": 8, "block_size": block_size, "accuracy_level": 4, "quantized": quantized}
 
 
 def static_qdq(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:

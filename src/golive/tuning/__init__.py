@@ -212,8 +212,8 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     from golive.inspection import summarize
     from golive.optimize import TransformContext
     from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
-    from golive.runtime import available_cpus
-    from golive.tensors import specs_from_onnx
+    from golive.runtime import available_cpus, cpu_features
+    from golive.tensors import sizes_of, specs_from_onnx
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
     from golive.tuning.search import SearchState, copy_model, run_search
@@ -252,7 +252,8 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
                         tolerances=tolerances,
                         ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
                                              custom_ops=options.custom_ops, source=str(source) if source else None,
-                                             options={**options.metrics, "deadline": started + options.budget}),
+                                             options={**options.metrics, "deadline": started + options.budget,
+                                                      "fixed_sizes": sizes_of(feeds, specs)}),
                         step=ctx, started=started, deadline=started + options.budget, scores=scores, inputs_at=inputs_at)
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))
@@ -266,12 +267,15 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     for c in state.candidates:  # the work folder goes away; the report names the model that stays
         c.model = "best/model.onnx" if c is best else ""
         c.session = c.session.model_copy(update={"custom_ops": [to_record(p, folder) or p for p in c.session.custom_ops]})
-    environment = {"cpus": available_cpus(), "cores": os.cpu_count(), "machine": platform.machine(),
+    environment = {"cpus": available_cpus(), "cores": os.cpu_count(), "machine": platform.machine(), **cpu_features(),
                    "onnxruntime": ort.__version__}
     session = best.session.model_copy(update={"custom_ops": carry_custom_ops(options.custom_ops, best_dir)})
+    best_inputs, best_outputs = specs_from_onnx(load_onnx(best_dir / "model.onnx", load_external_data=False))
+    ranges = {s.name: s.int_range for s in specs}  # fixed_shape may have fixed the axes: the specs come from best/
     write_record(best_dir / SESSION_RECORD, SessionRecord(
         session=session, transforms=best.transforms, candidate=best.id, environment=environment,
-        figures=best.figures, inputs=specs, outputs=outputs))
+        figures=best.figures, inputs=[s.model_copy(update={"int_range": ranges.get(s.name)}) for s in best_inputs],
+        outputs=best_outputs))
     report = TuneReport(
         model=to_record(str(model), folder) or str(model), objective=options.objective, budget_s=options.budget,
         elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed, source=source_figures,

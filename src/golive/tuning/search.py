@@ -168,7 +168,7 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     default = SessionConfig(providers=[provider], custom_ops=state.options.custom_ops)
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
-    known = {*FUSIONS, REEXPORT, *INT8_FIRST, INT8_RESCUE, "fp16"}
+    known = {*FUSIONS, REEXPORT, *INT8_FIRST, INT8_RESCUE, "fp16", "int8_blockwise_128", "gelu_approximation", "fixed_shape"}
     extra = [t for t in (state.options.transforms or []) if t not in known]  # asked for by name, tried alone
     for name in [*FUSIONS, *extra]:
         if allowed(state, name):
@@ -193,7 +193,26 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     if allowed(state, INT8_RESCUE) and not any(c.status == "passed" and c.precision == "int8" for c in reduced):
         reduced.append(evaluate(state, _new(state, "model", [*bases[0], INT8_RESCUE], default), state.short_seconds))
     _remeasure(state, reduced, 2 * state.short_seconds)
-    return tried + reduced
+    return tried + reduced + refine(state, tried + reduced, default)
+
+
+def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -> list[Candidate]:
+    """Variations on the fastest correct model, each measured and gated, never assumed: larger MatMulNBits
+    blocks, the GELU approximation (when a Gelu was fused), and the model fixed to the measured shape (when
+    the user says the deployment's shape is fixed)."""
+    best = best_of(state, cands)
+    if best is None:
+        return []
+    chain, variants = best.transforms, []
+    if "int8_blockwise" in chain and allowed(state, "int8_blockwise_128"):
+        variants.append([t if t != "int8_blockwise" else "int8_blockwise_128" for t in chain])
+    fused_gelu = any(k.lower().replace("_", "") in ("biasgelu", "gelu") and v for i in best.transform_info
+                     for k, v in (i.get("fused") or {}).items())
+    if fused_gelu and allowed(state, "gelu_approximation"):
+        variants.append([*chain, "gelu_approximation"])
+    if state.options.fixed_shape and allowed(state, "fixed_shape"):
+        variants.append([*chain, "fixed_shape"])
+    return [evaluate(state, _new(state, "model", v, default), state.short_seconds) for v in variants]
 
 
 def stage_session(state: SearchState, start: Candidate) -> Candidate:
@@ -338,8 +357,14 @@ def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: in
 
 
 def copy_model(src: Path, dst_dir: Path) -> Path:
-    """Copy a model (always named model.onnx here) and the external data files beside it into ``dst_dir``."""
+    """Copy a model into ``dst_dir`` as model.onnx, with the external data files it names (same names)."""
+    from golive.rundir import model_files
+
     dst_dir.mkdir(parents=True, exist_ok=True)
-    for f in [src, *src.parent.glob("*.data")]:
-        shutil.copy2(f, dst_dir / f.name)
-    return dst_dir / src.name
+    model, *data = model_files(src)
+    shutil.copy2(model, dst_dir / "model.onnx")
+    for f in data:  # at the location the model names, relative to it
+        target = dst_dir / f.relative_to(src.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dst_dir / "model.onnx"

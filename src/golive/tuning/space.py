@@ -90,7 +90,7 @@ def invalid_reason(session: SessionConfig, transforms: list[str], available: lis
     if session.custom_ops and "int8_static_qdq" in transforms:
         return ("static QDQ calibration runs in a session ONNX Runtime's calibrator makes itself, without the "
                 "custom-op registration")
-    precisions = [get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"]
+    precisions = [get_transform(t).precision for t in transforms if get_transform(t).precision in ("int8", "fp16")]
     if len(precisions) > 1:
         return "at most one precision change (int8 or fp16) per chain"
     for i, name in enumerate(transforms):
