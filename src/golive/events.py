@@ -56,9 +56,6 @@ class CancelToken:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
-
 
 class StepContext:
     """What a running step reports to and listens to: the callback, events.jsonl, the cancel token."""

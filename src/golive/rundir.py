@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - Windows: no folder lock
 
 __all__ = ["RECORD_VERSION", "ConvertRecord", "VerifyRecord", "TuneRecord", "SessionRecord", "RunFolder",
            "read_record", "write_record", "to_record", "from_record", "fingerprint", "step_key", "model_files", "carry_custom_ops",
-           "custom_ops_from_record", "now", "CONVERT_RECORD", "VERIFY_RECORD", "TUNE_RECORD", "SESSION_RECORD",
+           "paths_to_record", "paths_from_record", "now", "CONVERT_RECORD", "VERIFY_RECORD", "TUNE_RECORD", "SESSION_RECORD",
            "JOB_FILE", "LOCK_FILE", "check_output_dir"]
 
 log = logging.getLogger(__name__)
@@ -205,9 +205,19 @@ def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:
     return recorded
 
 
-def custom_ops_from_record(entries: Iterable[str], folder: Path) -> list[str]:
-    """Recorded custom-op entries made usable: copied files resolved against ``folder``."""
-    return [str(Path(folder).absolute() / e) if e.startswith(CUSTOM_OPS_DIR + "/") else e for e in entries]
+O = TypeVar("O", VerifyOptions, TuneOptions)
+
+
+def paths_to_record(options: O, folder: Path) -> O:
+    """Verify or tune options as a record keeps them: their data and custom-op paths relative to ``folder``."""
+    return options.model_copy(update={"data": to_record(options.data, folder),
+                                      "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]})
+
+
+def paths_from_record(options: O, folder: Path) -> O:
+    """Recorded verify or tune options with their paths made absolute against ``folder`` again."""
+    return options.model_copy(update={"data": from_record(options.data, folder),
+                                      "custom_ops": [from_record(c, folder) or c for c in options.custom_ops]})
 
 
 # ---------------------------------------------------------------- fingerprints

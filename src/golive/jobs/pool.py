@@ -79,7 +79,8 @@ class WorkerPool:
                 self._cancel_overdue()
                 if self._stopping.is_set():
                     for r in self.running.values():
-                        r.process.cancel()
+                        if r.process.cancel_sent_at is None:  # once: the grace period counts from then
+                            r.process.cancel()
                 idle = not self._draining.is_set() and not self._claim()
                 if not self.running and (self._draining.is_set() or (self.exit_when_idle and idle)):
                     break

@@ -19,7 +19,7 @@ from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import JOB_FILE, TUNE_RECORD, RunFolder
 from golive.spec import JobSpec, TuneOptions, VerifyOptions
 from golive.steps.convert import ConvertResult, convert_key, convert_step, finished_convert, job_record
-from golive.steps.tune import finished_tune, load_tune_result, tune_key, tune_step
+from golive.steps.tune import tune_step, tune_unless_done
 from golive.steps.verify import verify_step
 
 __all__ = ["ConvertResult", "convert_step", "verify_step", "tune_step", "run_job", "replay", "saved_step", "tune_dir_of"]
@@ -38,12 +38,12 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
     if job.tune is not None and tune_dir == out:
         raise GoliveError("tune_dir is the output folder itself", hint="leave tune_dir out (OUTPUT_DIR/tuned) or name another folder")
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(out / EVENTS_FILE):
-        done = finished_convert(out)
-        if done is not None and done.spec_key == convert_key(job):
+        done, key = finished_convert(out), convert_key(job)
+        if done is not None and done.spec_key == key:
             ctx.emit("convert", "skipped: its output is complete and its spec unchanged", payload={"skipped": True})
             result = ConvertResult(output_dir=out, model_path=out / "model.onnx", record=done, skipped=True)
         else:
-            result = convert_step(job, ctx, folder=folder)
+            result = convert_step(job, ctx, folder=folder, key=key)
         if job.tune is not None and not result.skipped and (tune_dir / TUNE_RECORD).exists():
             # a tuning result of the model converted before no longer counts; until the new one is committed
             # the tune folder is unfinished (load_session refuses it)
@@ -53,12 +53,7 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
         if job.tune is not None and result.passed is False:
             result.record.notes.append("tuning skipped: the converted model failed verification")
         elif job.tune is not None:
-            finished = finished_tune(tune_dir)
-            if finished is not None and finished.spec_key == tune_key(out, tune_dir, job.tune, job.verify):
-                ctx.emit("tune", "skipped: its output is complete and its spec unchanged", payload={"skipped": True})
-                result.tuning = load_tune_result(tune_dir)
-            else:
-                result.tuning = tune_step(out, tune_dir, job.tune, job.verify, ctx)
+            result.tuning = tune_unless_done(out, tune_dir, job.tune, job.verify, ctx)
         _io.write_json(out / JOB_FILE, job_record(job, out).to_json())
     return result
 
@@ -71,19 +66,11 @@ def saved_step(path: str | Path) -> str:
     return {TUNE_RECORD: "tune", VERIFY_RECORD: "verify"}.get(Path(path).name, "job")
 
 
-def _absolute(options, folder: Path):
-    """Tune or verify options as a record keeps them, with their paths made absolute against ``folder``."""
-    from golive.rundir import from_record
-
-    return options.model_copy(update={"data": from_record(options.data, folder),
-                                      "custom_ops": [from_record(c, folder) or c for c in options.custom_ops]})
-
-
 def replay(path: str | Path, ctx: StepContext):
     """Run again the step a saved spec describes: a job file (job.yaml, OUT/job.json; finished steps with an
     unchanged spec are skipped), a tune folder's tune.json (skipped when its output is complete and unchanged)
     or a run folder's verify.json (verified again with the options it saved)."""
-    from golive.rundir import TuneRecord, VerifyRecord, from_record, read_record
+    from golive.rundir import TuneRecord, VerifyRecord, from_record, paths_from_record, read_record
     from golive.spec import load_job
 
     path = Path(path).absolute()
@@ -91,16 +78,12 @@ def replay(path: str | Path, ctx: StepContext):
     folder = path.parent
     if kind == "tune":
         record = read_record(path, TuneRecord)
-        options = _absolute(record.options, folder)
-        verify_options = _absolute(record.verify_options, folder) if record.verify_options else None
-        target = from_record(record.target, folder)
-        if finished_tune(folder) is not None and record.spec_key == tune_key(target, folder, options, verify_options):
-            ctx.emit("tune", "skipped: its output is complete and its spec unchanged", payload={"skipped": True})
-            return load_tune_result(folder)
-        return tune_step(target, folder, options, verify_options, ctx)
+        verify_options = paths_from_record(record.verify_options, folder) if record.verify_options else None
+        return tune_unless_done(from_record(record.target, folder), folder, paths_from_record(record.options, folder),
+                                verify_options, ctx)
     if kind == "verify":
         record = read_record(path, VerifyRecord)
-        return verify_step(folder, _absolute(record.options, folder), ctx, source=from_record(record.source, folder))
+        return verify_step(folder, paths_from_record(record.options, folder), ctx, source=from_record(record.source, folder))
     return run_job(load_job(path), ctx)
 
 

@@ -8,7 +8,8 @@ from pydantic import BaseModel
 from golive.errors import FrameworkError, GoliveError, ModelLoadError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    CONVERT_RECORD, JOB_FILE, ConvertRecord, RunFolder, carry_custom_ops, read_record, step_key, to_record,
+    CONVERT_RECORD, JOB_FILE, ConvertRecord, RunFolder, carry_custom_ops, paths_to_record, read_record, step_key,
+    to_record,
 )
 from golive.spec import ConvertOptions, JobSpec, VerifyOptions
 from golive.tuning import TuneResult
@@ -81,7 +82,7 @@ def convert_key(job: JobSpec) -> str:
     out = Path(job.output_dir).absolute()
     spec = {"source": to_record(job.source, out),
             "convert": _recorded_options(job.convert, out, [to_record(c, out) or c for c in job.convert.custom_ops]).model_dump(mode="json"),
-            "verify": _verify_options(job).model_copy(update={"data": to_record(_verify_options(job).data, out)}).model_dump(mode="json")}
+            "verify": paths_to_record(_verify_options(job), out).model_dump(mode="json")}
     return step_key(spec, _files_read(job))
 
 
@@ -109,19 +110,20 @@ def job_record(job: JobSpec, folder: Path) -> JobSpec:
     return recorded
 
 
-def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = None) -> ConvertResult:
-    """Convert ``job.source`` into ``job.output_dir`` (model.onnx, golive.json, job.json), verifying unless told not to."""
+def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = None, key: str | None = None) -> ConvertResult:
+    """Convert ``job.source`` into ``job.output_dir`` (model.onnx, golive.json, job.json), verifying unless told not to.
+    ``key``: the step's convert_key, when the caller has computed it already (it reads every input file)."""
     if folder is None:
         with RunFolder.claim(job.output_dir, keep_failed=ctx.keep_failed) as claimed:
-            return convert_step(job, ctx, folder=claimed)
+            return convert_step(job, ctx, folder=claimed, key=key)
     with ctx.writing_to(folder.path / EVENTS_FILE):
         if folder.swept:
             ctx.emit("convert", f"swept {len(folder.swept)} partial folder(s) left by a killed run",
                      payload={"swept": folder.swept})
-        return _convert(job, ctx, folder)
+        return _convert(job, ctx, folder, key or convert_key(job))
 
 
-def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder) -> ConvertResult:
+def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> ConvertResult:
     from golive import _io
     from golive._resolve import export_sample, input_specs, resolve_source
     from golive.frontends.base import get_frontend, guess_framework
@@ -131,7 +133,6 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder) -> ConvertResult
     from golive.tensors import load_data, parse_input_spec, sizes_of, specs_from_onnx
 
     out = folder.path
-    key = convert_key(job)
     source = resolve_source(job.source)
     opts = job.convert
     framework = opts.framework or guess_framework(source)
@@ -183,7 +184,7 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder) -> ConvertResult
         golive_version=versions.get("golive", "dev"), source=to_record(job.source, out) or job.source,
         framework=framework, source_kind=loaded.kind, exporter=result.exporter, exporter_attempts=result.attempts,
         fallback_reason=result.fallback_reason, notes=notes, options=_recorded_options(opts, out, custom_ops),
-        verify_options=vopts.model_copy(update={"data": to_record(vopts.data, out)}),
+        verify_options=paths_to_record(vopts, out),
         opset={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         inputs=onnx_inputs, outputs=onnx_outputs, export_sizes=export_sizes, custom_ops=custom_ops,
         external_data=external, versions=versions, verification=report, spec_key=key)

@@ -7,14 +7,14 @@ from pathlib import Path
 from golive.errors import GoliveError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    TUNE_RECORD, RunFolder, TuneRecord, custom_ops_from_record, fingerprint, model_files, read_record, step_key,
+    TUNE_RECORD, RunFolder, TuneRecord, fingerprint, from_record, model_files, paths_to_record, read_record, step_key,
     to_record,
 )
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tuning import TuneResult
 from golive.tuning.report import TuneReport
 
-__all__ = ["tune_step", "tune_key", "finished_tune"]
+__all__ = ["tune_step", "tune_unless_done", "tune_key", "finished_tune"]
 
 _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 
@@ -30,24 +30,12 @@ def _target(target: Path, options: TuneOptions):
     if target.is_dir():
         record = read_convert_record(target, "tune")
         if not options.custom_ops:
-            options = options.model_copy(update={"custom_ops": custom_ops_from_record(record.custom_ops, target)})
+            options = options.model_copy(update={"custom_ops": [from_record(c, target) for c in record.custom_ops]})
         return target / "model.onnx", record.inputs, record.export_sizes, options
     if not target.is_file():
         raise GoliveError(f"{target} does not exist", hint="tune a golive convert output folder or an .onnx file")
     specs, _ = specs_from_onnx(load_onnx(target, load_external_data=False))
     return target, specs, {}, options
-
-
-def _recorded(options: TuneOptions, folder: Path) -> TuneOptions:
-    return options.model_copy(update={"data": to_record(options.data, folder),
-                                      "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]})
-
-
-def _recorded_verify(verify_options: VerifyOptions | None, folder: Path) -> VerifyOptions | None:
-    if verify_options is None:
-        return None
-    return verify_options.model_copy(update={"data": to_record(verify_options.data, folder),
-                                             "custom_ops": [to_record(c, folder) or c for c in verify_options.custom_ops]})
 
 
 def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None) -> str:
@@ -57,7 +45,7 @@ def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, v
     target, out = Path(target).absolute(), Path(output_dir).absolute()
     model = target / "model.onnx" if target.is_dir() else target
     tolerances = (verify_options or VerifyOptions()).model_dump(mode="json", include={"rtol", "atol", "per_output"})
-    spec = {"target": to_record(str(target), out), "options": _recorded(options, out).model_dump(mode="json"),
+    spec = {"target": to_record(str(target), out), "options": paths_to_record(options, out).model_dump(mode="json"),
             "tolerances": tolerances}
     return step_key(spec, [*model_files(model), options.data, *options.custom_ops])
 
@@ -77,9 +65,21 @@ def load_tune_result(out: Path) -> TuneResult:
     return TuneResult(output_dir=out, report=report, skipped=True)
 
 
+def tune_unless_done(target: str | Path, output_dir: str | Path, options: TuneOptions,
+                     verify_options: VerifyOptions | None, ctx: StepContext) -> TuneResult:
+    """The tune step, or its result as it stands when the folder is complete and its spec unchanged."""
+    key = tune_key(target, output_dir, options, verify_options)
+    finished = finished_tune(Path(output_dir))
+    if finished is not None and finished.spec_key == key:
+        ctx.emit("tune", "skipped: its output is complete and its spec unchanged", payload={"skipped": True})
+        return load_tune_result(Path(output_dir))
+    return tune_step(target, output_dir, options, verify_options, ctx, key=key)
+
+
 def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None,
-              ctx: StepContext) -> TuneResult:
-    """Tune a convert folder or .onnx file into ``output_dir`` (best/, report.json, report.html, tune.json)."""
+              ctx: StepContext, *, key: str | None = None) -> TuneResult:
+    """Tune a convert folder or .onnx file into ``output_dir`` (best/, report.json, report.html, tune.json).
+    ``key``: the step's tune_key, when the caller has computed it already."""
     from golive import _io
     from golive.tuning import tune_model
 
@@ -87,7 +87,7 @@ def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, 
     out = Path(output_dir).absolute()
     if out == target or out in target.parents:
         raise GoliveError(f"the tune folder {out} would replace what it tunes ({target})", hint="choose another -o folder")
-    key = tune_key(target, out, options, verify_options)
+    key = key or tune_key(target, out, options, verify_options)
     given = options  # what tune.json records: the options as asked for, before the convert record fills them in
     model, specs, base_sizes, options = _target(target, options)
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
@@ -99,8 +99,8 @@ def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, 
                             source=target if target.is_dir() else None)
         ctx.check()
         record = TuneRecord(golive_version=_io.package_versions().get("golive", "dev"), target=to_record(str(target), out),
-                            target_fingerprint=fingerprint(model), options=_recorded(given, out),
-                            verify_options=_recorded_verify(verify_options, out), spec_key=key,
+                            target_fingerprint=fingerprint(model), options=paths_to_record(given, out),
+                            verify_options=paths_to_record(verify_options, out) if verify_options else None, spec_key=key,
                             elapsed_s=report.elapsed_s, best=report.best.id, speedup=report.speedup)
         folder.commit(stage, TUNE_RECORD, record, replaces=_OUTPUTS)
         ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})

@@ -7,8 +7,8 @@ from pathlib import Path
 from golive.errors import DataError, SourceNotFoundError
 from golive.events import StepContext
 from golive.rundir import (
-    CONVERT_RECORD, VERIFY_RECORD, ConvertRecord, RunFolder, VerifyRecord, custom_ops_from_record, fingerprint,
-    from_record, read_record, to_record, write_record,
+    CONVERT_RECORD, VERIFY_RECORD, ConvertRecord, RunFolder, VerifyRecord, fingerprint, from_record,
+    paths_to_record, read_record, to_record, write_record,
 )
 from golive.spec import ConvertOptions, VerifyOptions
 
@@ -34,7 +34,7 @@ def options_from_record(record: ConvertRecord, folder: Path) -> ConvertOptions:
         "weights": from_record(o.weights, folder), "data": from_record(o.data, folder),
         "custom_translation": [from_record(t, folder) for t in o.custom_translation],
         "imports": [from_record(m, folder) for m in o.imports],
-        "custom_ops": custom_ops_from_record(record.custom_ops, folder)})
+        "custom_ops": [from_record(c, folder) for c in record.custom_ops]})
 
 
 def import_user_modules(options: ConvertOptions) -> None:
@@ -141,8 +141,7 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
         loaded = frontend.load(src, copts)
         report = verify_loaded(frontend, loaded, folder.path / "model.onnx", record.inputs, record.outputs,
                                record.export_sizes, options, ctx, session)
-        saved = options.model_copy(update={"data": to_record(options.data, folder.path),
-                                           "custom_ops": [to_record(c, folder.path) or c for c in options.custom_ops]})
+        saved = paths_to_record(options, folder.path)
         write_record(folder.path / VERIFY_RECORD, VerifyRecord(
             options=saved, source=to_record(source, folder.path) if source else None,
             model_fingerprint=fingerprint(folder.path / "model.onnx"), report=report))

@@ -69,12 +69,12 @@ def best_folder(path: str | Path) -> Path:
 
 def load_session(tune_dir: str | Path):
     """A configured ``onnxruntime.InferenceSession`` for the best model of a tuning run (or a copied best/ folder)."""
-    from golive.rundir import SessionRecord, custom_ops_from_record, read_record
+    from golive.rundir import SessionRecord, from_record, read_record
     from golive.runtime import make_session
 
     best = best_folder(tune_dir)
     record = read_record(best / SESSION_RECORD, SessionRecord)
-    session = record.session.model_copy(update={"custom_ops": custom_ops_from_record(record.session.custom_ops, best)})
+    session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
     return make_session(best / "model.onnx", session)
 
 
