@@ -17,7 +17,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install $(PIPFLAGS) -e '.[all,examples]'
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+# The web app's browser tests drive Debian's chromium (Playwright's own browser download does not work offline).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+
+$(VENV)/.installed-dev: $(VENV)/.installed | $(CHROMIUM)
 	$(PIP) install $(PIPFLAGS) -e '.[dev]'
 	touch $@
 
@@ -32,4 +40,4 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs test-artifacts

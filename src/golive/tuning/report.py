@@ -66,7 +66,8 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def render_html(report: TuneReport) -> str:
+def render_html_fragment(report: TuneReport) -> str:
+    """The report's body (summary, latency chart, ranked table): report.html, and the web app's job page."""
     rows = []
     measured = [c for c in report.ranked() if c.figures.get("p50_ms")]
     top = max((c.figures["p50_ms"] for c in measured), default=1.0)
@@ -92,11 +93,7 @@ def render_html(report: TuneReport) -> str:
              + "".join(bars) + "</svg>")
     env = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in report.environment.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>golive tune report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}
-th{{background:#eee}}</style></head><body>
-<h1>golive tune: {html.escape(report.model)}</h1>
+    return f"""<div class="tune-report">
 <p><b>{html.escape(report.summary())}</b></p>
 <p>objective: {report.objective}; budget {report.budget_s:.0f} s, used {report.elapsed_s:.0f} s; {len(report.candidates)} candidates. {env}</p>
 <ul>{notes}</ul>
@@ -107,5 +104,15 @@ th{{background:#eee}}</style></head><body>
 <table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
 <th>items/s</th><th>session ms</th><th>min cosine</th><th>verdict</th><th>reason</th></tr>
 {''.join(rows)}
-</table></body></html>
+</table></div>"""
+
+
+def render_html(report: TuneReport) -> str:
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>golive tune report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}
+th{{background:#eee}}</style></head><body>
+<h1>golive tune: {html.escape(report.model)}</h1>
+{render_html_fragment(report)}
+</body></html>
 """

@@ -1,0 +1,15 @@
+"""golive's local web app (``golive ui``): Convert · Perf Test · Model Visualize · Job Monitor.
+
+Needs the ``ui`` extra (FastAPI, uvicorn, Jinja2, netron). ``create_app`` builds the app; ``serve`` runs it
+with uvicorn beside a worker pool that runs the submitted jobs.
+"""
+
+from golive.ui.server import Settings, serve
+
+__all__ = ["Settings", "serve", "create_app"]
+
+
+def create_app(settings: Settings):
+    from golive.ui.app import create_app as _create
+
+    return _create(settings)

@@ -1,0 +1,523 @@
+"""The local web app: Convert · Perf Test · Model Visualize · Job Monitor, on golive's job queue.
+
+Pages are rendered on the server (Jinja2, escaped) with a little plain JavaScript: uploads stream to
+``POST /api/uploads``, forms submit JSON to ``/api/jobs/...``, and a job page follows its job through
+server-sent events (``/api/jobs/ID/events``: the log as it grows, progress, state). Jobs are golive.jobs
+jobs: the same SQLite store, run folders and workers as ``golive jobs`` and ``golive worker``, so state
+survives a restart, and a job submitted from the command line shows here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from golive import jobs
+from golive.errors import GoliveError
+from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
+from golive.ui import forms
+from golive.ui.security import TOKEN_COOKIE, Gate, Refusal
+from golive.ui.settings import Settings
+from golive.ui.uploads import UploadError, UploadStore, under_roots
+
+__all__ = ["Settings", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
+    "model.onnx": ("run", "application/octet-stream"), "golive.json": ("run", "application/json"),
+    "job.json": ("run", "application/json"), "verify.json": ("run", "application/json"),
+    "report.html": ("tune", "text/html"), "report.json": ("tune", "application/json"), "tune.json": ("tune", "application/json"),
+}
+_REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})$")
+
+
+class _Answer(Exception):
+    """An error page or JSON error with its status."""
+
+    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.hint = status, message, hint
+
+
+def _error_status(exc: GoliveError) -> int:
+    if isinstance(exc, UploadError):
+        return exc.status
+    name = type(exc).__name__
+    if name == "JobError" and "no job" in exc.message:
+        return 404
+    return 409 if name in ("JobError", "RunFolderBusyError") else 400
+
+
+def _ago(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app for ``settings``; it runs no workers itself (``golive ui`` starts them beside it)."""
+    home = settings.home
+    uploads = UploadStore(home / "uploads", max_bytes=int(settings.max_upload_mb * 2**20), trust_code=settings.trust_pickle)
+    runs = home / "runs"
+    gate = Gate(settings.host, settings.port, settings.token)
+    templates = Environment(loader=PackageLoader("golive.ui", "templates"), autoescape=select_autoescape(["html"]))
+    templates.filters["when"] = _ago
+    templates.filters["duration"] = _duration
+    templates.filters["shape"] = lambda dims: "[" + ", ".join(map(str, dims)) + "]"
+    templates.filters["opsets"] = lambda opsets: ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in opsets.items())
+    netron_dir = _netron_dir()
+    app = FastAPI(title="golive", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ------------------------------------------------------------ the gate, and errors
+
+    def refuse(request: Request, status: int, message: str, hint: str | None = None) -> Response:
+        if request.url.path.startswith("/api/") or request.method != "GET":
+            return JSONResponse({"error": message, "hint": hint}, status_code=status)
+        return HTMLResponse(templates.get_template("error.html").render(status=status, message=message, hint=hint, page=""),
+                            status_code=status)
+
+    @app.middleware("http")
+    async def _gate(request: Request, call_next):
+        host = request.headers.get("host")
+        for refusal in (gate.check_host(host),
+                        gate.check_token(request.headers.get("authorization"), request.cookies.get(TOKEN_COOKIE),
+                                         request.query_params.get("token")),
+                        gate.check_origin(request.method, request.headers.get("origin"), host)):
+            if isinstance(refusal, Refusal):
+                return refuse(request, refusal.status, refusal.message, refusal.hint)
+        response = await call_next(request)
+        if settings.token and request.query_params.get("token") and request.cookies.get(TOKEN_COOKIE) != settings.token:
+            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.exception_handler(_Answer)
+    async def _answer(request: Request, exc: _Answer):
+        return refuse(request, exc.status, exc.message, exc.hint)
+
+    @app.exception_handler(GoliveError)
+    async def _golive_error(request: Request, exc: GoliveError):
+        return refuse(request, _error_status(exc), exc.message, exc.hint)
+
+    def page(name: str, **context: Any) -> HTMLResponse:
+        return HTMLResponse(templates.get_template(name).render(page=name.removesuffix(".html"), settings=settings, **context))
+
+    # ------------------------------------------------------------ jobs, as the pages see them
+
+    def record(job_id: str) -> jobs.JobRecord:
+        return jobs.get(job_id, home=home)
+
+    def tune_dir(r: jobs.JobRecord) -> Path | None:
+        from golive.steps import tune_dir_of
+
+        return tune_dir_of(r.spec) if r.spec.tune is not None else None
+
+    def view(r: jobs.JobRecord) -> dict[str, Any]:
+        kind = "perf test" if r.spec.tune is not None else "convert"
+        return {"duration_text": _duration(r.duration), "id": r.id, "name": r.name, "kind": kind, "state": r.state, "created": r.created, "started": r.started,
+                "finished": r.finished, "duration": r.duration, "attempt": r.attempt, "error": r.error, "summary": r.summary,
+                "run_dir": r.run_dir, "tune_dir": str(tune_dir(r) or ""), "terminal": r.terminal,
+                "retryable": r.state in ("failed", "cancelled", "interrupted"), "cancellable": r.state in ("queued", "running")}
+
+    def file_of(r: jobs.JobRecord, name: str) -> Path | None:
+        where, _ = JOB_FILES[name]
+        folder = Path(r.run_dir) if where == "run" else tune_dir(r)
+        path = folder / name if folder else None
+        return path if path is not None and path.is_file() else None
+
+    def results(r: jobs.JobRecord) -> dict[str, Any]:
+        """What a job produced, read from its run folders."""
+        from golive.rundir import ConvertRecord, read_record
+        from golive.tuning.report import TuneReport, render_html_fragment
+
+        out: dict[str, Any] = {"files": [n for n in JOB_FILES if file_of(r, n)], "convert": None, "tune": None}
+        golive_json = Path(r.run_dir) / "golive.json"
+        if golive_json.is_file():
+            try:
+                out["convert"] = read_record(golive_json, ConvertRecord)
+            except GoliveError as exc:
+                out["convert_error"] = exc.message
+        t = tune_dir(r)
+        if t is not None and (t / "report.json").is_file() and (t / "tune.json").is_file():
+            report = TuneReport.model_validate_json((t / "report.json").read_text())
+            out["tune"] = report
+            out["tune_html"] = Markup(render_html_fragment(report))
+            out["best"] = (t / "best").is_dir()
+            session = t / "best" / "session.json"
+            out["session"] = json.loads(session.read_text()) if session.is_file() else None
+        return out
+
+    def model_path(ref: str) -> tuple[Path, str]:
+        """The .onnx file a model reference names, and a title for it."""
+        m = _REF_RE.match(ref)
+        if not m:
+            raise _Answer(404, f"no model {ref!r}", "model references look like job-ID, best-ID or upload-ID")
+        kind, ident = m.groups()
+        if kind == "upload":
+            up = uploads.get(ident)
+            if up.kind != "file" or up.path.suffix != ".onnx":
+                raise _Answer(400, f"the upload {up.name} is not an .onnx file", "convert it first, then visualize the job's model")
+            return up.path, up.name
+        r = record(ident)
+        if kind == "job":
+            path, title = Path(r.run_dir) / "model.onnx", f"{r.name} (job {r.id})"
+        else:
+            t = tune_dir(r)
+            path, title = (t / "best" / "model.onnx" if t else Path("/nonexistent")), f"{r.name}, tuned best (job {r.id})"
+        if not path.is_file():
+            raise _Answer(404, f"job {r.id} has no {'converted' if kind == 'job' else 'tuned'} model yet",
+                          "wait for the job to succeed" if not r.terminal else "its job did not produce one")
+        return path, title
+
+    def models_to_show() -> list[dict[str, str]]:
+        found = []
+        for r in reversed(jobs.list(home=home)):
+            if (Path(r.run_dir) / "model.onnx").is_file() and r.spec.tune is None:
+                found.append({"ref": f"job-{r.id}", "title": f"{r.name} · converted (job {r.id})"})
+            t = tune_dir(r)
+            if t is not None and (t / "best" / "model.onnx").is_file() and (t / "tune.json").is_file():
+                found.append({"ref": f"best-{r.id}", "title": f"{r.name} · tuned best (job {r.id})"})
+        return found
+
+    # ------------------------------------------------------------ pages
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return RedirectResponse("/jobs", status_code=303)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        if netron_dir is None:
+            raise _Answer(404, "no icon")
+        return FileResponse(netron_dir / "favicon.ico")
+
+    @app.get("/jobs", response_class=HTMLResponse)
+    def jobs_page():
+        return page("jobs.html", jobs=[view(r) for r in reversed(jobs.list(home=home))])
+
+    @app.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job_page(job_id: str):
+        r = record(job_id)
+        return page("job.html", job=view(r), spec=r.spec.model_dump_json(indent=2), **results(r))
+
+    @app.get("/jobs/{job_id}/results", response_class=HTMLResponse)
+    def job_results(job_id: str):
+        r = record(job_id)
+        return HTMLResponse(templates.get_template("results.html").render(job=view(r), **results(r)))
+
+    @app.get("/convert", response_class=HTMLResponse)
+    def convert_page():
+        return page("convert.html", convert_fields=forms.CONVERT_FIELDS, verify_fields=forms.VERIFY_FIELDS,
+                    tune_fields=forms.TUNE_FIELDS)
+
+    @app.get("/perf", response_class=HTMLResponse)
+    def perf_page(job: str | None = None):
+        converted = [view(r) for r in reversed(jobs.list(home=home, states=["succeeded"])) if r.spec.tune is None]
+        return page("perf.html", tune_fields=forms.TUNE_FIELDS, converted=converted, chosen=job)
+
+    @app.get("/visualize", response_class=HTMLResponse)
+    def visualize_page(model: str | None = None):
+        summary, title = None, None
+        if model:
+            path, title = model_path(model)
+            from golive.inspection import summarize
+
+            summary = summarize(path)
+        return page("visualize.html", model=model, title=title, summary=summary, models=models_to_show())
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request):
+        ids = [j for item in request.query_params.getlist("job") for j in item.split(",") if j]
+        return page("compare.html", **compare(ids))
+
+    def compare(ids: list[str]) -> dict[str, Any]:
+        from golive.tuning.report import TuneReport
+
+        if len(ids) < 2:
+            raise _Answer(400, "pick two or more Perf Test jobs to compare", "tick them in the Job Monitor, then Compare")
+        columns, models = [], set()
+        for ident in ids:
+            r = record(ident)
+            t = tune_dir(r)
+            if t is None or not (t / "report.json").is_file():
+                raise _Answer(400, f"job {r.id} has no tune report", "compare finished Perf Test jobs")
+            report = TuneReport.model_validate_json((t / "report.json").read_text())
+            models.add(r.run_dir)
+            columns.append((view(r), report))
+        if len(models) > 1:
+            raise _Answer(400, "these Perf Test jobs tuned different models",
+                          "compare jobs run on the same converted job (or the same upload)")
+        rows: dict[str, dict[str, Any]] = {}
+        for i, (_, report) in enumerate(columns):
+            for c in report.candidates:
+                key = ("+".join(c.transforms) or "original") + " · " + c.session.describe() + (f" · batch {c.batch}" if c.batch else "")
+                rows.setdefault(key, {})[i] = c
+        best = {i: report.best.id for i, (_, report) in enumerate(columns)}
+        objective = columns[0][1].objective
+        order = sorted(rows, key=lambda k: min((c.score(objective) if c.figures and c.status == "passed" else float("inf"))
+                                                for c in rows[k].values()))
+        return {"columns": columns, "rows": [(k, rows[k]) for k in order], "best": best}
+
+    # ------------------------------------------------------------ downloads and models
+
+    @app.get("/jobs/{job_id}/files/{name}")
+    def job_file(job_id: str, name: str):
+        if name not in JOB_FILES:
+            raise _Answer(404, f"no file {name!r}", "files: " + ", ".join(JOB_FILES))
+        r = record(job_id)
+        path = file_of(r, name)
+        if path is None:
+            raise _Answer(404, f"job {r.id} has no {name}", "it is written when the step that makes it finishes")
+        inline = name.endswith(".html")
+        return FileResponse(path, media_type=JOB_FILES[name][1],
+                            filename=None if inline else f"{r.name}-{name}" if name != "model.onnx" else "model.onnx")
+
+    @app.get("/jobs/{job_id}/log")
+    def job_log(job_id: str):
+        return Response(jobs.log_text(job_id, home=home), media_type="text/plain; charset=utf-8")
+
+    @app.get("/jobs/{job_id}/best.zip")
+    def best_zip(job_id: str):
+        r = record(job_id)
+        t = tune_dir(r)
+        if t is None or not (t / "best").is_dir() or not (t / "tune.json").is_file():
+            raise _Answer(404, f"job {r.id} has no tuned best/ folder", "run a Perf Test and wait for it to succeed")
+        tmp = Path(tempfile.mkdtemp(prefix="golive-best-"))
+        archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=t, base_dir="best")
+        return FileResponse(archive, media_type="application/zip", filename=f"{r.name}-best.zip",
+                            background=BackgroundTask(shutil.rmtree, tmp, True))
+
+    @app.get("/models/{ref}/model.onnx")
+    def model_file(ref: str):
+        path, _ = model_path(ref)
+        return FileResponse(path, media_type="application/octet-stream", filename="model.onnx")
+
+    @app.get("/api/models/{ref}/summary")
+    def model_summary(ref: str):
+        from golive.inspection import summarize
+
+        path, _ = model_path(ref)
+        return JSONResponse(summarize(path).model_dump(mode="json"))
+
+    # ------------------------------------------------------------ Netron, offline
+
+    @app.get("/netron/", response_class=HTMLResponse)
+    @app.get("/netron/index.html", response_class=HTMLResponse)
+    def netron_index():
+        if netron_dir is None:
+            raise _Answer(501, "the netron package is not installed", "pip install 'golive[ui]'")
+        text = (netron_dir / "index.html").read_text()
+        # Netron stops with "Please update" once its build date is 180 days old: without the tag it takes today
+        text = re.sub(r'<meta name="date"[^>]*>\s*', "", text)
+        response = HTMLResponse(text, headers={
+            "Content-Security-Policy": "connect-src 'self'; frame-ancestors 'self'",
+            "Cache-Control": "no-store"})
+        # the consent cookie answers Netron's cookie question, so it neither asks ipinfo.io nor shows a dialog
+        response.set_cookie("consent", str(int(time.time() * 1000)), max_age=30 * 86400, samesite="strict")
+        return response
+
+    if netron_dir is not None:
+        app.mount("/netron", StaticFiles(directory=netron_dir), name="netron")
+
+    # ------------------------------------------------------------ the API
+
+    @app.post("/api/uploads")
+    async def upload(request: Request, name: str, purpose: str = "model"):
+        from golive.frontends.base import guess_framework
+
+        declared = request.headers.get("content-length")
+        up = await uploads.save(name, request.stream(), int(declared) if declared and declared.isdigit() else None)
+        info = up.to_json()
+        if purpose == "model":
+            try:
+                info["framework"] = guess_framework(str(up.path))
+            except GoliveError as exc:
+                info["framework"], info["framework_error"] = None, exc.message
+        return JSONResponse(info, status_code=201)
+
+    def source_of(body: dict[str, Any], what: str = "model") -> tuple[str, str]:
+        """(the path a job reads, a name for it) from an upload id, a server path or a pkg: resource."""
+        if body.get("upload"):
+            up = uploads.get(str(body["upload"]))
+            return str(up.path), Path(up.name).name.split(".")[0] or "model"
+        path = str(body.get("path") or "").strip()
+        if not path:
+            raise _Answer(400, f"no {what} given", f"upload the {what} file, or name a path under an allowed root")
+        if path.startswith("pkg:"):
+            return path, Path(path[4:]).parts[0] if what == "model" else "data"
+        from golive.frontends.base import is_import_path
+
+        if is_import_path(path) and not Path(path).exists():
+            if not settings.trust_pickle:
+                raise _Answer(403, f"{path} is an import path: importing it runs code, which this server does not do",
+                              "upload a saved model, or start golive ui with --trust-pickle")
+            return path, path.rpartition(":")[2] or "model"
+        resolved = under_roots(path, settings.allow_roots)
+        return str(resolved), resolved.name.split(".")[0] or "model"
+
+    def code_paths(values: list[str]) -> list[str]:
+        """Custom-op libraries and modules run code: only with --trust-pickle, and from allowed roots."""
+        if values and not settings.trust_pickle:
+            raise _Answer(403, "custom operators run code, which this server does not load",
+                          "start golive ui with --trust-pickle (and --allow-root for their folder)")
+        return [v if v == "onnxruntime_extensions" else str(under_roots(v, settings.allow_roots)) for v in values]
+
+    def new_run(name: str, suffix: str = "") -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:40] or "model"
+        return runs / f"{slug}{suffix}-{uuid.uuid4().hex[:8]}"
+
+    def submit(spec: JobSpec, name: str) -> JSONResponse:
+        job_id = jobs.submit(spec, home=home, name=name)
+        return JSONResponse({"id": job_id, "url": f"/jobs/{job_id}"}, status_code=201)
+
+    @app.post("/api/jobs/convert")
+    async def submit_convert(request: Request):
+        body = await _json(request)
+        source, name = source_of(body.get("model") or {})
+        convert_values = dict(body.get("convert") or {})
+        custom_ops = code_paths(forms._lines(convert_values.pop("custom_ops", "")))
+        convert = forms.parse_section(forms.CONVERT_FIELDS, ConvertOptions, convert_values,
+                                      {"trust_pickle": settings.trust_pickle, "custom_ops": custom_ops})
+        verify = forms.parse_section(forms.VERIFY_FIELDS, VerifyOptions, body.get("verify") or {})
+        if body.get("data"):
+            data, _ = source_of(body["data"], "data")
+            convert.data = verify.data = data
+        spec = JobSpec(source=source, output_dir=str(new_run(name)), convert=convert, verify=verify)
+        return submit(spec, name)
+
+    @app.post("/api/jobs/perf")
+    async def submit_perf(request: Request):
+        body = await _json(request)
+        values = dict(body.get("tune") or {})
+        tune = forms.parse_section(forms.TUNE_FIELDS, TuneOptions, values)
+        if body.get("data"):
+            tune.data, _ = source_of(body["data"], "data")
+        if body.get("job"):
+            base = record(str(body["job"]))
+            if base.spec.tune is not None or base.state != "succeeded":
+                raise _Answer(400, f"job {base.id} is not a succeeded convert job",
+                              "pick a converted model (a Convert job that succeeded)")
+            spec = base.spec.model_copy(deep=True)
+            name = base.name
+        else:
+            source, name = source_of(body.get("model") or {})
+            if not source.endswith(".onnx"):
+                raise _Answer(400, "a Perf Test takes a converted job or an .onnx model",
+                              "convert the model first (Convert page), then pick its job here")
+            spec = JobSpec(source=source, output_dir=str(new_run(name)))
+        spec.tune = tune
+        spec.tune_dir = str(new_run(name, "-perf"))
+        tune.custom_ops = spec.convert.custom_ops
+        return submit(spec, name)
+
+    @app.get("/api/jobs")
+    def api_jobs():
+        return [_jsonable(view(r)) for r in reversed(jobs.list(home=home))]
+
+    @app.get("/api/jobs/{job_id}")
+    def api_job(job_id: str):
+        r = record(job_id)
+        return {**_jsonable(view(r)), "spec": r.spec.model_dump(mode="json"),
+                "attempts": [a.model_dump(mode="json") for a in jobs.attempts(r.id, home=home)]}
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def api_cancel(job_id: str):
+        return _jsonable(view(jobs.cancel(job_id, home=home)))
+
+    @app.post("/api/jobs/{job_id}/retry")
+    def api_retry(job_id: str):
+        return _jsonable(view(jobs.retry(job_id, home=home)))
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def api_events(job_id: str, request: Request):
+        r = await run_in_threadpool(record, job_id)
+        return StreamingResponse(_follow(r, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def _follow(r: jobs.JobRecord, request: Request):
+        """The job's log as it grows, its progress events and its state, until it ends."""
+        from golive.events import EVENTS_FILE, read_events
+
+        log_path, offset = Path(r.log_path), 0
+        folders = [Path(r.run_dir)] + ([tune_dir(r)] if tune_dir(r) else [])
+        event_offsets = {f: 0 for f in folders}
+        last: tuple | None = None
+        while True:
+            if await request.is_disconnected():
+                return
+            current = await run_in_threadpool(record, r.id)
+            if log_path.is_file():
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                end = chunk.rfind(b"\n") + 1  # whole lines only
+                if end:
+                    offset += end
+                    yield _sse("log", chunk[:end].decode(errors="replace"))
+            for folder in folders:
+                events, event_offsets[folder] = read_events(folder / EVENTS_FILE, event_offsets[folder])
+                for e in events:
+                    if e.job_id == r.id and (current.started is None or e.ts >= current.started - 1):
+                        yield _sse("progress", {"step": e.step, "message": e.message, "done": e.done, "total": e.total})
+            state = (current.state, current.attempt, current.error)
+            if state != last:
+                last = state
+                yield _sse("state", _jsonable(view(current)))
+            if current.terminal:
+                yield _sse("end", current.state)
+                return
+            await asyncio.sleep(0.4)
+
+    return app
+
+
+def _sse(event: str, data: Any) -> str:
+    payload = json.dumps(data)
+    return f"event: {event}\ndata: {payload}\n\n"
+
+
+def _jsonable(v: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(v, default=str))
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _Answer(400, "the request body is not JSON", "send Content-Type: application/json") from None
+    if not isinstance(body, dict):
+        raise _Answer(400, "the request body must be a JSON object")
+    return body
+
+
+def _netron_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("netron")
+    if spec is None or not spec.origin:
+        return None
+    folder = Path(spec.origin).parent
+    return folder if (folder / "index.html").is_file() else None
