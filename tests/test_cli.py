@@ -26,7 +26,7 @@ def _golive(*args, env=None, cwd=None):
 def test_help_is_fast_and_imports_no_framework():
     code = ("import sys, time; t = time.perf_counter(); from golive.cli import app; from typer.testing import CliRunner; "
             "r = CliRunner().invoke(app, ['--help']); dt = time.perf_counter() - t; "
-            "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'sklearn', 'transformers') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'sklearn', 'transformers', 'fastapi', 'uvicorn', 'jinja2') if m in sys.modules]; "
             "print(r.exit_code, round(dt, 3), heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
     assert out[0] == "0"

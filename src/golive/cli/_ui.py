@@ -25,7 +25,7 @@ def ui(
     """Start the local web app (Convert · Perf Test · Model Visualize · Job Monitor) and its workers; prints the URL."""
     with _user_errors():
         from golive.jobs import home_dir
-        from golive.ui import Settings, serve
+        from golive.web import Settings, serve
 
         settings = Settings(home=home_dir(home), host=host, port=port, workers=workers, allow_roots=allow_root,
                             token=token or None, trust_pickle=trust_pickle, max_upload_mb=max_upload_mb)

@@ -4,12 +4,12 @@ Needs the ``ui`` extra (FastAPI, uvicorn, Jinja2, netron). ``create_app`` builds
 with uvicorn beside a worker pool that runs the submitted jobs.
 """
 
-from golive.ui.server import Settings, serve
+from golive.web.server import Settings, serve
 
 __all__ = ["Settings", "serve", "create_app"]
 
 
 def create_app(settings: Settings):
-    from golive.ui.app import create_app as _create
+    from golive.web.app import create_app as _create
 
     return _create(settings)

@@ -103,7 +103,7 @@ class UploadStore:
             if size == 0:
                 raise UploadError(f"{base} is empty")
             if suffix in ARCHIVE_SUFFIXES:
-                path, kind = self._unpack(target, partial / "folder"), "folder"
+                path, kind = self._unpack(target, partial / "folder", base), "folder"
                 target.unlink()
             else:
                 path, kind = target.with_name("model" + suffix), "file"
@@ -116,7 +116,7 @@ class UploadStore:
             raise
         return self.get(upload_id)
 
-    def _unpack(self, archive: Path, dest: Path) -> Path:
+    def _unpack(self, archive: Path, dest: Path, name: str) -> Path:
         """Unpack member by member, refusing absolute paths, ``..``, links and devices; return the model folder
         (the archive's single top folder, if it has one)."""
         dest.mkdir()
@@ -171,9 +171,9 @@ class UploadStore:
                         with t.extractfile(member) as src, open(out, "wb") as dst:
                             shutil.copyfileobj(src, dst, 1 << 20)
             else:
-                raise UploadError(f"{archive.name} is not a readable .zip or .tar archive")
+                raise UploadError(f"cannot unpack {name}: it is not a readable .zip or .tar archive")
         except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-            raise UploadError(f"cannot unpack the archive: {exc}") from None
+            raise UploadError(f"cannot unpack {name}: {exc}") from None
         entries = [p for p in dest.iterdir()]
         if not entries:
             raise UploadError("the archive is empty")

@@ -31,10 +31,10 @@ from starlette.concurrency import run_in_threadpool
 from golive import jobs
 from golive.errors import GoliveError
 from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
-from golive.ui import forms
-from golive.ui.security import TOKEN_COOKIE, Gate, Refusal
-from golive.ui.settings import Settings
-from golive.ui.uploads import UploadError, UploadStore, under_roots
+from golive.web import forms
+from golive.web.security import TOKEN_COOKIE, Gate, Refusal
+from golive.web.settings import Settings
+from golive.web.uploads import UploadError, UploadStore, under_roots
 
 __all__ = ["Settings", "create_app"]
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     uploads = UploadStore(home / "uploads", max_bytes=int(settings.max_upload_mb * 2**20), trust_code=settings.trust_pickle)
     runs = home / "runs"
     gate = Gate(settings.host, settings.port, settings.token)
-    templates = Environment(loader=PackageLoader("golive.ui", "templates"), autoescape=select_autoescape(["html"]))
+    templates = Environment(loader=PackageLoader("golive.web", "templates"), autoescape=select_autoescape(["html"]))
     templates.filters["when"] = _ago
     templates.filters["duration"] = _duration
     templates.filters["shape"] = lambda dims: "[" + ", ".join(map(str, dims)) + "]"
@@ -243,9 +243,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary, title = None, None
         if model:
             path, title = model_path(model)
-            from golive.inspection import summarize
-
-            summary = summarize(path)
+            summary = _inspect(path)
         return page("visualize.html", model=model, title=title, summary=summary, models=models_to_show())
 
     @app.get("/compare", response_class=HTMLResponse)
@@ -317,10 +315,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/models/{ref}/summary")
     def model_summary(ref: str):
-        from golive.inspection import summarize
-
         path, _ = model_path(ref)
-        return JSONResponse(summarize(path).model_dump(mode="json"))
+        return JSONResponse(_inspect(path).model_dump(mode="json"))
 
     # ------------------------------------------------------------ Netron, offline
 
@@ -492,6 +488,14 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.sleep(0.4)
 
     return app
+
+
+def _inspect(path: Path):
+    """golive.api.inspect, in this process: the server owns it, as the CLI owns its own."""
+    from golive import api
+
+    with api.in_this_process():
+        return api.inspect(path)
 
 
 def _sse(event: str, data: Any) -> str:

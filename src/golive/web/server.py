@@ -8,8 +8,8 @@ import threading
 from typing import Callable
 
 from golive.errors import GoliveError
-from golive.ui.security import is_loopback
-from golive.ui.settings import Settings
+from golive.web.security import is_loopback
+from golive.web.settings import Settings
 
 __all__ = ["Settings", "serve", "check_settings"]
 
@@ -49,7 +49,7 @@ def serve(settings, *, on_ready: Callable[[str], None] | None = None) -> None:
     import uvicorn
 
     from golive.jobs.pool import WorkerPool
-    from golive.ui.app import create_app
+    from golive.web.app import create_app
 
     check_settings(settings)
     app = create_app(settings)

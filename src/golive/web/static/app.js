@@ -114,10 +114,10 @@ if (jobBox) {
       $("#progress-text").textContent = p.step + ": " + p.message;
     });
     source.addEventListener("state", (e) => showState(JSON.parse(e.data)));
-    source.addEventListener("end", async () => {
+    source.addEventListener("end", async (e) => {
       source.close();
       const bar = $("#bar");
-      bar.max = 1; bar.value = 1;
+      if (JSON.parse(e.data) === "succeeded") { bar.max = 1; bar.value = 1; }
       const response = await fetch("/jobs/" + id + "/results");
       if (response.ok) $("#results").innerHTML = await response.text();
     });

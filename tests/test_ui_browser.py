@@ -1,0 +1,245 @@
+"""The web app in a real browser: Debian's chromium driven by Playwright, against `golive ui` run as a user runs it.
+
+Each test saves a screenshot of every page it visits under test-artifacts/ui/TEST/.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from conftest import TESTS
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+ARTIFACTS = TESTS.parent / "test-artifacts" / "ui"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class UI:
+    """`golive ui` in a process of its own."""
+
+    def __init__(self, home: Path, port: int | None = None) -> None:
+        self.home, self.port = home, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(home.parent / f"ui-{time.monotonic_ns()}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "golive", "ui", "--home", str(home), "--port", str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, start_new_session=True)
+        line = self.proc.stdout.readline()  # printed once it listens
+        assert line.startswith(f"golive ui: {self.url}/"), line
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+class Shots:
+    def __init__(self, name: str) -> None:
+        self.folder = ARTIFACTS / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("*.png"):
+            old.unlink()
+        self.n = 0
+
+    def __call__(self, page, what: str) -> None:
+        self.n += 1
+        page.screenshot(path=str(self.folder / f"{self.n:02d}-{what}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def mnist_pt(tmp_path_factory) -> Path:
+    """The talk's MNIST network, saved as TorchScript: a file a user uploads as it is."""
+    import torch
+
+    from zoo import MnistCNN
+
+    path = tmp_path_factory.mktemp("mnist") / "mnist.pt"
+    torch.manual_seed(0)
+    torch.jit.trace(MnistCNN().eval(), torch.randn(1, 1, 28, 28)).save(str(path))
+    return path
+
+
+@pytest.fixture
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def ui(tmp_path):
+    server = UI(tmp_path / "home")
+    yield server
+    server.stop()
+
+
+def convert_mnist(page, ui: UI, mnist_pt: Path, shot) -> str:
+    page.goto(ui.url + "/convert")
+    page.set_input_files("#model-file", str(mnist_pt))
+    page.wait_for_selector("#model-status:has-text('uploaded')")
+    assert page.inner_text("#framework-guess") == "framework: pytorch (guessed from the file)"
+    page.fill("#convert\\.inputs", "x:float32[batch,1,28,28]")
+    shot(page, "convert-form")
+    page.click("#submit")
+    page.wait_for_url("**/jobs/*")
+    return page.url.rsplit("/", 1)[1]
+
+
+def start_perf(page, ui: UI, job_id: str, budget: int, shot) -> str:
+    page.goto(f"{ui.url}/perf?job={job_id}")
+    page.fill("#tune\\.budget", str(budget))
+    shot(page, "perf-form")
+    page.click("#submit")
+    page.wait_for_url("**/jobs/*")
+    return page.url.rsplit("/", 1)[1]
+
+
+def watch_log(page, until: str, timeout: float = 240) -> list[int]:
+    """The log's length each time it changed, until the job's state is ``until``."""
+    lengths, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        n = len(page.inner_text("#log"))
+        if not lengths or n != lengths[-1]:
+            lengths.append(n)
+        state = page.inner_text("#state")
+        if state == until:
+            return lengths
+        assert state not in ("failed", "cancelled", "interrupted") or state == until, page.inner_text("#job-error")
+        time.sleep(0.1)
+    raise AssertionError(f"the job did not reach {until} (state {page.inner_text('#state')})")
+
+
+def test_convert_watch_visualize_tune_and_download(browser, ui, mnist_pt, tmp_path):
+    import golive
+
+    shot = Shots("convert_watch_visualize_tune_and_download")
+    context = browser.new_context(accept_downloads=True)
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    page.clock.install(time=datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc))
+
+    job_id = convert_mnist(page, ui, mnist_pt, shot)
+    watch_log(page, "succeeded")
+    page.wait_for_selector("#verify-table")
+    assert page.inner_text("#verify-verdict") == "passed"
+    assert "export: exporting to ONNX" in page.inner_text("#log")
+    shot(page, "convert-job")
+
+    page.goto(ui.url + "/jobs")
+    assert page.inner_text(f"tr[data-job='{job_id}'] .state") == "succeeded"
+    shot(page, "job-monitor")
+
+    page.goto(ui.url + "/visualize")
+    page.select_option("#model-pick", f"job-{job_id}")
+    page.click("text=Show")
+    page.wait_for_selector("#summary")
+    netron = page.frame_locator("#netron")
+    netron.locator("#canvas g.node").first.wait_for(timeout=60000)
+    assert netron.locator("#canvas").is_visible()
+    for op, n in {"Conv": 2, "Gemm": 2, "LogSoftmax": 1}.items():  # Netron replaces window.eval: no evaluate() here
+        assert netron.locator("#canvas g.node", has_text=op).count() == n, op
+        assert netron.locator("#canvas g.node", has_text=op).first.is_visible()
+    assert not netron.locator("text=Please update").is_visible()
+    assert "Conv" in page.inner_text("#ops")
+    shot(page, "visualize")
+
+    perf_id = start_perf(page, ui, job_id, 10, shot)
+    lengths = watch_log(page, "succeeded")
+    assert len([n for n in lengths if n > 0]) >= 3, lengths  # the log grew while the job ran, without reloading the page
+    page.wait_for_selector("#tune-summary")
+    assert "All candidates, ranked" in page.inner_text("#results")
+    assert "golive.load_session(" in page.inner_text("#snippet")
+    shot(page, "perf-job")
+    with page.expect_download() as download:
+        page.click("#best-zip")
+    archive = tmp_path / "best.zip"
+    download.value.save_as(archive)
+    zipfile.ZipFile(archive).extractall(tmp_path / "downloaded")
+    session = golive.load_session(tmp_path / "downloaded" / "best")
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    assert session.run(None, {"x": x})[0].shape == (2, 10)
+
+    page.goto(f"{ui.url}/visualize?model=best-{perf_id}")
+    netron.locator("#canvas g.node").first.wait_for(timeout=60000)
+    shot(page, "visualize-best")
+    hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
+    assert hosts == {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
+    context.close()
+
+
+def test_cancel_a_running_job(browser, ui, mnist_pt):
+    shot = Shots("cancel_a_running_job")
+    page = browser.new_page()
+    job_id = convert_mnist(page, ui, mnist_pt, shot)
+    watch_log(page, "succeeded")
+    start_perf(page, ui, job_id, 300, shot)
+    page.wait_for_selector("#state.running")
+    page.wait_for_function("document.querySelector('#log').textContent.includes('tune:')")
+    shot(page, "running")
+    page.click("#cancel")
+    page.wait_for_selector("#state.cancelled", timeout=60000)
+    assert page.inner_text("#job-error") == "cancelled on request"
+    assert page.is_visible("#retry") and not page.is_visible("#cancel")
+    shot(page, "cancelled")
+
+
+def test_a_job_interrupted_by_a_killed_server_completes_on_retry(browser, tmp_path, mnist_pt):
+    shot = Shots("interrupted_by_a_killed_server")
+    home = tmp_path / "home"
+    server = UI(home)
+    try:
+        page = browser.new_page()
+        job_id = convert_mnist(page, server, mnist_pt, shot)
+        watch_log(page, "succeeded")
+        perf_id = start_perf(page, server, job_id, 8, shot)
+        page.wait_for_function("document.querySelector('#log').textContent.includes('tune:')", timeout=120000)
+        shot(page, "running")
+        server.kill9()
+    finally:
+        server.stop()
+    server = UI(home, port=server.port)  # started again on the same home
+    try:
+        page.goto(f"{server.url}/jobs/{perf_id}")
+        page.wait_for_selector("#state.interrupted")
+        assert "interrupted" in page.inner_text("#job-error")
+        shot(page, "interrupted")
+        page.click("#retry")
+        watch_log(page, "succeeded")
+        page.wait_for_selector("#tune-summary")
+        assert page.inner_text("#attempt") == "2"
+        shot(page, "retried")
+    finally:
+        server.stop()
