@@ -111,7 +111,8 @@ def test_job_page_shows_the_verify_table_and_downloads(done):
     model = c.get(f"/jobs/{cid}/files/model.onnx")
     assert model.status_code == 200 and model.content == (Path(info["run_dir"]) / "model.onnx").read_bytes()
     assert c.get(f"/jobs/{cid}/files/golive.json").json()["framework"] == "onnx"
-    assert c.get(f"/jobs/{cid}/files/job.json").json()["source"].endswith("model.onnx")
+    job_json = c.get(f"/jobs/{cid}/files/job.json").json()
+    assert job_json["source"].endswith("model.onnx") and job_json.get("tune") is None  # its Perf Tests wrote elsewhere
     assert "attempt 1 of job" in c.get(f"/jobs/{cid}/log").text
     summary = c.get(f"/api/models/job-{cid}/summary").json()
     assert summary["op_types"] == {"Relu": 1} and summary["inputs"][0]["shape"] == ["batch", 4]
@@ -158,6 +159,29 @@ def test_compare_shows_candidates_side_by_side(done):
     assert r.status_code == 400 and "has no tune report" in r.text
 
 
+def test_compare_perf_tests_of_one_upload_but_not_of_two_models(done, tmp_path):
+    from onnx import TensorProto, helper, save
+
+    c, home = done["client"], done["home"]
+    relu = relu_onnx(tmp_path / "relu.onnx").read_bytes()
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "sigmoid.onnx")
+    ids = []
+    for name, data in (("relu.onnx", relu), ("relu.onnx", relu), ("sigmoid.onnx", (tmp_path / "sigmoid.onnx").read_bytes())):
+        up = upload(c, name, data).json()
+        r = c.post("/api/jobs/perf", json={"model": {"upload": up["id"]}, "tune": {"budget": "2", "transforms": []}},
+                   headers=SAME_ORIGIN)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    jobs.run_worker(home=home, exit_when_idle=True)
+    assert [jobs.get(i, home=home).state for i in ids] == ["succeeded"] * 3
+    assert c.get(f"/compare?job={ids[0]},{ids[1]}").status_code == 200  # two uploads of one model
+    r = c.get(f"/compare?job={ids[0]}&job={ids[2]}")
+    assert r.status_code == 400 and "tuned different models" in r.text
+
+
 def test_cancel_and_retry(done):
     c, home, cid = done["client"], done["home"], done["convert"]
     r = c.post("/api/jobs/perf", json={"job": cid, "tune": {"budget": "3"}}, headers=SAME_ORIGIN)
@@ -180,6 +204,14 @@ def test_netron_is_served_offline_and_never_expires(done):
     assert "consent=" in r.headers["set-cookie"]
     assert c.get("/netron/browser.js").status_code == 200
     assert c.get("/netron/view.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    for sneaky in ("/netron//index.html", "/netron/%2e/index.html", "/netron/./index.html"):
+        r = c.get(sneaky)
+        assert r.status_code == 404 or ('name="date"' not in r.text and "connect-src" in r.headers["content-security-policy"]), sneaky
+
+
+def test_pages_cannot_be_framed_by_other_sites(done):
+    r = done["client"].get("/jobs")
+    assert r.headers["x-frame-options"] == "SAMEORIGIN" and "frame-ancestors 'self'" in r.headers["content-security-policy"]
 
 
 # ---------------------------------------------------------------- refusals
@@ -239,6 +271,7 @@ def test_uploads_refused_leave_nothing_behind(tmp_path):
         ("evil.zip", zip_bytes({"../escape.txt": b"x"}), 400, "points outside the archive"),
         ("abs.zip", zip_bytes({"/etc/passwd": b"x"}), 400, "points outside the archive"),
         ("bad.zip", b"PK\x03\x04 not really", 400, "cannot unpack"),
+        ("a.onnx%00", b"x", 400, "control characters"),
     ]
     for name, data, status, text in cases:
         r = upload(c, name, data)
@@ -250,6 +283,13 @@ def test_uploads_refused_leave_nothing_behind(tmp_path):
         t.addfile(link)
     r = upload(c, "linked.tar", buf.getvalue())
     assert r.status_code == 400 and "is not a file or folder" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is enforced while streaming
+        for _ in range(20):
+            yield b"x" * 1000
+    r = c.post("/api/uploads?name=streamed.onnx", content=chunks(), headers=SAME_ORIGIN)
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and "over this server's limit" in r.json()["error"]
     assert uploads_left(home) == []  # nothing half-written
 
 
@@ -296,17 +336,20 @@ def test_bad_settings_say_what_is_wrong(tmp_path):
     up = upload(c, "relu.onnx", relu_onnx(tmp_path / "relu.onnx").read_bytes()).json()
     model = {"upload": up["id"]}
     cases = [
-        ({"model": model, "convert": {"opset": "three"}}, "cannot read convert opset"),
-        ({"model": model, "convert": {"opset": "3"}}, "opset"),
-        ({"model": model, "convert": {"exporter": "magic"}}, "exporter"),
-        ({"model": model, "convert": {"colour": "red"}}, "unknown ConvertOptions field(s): colour"),
-        ({"model": model, "verify": {"dim_sizes": "batch"}}, "cannot read verify dim sizes"),
-        ({"model": model, "convert": {"custom_ops": "ops.so"}}, "custom operators run code"),
-        ({}, "no model given"),
+        ({"model": model, "convert": {"opset": "three"}}, 400, "cannot read convert opset"),
+        ({"model": model, "convert": {"opset": "3"}}, 400, "invalid convert settings: opset: Input should be greater than or equal to 7"),
+        ({"model": model, "convert": {"exporter": "magic"}}, 400, "invalid convert settings: exporter: Input should be 'auto'"),
+        ({"model": model, "convert": {"colour": "red"}}, 400, "unknown ConvertOptions field(s): colour"),
+        ({"model": model, "verify": {"dim_sizes": "batch"}}, 400, "cannot read verify dim sizes"),
+        ({"model": model, "convert": {"custom_ops": "ops.so"}}, 403, "custom operators run code"),
+        ({}, 400, "no model given"),
+        ({"model": {"path": "pkg:golive/../../../etc"}}, 400, "the path leaves the package golive"),
+        ({"model": {"path": "pkg:os.path/x"}}, 400, "name a top-level installed package"),
+        ({"model": model, "pad": "x" * 300_000}, 413, "a form submission is at most 256 KB"),
     ]
-    for body, text in cases:
+    for body, status, text in cases:
         r = c.post("/api/jobs/convert", json=body, headers=SAME_ORIGIN)
-        assert r.status_code in (400, 403) and text in r.json()["error"], (body, r.text)
+        assert r.status_code == status and text in r.json()["error"], (body, r.text)
     r = c.post("/api/jobs/perf", json={"model": model, "tune": {"transforms": ["warp_drive"]}}, headers=SAME_ORIGIN)
     assert r.status_code == 400 and "unknown tune transforms: warp_drive" in r.json()["error"]
     r = c.post("/api/jobs/perf", json={"model": model, "tune": {"metrics": "cosine=high"}}, headers=SAME_ORIGIN)

@@ -163,6 +163,7 @@ def test_convert_watch_visualize_tune_and_download(browser, ui, mnist_pt, tmp_pa
     shot(page, "job-monitor")
 
     page.goto(ui.url + "/visualize")
+    shot(page, "visualize-pick")
     page.select_option("#model-pick", f"job-{job_id}")
     page.click("text=Show")
     page.wait_for_selector("#summary")
@@ -205,6 +206,7 @@ def test_cancel_a_running_job(browser, ui, mnist_pt):
     page = browser.new_page()
     job_id = convert_mnist(page, ui, mnist_pt, shot)
     watch_log(page, "succeeded")
+    shot(page, "convert-job")
     start_perf(page, ui, job_id, 300, shot)
     page.wait_for_selector("#state.running")
     page.wait_for_function("document.querySelector('#log').textContent.includes('tune:')")
@@ -224,6 +226,7 @@ def test_a_job_interrupted_by_a_killed_server_completes_on_retry(browser, tmp_pa
         page = browser.new_page()
         job_id = convert_mnist(page, server, mnist_pt, shot)
         watch_log(page, "succeeded")
+        shot(page, "convert-job")
         perf_id = start_perf(page, server, job_id, 8, shot)
         page.wait_for_function("document.querySelector('#log').textContent.includes('tune:')", timeout=120000)
         shot(page, "running")
@@ -237,6 +240,7 @@ def test_a_job_interrupted_by_a_killed_server_completes_on_retry(browser, tmp_pa
         assert "interrupted" in page.inner_text("#job-error")
         shot(page, "interrupted")
         page.click("#retry")
+        page.wait_for_selector("#state:not(.interrupted)")
         watch_log(page, "succeeded")
         page.wait_for_selector("#tune-summary")
         assert page.inner_text("#attempt") == "2"

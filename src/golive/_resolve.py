@@ -26,7 +26,11 @@ def resolve_source(source: str) -> str:
     spec = importlib.util.find_spec(module) if module else None
     if spec is None or not spec.submodule_search_locations:
         raise SourceNotFoundError(f"{source}: no installed package {module!r}", hint=f"pip install {module.replace('_', '-')}")
-    path = Path(list(spec.submodule_search_locations)[0]) / sub
+    root = Path(list(spec.submodule_search_locations)[0]).resolve()
+    path = root / sub
+    if path.resolve() != root and root not in path.resolve().parents:
+        raise SourceNotFoundError(f"{source}: the path leaves the package {module}",
+                                  hint=f"name a file or folder inside it: pkg:{module}/sub/path")
     if not path.exists():
         raise SourceNotFoundError(f"{source}: {path} does not exist")
     return str(path)

@@ -77,7 +77,9 @@ def summarize(path: str | Path) -> ModelSummary:
         for entry in init.external_data:
             if entry.key == "location":
                 external.add(entry.value)
-    ext_bytes = sum((path.parent / f).stat().st_size for f in external if (path.parent / f).exists())
+    folder = path.parent.resolve()
+    inside = [folder / f for f in external if folder in (folder / f).resolve().parents]  # never stat a path outside
+    ext_bytes = sum(f.stat().st_size for f in inside if f.is_file())
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
     return ModelSummary(
         path=str(path), file_bytes=path.stat().st_size, external_data=sorted(external), external_bytes=ext_bytes,

@@ -335,7 +335,14 @@ def _read_tensor(path: Path):
     tensor = onnx.TensorProto()
     try:
         tensor.ParseFromString(path.read_bytes())
-        return tensor.name, numpy_helper.to_array(tensor)
+        folder = path.parent.resolve()
+        for entry in tensor.external_data:
+            if entry.key == "location" and folder not in (folder / entry.value).resolve().parents:
+                raise DataError(f"{path} keeps its data in {entry.value!r}, outside its folder",
+                                hint="keep a test_data_set's external data files beside its .pb files")
+        return tensor.name, numpy_helper.to_array(tensor, base_dir=str(folder))
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path} is not a readable TensorProto: {exc}") from exc
 

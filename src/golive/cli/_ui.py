@@ -1,4 +1,4 @@
-"""`golive ui`: the local web app."""
+"""`golive ui`: the local web app. Defaults and help come from golive.web.settings.Settings."""
 
 from __future__ import annotations
 
@@ -8,27 +8,36 @@ from typing import Annotated, Optional
 
 import typer
 
-from golive.cli import _user_errors, app, err
+from golive.cli import _user_errors, app, err, help_for
+from golive.web.settings import Settings as S
+
+_default = {name: f.default for name, f in S.model_fields.items()}
 
 
 @app.command()
 def ui(
-    host: Annotated[str, typer.Option(help="Address to bind. Anything but a loopback address needs --token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8800,
-    home: Annotated[Optional[Path], typer.Option(help="golive home: job store, uploads and run folders (default: $GOLIVE_HOME or ~/.golive).")] = None,
-    workers: Annotated[int, typer.Option(help="Jobs run at once by this server (0: none; a separate golive worker runs them).")] = 1,
-    allow_root: Annotated[list[Path], typer.Option("--allow-root", help="A folder whose models and data the pages may name by path (repeat for several). Without one, models are uploaded.")] = [],
-    token: Annotated[Optional[str], typer.Option(help="Token every request must carry (default: $GOLIVE_TOKEN); required off loopback.", envvar="GOLIVE_TOKEN")] = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Accept pickled models and code (custom ops, import paths) from the pages. Only when you trust every user of this server.")] = False,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 2048.0,
+    host: Annotated[str, typer.Option(help=help_for(S, "host"))] = _default["host"],
+    port: Annotated[int, typer.Option(help=help_for(S, "port"))] = _default["port"],
+    home: Annotated[Optional[Path], typer.Option(help=help_for(S, "home"))] = None,
+    workers: Annotated[int, typer.Option(help=help_for(S, "workers"))] = _default["workers"],
+    allow_root: Annotated[list[Path], typer.Option("--allow-root", help=help_for(S, "allow_roots"))] = [],
+    token: Annotated[Optional[str], typer.Option(help=help_for(S, "token"), envvar="GOLIVE_TOKEN")] = None,
+    trust_pickle: Annotated[bool, typer.Option(help=help_for(S, "trust_pickle"))] = _default["trust_pickle"],
+    max_upload_mb: Annotated[float, typer.Option(help=help_for(S, "max_upload_mb"))] = _default["max_upload_mb"],
 ) -> None:
     """Start the local web app (Convert · Perf Test · Model Visualize · Job Monitor) and its workers; prints the URL."""
     with _user_errors():
-        from golive.jobs import home_dir
-        from golive.web import Settings, serve
+        from pydantic import ValidationError
 
-        settings = Settings(home=home_dir(home), host=host, port=port, workers=workers, allow_roots=allow_root,
-                            token=token or None, trust_pickle=trust_pickle, max_upload_mb=max_upload_mb)
+        from golive.errors import GoliveError
+        from golive.jobs import home_dir
+        from golive.web import serve
+
+        try:
+            settings = S(home=home_dir(home), host=host, port=port, workers=workers, allow_roots=allow_root,
+                         token=token or None, trust_pickle=trust_pickle, max_upload_mb=max_upload_mb)
+        except ValidationError as exc:
+            raise GoliveError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())) from None
 
         def ready(url: str) -> None:
             print(f"golive ui: {url}", flush=True)

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from golive.errors import FrameworkError, GoliveError, ModelLoadError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    CONVERT_RECORD, JOB_FILE, ConvertRecord, RunFolder, carry_custom_ops, paths_to_record, read_record, step_key,
+    CONVERT_RECORD, CUSTOM_OPS_DIR, JOB_FILE, ConvertRecord, RunFolder, carry_custom_ops, paths_to_record, read_record, step_key,
     to_record,
 )
 from golive.spec import ConvertOptions, JobSpec, VerifyOptions
@@ -96,6 +96,45 @@ def finished_convert(out: Path) -> ConvertRecord | None:
         return None
     if not all((out / name).is_file() for name in record.external_data):
         return None
+    return record
+
+
+def fork_convert(src: str | Path, dst: str | Path) -> ConvertRecord:
+    """Start the run folder ``dst`` from ``src``'s finished convert step: its record, model files and custom ops,
+    hard-linked where the file system allows (golive replaces files and never rewrites one in place), so a job
+    on ``dst`` with the same convert spec skips its convert step and writes only into ``dst``.
+
+    ``dst`` is a sibling of ``src``: the record's paths are relative to the folder, and stay right there."""
+    import os
+    import shutil
+    import uuid
+
+    src, dst = Path(src).absolute(), Path(dst).absolute()
+    record = finished_convert(src)
+    if record is None:
+        raise GoliveError(f"{src} holds no finished conversion", hint="convert the model first")
+    if src.parent.resolve() != dst.parent.resolve():
+        raise ValueError(f"{dst} is not a sibling of {src}: the record's relative paths would point elsewhere")
+    if dst.exists():
+        raise GoliveError(f"{dst} exists already", hint="fork into a new folder")
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    partial = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.mkdir()
+    try:
+        for name in ("model.onnx", *record.external_data, CONVERT_RECORD):
+            link(str(src / name), str(partial / name))
+        if (src / CUSTOM_OPS_DIR).is_dir():
+            shutil.copytree(src / CUSTOM_OPS_DIR, partial / CUSTOM_OPS_DIR, copy_function=link)
+        partial.rename(dst)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return record
 
 

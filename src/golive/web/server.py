@@ -21,10 +21,6 @@ def check_settings(settings) -> None:
     if not is_loopback(settings.host) and not settings.token:
         raise GoliveError(f"binding {settings.host} lets other machines reach golive ui: it needs a token",
                           hint="pass --token T (or set GOLIVE_TOKEN), or bind 127.0.0.1")
-    if settings.workers < 0:
-        raise GoliveError("--workers must be 0 or more", hint="0 runs no jobs here (a separate golive worker runs them)")
-    if settings.max_upload_mb <= 0:
-        raise GoliveError("--max-upload-mb must be positive")
     for root in settings.allow_roots:
         if not root.is_dir():
             raise GoliveError(f"--allow-root {root} is not a folder")

@@ -1,25 +1,35 @@
-"""What `golive ui` was started with."""
+"""What `golive ui` runs with: each setting declared once, with its default and help (the CLI reads both)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["Settings"]
 
 
-@dataclass
-class Settings:
-    home: Path
-    host: str = "127.0.0.1"
-    port: int = 8800
-    workers: int = 1
-    allow_roots: list[Path] = field(default_factory=list)
-    token: str | None = None
-    trust_pickle: bool = False
-    max_upload_mb: float = 2048.0
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    def __post_init__(self) -> None:
-        self.home = Path(self.home).expanduser().absolute()
-        self.allow_roots = [Path(os.path.realpath(os.path.expanduser(r))) for r in self.allow_roots]
+    home: Path = Field(description="golive home: job store, uploads and run folders (default: $GOLIVE_HOME or ~/.golive).")
+    host: str = Field("127.0.0.1", description="Address to bind. Anything but a loopback address needs --token.")
+    port: int = Field(8800, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(1, ge=0, description="Jobs run at once by this server (0: none; a separate golive worker runs them).")
+    allow_roots: list[Path] = Field(default_factory=list, description=(
+        "A folder whose models and data the pages may name by path (repeat for several). Without one, models are uploaded."))
+    token: str | None = Field(None, description="Token every request must carry (default: $GOLIVE_TOKEN); required off loopback.")
+    trust_pickle: bool = Field(False, description=(
+        "Accept pickled models and code (custom ops, import paths) from the pages. Only when you trust every user of this server."))
+    max_upload_mb: float = Field(2048.0, gt=0, description="Largest upload accepted, in MB.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return Path(v).expanduser().absolute()
+
+    @field_validator("allow_roots")
+    @classmethod
+    def _real(cls, v: list[Path]) -> list[Path]:
+        return [Path(os.path.realpath(os.path.expanduser(r))) for r in v]

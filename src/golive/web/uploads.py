@@ -7,8 +7,10 @@ archive, the folder it unpacks to. Nothing is half-written: a refused or broken 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 import re
 import shutil
 import stat
@@ -62,8 +64,19 @@ class UploadStore:
         self.root = Path(root)
         self.max_bytes, self.trust_code = max_bytes, trust_code
 
+    def sweep(self, older_than: float = 3600.0) -> None:
+        """Remove uploads left half-written by a server that was killed mid-upload."""
+        for partial in self.root.glob(".*.partial") if self.root.is_dir() else []:
+            try:
+                if time.time() - partial.stat().st_mtime > older_than:
+                    shutil.rmtree(partial, ignore_errors=True)
+            except OSError:
+                pass
+
     def check_name(self, name: str) -> str:
         """The upload's original file name, checked before a byte is stored."""
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise UploadError("the upload's file name holds control characters", hint="rename the file")
         base = PurePosixPath(name.replace("\\", "/")).name
         if not base or base in (".", ".."):
             raise UploadError("the upload has no file name", hint="send ?name=FILE.EXT with the upload")
@@ -103,7 +116,8 @@ class UploadStore:
             if size == 0:
                 raise UploadError(f"{base} is empty")
             if suffix in ARCHIVE_SUFFIXES:
-                path, kind = self._unpack(target, partial / "folder", base), "folder"
+                # unpacking takes a while: off the event loop, so pages and live logs keep answering
+                path, kind = await asyncio.to_thread(self._unpack, target, partial / "folder", base), "folder"
                 target.unlink()
             else:
                 path, kind = target.with_name("model" + suffix), "file"
