@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = ["convert", "verify", "inspect", "tune", "load_session", "run", "TuneOptions", "JobSpec", "ConvertOptions", "VerifyOptions", "GoliveError",
-           "CancelToken", "Event", "write_test_data", "jobs", "__version__"]
+           "CancelToken", "Event", "write_test_data", "jobs", "show", "pipelines", "__version__"]
 
 _LAZY = {
     "convert": "golive.api",
@@ -29,6 +29,7 @@ _LAZY = {
     "write_test_data": "golive.tensors",
     "CancelToken": "golive.events",
     "Event": "golive.events",
+    "show": "golive.web.viewer",
 }
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("jobs", "api"):  # the job queue; the façade module (golive.api.in_this_process)
+    if name in ("jobs", "api", "pipelines"):  # the job queue; the façade module; Kubeflow pipelines
         return importlib.import_module(f"golive.{name}")
     module = _LAZY.get(name)
     if module is None:

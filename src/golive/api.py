@@ -47,9 +47,11 @@ def _call(entry: str, what: str, on_event: EventHandler | None, cancel: CancelTo
         from golive.events import StepContext
 
         return getattr(steps, entry)(StepContext(on_event=on_event, cancel=cancel), **kwargs)
+    from golive._progress import auto_progress
     from golive._worker import call
 
-    return call(f"golive.steps:{entry}", kwargs, what=what, on_event=on_event, cancel=cancel)
+    with auto_progress(on_event, what) as handler:  # a notebook shows a progress bar unless on_event is given
+        return call(f"golive.steps:{entry}", kwargs, what=what, on_event=handler, cancel=cancel)
 
 
 def _validated(model, **values):

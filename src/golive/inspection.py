@@ -36,6 +36,11 @@ class ModelSummary(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     doc_string: str = ""
 
+    def _repr_html_(self) -> str:
+        from golive._html import summary_html
+
+        return summary_html(self)
+
 
 def _walk(graph, counts: Counter, depth: int = 0) -> tuple[int, int]:
     top = sub = 0

@@ -74,6 +74,11 @@ class VerifyReport(BaseModel):
     outputs: list[OutputStats]
     notes: list[str] = Field(default_factory=list)
 
+    def _repr_html_(self) -> str:
+        from golive._html import verify_html
+
+        return verify_html(self)
+
     def failures(self) -> list[str]:
         """One line per failed run and output, for messages."""
         lines = []

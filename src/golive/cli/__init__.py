@@ -331,6 +331,7 @@ def run(
 
 from golive.cli import _jobs  # noqa: E402,F401  (registers `golive jobs ...` and `golive worker`)
 from golive.cli import _ui  # noqa: E402,F401  (registers `golive ui`)
+from golive.cli import _pipeline  # noqa: E402,F401  (registers `golive pipeline ...`)
 
 
 def main() -> None:

@@ -86,8 +86,10 @@ def get(job_id: str, *, home: str | Path | None = None) -> JobRecord:
 
 def list(*, home: str | Path | None = None, states: builtins.list[str] | None = None) -> builtins.list[JobRecord]:  # noqa: A001
     """Every job, oldest first (or those in ``states``)."""
+    from golive.jobs.store import JobList
+
     with _store(home, recover=True) as store:
-        return store.list(states)
+        return JobList(store.list(states))
 
 
 def wait(job_id: str, *, home: str | Path | None = None, timeout: float | None = None, poll: float = 0.5) -> JobRecord:

@@ -105,6 +105,20 @@ class JobRecord(BaseModel):
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
+    def _repr_html_(self) -> str:
+        from golive._html import job_html
+
+        return job_html(self)
+
+
+class JobList(list):
+    """A list of JobRecords that shows as one table in a notebook."""
+
+    def _repr_html_(self) -> str:
+        from golive._html import jobs_html
+
+        return jobs_html(self)
+
 
 class Attempt(BaseModel):
     job_id: str

@@ -38,6 +38,11 @@ class ConvertResult(BaseModel):
     def passed(self) -> bool | None:
         return None if self.verification is None else self.verification.passed
 
+    def _repr_html_(self) -> str:
+        from golive._html import convert_html
+
+        return convert_html(self)
+
     @property
     def info(self) -> dict:
         """golive.json as a plain dict (earlier golive returned this; ``record`` is the typed form)."""

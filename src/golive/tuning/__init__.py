@@ -43,9 +43,9 @@ class TuneResult(BaseModel):
         return load_session(self.output_dir)
 
     def _repr_html_(self) -> str:
-        from golive.tuning.report import render_html
+        from golive._html import tune_html
 
-        return render_html(self.report)
+        return tune_html(self)
 
     def __repr__(self) -> str:
         return f"TuneResult({self.output_dir}, {self.report.summary()})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from golive import jobs
 from golive.errors import GoliveError
 from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
 from golive.web import forms
+from golive.web.netron import add_netron
 from golive.web.security import TOKEN_COOKIE, Gate, Refusal
 from golive.web.settings import Settings
 from golive.web.uploads import UploadError, UploadStore, under_roots
@@ -88,7 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
     templates.filters["duration"] = _duration
     templates.filters["shape"] = lambda dims: "[" + ", ".join(map(str, dims)) + "]"
     templates.filters["opsets"] = lambda opsets: ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in opsets.items())
-    netron_dir = _netron_dir()
     app = FastAPI(title="golive", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -212,12 +211,6 @@ def create_app(settings: Settings) -> FastAPI:
     def index():
         return RedirectResponse("/jobs", status_code=303)
 
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon():
-        if netron_dir is None:
-            raise _Answer(404, "no icon")
-        return FileResponse(netron_dir / "favicon.ico")
-
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs_page():
         return page("jobs.html", jobs=[view(r) for r in reversed(jobs.list(home=home))])
@@ -325,23 +318,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     # ------------------------------------------------------------ Netron, offline
 
-    @app.get("/netron/", response_class=HTMLResponse)
-    @app.get("/netron/index.html", response_class=HTMLResponse)
-    def netron_index():
-        if netron_dir is None:
-            raise _Answer(501, "the netron package is not installed", "pip install 'golive[ui]'")
-        text = (netron_dir / "index.html").read_text()
-        # Netron stops with "Please update" once its build date is 180 days old: without the tag it takes today
-        text = re.sub(r'<meta name="date"[^>]*>\s*', "", text)
-        response = HTMLResponse(text, headers={
-            "Content-Security-Policy": "connect-src 'self'; frame-ancestors 'self'",
-            "Cache-Control": "no-store"})
-        # the consent cookie answers Netron's cookie question, so it neither asks ipinfo.io nor shows a dialog
-        response.set_cookie("consent", str(int(time.time() * 1000)), max_age=30 * 86400, samesite="strict")
-        return response
+    add_netron(app)
 
-    if netron_dir is not None:
-        app.mount("/netron", _NetronFiles(directory=netron_dir), name="netron")
 
     # ------------------------------------------------------------ the API
 
@@ -535,22 +513,3 @@ async def _json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _Answer(400, "the request body must be a JSON object")
     return body
-
-
-class _NetronFiles(StaticFiles):
-    """Netron's folder, except index.html (however spelled): that one is served by its own route."""
-
-    def lookup_path(self, path: str):
-        if os.path.normpath(path).lstrip("/\\") in ("index.html", "."):
-            return "", None
-        return super().lookup_path(path)
-
-
-def _netron_dir() -> Path | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("netron")
-    if spec is None or not spec.origin:
-        return None
-    folder = Path(spec.origin).parent
-    return folder if (folder / "index.html").is_file() else None

@@ -1,0 +1,113 @@
+"""What each pipeline step does inside its pod: a golive step job function on run folders given as artifact paths.
+
+These are plain functions (the KFP components in golive.pipelines.pipeline only call them), so they run and
+are tested without Kubeflow. A component owns its process, so the steps run in place; progress goes to the
+step's log, which the KFP UI shows.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from golive.errors import GoliveError
+
+__all__ = ["convert_item", "tune_item", "rank_html", "report_html"]
+
+log = logging.getLogger("golive.pipeline")
+
+
+def _context():
+    from golive.events import StepContext
+
+    def show(event) -> None:
+        progress = f" ({event.done}/{event.total})" if event.total else ""
+        print(f"{event.step}: {event.message}{progress}", flush=True)
+
+    return StepContext(on_event=show)
+
+
+def _item(item: str) -> tuple[str, Any]:
+    from golive.spec import JobSpec
+
+    data = json.loads(item)
+    return data["name"], JobSpec.model_validate(data["job"])
+
+
+def convert_item(item: str, model_dir: str) -> dict[str, Any]:
+    """Convert (and verify) one item's model into ``model_dir``; fails when verification fails.
+
+    Returns the figures the step logs as KFP metrics and artifact metadata."""
+    from golive import api
+    from golive.steps import convert_step
+
+    name, job = _item(item)
+    job.output_dir = str(Path(model_dir).absolute())
+    with api.in_this_process():
+        result = convert_step(job, _context())
+    if result.passed is False:
+        raise GoliveError(f"{name}: the ONNX model does not compute what the source computes",
+                          hint="see the verify table in golive.json, in the step's model artifact")
+    metrics: dict[str, Any] = {"verified": 1.0 if result.passed else 0.0}
+    if result.verification is not None:
+        metrics["max_abs_error"] = max((o.max_abs for o in result.verification.outputs), default=0.0)
+    return {"name": name, "metrics": metrics,
+            "metadata": {"framework": result.record.framework, "exporter": result.record.exporter,
+                         "opset": result.record.opset.get("ai.onnx", 0), "item": name}}
+
+
+def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
+    """Tune the converted model of ``model_dir`` into ``tuned_dir`` (best/, report.json, report.html)."""
+    from golive import api
+    from golive.steps import tune_step
+
+    name, job = _item(item)
+    with api.in_this_process():
+        result = tune_step(model_dir, str(Path(tuned_dir).absolute()), job.tune, job.verify, _context())
+    report = result.report
+    best = report.best
+    cosine = min((m.get("cosine", 1.0) for m in best.gate.get("metrics", {}).values()), default=1.0)
+    metrics = {"p50_ms": best.figures.get("p50_ms"), "p99_ms": best.figures.get("p99_ms"),
+               "baseline_p50_ms": report.baseline.figures.get("p50_ms"), "speedup": report.speedup,
+               "min_cosine": cosine}
+    if report.objective == "throughput":
+        metrics["items_per_s"] = best.figures.get("throughput")
+    if report.speedup_over_source is not None:
+        metrics["speedup_over_source"] = report.speedup_over_source
+    metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+    return {"name": name, "objective": report.objective, "best": best.label(), "metrics": metrics,
+            "summary": report.summary()}
+
+
+def report_html(tuned_dir: str) -> str:
+    """The tune report of one item, as the KFP UI shows it."""
+    from golive.tuning.report import TuneReport, render_html
+
+    return render_html(TuneReport.model_validate_json((Path(tuned_dir) / "report.json").read_text()))
+
+
+def rank_html(summaries: list[str | dict[str, Any]], title: str = "golive pipeline") -> str:
+    """Every item's tuned result in one table, fastest first (per objective)."""
+    rows = [json.loads(s) if isinstance(s, str) else s for s in summaries]
+
+    def key(r: dict[str, Any]):
+        m = r["metrics"]
+        return (r["objective"], -m.get("items_per_s", 0.0) if r["objective"] == "throughput" else m.get("p50_ms", float("inf")))
+
+    body = []
+    for rank, r in enumerate(sorted(rows, key=key), 1):
+        m = r["metrics"]
+        cells = [str(rank), r["name"], r["objective"], r["best"], f"{m.get('p50_ms', 0):.3f}", f"{m.get('p99_ms', 0):.3f}",
+                 f"{m.get('items_per_s', 0):.1f}" if "items_per_s" in m else "-", f"{m.get('speedup', 0):.2f}×",
+                 f"{m['speedup_over_source']:.2f}×" if "speedup_over_source" in m else "-", f"{m.get('min_cosine', 1):.5f}"]
+        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}
+th{{background:#eee}}</style></head><body><h1>{html.escape(title)}: {len(rows)} tuned model(s)</h1>
+<table id="ranking"><tr><th>#</th><th>item</th><th>objective</th><th>best configuration</th><th>p50 ms</th><th>p99 ms</th>
+<th>items/s</th><th>speed-up over ORT default</th><th>speed-up over source</th><th>min cosine</th></tr>
+{''.join(body)}</table></body></html>
+"""
