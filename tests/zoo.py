@@ -131,3 +131,43 @@ class CloseTopTwo(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.hidden(x)))
+
+
+class TalkLSTM(nn.Module):
+    """The talk's export slide: torch.onnx.export(model, (input, (h0, c0)), 'model.onnx'); returns (out, (h, c))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.LSTM(10, 20, 2)
+
+    def forward(self, input, hc):
+        return self.rnn(input, hc)
+
+
+class TalkRNNModel(nn.Module):
+    """The talk's word language model with an LSTM: forward(input, hidden), hidden = (h, c); returns (decoded, hidden)."""
+
+    def __init__(self, vocab: int = 50, emb: int = 16, hidden: int = 24, layers: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Embedding(vocab, emb)
+        self.rnn = nn.LSTM(emb, hidden, layers)
+        self.decoder = nn.Linear(hidden, vocab)
+
+    def forward(self, input, hidden):
+        output, hidden = self.rnn(self.encoder(input), hidden)
+        return self.decoder(output), hidden
+
+
+class DictInput(nn.Module):
+    """forward(features: dict) with a keyword-only mask; returns a dict holding a nested tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.dense = nn.Linear(6, 4)
+
+    def forward(self, features, *, mask):
+        hidden = self.dense(features["values"]) * features["scale"]
+        return {"logits": hidden * mask, "extra": (hidden.sum(-1), hidden.amax(-1))}

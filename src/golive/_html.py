@@ -74,13 +74,14 @@ def tune_html(result) -> str:
 
 
 def summary_html(s) -> str:
-    io = [("input", t.name, t.dtype, t.shape) for t in s.inputs] + [("output", t.name, t.dtype, t.shape) for t in s.outputs]
+    io = [("input", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.inputs] + \
+         [("output", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.outputs]
     facts = [("nodes", s.node_count + s.subgraph_node_count), ("parameters", f"{s.parameters:,}"),
              ("size", f"{(s.file_bytes + s.external_bytes) / 2**20:.2f} MB"), ("IR version", s.ir_version),
              ("producer", s.producer), ("opsets", ", ".join(f"{k} {v}" for k, v in s.opsets.items()))]
     if s.custom_ops:
         facts.append(("custom-domain ops", "; ".join(f"{d}: {', '.join(ops)}" for d, ops in s.custom_ops.items())))
-    return _box(f"model: {escape(s.path)}", table(["", "name", "dtype", "shape"], io, "class='summary-io'")
+    return _box(f"model: {escape(s.path)}", table(["", "name", "dtype", "shape", "from"], io, "class='summary-io'")
                 + table(["", ""], facts, "class='summary-facts'")
                 + table(["op", "count"], list(s.op_types.items()), "class='summary-ops'"))
 

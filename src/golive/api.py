@@ -170,9 +170,20 @@ def inspect(model: str | Path):
     from golive.inspection import summarize
 
     path = Path(model)
-    if path.is_dir():
-        path = path / "model.onnx"
-    return summarize(path)
+    if not path.is_dir():
+        return summarize(path)
+    summary = summarize(path / "model.onnx")
+    record = path / "golive.json"
+    if record.is_file():  # a convert folder: nested inputs and outputs say where they come from
+        from golive.frontends._structure import describe
+        from golive.rundir import ConvertRecord, read_record
+
+        convert = read_record(record, ConvertRecord)
+        if convert.input_structure:
+            summary.origins.update(describe(convert.input_structure))
+        if convert.output_structure:
+            summary.origins.update(describe(convert.output_structure, returned=True))
+    return summary
 
 
 def load_session(tune_dir: str | Path):

@@ -35,6 +35,9 @@ class ModelSummary(BaseModel):
     initializers: int
     metadata: dict[str, str] = Field(default_factory=dict)
     doc_string: str = ""
+    origins: dict[str, str] = Field(default_factory=dict, description=(
+        "for a convert folder of a model with nested inputs or outputs: where each ONNX input and output lies in "
+        "forward()'s arguments and its return value (hc[0], features['values'], returned[1][0])"))
 
     def _repr_html_(self) -> str:
         from golive._html import summary_html

@@ -82,6 +82,9 @@ class ConvertRecord(_Record):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     export_sizes: dict[str, int] = Field(default_factory=dict)
+    input_structure: dict[str, Any] | None = Field(None, description=(
+        "nested or keyword-only inputs: how the ONNX inputs (leaves, named by path: hc.0) make up forward()'s arguments"))
+    output_structure: Any = Field(None, description="nested or dict outputs: where each ONNX output lies in what forward() returns")
     custom_ops: list[str] = Field(default_factory=list, description="registrations every session needs; files copied into custom_ops/")
     external_data: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)

@@ -37,7 +37,9 @@ class ConvertOptions(_Strict):
         default=None, description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost or onnx; "
                                   "guessed from the source when left out.")
     inputs: list[str] = Field(
-        default_factory=list, description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input.")
+        default_factory=list, description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input. "
+                                          "A tuple or dict argument gives one input per tensor, named by its path: hc.0, hc.1 "
+                                          "(forward(input, hc) with hc = (h0, c0)), past.key (a dict).")
     dynamic: list[str] = Field(
         default_factory=list, description="Dynamic axes NAME:AXIS=DIMNAME,..., e.g. input_ids:0=batch,1=sequence. Default: axis 0 is a dynamic 'batch'.")
     output_names: list[str] = Field(default_factory=list, description="Names for the ONNX outputs, in order.")

@@ -78,12 +78,12 @@ def render_summary(console: Console, s) -> None:
     console.print(f"producer: {s.producer or '-'}   IR version: {s.ir_version}   opsets: "
                   + ", ".join(f"{d} {v}" for d, v in s.opsets.items()), highlight=False)
     io = Table(title="inputs and outputs", title_justify="left")
-    for col in ("", "name", "type", "shape"):
+    for col in ("", "name", "type", "shape", *(("from",) if s.origins else ())):
         io.add_column(col)
     for kind, specs in (("in", s.inputs), ("out", s.outputs)):
         for t in specs:
             shape = "?" if t.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]"
-            io.add_row(kind, escape(t.name), t.dtype, escape(shape))
+            io.add_row(kind, escape(t.name), t.dtype, escape(shape), *((escape(s.origins.get(t.name, "")),) if s.origins else ()))
     console.print(io)
     console.print(f"nodes: {s.node_count}" + (f" (+{s.subgraph_node_count} in subgraphs)" if s.subgraph_node_count else "")
                   + f"   parameters: {s.parameters:,} in {s.initializers} initializers ({_bytes(s.parameter_bytes)})"

@@ -24,9 +24,19 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
            path: Path, options: ConvertOptions) -> ExportResult:
     import torch
 
-    args = tuple(torch.from_numpy(np.ascontiguousarray(sample[s.name])) for s in inputs)
+    from golive.frontends import _structure
+
+    tensors = {s.name: torch.from_numpy(np.ascontiguousarray(sample[s.name])) for s in inputs}
+    structure = _call_structure(loaded, [s.name for s in inputs])
+    if structure is not None:  # tuples/dicts of tensors, or keyword-only arguments: forward(*args, **kwargs)
+        order = _structure.leaves(structure)
+        inputs = sorted(inputs, key=lambda s: order.index(s.name))  # ONNX inputs in the order the exporters flatten
+        args, kwargs = _structure.nest(structure, tensors)
+        loaded.details["input_structure"] = structure
+    else:
+        args, kwargs = tuple(tensors[s.name] for s in inputs), {}
     input_names = [s.name for s in inputs]
-    output_names = _output_names(loaded, args, options)
+    output_names = _output_names(loaded, args, options, kwargs)
     axes = {s.name: {i: dim_name(s, i, d) for i, d in enumerate(s.shape or []) if not isinstance(d, int)}
             for s in inputs}
     axes = {k: v for k, v in axes.items() if v}
@@ -41,9 +51,12 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
             continue
         try:
             if exporter == "dynamo":
-                note = _dynamo(loaded, args, path, input_names, output_names, axes, options, translations)
+                note = _dynamo(loaded, args, path, input_names, output_names, axes, options, translations, kwargs, structure)
                 if note:
                     result.notes.append(note)
+            elif structure is not None:  # the TorchScript exporter takes flat positional tensors: a wrapper nests them
+                _torchscript(_FlatCall(loaded.model, structure, input_names), tuple(tensors[n] for n in input_names), path,
+                             input_names, output_names, axes, options)
             else:
                 _torchscript(loaded.model, args, path, input_names, output_names, axes, options)
         except Exception as exc:  # the exporters raise many types; each failure is recorded, then the next is tried
@@ -53,6 +66,16 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
             errors.append(f"{str(exc)}")
             _remove_partial(path)
             continue
+        last = exporter == [e for e, skip in plan if not skip][-1]
+        problem = _probe_dynamic(path, inputs, sample, axes, options) if axes else None
+        if problem and not last:  # it exported, but only computes at the traced size: the next exporter may do better
+            log.info("%s exporter: %s", exporter, problem)
+            result.attempts.append({"exporter": exporter, "ok": False, "error": problem})
+            errors.append(problem)
+            _remove_partial(path)
+            continue
+        if problem:
+            result.notes.append(f"{exporter} exporter: {problem}")
         result.attempts.append({"exporter": exporter, "ok": True})
         result.exporter = exporter
         failed = [a for a in result.attempts if not a["ok"]]
@@ -79,6 +102,65 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
                       attempts=result.attempts)
 
 
+def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.ndarray], axes: dict[str, dict[int, str]],
+                   options: ConvertOptions) -> str | None:
+    """Run the exported model at the traced sizes and with every dynamic axis one longer. Returns what went wrong
+    when it cannot run at the second size (an exporter that baked a traced size into the graph); otherwise
+    names the outputs' axes by what they follow (an exporter may record a traced size, or a made-up name, for
+    an output axis that follows an input's dynamic axis), and returns None."""
+    import onnx
+
+    from golive.runtime import SessionConfig, make_session, run_session
+
+    sizes = {}
+    for s in inputs:
+        for axis, name in axes.get(s.name, {}).items():
+            sizes.setdefault(name, int(sample[s.name].shape[axis]))
+    second = {name: size + 1 for name, size in sizes.items()}
+    try:
+        session = make_session(path, SessionConfig(custom_ops=options.custom_ops))
+        first_out = run_session(session, {s.name: sample[s.name] for s in inputs})
+    except Exception as exc:  # cannot even run at the traced size: verify reports that, with the details
+        log.debug("probe at the traced sizes failed: %s", exc)
+        return None
+    longer = {}
+    for s in inputs:  # the traced sample, each dynamic axis one longer (wrapping): real values stay in range
+        arr = sample[s.name]
+        for axis in axes.get(s.name, {}):
+            arr = np.take(arr, np.arange(arr.shape[axis] + 1) % arr.shape[axis], axis=axis)
+        longer[s.name] = arr
+    try:
+        second_out = run_session(session, longer)
+    except Exception as exc:
+        at = ", ".join(f"{k}={v}" for k, v in second.items())
+        return f"the exported graph runs only at the traced sizes (ONNX Runtime fails at {at}: {_summary(exc)})"
+    model = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for out in model.graph.output:
+        a, b = first_out.get(out.name), second_out.get(out.name)
+        if a is None or b is None or np.ndim(a) != np.ndim(b) or not out.type.HasField("tensor_type"):
+            continue
+        shape = out.type.tensor_type.shape
+        if len(shape.dim) != np.ndim(a):
+            continue
+        for axis, (x, y) in enumerate(zip(np.shape(a), np.shape(b))):
+            follows = [n for n in sizes if sizes[n] == x and second[n] == y]
+            dim = shape.dim[axis]
+            if x == y:
+                continue  # a static axis: what the exporter recorded stands
+            name = follows[0] if len(follows) == 1 else f"{out.name}_dim{axis}"
+            if dim.HasField("dim_param") and dim.dim_param == name:
+                continue
+            dim.Clear()
+            dim.dim_param = name
+            changed = True
+    if changed:
+        tmp = path.with_name(path.name + ".shapes")
+        onnx.save(model, str(tmp))
+        tmp.replace(path)
+    return None
+
+
 def _plan(loaded: LoadedModel, options: ConvertOptions, translations: bool = False) -> list[tuple[str, str | None]]:
     if options.exporter not in ("auto", "dynamo", "torchscript"):
         raise ExportError(f"--exporter {options.exporter} is for TensorFlow models",
@@ -100,18 +182,41 @@ def _plan(loaded: LoadedModel, options: ConvertOptions, translations: bool = Fal
     return plan
 
 
-def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions) -> list[str]:
-    """Run the model once in eager mode: a clear error if the inputs do not fit, and the output count."""
+def _call_structure(loaded: LoadedModel, names: list[str]) -> dict | None:
+    """The forward call's structure when the inputs are nested (``hc.0``) or keyword-only; None for plain positional."""
+    import inspect
+
+    from golive.frontends import _structure
+
+    forward = getattr(loaded.model, "forward", None) if loaded.kind in ("import-path", "pickle") else None
+    keyword_only = set()
+    if forward is not None:
+        try:
+            keyword_only = {n for n, p in inspect.signature(forward).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        except (TypeError, ValueError):
+            pass
+    if not _structure.is_nested(names) and not keyword_only & set(names):
+        return None
+    if loaded.kind not in ("import-path", "pickle"):
+        raise InputSpecError(f"nested inputs ({', '.join(n for n in names if '.' in n)}) need a model given as Python code",
+                             hint="give the model class as SOURCE (file.py:Class or package.module:Class) with --weights")
+    return _structure.input_structure(names, forward)
+
+
+def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwargs: dict | None = None) -> list[str]:
+    """Run the model once in eager mode: a clear error if the inputs do not fit, and the output names."""
     import torch
 
+    from golive.frontends import _structure
     from golive.frontends.pytorch import flatten_outputs
 
     model = loaded.model.module() if loaded.kind == "torch-export" else loaded.model
     try:
         with torch.no_grad():
-            out = model(*args)
+            out = model(*args, **(kwargs or {}))
     except Exception as exc:
-        shapes = ", ".join(f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" for a in args)
+        flat = flatten_outputs((args, kwargs or {}))
+        shapes = ", ".join(f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" for a in flat)
         raise InputSpecError(f"the model fails on sample inputs of shapes {shapes}: {type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
                              hint="check --input (names in forward() order, dtypes, shapes) or pass real inputs with --data") from exc
@@ -122,7 +227,11 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions) -> 
         return list(options.output_names)
     if hasattr(loaded.model, "output_names_for"):
         return loaded.model.output_names_for(*args)
-    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    if isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out)):
+        return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    structure = _structure.output_structure(out)  # nested or dict outputs: each named by its path
+    loaded.details["output_structure"] = structure
+    return _structure.leaves(structure)
 
 
 def _translations(options: ConvertOptions) -> dict | None:
@@ -153,8 +262,11 @@ def _translations(options: ConvertOptions) -> dict | None:
     return table
 
 
-def _dynamo(loaded, args, path, input_names, output_names, axes, options, translations=None) -> str | None:
+def _dynamo(loaded, args, path, input_names, output_names, axes, options, translations=None, kwargs=None,
+            structure=None) -> str | None:
     import torch
+
+    from golive.frontends import _structure
 
     dims: dict[str, object] = {}
 
@@ -164,15 +276,22 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
         return dims[name]
 
     dynamic_shapes = None
-    if axes and loaded.kind != "torch-export":
-        dynamic_shapes = tuple({a: dim(n) for a, n in axes.get(name, {}).items()} or None for name in input_names)
+
+    def spec(name: str):
+        return {a: dim(n) for a, n in axes.get(name, {}).items()} or None
+
+    if axes and structure is not None:  # by argument name: nested parts mirror their argument's structure
+        dynamic_shapes = {**{_top(node): _structure.map_leaves(node, spec) for node in structure["args"]},
+                          **{k: _structure.map_leaves(v, spec) for k, v in structure["kwargs"].items()}}
+    elif axes and loaded.kind != "torch-export":
+        dynamic_shapes = tuple(spec(name) for name in input_names)
         if _takes_varargs(loaded.model):
             dynamic_shapes = (dynamic_shapes,)  # forward(self, *args): one structured argument
 
     def run(shapes):
         with captured_output(_NOISY_LOGGERS):
             program = torch.onnx.export(
-                loaded.model, args, None, dynamo=True, input_names=input_names, output_names=output_names,
+                loaded.model, args, None, kwargs=kwargs or None, dynamo=True, input_names=input_names, output_names=output_names,
                 opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False,
                 custom_translation_table=translations)
         if shapes is not None:  # fix up the in-memory model: no second parse of a large file
@@ -196,6 +315,13 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
     return None
 
 
+def _top(node) -> str:
+    """The forward() argument a structure node stands for (the first part of its first leaf's name)."""
+    from golive.frontends import _structure
+
+    return _structure.leaves(node)[0].split(".")[0]
+
+
 def _takes_varargs(model) -> bool:
     import inspect
 
@@ -208,6 +334,25 @@ def _takes_varargs(model) -> bool:
 
 class SpecializedAxisError(RuntimeError):
     """torch.export turned an axis asked to be dynamic into a constant (a shape the model's code depends on)."""
+
+
+def _FlatCall(model, structure: dict, names: list[str]):
+    """``model`` called with flat positional tensors (the ONNX inputs, in order), returning a flat tuple."""
+    import torch
+
+    from golive.frontends._structure import nest
+    from golive.frontends.pytorch import flatten_outputs
+
+    class FlatCall(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *flat):
+            args, kwargs = nest(structure, dict(zip(names, flat)))
+            return tuple(flatten_outputs(self.model(*args, **kwargs)))
+
+    return FlatCall()
 
 
 def _torchscript(model, args, path, input_names, output_names, axes, options) -> None:

@@ -64,10 +64,16 @@ class PyTorchFrontend:
         model = loaded.model
         if loaded.kind == "torch-export":
             model = model.module()
-        # feeds come in the ONNX model's input order, which is the order of the exported arguments
-        args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in feeds.values())
+        tensors = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in feeds.items()}
+        structure = loaded.details.get("input_structure")
+        if structure:  # nested or keyword-only inputs: the call is rebuilt from the recorded structure
+            from golive.frontends._structure import nest
+
+            args, kwargs = nest(structure, tensors)
+        else:  # feeds come in the ONNX model's input order, which is the order of the exported arguments
+            args, kwargs = tuple(tensors.values()), {}
         with torch.no_grad():
-            out = model(*args)
+            out = model(*args, **kwargs)
         flat = flatten_outputs(out)
         if len(flat) != len(output_names):
             raise ModelLoadError(f"the source model returned {len(flat)} outputs, the ONNX model has {len(output_names)}")

@@ -231,6 +231,7 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
         verify_options=paths_to_record(vopts, out),
         opset={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         inputs=onnx_inputs, outputs=onnx_outputs, export_sizes=export_sizes, custom_ops=custom_ops,
+        input_structure=loaded.details.get("input_structure"), output_structure=loaded.details.get("output_structure"),
         external_data=external, versions=versions, verification=report, spec_key=key)
     ctx.check()
     _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key

@@ -139,6 +139,8 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
         ctx.check()
         import_user_modules(copts)
         loaded = frontend.load(src, copts)
+        if record.input_structure:
+            loaded.details["input_structure"] = record.input_structure
         report = verify_loaded(frontend, loaded, folder.path / "model.onnx", record.inputs, record.outputs,
                                record.export_sizes, options, ctx, session)
         saved = paths_to_record(options, folder.path)

@@ -70,6 +70,8 @@ def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, 
     import_user_modules(options)
     frontend = get_frontend(record.framework)
     loaded = frontend.load(source, options)
+    if record.input_structure:
+        loaded.details["input_structure"] = record.input_structure
     with np.load(inputs, allow_pickle=False) as z:
         feeds = {s.name: z[s.name] for s in record.inputs}
     names = [o.name for o in record.outputs]
