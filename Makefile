@@ -21,11 +21,18 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM := /usr/bin/chromium
 
+# PySpark (SparkML sources) needs a Java runtime.
+JAVA := /usr/bin/java
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
 
-$(VENV)/.installed-dev: $(VENV)/.installed | $(CHROMIUM)
+$(JAVA):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q default-jre-headless
+
+$(VENV)/.installed-dev: $(VENV)/.installed | $(CHROMIUM) $(JAVA)
 	$(PIP) install $(PIPFLAGS) -e '.[dev]'
 	touch $@
 

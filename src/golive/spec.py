@@ -33,8 +33,9 @@ def _custom_ops_field():
 
 
 class ConvertOptions(_Strict):
-    framework: Literal["pytorch", "tensorflow", "sklearn", "lightgbm", "xgboost", "onnx"] | None = Field(
-        default=None, description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost or onnx; "
+    framework: Literal["pytorch", "tensorflow", "sklearn", "lightgbm", "xgboost", "onnx", "libsvm", "coreml", "spark"] | None = Field(
+        default=None, description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost, libsvm, "
+                                  "coreml, spark (a saved SparkML PipelineModel) or onnx; "
                                   "guessed from the source when left out.")
     inputs: list[str] = Field(
         default_factory=list, description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input. "

@@ -30,6 +30,9 @@ FRAMEWORKS: dict[str, str] = {
     "lightgbm": "golive.frontends.gbdt",
     "xgboost": "golive.frontends.gbdt",
     "onnx": "golive.frontends.onnxfile",
+    "libsvm": "golive.frontends.libsvm",
+    "coreml": "golive.frontends.coreml",
+    "spark": "golive.frontends.spark",
 }
 
 
@@ -99,6 +102,10 @@ def guess_framework(source: str) -> str:
             f"source {source} does not exist",
             hint="give a model file, a model folder, or an import path such as mypkg.models:Net or model.py:Net")
     if path.is_dir():
+        if path.suffix.lower() == ".mlpackage":
+            return "coreml"
+        if (path / "metadata").is_dir() and (path / "stages").is_dir():  # a saved SparkML PipelineModel
+            return "spark"
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
             return "tensorflow"
         if (path / "config.json").exists():
@@ -111,6 +118,8 @@ def guess_framework(source: str) -> str:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
+    if suffix in (".mlmodel", ".mlpackage"):
+        return "coreml"
     if suffix in (".keras", ".h5", ".hdf5", ".pb"):
         return "tensorflow"
     if suffix in (".pt", ".pth", ".pt2", ".ts", ".ptl", ".bin"):
@@ -120,6 +129,8 @@ def guess_framework(source: str) -> str:
     if suffix in (".ubj", ".xgb", ".json"):
         return "xgboost"
     head = _head(path)
+    if head.startswith(b"svm_type "):  # svm_save_model's text format
+        return "libsvm"
     if head.startswith(b"tree\n") or b"\ntree\n" in head[:64]:
         return "lightgbm"
     if suffix in (".txt", ".model", ".lgb", ".lgbm"):

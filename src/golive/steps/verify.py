@@ -55,7 +55,12 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
 
     names = [s.name for s in inputs]
     data = load_data(options.data, names, [o.name for o in outputs]) if options.data else None
-    stored_only = loaded.framework == "onnx" and data and all(s.outputs for s in data)
+    runs_here = getattr(frontend, "runs_here", True)
+    stored_only = (loaded.framework == "onnx" or not runs_here) and data and all(s.outputs for s in data)
+    if not runs_here and not stored_only:
+        raise DataError(f"nothing independent to verify against: a {loaded.framework} model cannot run on this machine",
+                        hint="give inputs with their expected outputs (--data x.npz holding inputs and outputs, or a "
+                             "test_data_set folder), or skip verification with --no-verify")
     if loaded.framework == "onnx" and not stored_only:
         from golive.runtime import custom_domains
 
