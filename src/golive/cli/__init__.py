@@ -332,6 +332,7 @@ def run(
 from golive.cli import _jobs  # noqa: E402,F401  (registers `golive jobs ...` and `golive worker`)
 from golive.cli import _ui  # noqa: E402,F401  (registers `golive ui`)
 from golive.cli import _pipeline  # noqa: E402,F401  (registers `golive pipeline ...`)
+from golive.cli import _serve  # noqa: E402,F401  (registers `golive serve` and `golive export-triton`)
 
 
 def main() -> None:

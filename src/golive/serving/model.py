@@ -1,0 +1,292 @@
+"""A served model: its session (built as golive.load_session builds it), its tensors, and a greedy batcher.
+
+While the session is busy, requests that have a batch axis queue; when it frees, everything queued (up to
+``max_batch`` items, grouped by the sizes of their other axes) is concatenated, run once and split back.
+``max_delay_ms`` waits that long for a fuller batch. Requests are validated before they queue, so a bad one
+never joins a batch; if a batch still fails at run time, its requests run one by one, so only the failing
+one fails. The queue is bounded: beyond ``max_queue`` waiting requests the server answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from golive.errors import GoliveError
+
+__all__ = ["ServedModel", "TensorMeta", "RequestError", "Overloaded", "load_model", "DTYPES", "OIP_TYPES"]
+
+log = logging.getLogger(__name__)
+
+# ONNX Runtime element type -> Open Inference Protocol datatype
+OIP_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
+             "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
+             "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
+             "tensor(string)": "BYTES", "tensor(bfloat16)": "BF16"}
+DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
+          "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+          "UINT64": np.uint64, "BOOL": np.bool_, "BYTES": np.object_}
+
+
+class RequestError(GoliveError):
+    """A request the server refuses: its HTTP status (400, 404, 413...) and a message naming what is wrong."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Overloaded(RequestError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 503)
+
+
+@dataclass
+class TensorMeta:
+    name: str
+    datatype: str
+    shape: list[int]  # -1 for a dynamic axis
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+@dataclass
+class _Pending:
+    feeds: dict[str, np.ndarray]
+    outputs: list[str]
+    rows: int
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class ServedModel:
+    def __init__(self, name: str, session, *, source: str, max_batch: int = 32, max_delay_ms: float = 0.0,
+                 max_queue: int = 1024, metrics=None, settings: dict[str, Any] | None = None) -> None:
+        self.name, self.version, self.session, self.source = name, "1", session, source
+        self.max_batch, self.max_delay = max(1, max_batch), max(0.0, max_delay_ms) / 1000.0
+        self.max_queue, self.metrics, self.settings = max_queue, metrics, settings or {}
+        self.inputs = [self._meta(i) for i in session.get_inputs()]
+        self.outputs = [self._meta(o) for o in session.get_outputs()]
+        first = {str(d[0]) if d else None for d in [*(i.shape for i in session.get_inputs()),
+                                                    *(o.shape for o in session.get_outputs())]}
+        # batchable: every input and output has the same symbolic first axis (a dynamic batch)
+        self.batchable = max_batch > 1 and len(first) == 1 and all(
+            d and isinstance(d[0], str) for d in [*(i.shape for i in session.get_inputs()), *(o.shape for o in session.get_outputs())])
+        self.queue: asyncio.Queue[_Pending] | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"golive-serve-{name}")
+        self._worker: asyncio.Task | None = None
+        self.pending = 0
+
+    @staticmethod
+    def _meta(arg) -> TensorMeta:
+        shape = [d if isinstance(d, int) else -1 for d in (arg.shape or [])]
+        return TensorMeta(arg.name, OIP_TYPES.get(arg.type, arg.type), shape)
+
+    # ------------------------------------------------------------ validation (before a request queues)
+
+    def validate(self, feeds: dict[str, np.ndarray]) -> int:
+        """Check names, datatypes and shapes against the model; returns the request's batch size (rows)."""
+        known = {m.name: m for m in self.inputs}
+        unknown = sorted(set(feeds) - set(known))
+        if unknown:
+            raise RequestError(f"model {self.name} has no input {', '.join(unknown)}; its inputs: "
+                               + ", ".join(f"{m.name} {m.datatype}{m.shape}" for m in self.inputs))
+        missing = [n for n in known if n not in feeds]
+        if missing:
+            raise RequestError(f"missing input(s) {', '.join(missing)} for model {self.name}; expected "
+                               + ", ".join(f"{known[n].name} {known[n].datatype}{known[n].shape}" for n in missing))
+        rows = None
+        for name, array in feeds.items():
+            meta = known[name]
+            if array.dtype != DTYPES[meta.datatype] and not (meta.datatype == "BYTES" and array.dtype.kind in "OSU"):
+                raise RequestError(f"input {name} is {_oip(array.dtype)}; model {self.name} expects {meta.datatype}")
+            if len(array.shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, array.shape)):
+                raise RequestError(f"input {name} has shape {list(array.shape)}; model {self.name} expects {meta.shape} "
+                                   "(-1: any size)")
+            if self.batchable:
+                if rows is not None and array.shape[0] != rows:
+                    raise RequestError(f"inputs disagree on the batch size: {name} has {array.shape[0]} rows, others {rows}")
+                rows = array.shape[0]
+        return rows or 1
+
+    # ------------------------------------------------------------ inference
+
+    async def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.outputs]
+        wanted = outputs or names
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise RequestError(f"model {self.name} has no output {', '.join(unknown)}; its outputs: {', '.join(names)}")
+        rows = self.validate(feeds)
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+        if self.pending >= self.max_queue:
+            raise Overloaded(f"model {self.name} has {self.pending} requests waiting (the limit): try again shortly")
+        future = asyncio.get_running_loop().create_future()
+        self.pending += 1
+        self._gauge()
+        try:
+            await self.queue.put(_Pending(feeds, wanted, rows, future))
+            return await future
+        finally:
+            self.pending -= 1
+            self._gauge()
+
+    def _gauge(self) -> None:
+        if self.metrics:
+            self.metrics.pending.labels(self.name).set(self.pending)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            if self.batchable:
+                if self.max_delay:
+                    end = loop.time() + self.max_delay
+                    while sum(p.rows for p in batch) < self.max_batch:
+                        left = end - loop.time()
+                        if left <= 0:
+                            break
+                        try:
+                            batch.append(await asyncio.wait_for(self.queue.get(), left))
+                        except asyncio.TimeoutError:
+                            break
+                rows = sum(p.rows for p in batch)
+                while not self.queue.empty() and rows < self.max_batch:
+                    nxt = self.queue.get_nowait()
+                    batch.append(nxt)
+                    rows += nxt.rows
+            for group in self._groups(batch):
+                await self._run(group, loop)
+
+    def _groups(self, batch: list[_Pending]) -> list[list[_Pending]]:
+        """Requests that can be concatenated: same sizes on every axis but the first, at most max_batch rows."""
+        if not self.batchable:
+            return [[p] for p in batch]
+        groups: dict[tuple, list[list[_Pending]]] = {}
+        for p in batch:
+            key = tuple((n, a.shape[1:], a.dtype.str) for n, a in sorted(p.feeds.items()))
+            chunks = groups.setdefault(key, [[]])
+            if chunks[-1] and sum(q.rows for q in chunks[-1]) + p.rows > self.max_batch:
+                chunks.append([])
+            chunks[-1].append(p)
+        return [chunk for chunks in groups.values() for chunk in chunks]
+
+    async def _run(self, group: list[_Pending], loop) -> None:
+        started = time.perf_counter()
+        if self.metrics:
+            for p in group:
+                self.metrics.queue_time.labels(self.name).observe(started - p.queued)
+            self.metrics.batch_size.labels(self.name).observe(sum(p.rows for p in group))
+        names = sorted({n for p in group for n in p.outputs}, key=[o.name for o in self.outputs].index)
+        try:
+            if len(group) == 1:
+                feeds = group[0].feeds
+            else:
+                feeds = {n: np.concatenate([p.feeds[n] for p in group]) for n in group[0].feeds}
+            results = await loop.run_in_executor(self.executor, self.session.run, names, feeds)
+        except Exception as exc:
+            if len(group) > 1:  # only the failing request should fail: run them one by one
+                for p in group:
+                    await self._run([p], loop)
+                return
+            if not group[0].future.done():
+                group[0].future.set_exception(RequestError(f"model {self.name} failed: {_first_line(exc)}", 500))
+            return
+        finally:
+            if self.metrics:
+                self.metrics.compute_time.labels(self.name).observe(time.perf_counter() - started)
+        start = 0
+        for p in group:
+            end = start + p.rows
+            out = {n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results) if n in p.outputs}
+            start = end
+            if not p.future.done():
+                p.future.set_result(out)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
+                "inputs": [m.to_json() for m in self.inputs], "outputs": [m.to_json() for m in self.outputs]}
+
+    def config(self) -> dict[str, Any]:
+        """The model's configuration, in the shape of Triton's model config (JSON)."""
+        def io(m: TensorMeta) -> dict[str, Any]:
+            dims = m.shape[1:] if self.batchable else m.shape
+            return {"name": m.name, "data_type": f"TYPE_{_TRITON_TYPE.get(m.datatype, m.datatype)}", "dims": dims}
+
+        return {"name": self.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+                "max_batch_size": self.max_batch if self.batchable else 0,
+                "input": [io(m) for m in self.inputs], "output": [io(m) for m in self.outputs],
+                "dynamic_batching": {"max_queue_delay_microseconds": int(self.max_delay * 1e6)} if self.batchable else None,
+                "parameters": {k: {"string_value": str(v)} for k, v in self.settings.items()}}
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+_TRITON_TYPE = {"FP32": "FP32", "FP64": "FP64", "FP16": "FP16", "INT64": "INT64", "INT32": "INT32", "INT16": "INT16",
+                "INT8": "INT8", "UINT8": "UINT8", "UINT16": "UINT16", "UINT32": "UINT32", "UINT64": "UINT64",
+                "BOOL": "BOOL", "BYTES": "STRING", "BF16": "BF16"}
+
+
+def _oip(dtype: np.dtype) -> str:
+    for name, t in DTYPES.items():
+        if np.dtype(t) == dtype:
+            return name
+    return str(dtype)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def load_model(path: str | Path, *, name: str | None = None, **kwargs) -> ServedModel:
+    """A tune folder (or its best/), a convert folder, or an .onnx file, with the session golive.load_session
+    builds (the tuned settings, custom ops)."""
+    from golive.rundir import SESSION_RECORD, SessionRecord, read_record
+    from golive.runtime import SessionConfig, make_session
+    from golive.tuning import best_folder, load_session
+
+    path = Path(path)
+    if not path.exists():
+        raise GoliveError(f"{path} does not exist", hint="serve a tune folder, a convert folder or an .onnx file")
+    settings: dict[str, Any] = {}
+    if path.is_dir() and ((path / "tune.json").is_file() or (path / SESSION_RECORD).is_file()):
+        session = load_session(path)
+        record = read_record(best_folder(path) / SESSION_RECORD, SessionRecord)
+        settings = {"session": record.session.describe(), "transforms": "+".join(record.transforms) or "original"}
+        default_name = (path.parent.name if path.name == "best" else path.name)
+    elif path.is_dir() and (path / "golive.json").is_file():
+        from golive.rundir import ConvertRecord, from_record
+
+        record = read_record(path / "golive.json", ConvertRecord)
+        session = make_session(path / "model.onnx", SessionConfig(custom_ops=[from_record(c, path) for c in record.custom_ops]))
+        default_name = path.name
+    elif path.is_file() and path.suffix == ".onnx":
+        session = make_session(path)
+        default_name = path.stem
+    else:
+        raise GoliveError(f"{path} is not a tune folder, a convert folder or an .onnx file",
+                          hint="golive serve runs/mnist-tuned (or runs/mnist, or model.onnx)")
+    model_name = name or default_name
+    if not model_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise GoliveError(f"{model_name!r} cannot be a model name in a URL", hint="give --name NAME (letters, digits, - _ .)")
+    return ServedModel(model_name, session, source=str(path), settings=settings, **kwargs)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

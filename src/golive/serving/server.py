@@ -1,0 +1,107 @@
+"""Run the inference server: HTTP (uvicorn, uvloop, httptools) and gRPC in one event loop, until SIGTERM/Ctrl-C.
+
+On SIGTERM the HTTP side stops accepting and finishes the requests it has (uvicorn's graceful shutdown),
+then gRPC stops with a grace period; accepted requests are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Callable
+
+from golive.errors import GoliveError
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise GoliveError(f"cannot listen on {host}:{port} for {what}: {exc.strerror or exc}",
+                              hint="pick another port (--port / --grpc-port), or stop what listens there") from None
+
+
+def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
+          grpc_port: int | None = 8001, max_batch: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
+          token: str | None = None, max_body_mb: float = 64.0, on_ready: Callable[[dict], None] | None = None) -> None:
+    """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped."""
+    from golive.serving.model import load_model
+    from golive.web.security import is_loopback
+
+    if not paths:
+        raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")
+    if not is_loopback(host) and not token:
+        raise GoliveError(f"binding {host} lets other machines reach the server: it needs a token",
+                          hint="pass --token T (or set GOLIVE_TOKEN), or bind 127.0.0.1")
+    names = list(names or [])
+    if len(names) > len(paths):
+        raise GoliveError(f"{len(names)} --name for {len(paths)} model(s)", hint="give at most one --name per model, in order")
+    _check_port(host, port, "HTTP")
+    if grpc_port:
+        _check_port(host, grpc_port, "gRPC")
+    from golive.serving.metrics import Metrics
+
+    metrics = Metrics()
+    models = {}
+    for i, path in enumerate(paths):
+        model = load_model(path, name=names[i] if i < len(names) else None, max_batch=max_batch,
+                           max_delay_ms=max_delay_ms, max_queue=max_queue, metrics=metrics)
+        if model.name in models:
+            raise GoliveError(f"two models are named {model.name}", hint="name them apart with --name")
+        models[model.name] = model
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # uvicorn[standard] brings it; without it, plain asyncio
+        runner = asyncio.run
+    runner(_main(models, metrics, host=host, port=port, grpc_port=grpc_port, token=token,
+                 max_body=int(max_body_mb * 2**20), on_ready=on_ready))
+
+
+async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_ready) -> None:
+    import uvicorn
+
+    from golive.serving.http import build_app
+
+    app = build_app(models, metrics, token=token, max_body=max_body)
+    grpc_server = None
+    if grpc_port:
+        import grpc
+
+        from golive.serving.grpc_service import add_service
+
+        grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body),
+                                               ("grpc.max_send_message_length", max_body)])
+        add_service(grpc_server, models, metrics, token=token)
+        grpc_server.add_insecure_port(f"{host}:{grpc_port}")
+        await grpc_server.start()
+    config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=30, lifespan="off")
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.02)
+        if server.started and on_ready:
+            on_ready({"http": f"http://{host}:{port}", "grpc": f"{host}:{grpc_port}" if grpc_port else None,
+                      "models": {name: {"batching": m.batchable, "inputs": [i.to_json() for i in m.inputs],
+                                        "settings": m.settings} for name, m in models.items()}})
+
+    task = asyncio.create_task(announce())
+    try:
+        await server.serve()  # SIGTERM / Ctrl-C: stop accepting, finish the requests in flight
+    finally:
+        task.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop(grace=10)
+        for model in models.values():
+            model.close()

@@ -1,0 +1,77 @@
+"""golive export-triton: a Triton model repository carrying the tuned session settings.
+
+REPO/NAME/1/model.onnx (and its external data) + REPO/NAME/config.pbtxt for Triton's onnxruntime backend:
+inputs and outputs, batching (max_batch_size, dynamic_batching), and the tuned intra/inter-op threads,
+execution mode, graph optimization level, memory arena and pattern as the backend's parameters.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from golive.errors import GoliveError
+
+__all__ = ["export_triton"]
+
+# Triton's onnxruntime backend: optimization.graph.level -1 basic, 1 extended, 2 disabled; unset: all
+_LEVELS = {"basic": -1, "extended": 1, "disable": 2}
+
+
+def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int = 32,
+                  max_delay_ms: float = 0.0) -> Path:
+    """Write the model repository; returns the model's folder in it."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from golive.rundir import SESSION_RECORD, SessionRecord, read_record
+    from golive.serving.grpc_service import triton_config
+    from golive.serving.model import ServedModel
+    from golive.tuning import best_folder, load_session
+
+    best = best_folder(tune_dir)
+    if not (best / SESSION_RECORD).is_file():
+        raise GoliveError(f"{tune_dir} is not a finished tune folder (no best/session.json)",
+                          hint="export the output folder of golive tune")
+    record = read_record(best / SESSION_RECORD, SessionRecord)
+    if record.session.custom_ops:
+        raise GoliveError("the tuned model needs custom operators, which Triton's onnxruntime backend loads from its own "
+                          "configuration", hint="serve it with golive serve, or add the op library to Triton by hand")
+    model_name = name or (Path(tune_dir).name if best.name == "best" else best.parent.name)
+    served = ServedModel(model_name, load_session(tune_dir), source=str(tune_dir), max_batch=max_batch, max_delay_ms=max_delay_ms)
+    config = triton_config(served, model_config_pb2)
+    served.close()
+    config.parameters.clear()
+    s = record.session
+    params = {"intra_op_thread_count": s.intra_op_num_threads, "inter_op_thread_count": s.inter_op_num_threads,
+              "execution_mode": 1 if s.execution_mode == "parallel" else 0,
+              "enable_mem_arena": int(s.enable_cpu_mem_arena), "enable_mem_pattern": int(s.enable_mem_pattern)}
+    for key, value in params.items():
+        config.parameters[key].string_value = str(value)
+    if s.graph_optimization_level in _LEVELS:
+        config.optimization.graph.level = _LEVELS[s.graph_optimization_level]
+    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=1)
+    repo = Path(repo)
+    folder = repo / model_name
+    if folder.exists():
+        raise GoliveError(f"{folder} exists already", hint="choose another -o REPO or --name, or remove it")
+    partial = repo / f".{model_name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "1").mkdir(parents=True)
+    try:
+        for f in best.iterdir():
+            if f.name == "model.onnx" or f.name in _external(best / "model.onnx"):
+                shutil.copy2(f, partial / "1" / f.name)
+        (partial / "config.pbtxt").write_text(text_format.MessageToString(config))
+        partial.rename(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return folder
+
+
+def _external(model: Path) -> set[str]:
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    return {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
