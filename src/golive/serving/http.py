@@ -23,7 +23,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = None, max_body: int = 64 * 2**20,
               server_name: str = "golive", version: str = "0.1.0") -> Starlette:
-    state = {"ready": True}
+    state = {"ready": True, "accepted": 0, "answered": 0}
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["name"]
@@ -59,6 +59,7 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
         started = time.perf_counter()
         model = model_of(request)
         outcome = "error"
+        state["accepted"] += 1
         try:
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_body:
@@ -84,6 +85,7 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
             outcome = "rejected" if exc.status in (400, 404, 413, 415) else "overloaded" if exc.status == 503 else "error"
             return _error(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 503 else None)
         finally:
+            state["answered"] += 1
             metrics.requests.labels(model.name, "http", outcome).inc()
             metrics.latency.labels(model.name).observe(time.perf_counter() - started)
 

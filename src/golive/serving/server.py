@@ -7,7 +7,9 @@ then gRPC stops with a grace period; accepted requests are answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
 from typing import Callable
 
@@ -16,6 +18,26 @@ from golive.errors import GoliveError
 __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
+
+
+class _Server:
+    """uvicorn's server, with the signals handled here: uvicorn would re-raise SIGTERM once it has drained,
+    ending the process before the gRPC side has finished its requests."""
+
+    def __new__(cls, config):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):
+                yield
+
+            def stop_gracefully(self) -> None:
+                if self.should_exit:
+                    self.force_exit = True  # a second signal: stop now
+                self.should_exit = True
+
+        return Server(config)
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -86,7 +108,10 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
         await grpc_server.start()
     config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", log_level="warning",
                             access_log=False, timeout_graceful_shutdown=30, lifespan="off")
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stop accepting, finish in flight, then stop gRPC and exit 0
+        loop.add_signal_handler(sig, server.stop_gracefully)
 
     async def announce() -> None:
         while not server.started and not server.should_exit:
@@ -105,3 +130,5 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
             await grpc_server.stop(grace=10)
         for model in models.values():
             model.close()
+        state = app.state.serving
+        log.warning("stopped: answered %d of the %d HTTP inference requests it accepted", state["answered"], state["accepted"])
