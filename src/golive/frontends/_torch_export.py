@@ -112,6 +112,15 @@ def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.nd
 
     from golive.runtime import SessionConfig, make_session, run_session
 
+    exported = {i.name: i for i in onnx.load(str(path), load_external_data=False).graph.input}
+    # only the axes the exported model left dynamic (an export may keep an axis static by decision)
+    axes = {name: {a: d for a, d in dims.items()
+                   if name in exported and a < len(exported[name].type.tensor_type.shape.dim)
+                   and not exported[name].type.tensor_type.shape.dim[a].HasField("dim_value")}
+            for name, dims in axes.items()}
+    axes = {k: v for k, v in axes.items() if v}
+    if not axes:
+        return None
     sizes = {}
     for s in inputs:
         for axis, name in axes.get(s.name, {}).items():

@@ -105,10 +105,14 @@ class LibSvmFrontend:
             out_name = loaded.output_names[1]
             inits = [helper.make_tensor("one", TensorProto.INT64, [1], [1]), helper.make_tensor("two", TensorProto.INT64, [1], [2])]
             binary = nr_class == 2
-            nodes = [helper.make_node("SVMClassifier", [x.name], ["svm_label" if binary and probability else "label", "scores"],
+            inits.append(helper.make_tensor("labels", TensorProto.INT64, [nr_class], labels))
+            nodes = [helper.make_node("SVMClassifier", [x.name], ["svm_label" if probability else "label", "scores"],
                                       domain="ai.onnx.ml", **attrs)]
             if not binary:
                 nodes.append(helper.make_node("Identity", ["scores"], [out_name]))
+                if probability:  # libsvm's -b 1 label is the likeliest class, not the pairwise vote's winner
+                    nodes += [helper.make_node("ArgMax", [out_name], ["which"], axis=1, keepdims=0),
+                              helper.make_node("Gather", ["labels", "which"], ["label"])]
             elif not probability:  # ONNX Runtime gives [-d, d]; libsvm's one decision value is d for (label[0], label[1])
                 nodes.append(helper.make_node("Slice", ["scores", "one", "two", "one"], [out_name]))
             else:
@@ -119,8 +123,7 @@ class LibSvmFrontend:
                           helper.make_tensor("neg_b", TensorProto.FLOAT, [], [-float(model.probB[0])]),
                           helper.make_tensor("lo", TensorProto.FLOAT, [], [1e-7]),
                           helper.make_tensor("hi", TensorProto.FLOAT, [], [1 - 1e-7]),
-                          helper.make_tensor("one_f", TensorProto.FLOAT, [], [1.0]),
-                          helper.make_tensor("labels", TensorProto.INT64, [2], labels)]
+                          helper.make_tensor("one_f", TensorProto.FLOAT, [], [1.0])]
                 nodes += [helper.make_node("Slice", ["scores", "one", "two", "one"], ["d"]),
                           helper.make_node("Mul", ["d", "neg_a"], ["neg_ad"]),
                           helper.make_node("Add", ["neg_ad", "neg_b"], ["logit"]),
