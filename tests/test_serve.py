@@ -242,13 +242,13 @@ def test_sigterm_during_load_loses_no_accepted_request(models, tmp_path):
     client = th.InferenceServerClient(s.url, concurrency=16, connection_timeout=10, network_timeout=30)
     answered, refused = [], []
     pending = []
-    for i in range(600):
+    x = mnist_input(2)
+    for i in range(2000):
         inp = th.InferInput("x", [2, 1, 28, 28], "FP32")
-        inp.set_data_from_numpy(mnist_input(2, seed=i))
+        inp.set_data_from_numpy(x)
         pending.append(client.async_infer("mnist", [inp]))
-    for i, p in enumerate(pending):
-        if i == 50:
-            s.proc.send_signal(signal.SIGTERM)  # 16 connections have requests in flight now
+    threading.Timer(0.15, s.proc.send_signal, [signal.SIGTERM]).start()  # from another thread, mid-load
+    for p in pending:
         try:
             answered.append(p.get_result().as_numpy("output").shape)
         except Exception as exc:  # after the signal, new connections are refused: never accepted, so not lost
@@ -294,3 +294,41 @@ def test_serve_refusals(models, tmp_path, cli):
         busy.listen()
         code, _, err = cli("serve", models / "mnist-tuned", "--port", str(busy.getsockname()[1]))
         assert code == 2 and "cannot listen" in err
+
+
+def test_only_a_batch_axis_is_batched_along(tmp_path):
+    """A model whose inputs and outputs share a dynamic *sequence* axis must not have requests joined along it."""
+    from onnx import TensorProto, helper, save
+
+    from golive.runtime import make_session
+    from golive.serving.model import ServedModel
+
+    def model(dim: str, path):
+        graph = helper.make_graph([helper.make_node("CumSum", ["x", "axis"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim, 2])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dim, 2])],
+                                  initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [0])])
+        save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return make_session(path)
+
+    assert not ServedModel("s", model("sequence", tmp_path / "s.onnx"), source="s").batchable
+    assert ServedModel("b", model("batch", tmp_path / "b.onnx"), source="b").batchable
+
+
+def test_zero_rows_and_malformed_shapes(server):
+    status, answer = _post(server, "/v2/models/mnist/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [0, 1, 28, 28], "datatype": "FP32", "data": []}]}).encode())
+    assert status == 200 and answer["outputs"][0]["shape"] == [0, 10]
+    for shape, code, text in [([2**32, 2**32], 413, "holds more than"), ([True, 1, 28, 28], 400, "a shape (a list of non-negative ints)")]:
+        status, answer = _post(server, "/v2/models/mnist/infer", json.dumps(
+            {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [0.0]}]}).encode())
+        assert status == code and text in answer["error"], answer
+    status, answer = _post(server, "/v2/models/mnist/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784, "parameters": [1]}]}).encode())
+    assert status == 400 and "parameters must be an object" in answer["error"]
+
+
+def test_export_triton_of_a_best_folder_takes_the_tune_folders_name(models, tmp_path, cli):
+    code, _, err = cli("export-triton", models / "mnist-tuned" / "best", "-o", tmp_path / "repo")
+    assert code == 0, err
+    assert (tmp_path / "repo" / "mnist-tuned" / "config.pbtxt").is_file()

@@ -70,9 +70,23 @@ def input_structure(names: list[str], forward: Callable | None) -> dict[str, Any
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise InputSpecError(f"forward() has no argument {', '.join(unknown)}",
                              hint="forward() takes " + ", ".join(params) + "; name each input after one of them")
-    args_order = [n for n in positional if n in top] + [n for n in top if n not in positional and n not in keyword_only]
-    return {"args": [_tree(top[n], n) for n in args_order],
-            "kwargs": {n: _tree(top[n], n) for n in top if n in keyword_only}}
+    var_keyword = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    args_order = []
+    for n in positional:  # positionally up to the first parameter not given; after a gap, by keyword
+        if n not in top:
+            break
+        args_order.append(n)
+    after_gap = [n for n in positional[len(args_order):] if n in top]
+    only_positional = [n for n in after_gap if params[n].kind is params[n].POSITIONAL_ONLY]
+    if only_positional:
+        raise InputSpecError(f"forward()'s positional-only argument {only_positional[0]} comes after one not given "
+                             f"({positional[len(args_order)]})", hint="give the inputs of every argument before it too")
+    extra = [n for n in top if n not in params]
+    if takes_varargs and not var_keyword:
+        args_order += extra  # forward(self, *args): the extra names are positional, in the order given
+        extra = []
+    kwargs = [n for n in top if n not in args_order and (n in keyword_only or n in after_gap or n in extra)]
+    return {"args": [_tree(top[n], n) for n in args_order], "kwargs": {n: _tree(top[n], n) for n in kwargs}}
 
 
 def leaves(node: Any) -> list[str]:

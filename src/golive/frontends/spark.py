@@ -124,7 +124,10 @@ class SparkFrontend:
                                    "RandomForest*, GBT*, NaiveBayes") from None
         notes = []
         fixed = _softmax_for_multinomial(onx, loaded.model)
-        if fixed:
+        if fixed is None:
+            notes.append("the pipeline has a multinomial LogisticRegression, but its ONNX nodes could not be matched to its "
+                         "stages: its probabilities keep the converter's logistic post-transform (verify compares them with Spark's)")
+        elif fixed:
             notes.append(f"{fixed} multinomial LogisticRegression stage(s): probabilities set to softmax, as Spark computes "
                          "them (onnxmltools writes a logistic post-transform)")
         name_batch_axis(onx)
@@ -151,7 +154,7 @@ class SparkFrontend:
         return out
 
 
-def _softmax_for_multinomial(onx, model) -> int:
+def _softmax_for_multinomial(onx, model) -> int | None:
     """Give multinomial LogisticRegression nodes Spark's softmax; returns how many were fixed. The converter writes
     one LinearClassifier per LogisticRegression stage, in stage order."""
     from pyspark.ml.classification import LogisticRegressionModel
@@ -159,7 +162,7 @@ def _softmax_for_multinomial(onx, model) -> int:
     stages = [s for s in _stages(model) if isinstance(s, LogisticRegressionModel)]
     nodes = [n for n in onx.graph.node if n.op_type == "LinearClassifier"]
     if len(stages) != len(nodes):
-        return 0
+        return None if any(s.coefficientMatrix.numRows > 1 for s in stages) else 0
     fixed = 0
     for stage, node in zip(stages, nodes):
         if stage.coefficientMatrix.numRows <= 1:

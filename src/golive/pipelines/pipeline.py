@@ -87,8 +87,9 @@ def _resources(task, res) -> None:
         task.set_memory_request(res.memory).set_memory_limit(res.memory)
 
 
-def build_pipeline(job: PipelineJob, image: str | None = None):
-    """The pipeline function for ``job``: its parameters default to the job's items (JSON)."""
+def build_pipeline(job: PipelineJob, image: str | None = None, *, parallelism: int | None = None):
+    """The pipeline function for ``job``: its parameters default to the job's items (JSON). ``parallelism``
+    caps the branches that run at once (a local run tunes one item at a time: two would share the CPUs)."""
     dsl = _kfp()
     ops = _components(image or job.image or DEFAULT_IMAGE)
     items = [i.to_json() for i in job.items]
@@ -106,7 +107,7 @@ def build_pipeline(job: PipelineJob, image: str | None = None):
     if job.fan_out:
         @dsl.pipeline(name=job.name, description=job.description or f"golive: convert and tune {len(items)} items")
         def pipeline(items: list = items):
-            with dsl.ParallelFor(items, name="items") as item:
+            with dsl.ParallelFor(items, name="items", parallelism=parallelism or 0) as item:
                 tuned = branch(item)
             ops["rank"](summaries=dsl.Collected(tuned.outputs["Output"]), title=job.name).set_display_name("rank")
     else:
@@ -149,7 +150,7 @@ def run_local(job: PipelineJob, output_dir: str | Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # "no effect in the local runner": resources, the image; expected here
             warnings.filterwarnings("ignore", message=r".*(have no effect in the current local runner|non-Python base image).*")
-            build_pipeline(job, job.image or DEFAULT_IMAGE)()
+            build_pipeline(job, job.image or DEFAULT_IMAGE, parallelism=1)()
     except RuntimeError as exc:
         raise GoliveError(f"the pipeline failed: {exc}", hint=f"the failed step's log is above; its files are under {root}") from None
     runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)

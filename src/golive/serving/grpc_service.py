@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import time
 
 import numpy as np
@@ -110,7 +111,9 @@ def _feeds(request) -> dict[str, np.ndarray]:
         if tensor.datatype not in DTYPES:
             raise RequestError(f"input {tensor.name}: unknown datatype {tensor.datatype!r}")
         shape = list(tensor.shape)
-        count = int(np.prod(shape)) if shape else 1
+        if any(d < 0 for d in shape) or math.prod(shape) > 2**31:
+            raise RequestError(f"input {tensor.name}: shape {shape} is not a tensor shape this server takes")
+        count = math.prod(shape)
         if raw:
             if tensor.datatype == "BYTES":
                 items = from_bytes_tensor(raw[i])
@@ -124,6 +127,8 @@ def _feeds(request) -> dict[str, np.ndarray]:
                                        f"needs {count * size}")
                 array = np.frombuffer(raw[i], dtype=DTYPES[tensor.datatype])
         else:
+            if tensor.datatype not in _CONTENTS:
+                raise RequestError(f"input {tensor.name}: {tensor.datatype} has no typed contents field; send it in raw_input_contents")
             values = list(getattr(tensor.contents, _CONTENTS[tensor.datatype]))
             if len(values) != count:
                 raise RequestError(f"input {tensor.name}: {len(values)} elements for shape {shape} ({count})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 import zlib
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +25,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = None, max_body: int = 64 * 2**20,
               server_name: str = "golive", version: str = "0.1.0") -> Starlette:
     state = {"ready": True, "accepted": 0, "answered": 0}
+    counters: dict[tuple[str, str], Any] = {}  # labelled metric children, looked up once
+
+    def count(model: str, outcome: str, seconds: float) -> None:
+        key = (model, outcome)
+        if key not in counters:
+            counters[key] = metrics.requests.labels(model, "http", outcome)
+            counters[(model, "")] = metrics.latency.labels(model)
+        counters[key].inc()
+        counters[(model, "")].observe(seconds)
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["name"]
@@ -37,7 +47,7 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
 
     async def server_metadata(request: Request):
         return JSONResponse({"name": server_name, "version": version,
-                             "extensions": ["binary_tensor_data", "model_configuration", "statistics"]})
+                             "extensions": ["binary_tensor_data", "model_configuration"]})
 
     async def live(request: Request):
         return Response(status_code=200)
@@ -61,6 +71,8 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
         outcome = "error"
         state["accepted"] += 1
         try:
+            if model.pending >= model.max_queue:  # before reading the body: a full queue costs no memory
+                raise RequestError(f"model {model.name} has {model.pending} requests waiting (the limit): try again shortly", 503)
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_body:
                 raise RequestError(f"the request body is {int(declared)} bytes, over this server's limit of {max_body}", 413)
@@ -84,10 +96,11 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
         except RequestError as exc:
             outcome = "rejected" if exc.status in (400, 404, 413, 415) else "overloaded" if exc.status == 503 else "error"
             return _error(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 503 else None)
+        except Exception as exc:  # a bug: the request gets a 500 with the error, the server keeps serving
+            return _error(500, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             state["answered"] += 1
-            metrics.requests.labels(model.name, "http", outcome).inc()
-            metrics.latency.labels(model.name).observe(time.perf_counter() - started)
+            count(model.name, outcome, time.perf_counter() - started)
 
     async def metrics_route(request: Request):
         data, content_type = metrics.render()
@@ -106,10 +119,36 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
                    Route(prefix + "/infer", infer, methods=["POST"])]
     app = Starlette(routes=routes, exception_handlers={404: not_found, RequestError: request_error})
     app.state.serving = state
+    app = _InferFastPath(app, infer)
     if token:
         return _TokenGate(app, token)
-
     return app
+
+
+class _InferFastPath:
+    """POST .../infer straight to its handler: Starlette's router and exception middleware cost more per request
+    than a small model's whole session run."""
+
+    def __init__(self, app, infer) -> None:
+        self.app, self.infer, self.state = app, infer, app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
+            parts = scope["path"].strip("/").split("/")
+            params = None
+            if len(parts) == 4 and parts[:2] == ["v2", "models"]:
+                params = {"name": parts[2]}
+            elif len(parts) == 6 and parts[:2] == ["v2", "models"] and parts[3] == "versions":
+                params = {"name": parts[2], "version": parts[4]}
+            if params is not None:
+                scope["path_params"] = params
+                try:
+                    response = await self.infer(Request(scope, receive))
+                except RequestError as exc:
+                    response = _error(exc.status, exc.message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _TokenGate:

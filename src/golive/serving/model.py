@@ -76,11 +76,12 @@ class ServedModel:
         self.max_queue, self.metrics, self.settings = max_queue, metrics, settings or {}
         self.inputs = [self._meta(i) for i in session.get_inputs()]
         self.outputs = [self._meta(o) for o in session.get_outputs()]
-        first = {str(d[0]) if d else None for d in [*(i.shape for i in session.get_inputs()),
-                                                    *(o.shape for o in session.get_outputs())]}
-        # batchable: every input and output has the same symbolic first axis (a dynamic batch)
-        self.batchable = max_batch > 1 and len(first) == 1 and all(
-            d and isinstance(d[0], str) for d in [*(i.shape for i in session.get_inputs()), *(o.shape for o in session.get_outputs())])
+        shapes = [*(i.shape for i in session.get_inputs()), *(o.shape for o in session.get_outputs())]
+        first = {d[0] if d else None for d in shapes}
+        # batchable: every input and output starts with the same symbolic axis, and it is named as a batch axis
+        # (golive names it batch; another shared dynamic axis, a sequence, must not be concatenated along)
+        self.batch_axis = next(iter(first)) if len(first) == 1 else None
+        self.batchable = max_batch > 1 and isinstance(self.batch_axis, str) and _is_batch_name(self.batch_axis)
         self.queue: asyncio.Queue[_Pending] | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"golive-serve-{name}")
         self._worker: asyncio.Task | None = None
@@ -107,6 +108,8 @@ class ServedModel:
         rows = None
         for name, array in feeds.items():
             meta = known[name]
+            if meta.datatype not in DTYPES:
+                raise RequestError(f"model {self.name}'s input {name} is {meta.datatype}, which this server cannot take", 500)
             if array.dtype != DTYPES[meta.datatype] and not (meta.datatype == "BYTES" and array.dtype.kind in "OSU"):
                 raise RequestError(f"input {name} is {_oip(array.dtype)}; model {self.name} expects {meta.datatype}")
             if len(array.shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, array.shape)):
@@ -116,7 +119,7 @@ class ServedModel:
                 if rows is not None and array.shape[0] != rows:
                     raise RequestError(f"inputs disagree on the batch size: {name} has {array.shape[0]} rows, others {rows}")
                 rows = array.shape[0]
-        return rows or 1
+        return rows if rows is not None else 1
 
     # ------------------------------------------------------------ inference
 
@@ -207,6 +210,11 @@ class ServedModel:
         finally:
             if self.metrics:
                 self.metrics.compute_time.labels(self.name).observe(time.perf_counter() - started)
+        total = sum(p.rows for p in group)
+        if len(group) > 1 and any(np.ndim(r) == 0 or r.shape[0] != total for r in results):
+            for p in group:  # an output without a per-row first axis cannot be split back: run them one by one
+                await self._run([p], loop)
+            return
         start = 0
         for p in group:
             end = start + p.rows
@@ -240,6 +248,11 @@ class ServedModel:
 _TRITON_TYPE = {"FP32": "FP32", "FP64": "FP64", "FP16": "FP16", "INT64": "INT64", "INT32": "INT32", "INT16": "INT16",
                 "INT8": "INT8", "UINT8": "UINT8", "UINT16": "UINT16", "UINT32": "UINT32", "UINT64": "UINT64",
                 "BOOL": "BOOL", "BYTES": "STRING", "BF16": "BF16"}
+
+
+def _is_batch_name(name: str) -> bool:
+    lowered = name.lower()
+    return "batch" in lowered or lowered in ("n", "b", "none", "unk__0")
 
 
 def _oip(dtype: np.dtype) -> str:

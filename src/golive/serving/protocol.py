@@ -9,6 +9,7 @@ ends. Outputs come back as JSON ``data``, or as raw bytes after the JSON when as
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -19,6 +20,7 @@ from golive.serving.model import DTYPES, RequestError
 __all__ = ["decode_request", "encode_response", "to_bytes_tensor", "from_bytes_tensor", "HEADER"]
 
 HEADER = "inference-header-content-length"
+_MAX_ELEMENTS = 2**31
 _ELEMENT_SIZE = {name: np.dtype(t).itemsize for name, t in DTYPES.items() if name != "BYTES"}
 
 
@@ -69,16 +71,22 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         if not isinstance(tensor, dict):
             raise RequestError("each input must be an object {name, shape, datatype, data}")
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
-        if not isinstance(name, str) or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if (not isinstance(name, str) or not isinstance(shape, list)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
             raise RequestError(f"input {name!r}: needs a name and a shape (a list of non-negative ints)")
+        if math.prod(shape) > _MAX_ELEMENTS:
+            raise RequestError(f"input {name}: shape {shape} holds more than {_MAX_ELEMENTS} elements", 413)
+        parameters = tensor.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise RequestError(f"input {name}: parameters must be an object")
         if datatype not in DTYPES:
             raise RequestError(f"input {name}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")
         if name in feeds:
             raise RequestError(f"input {name} is given twice")
-        count = int(np.prod(shape)) if shape else 1
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        count = math.prod(shape)
+        size = parameters.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise RequestError(f"input {name}: binary_data_size {size} runs past the {len(binary) - offset} bytes left in the body")
             raw = bytes(binary[offset:offset + size])
             offset += size
@@ -119,7 +127,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
             wanted.append(out["name"])
             if (out.get("parameters") or {}).get("binary_data"):
                 binary_out.add(out["name"])
-    elif (request.get("parameters") or {}).get("binary_data_output"):
+    elif isinstance(request.get("parameters"), dict) and request["parameters"].get("binary_data_output"):
         binary_out = {"*"}
     return request, feeds, wanted, binary_out
 

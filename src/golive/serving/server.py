@@ -110,14 +110,25 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
                             access_log=False, timeout_graceful_shutdown=30, lifespan="off")
     server = _Server(config)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # stop accepting, finish in flight, then stop gRPC and exit 0
-        loop.add_signal_handler(sig, server.stop_gracefully)
+    stopping: list[asyncio.Task] = []
+
+    def on_signal() -> None:
+        """Stop accepting on both protocols at once, answer what is in flight, then exit 0."""
+        app.state.serving["ready"] = False
+        server.stop_gracefully()
+        if grpc_server is not None and not stopping:
+            stopping.append(loop.create_task(grpc_server.stop(grace=30)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
 
     async def announce() -> None:
         while not server.started and not server.should_exit:
             await asyncio.sleep(0.02)
         if server.started and on_ready:
-            on_ready({"http": f"http://{host}:{port}", "grpc": f"{host}:{grpc_port}" if grpc_port else None,
+            bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+            shown = f"[{host}]" if ":" in host else host
+            on_ready({"http": f"http://{shown}:{bound}", "grpc": f"{shown}:{grpc_port}" if grpc_port else None,
                       "models": {name: {"batching": m.batchable, "inputs": [i.to_json() for i in m.inputs],
                                         "settings": m.settings} for name, m in models.items()}})
 
@@ -126,7 +137,9 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
         await server.serve()  # SIGTERM / Ctrl-C: stop accepting, finish the requests in flight
     finally:
         task.cancel()
-        if grpc_server is not None:
+        if stopping:
+            await stopping[0]
+        elif grpc_server is not None:
             await grpc_server.stop(grace=10)
         for model in models.values():
             model.close()

@@ -37,7 +37,7 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
     if record.session.custom_ops:
         raise GoliveError("the tuned model needs custom operators, which Triton's onnxruntime backend loads from its own "
                           "configuration", hint="serve it with golive serve, or add the op library to Triton by hand")
-    model_name = name or (Path(tune_dir).name if best.name == "best" else best.parent.name)
+    model_name = name or (best.parent.name if best.name == "best" else best.name)
     served = ServedModel(model_name, load_session(tune_dir), source=str(tune_dir), max_batch=max_batch, max_delay_ms=max_delay_ms)
     config = triton_config(served, model_config_pb2)
     served.close()
