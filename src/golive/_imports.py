@@ -48,10 +48,23 @@ def load_module(name: str, *, reuse: bool = False) -> ModuleType:
         sys.modules[unique] = module
         folder = str(file.resolve().parent)
         sys.path.insert(0, folder)
+        # The file may also be imported by its plain name (a translation table next to it doing `import zoo`):
+        # that must give this module, not run the file a second time. A second run registers its torch custom
+        # operators twice, and torch then fails at random inside the dispatcher.
+        stem = file.stem
+        if stem.isidentifier() and stem not in sys.modules:
+            try:
+                found = importlib.util.find_spec(stem)
+            except (ImportError, ValueError):
+                found = None
+            if found is not None and found.origin and Path(found.origin).resolve() == file.resolve():
+                sys.modules[stem] = module
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(unique, None)
+            if sys.modules.get(stem) is module:
+                sys.modules.pop(stem, None)
             raise ModelLoadError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             sys.path.remove(folder)
