@@ -18,7 +18,10 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
              "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
-def add_service(server, models: dict[str, ServedModel], metrics, *, token: str | None = None, version: str = "0.1.0") -> None:
+def add_service(server, models: dict[str, ServedModel], metrics, *, token: str | None = None, version: str = "0.1.0",
+                state: dict | None = None) -> None:
+    """``state``: the HTTP side's; its ``ready`` turns false when the server starts draining, on both protocols."""
+    state = state if state is not None else {"ready": True}
     import grpc
     from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
@@ -51,12 +54,12 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
 
         async def ServerReady(self, request, context):
             await check(context)
-            return service_pb2.ServerReadyResponse(ready=True)
+            return service_pb2.ServerReadyResponse(ready=bool(state["ready"]))
 
         async def ModelReady(self, request, context):
             await check(context)
             await model_of(request.name, request.version, context)
-            return service_pb2.ModelReadyResponse(ready=True)
+            return service_pb2.ModelReadyResponse(ready=bool(state["ready"]))
 
         async def ServerMetadata(self, request, context):
             await check(context)

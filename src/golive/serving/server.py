@@ -103,7 +103,7 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
 
         grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body),
                                                ("grpc.max_send_message_length", max_body)])
-        add_service(grpc_server, models, metrics, token=token)
+        add_service(grpc_server, models, metrics, token=token, state=app.state.serving)
         grpc_server.add_insecure_port(f"{host}:{grpc_port}")
         await grpc_server.start()
     config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", log_level="warning",
