@@ -43,6 +43,11 @@ def load_module(name: str, *, reuse: bool = False) -> ModuleType:
         unique = _module_name(file)
         if reuse and unique in sys.modules:
             return sys.modules[unique]
+        resolved = file.resolve()
+        for existing in list(sys.modules.values()):  # already imported under another name: the same module
+            origin = getattr(existing, "__file__", None)
+            if origin and origin.endswith(".py") and Path(origin).resolve() == resolved:
+                return existing
         spec = importlib.util.spec_from_file_location(unique, file)
         module = importlib.util.module_from_spec(spec)
         sys.modules[unique] = module
