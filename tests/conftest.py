@@ -36,6 +36,15 @@ def cli():
     return invoke
 
 
+def free_port() -> int:
+    """A port nothing listens on now, for a server a test starts on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_info(out: Path) -> dict:
     return json.loads((out / "golive.json").read_text())
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TESTS, zoo
+from conftest import TESTS, free_port, zoo
 
 tritonclient = pytest.importorskip("tritonclient.http")
 import tritonclient.grpc as tg  # noqa: E402
@@ -29,11 +29,6 @@ import golive  # noqa: E402
 RUNTIME = TESTS / "custom_ops_runtime.py"
 EXPORT = TESTS / "custom_ops_export.py"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

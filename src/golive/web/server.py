@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from typing import Callable
 
 from golive.errors import GoliveError
-from golive.web.security import is_loopback
+from golive.web.security import check_port, is_loopback
 from golive.web.settings import Settings
 
 __all__ = ["Settings", "serve", "check_settings"]
@@ -24,14 +23,7 @@ def check_settings(settings) -> None:
     for root in settings.allow_roots:
         if not root.is_dir():
             raise GoliveError(f"--allow-root {root} is not a folder")
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((settings.host, settings.port))
-        except OSError as exc:
-            raise GoliveError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
-                              hint="pick another --port, or stop what listens there") from None
+    check_port(settings.host, settings.port)
 
 
 def url_of(settings) -> str:

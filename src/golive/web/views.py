@@ -1,0 +1,153 @@
+"""The web app's reading side: jobs, run folders and models as the pages show them.
+
+Everything here reads the job store (golive.jobs) and the run folders' records; the routes in app.py call it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from markupsafe import Markup
+
+from golive import jobs
+from golive.errors import GoliveError
+from golive.web.uploads import UploadStore
+
+__all__ = ["job_views", "Answer", "JOB_FILES", "duration"]
+
+JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
+    "model.onnx": ("run", "application/octet-stream"), "golive.json": ("run", "application/json"),
+    "job.json": ("run", "application/json"), "verify.json": ("run", "application/json"),
+    "report.html": ("tune", "text/html"), "report.json": ("tune", "application/json"), "tune.json": ("tune", "application/json"),
+}
+_REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})$")
+
+
+class Answer(Exception):
+    """An error page or JSON error with its status."""
+
+    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.hint = status, message, hint
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
+    """The functions the routes read jobs and models with, bound to one golive home."""
+
+    def record(job_id: str) -> jobs.JobRecord:
+        return jobs.get(job_id, home=home)
+
+    def tune_dir(r: jobs.JobRecord) -> Path | None:
+        from golive.steps import tune_dir_of
+
+        return tune_dir_of(r.spec) if r.spec.tune is not None else None
+
+    def view(r: jobs.JobRecord) -> dict[str, Any]:
+        kind = "perf test" if r.spec.tune is not None else "convert"
+        return {"duration_text": duration(r.duration), "id": r.id, "name": r.name, "kind": kind, "state": r.state, "created": r.created, "started": r.started,
+                "finished": r.finished, "duration": r.duration, "attempt": r.attempt, "error": r.error, "summary": r.summary,
+                "run_dir": r.run_dir, "tune_dir": str(tune_dir(r) or ""), "terminal": r.terminal,
+                "retryable": r.state in ("failed", "cancelled", "interrupted"), "cancellable": r.state in ("queued", "running")}
+
+    def file_of(r: jobs.JobRecord, name: str) -> Path | None:
+        where, _ = JOB_FILES[name]
+        folder = Path(r.run_dir) if where == "run" else tune_dir(r)
+        path = folder / name if folder else None
+        return path if path is not None and path.is_file() else None
+
+    def results(r: jobs.JobRecord) -> dict[str, Any]:
+        """What a job produced, read from its run folders."""
+        from golive.rundir import ConvertRecord, read_record
+        from golive.tuning.report import TuneReport, render_html_fragment
+
+        out: dict[str, Any] = {"files": [n for n in JOB_FILES if file_of(r, n)], "convert": None, "tune": None}
+        golive_json = Path(r.run_dir) / "golive.json"
+        if golive_json.is_file():
+            try:
+                out["convert"] = read_record(golive_json, ConvertRecord)
+            except GoliveError as exc:
+                out["convert_error"] = exc.message
+        t = tune_dir(r)
+        if t is not None and (t / "report.json").is_file() and (t / "tune.json").is_file():
+            report = TuneReport.model_validate_json((t / "report.json").read_text())
+            out["tune"] = report
+            out["tune_html"] = Markup(render_html_fragment(report))
+            out["best"] = (t / "best").is_dir()
+            session = t / "best" / "session.json"
+            out["session"] = json.loads(session.read_text()) if session.is_file() else None
+        return out
+
+    def model_path(ref: str) -> tuple[Path, str]:
+        """The .onnx file a model reference names, and a title for it."""
+        m = _REF_RE.match(ref)
+        if not m:
+            raise Answer(404, f"no model {ref!r}", "model references look like job-ID, best-ID or upload-ID")
+        kind, ident = m.groups()
+        if kind == "upload":
+            up = uploads.get(ident)
+            if up.kind != "file" or up.path.suffix != ".onnx":
+                raise Answer(400, f"the upload {up.name} is not an .onnx file", "convert it first, then visualize the job's model")
+            return up.path, up.name
+        r = record(ident)
+        if kind == "job":
+            path, title = Path(r.run_dir) / "model.onnx", f"{r.name} (job {r.id})"
+        else:
+            t = tune_dir(r)
+            path, title = (t / "best" / "model.onnx" if t else Path("/nonexistent")), f"{r.name}, tuned best (job {r.id})"
+        if not path.is_file():
+            raise Answer(404, f"job {r.id} has no {'converted' if kind == 'job' else 'tuned'} model yet",
+                          "wait for the job to succeed" if not r.terminal else "its job did not produce one")
+        return path, title
+
+    def models_to_show() -> list[dict[str, str]]:
+        found = []
+        for r in reversed(jobs.list(home=home)):
+            if (Path(r.run_dir) / "model.onnx").is_file() and r.spec.tune is None:
+                found.append({"ref": f"job-{r.id}", "title": f"{r.name} · converted (job {r.id})"})
+            t = tune_dir(r)
+            if t is not None and (t / "best" / "model.onnx").is_file() and (t / "tune.json").is_file():
+                found.append({"ref": f"best-{r.id}", "title": f"{r.name} · tuned best (job {r.id})"})
+        return found
+
+    def compare(ids: list[str]) -> dict[str, Any]:
+        from golive.rundir import fingerprint
+        from golive.tuning.report import TuneReport
+
+        if len(ids) < 2:
+            raise Answer(400, "pick two or more Perf Test jobs to compare", "tick them in the Job Monitor, then Compare")
+        columns, models = [], set()
+        for ident in ids:
+            r = record(ident)
+            t = tune_dir(r)
+            if t is None or not (t / "report.json").is_file():
+                raise Answer(400, f"job {r.id} has no tune report", "compare finished Perf Test jobs")
+            report = TuneReport.model_validate_json((t / "report.json").read_text())
+            models.add(fingerprint(Path(r.run_dir) / "model.onnx"))
+            columns.append((view(r), report))
+        if len(models) > 1:
+            raise Answer(400, "these Perf Test jobs tuned different models",
+                          "compare Perf Tests of the same converted model")
+        rows: dict[str, dict[str, Any]] = {}
+        for i, (_, report) in enumerate(columns):
+            for c in report.candidates:
+                key = ("+".join(c.transforms) or "original") + " · " + c.session.describe() + (f" · batch {c.batch}" if c.batch else "")
+                rows.setdefault(key, {})[i] = c
+        best = {i: report.best.id for i, (_, report) in enumerate(columns)}
+        objective = columns[0][1].objective
+        order = sorted(rows, key=lambda k: min((c.score(objective) if c.figures and c.status == "passed" else float("inf"))
+                                                for c in rows[k].values()))
+        return {"columns": columns, "rows": [(k, rows[k]) for k in order], "best": best}
+
+    return SimpleNamespace(record=record, tune_dir=tune_dir, view=view, file_of=file_of, results=results,
+                           model_path=model_path, models_to_show=models_to_show, compare=compare)
