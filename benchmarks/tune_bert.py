@@ -91,6 +91,7 @@ def _best_practice(folder: Path, feeds: dict[str, np.ndarray], out: Path) -> dic
 
 
 _COUNTED = ("Attention", "QAttention", "EmbedLayerNormalization", "QEmbedLayerNormalization", "SkipLayerNormalization",
+            "LayerNormalization",
             "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits", "MatMul")
 
 

@@ -182,6 +182,91 @@ def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
     assert any(n.startswith("export route:") and "Attention 2" in n for n in result.report.notes)
 
 
+def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_bert, tmp_path):
+    import onnx
+
+    from golive.api import in_this_process
+    from golive.optimize import TransformContext, apply_chain, get_transform
+    from golive.runtime import make_session
+
+    ctx = TransformContext(source=str(tiny_bert))
+    with in_this_process():
+        fused, _ = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion"], tmp_path / "a", ctx)
+        split, info = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "split_skip_layernorm"],
+                                  tmp_path / "b", ctx)
+
+    def ops(path):
+        counts: dict[str, int] = {}
+        for node in onnx.load(str(path)).graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        return counts
+
+    skip = ops(fused).get("SkipLayerNormalization", 0)
+    assert skip == 4 and info[2]["split"] == skip and "SkipLayerNormalization" not in ops(split)
+    assert get_transform("split_skip_layernorm").disables == ("SkipLayerNormFusion",)
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 1000, (1, 16)), "attention_mask": np.ones((1, 16), np.int64),
+             "token_type_ids": np.zeros((1, 16), np.int64)}
+    session = make_session(split, SessionConfig(disabled_optimizers=["SkipLayerNormFusion"]),
+                           optimized_model_path=tmp_path / "loaded.onnx")
+    assert "SkipLayerNormalization" not in ops(tmp_path / "loaded.onnx") and ops(tmp_path / "loaded.onnx")["LayerNormalization"] >= skip
+    for a, b in zip(make_session(fused).run(None, feeds), session.run(None, feeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_tuned_split_model_reaches_triton_with_its_optimizations_applied_ahead_of_time(tiny_bert, tmp_path):
+    """Triton's backend cannot leave out one optimizer: export-triton saves the graph as the tuned session optimizes
+    it (SkipLayerNormFusion left out) and sets Triton's optimization level to disabled."""
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from golive.api import in_this_process
+    from golive.optimize import TransformContext, apply_chain
+    from golive.rundir import SessionRecord, read_record, write_record
+    from golive.serving.triton import export_triton
+
+    tuned = tmp_path / "tuned"
+    golive.tune(tiny_bert, tuned, budget=4, dim_sizes={"batch": 1, "sequence": 16}, transforms=[])
+    with in_this_process():
+        split, _ = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "split_skip_layernorm"],
+                               tmp_path / "chain", TransformContext(source=str(tiny_bert)))
+    # best/ as tune writes it for a winner that split SkipLayerNormalization
+    (tuned / "best" / "model.onnx").write_bytes(split.read_bytes())
+    record = read_record(tuned / "best" / "session.json", SessionRecord)
+    record.session = SessionConfig(disabled_optimizers=["SkipLayerNormFusion"])
+    record.transforms = ["torchscript_export", "ort_fusion", "split_skip_layernorm"]
+    write_record(tuned / "best" / "session.json", record)
+    folder = export_triton(tuned, tmp_path / "repo", name="bert")
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.optimization.graph.level == 2  # Triton's "disabled": the graph below is already optimized
+    ops = [n.op_type for n in onnx.load(str(folder / "1" / "model.onnx")).graph.node]
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") >= 4
+    assert golive.load_session(tuned).get_outputs()[0].name == [o.name for o in onnx.load(str(folder / "1" / "model.onnx")).graph.output][0]
+
+
+def test_without_the_disabled_optimizer_onnx_runtime_fuses_add_and_layernorm_again(tmp_path):
+    """Why the split transform names SkipLayerNormFusion: a plain session turns Add + LayerNormalization back into it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from golive.runtime import make_session
+
+    width = 8
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "skip"], ["sum"]), helper.make_node("LayerNormalization", ["sum", "g", "b"], ["y"], axis=-1)],
+        "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, width]) for n in ("x", "skip")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, width])],
+        [numpy_helper.from_array(np.ones(width, np.float32), "g"), numpy_helper.from_array(np.zeros(width, np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    fused = {}
+    for key, config in (("plain", SessionConfig()), ("disabled", SessionConfig(disabled_optimizers=["SkipLayerNormFusion"]))):
+        make_session(tmp_path / "m.onnx", config, optimized_model_path=tmp_path / f"{key}.onnx")
+        fused[key] = sum(n.op_type == "SkipLayerNormalization" for n in onnx.load(str(tmp_path / f"{key}.onnx")).graph.node)
+    assert fused == {"plain": 1, "disabled": 0}
+    assert "without=SkipLayerNormFusion" in SessionConfig(disabled_optimizers=["SkipLayerNormFusion"]).describe()
+
+
 def test_attention_heads_are_found_in_the_graph_without_a_config(tiny_bert):
     from golive.optimize.fusion import _heads_in_graph
 

@@ -34,6 +34,8 @@ class SessionConfig(BaseModel):
     enable_mem_pattern: bool = True
     log_severity_level: int = 3  # errors only: ORT's own warnings go through our report instead
     custom_ops: list[str] = Field(default_factory=list)  # libraries and Python op modules, see register_custom_ops
+    # ONNX Runtime graph optimizers not to run at load (a transform that undoes a fusion keeps it undone)
+    disabled_optimizers: list[str] = Field(default_factory=list)
 
     def describe(self) -> str:
         """The settings that differ from ONNX Runtime's defaults, on one line."""
@@ -45,13 +47,16 @@ class SessionConfig(BaseModel):
             value = getattr(self, name)
             if value != getattr(default, name):
                 short = _SHORT.get(name, name)
+                if name == "disabled_optimizers":
+                    value = ",".join(value)
                 parts.append(short if value is False else f"{short}={value}")
         return " ".join(parts)
 
 
 _SHORT = {"intra_op_num_threads": "intra", "inter_op_num_threads": "inter", "execution_mode": "mode",
           "graph_optimization_level": "opt", "intra_op_spinning": "no-spin", "inter_op_spinning": "no-inter-spin",
-          "enable_cpu_mem_arena": "no-arena", "enable_mem_pattern": "no-mem-pattern", "provider_options": "options"}
+          "enable_cpu_mem_arena": "no-arena", "enable_mem_pattern": "no-mem-pattern", "provider_options": "options",
+          "disabled_optimizers": "without"}
 
 
 def make_session(model: str | Path | bytes, config: SessionConfig | None = None, *, optimized_model_path=None):
@@ -84,8 +89,9 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
         raise ModelLoadError(f"execution provider(s) {', '.join(missing)} are not available in this onnxruntime",
                              hint="available here: " + ", ".join(available))
     try:
+        extra = {"disabled_optimizers": config.disabled_optimizers} if config.disabled_optimizers else {}
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
-                                    providers=config.providers, provider_options=config.provider_options or None)
+                                    providers=config.providers, provider_options=config.provider_options or None, **extra)
     except Exception as exc:
         text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
         missing_op = re.search(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op", text)

@@ -2,7 +2,9 @@
 
 REPO/NAME/1/model.onnx (and its external data) + REPO/NAME/config.pbtxt for Triton's onnxruntime backend:
 inputs and outputs, batching (max_batch_size, dynamic_batching), and the tuned intra/inter-op threads,
-execution mode, graph optimization level, memory arena and pattern as the backend's parameters.
+execution mode, graph optimization level, memory arena and pattern as the backend's parameters. A tuned
+session that leaves out one of ONNX Runtime's optimizers (which Triton cannot express) is exported as the graph
+optimized ahead of time, loaded with optimizations off.
 """
 
 from __future__ import annotations
@@ -48,8 +50,12 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
               "enable_mem_arena": int(s.enable_cpu_mem_arena), "enable_mem_pattern": int(s.enable_mem_pattern)}
     for key, value in params.items():
         config.parameters[key].string_value = str(value)
-    if s.graph_optimization_level in _LEVELS:
-        config.optimization.graph.level = _LEVELS[s.graph_optimization_level]
+    # Triton's backend cannot leave out one optimizer (a tuned model may have undone a fusion that measured slower):
+    # such a model goes in with ONNX Runtime's optimizations applied ahead of time, here, and loads with them off.
+    ahead = bool(s.disabled_optimizers) and s.graph_optimization_level != "disable"
+    level = "disable" if ahead else s.graph_optimization_level
+    if level in _LEVELS:
+        config.optimization.graph.level = _LEVELS[level]
     config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=1)
     repo = Path(repo)
     folder = repo / model_name
@@ -59,9 +65,14 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "1").mkdir(parents=True)
     try:
-        for f in best.iterdir():
-            if f.name == "model.onnx" or f.name in _external(best / "model.onnx"):
-                shutil.copy2(f, partial / "1" / f.name)
+        if ahead:
+            from golive.runtime import make_session
+
+            make_session(best / "model.onnx", s, optimized_model_path=partial / "1" / "model.onnx")
+        else:
+            for f in best.iterdir():
+                if f.name == "model.onnx" or f.name in _external(best / "model.onnx"):
+                    shutil.copy2(f, partial / "1" / f.name)
         (partial / "config.pbtxt").write_text(text_format.MessageToString(config))
         partial.rename(folder)
     except BaseException:

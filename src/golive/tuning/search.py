@@ -80,6 +80,12 @@ def _new(state: SearchState, stage: str, transforms: list[str], session: Session
         if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
             return c
     precision = next((get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"), "fp32")
+    disabled = sorted({*session.disabled_optimizers, *(o for t in transforms for o in get_transform(t).disables)})
+    if disabled != session.disabled_optimizers:  # what a transform undid, the session must not redo at load
+        session = session.model_copy(update={"disabled_optimizers": disabled})
+        for c in state.candidates:
+            if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
+                return c
     c = Candidate(id=f"c{len(state.candidates):03d}", stage=stage, transforms=transforms, session=session,
                   precision=precision)
     state.candidates.append(c)
@@ -168,7 +174,8 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     default = SessionConfig(providers=[provider], custom_ops=state.options.custom_ops)
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
-    known = {*FUSIONS, REEXPORT, *INT8_FIRST, INT8_RESCUE, "fp16", "int8_blockwise_128", "gelu_approximation", "fixed_shape"}
+    known = {*FUSIONS, REEXPORT, *INT8_FIRST, INT8_RESCUE, "fp16", "int8_blockwise_128", "gelu_approximation", "fixed_shape",
+             "split_skip_layernorm"}
     extra = [t for t in (state.options.transforms or []) if t not in known]  # asked for by name, tried alone
     for name in [*FUSIONS, *extra]:
         if allowed(state, name):
@@ -197,22 +204,41 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
 
 
 def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -> list[Candidate]:
-    """Variations on the fastest correct model, each measured and gated, never assumed: larger MatMulNBits
-    blocks, the GELU approximation (when a Gelu was fused), and the model fixed to the measured shape (when
-    the user says the deployment's shape is fixed)."""
+    """Variations on the fastest correct model, each measured and gated, never assumed, and kept only when it
+    beats the model it varies, re-measured back to back: larger MatMulNBits blocks, SkipLayerNormalization split
+    into Add + LayerNormalization (when the model holds one), the GELU approximation (when a Gelu was fused),
+    and the model fixed to the measured shape (when the user says the deployment's shape is fixed)."""
     best = best_of(state, cands)
     if best is None:
         return []
-    chain, variants = best.transforms, []
-    if "int8_blockwise" in chain and allowed(state, "int8_blockwise_128"):
-        variants.append([t if t != "int8_blockwise" else "int8_blockwise_128" for t in chain])
-    fused_gelu = any(k.lower().replace("_", "") in ("biasgelu", "gelu") and v for i in best.transform_info
-                     for k, v in (i.get("fused") or {}).items())
-    if fused_gelu and allowed(state, "gelu_approximation"):
-        variants.append([*chain, "gelu_approximation"])
-    if state.options.fixed_shape and allowed(state, "fixed_shape"):
-        variants.append([*chain, "fixed_shape"])
-    return [evaluate(state, _new(state, "model", v, default), state.short_seconds) for v in variants]
+    ops = _op_types(best.model) if best.model else set()
+    steps: list[tuple[str, Callable[[list[str]], list[str]]]] = []
+    if "int8_blockwise" in best.transforms:
+        steps.append(("int8_blockwise_128", lambda ch: [t if t != "int8_blockwise" else "int8_blockwise_128" for t in ch]))
+    if "SkipLayerNormalization" in ops and best.session.providers[0] == "CPUExecutionProvider":
+        steps.append(("split_skip_layernorm", lambda ch: [*ch, "split_skip_layernorm"]))
+    if ops & {"Gelu", "BiasGelu"}:
+        steps.append(("gelu_approximation", lambda ch: [*ch, "gelu_approximation"]))
+    if state.options.fixed_shape:
+        steps.append(("fixed_shape", lambda ch: [*ch, "fixed_shape"]))
+    tried = []
+    for name, vary in steps:
+        if not allowed(state, name) or state.left() <= 0:
+            continue
+        c = evaluate(state, _new(state, "model", vary(best.transforms), default), state.short_seconds)
+        tried.append(c)
+        if c.status == "passed" and beats(state, c, best):
+            best = c
+    return tried
+
+
+def _op_types(model: str) -> set[str]:
+    import onnx
+
+    try:
+        return {n.op_type for n in onnx.load(model, load_external_data=False).graph.node}
+    except Exception:  # an unreadable model varies no further; its own measurement said what went wrong
+        return set()
 
 
 def stage_session(state: SearchState, start: Candidate) -> Candidate:
