@@ -102,6 +102,37 @@ def _op_counts(path: str) -> str:
     return " ".join(f"{k}={counts[k]}" for k in _COUNTED if counts.get(k))
 
 
+def _int8_gemm_floor(fused: Path, out: Path) -> tuple[Path, Path, int]:
+    """The model's weight GEMMs alone — every MatMul with a constant weight and each Attention's QKV weight, at the
+    measured shape, dynamically quantized as golive's INT8 candidates are — and nothing else: no attention scores,
+    softmax, normalization, GELU or data movement. Its latency bounds any dynamic-INT8 model of this network from
+    below on this CPU, with ONNX Runtime's own INT8 kernels. Returns (model, inputs, GEMM count)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(fused))
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes, inputs, outputs, inits, feeds = [], [], [], [], {}
+    rng = np.random.default_rng(0)
+    for i, node in enumerate(n for n in model.graph.node
+                            if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in weights):
+        w = numpy_helper.to_array(weights[node.input[1]])
+        if w.ndim != 2:
+            continue
+        x, y, name = f"x{i}", f"y{i}", f"w{i}"
+        inits.append(numpy_helper.from_array(w.astype(np.float32), name))
+        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, SEQ, w.shape[0]]))
+        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, SEQ, w.shape[1]]))
+        nodes.append(helper.make_node("MatMul", [x, name], [y], name=f"gemm{i}"))
+        feeds[x] = rng.standard_normal((1, SEQ, w.shape[0])).astype(np.float32)
+    graph = helper.make_graph(nodes, "int8_gemms", inputs, outputs, inits)
+    fp32, path = out / "gemms_fp32.onnx", out / "gemms_int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    np.savez(out / "gemms_inputs.npz", **feeds)
+    return path, out / "gemms_inputs.npz", len(nodes)
+
+
 def _measure(path: str, config: SessionConfig, inputs: Path, seconds: float = 3.0) -> float:
     ok, r = measure_in_worker({"model": path, "session": config.model_dump(), "inputs": str(inputs),
                                "outputs": str(inputs.with_name("bench_out.npz")), "max_seconds": seconds, "warmup": 5,
@@ -177,6 +208,11 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
     best_ms = statistics.median(times["golive tune best"])
     print(f"golive best / best practice: {best_ms / hand_ms:.2f} (below 1 is faster; goal <= 0.80); "
           f"golive best vs eager: {eager_ms / best_ms:.2f}x")
+    gemms, gemm_inputs, count = _int8_gemm_floor(out / "best_practice_fused.onnx", out)
+    floor = statistics.median(_measure(str(gemms), two_threads, gemm_inputs) for _ in range(rounds))
+    print(f"floor: the {count} weight GEMMs alone, dynamic INT8, 2 threads: {floor:.2f} ms "
+          f"({floor / hand_ms:.2f} of the best practice, {eager_ms / floor:.2f}x eager); "
+          f"golive best spends {best_ms - floor:.2f} ms beyond them")
     print("the report: " + result.report.summary())
     for note in result.report.notes:
         print("  note: " + note)

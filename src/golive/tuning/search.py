@@ -294,17 +294,28 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     c.transform_info = best.transform_info + [{"transform": "ort_optimized_graph",
                                                "saved_at_level": best.session.graph_optimization_level}]
     # Measured in alternation with the model it came from: keep it only if it is not slower.
-    p50s: dict[str, list[float]] = {c.id: [], best.id: []}
-    for _ in range(2):
-        for cand in (c, best):
-            _measure(state, cand, state.short_seconds)
-            if cand.status != "passed":
-                return best
-            p50s[cand.id].append(cand.score(state.options.objective))
-    if sum(p50s[c.id]) <= sum(p50s[best.id]):
+    if duel(state, best, c, prefer_challenger=True) is c:
         return c
-    c.reason = "as correct, but not faster than the graph optimized at load time"
+    if c.status == "passed":
+        c.reason = "as correct, but not faster than the graph optimized at load time"
     return best
+
+
+def duel(state: SearchState, incumbent: Candidate, challenger: Candidate, rounds: int = 2,
+         prefer_challenger: bool = False) -> Candidate:
+    """The faster of two candidates, measured in alternation (challenger, incumbent, challenger, ...) whatever is
+    left of the budget: on a small or shared machine a figure taken minutes earlier, in a slower or faster moment,
+    decides nothing. A tie goes to the incumbent, or to the challenger when ``prefer_challenger``."""
+    sums = {challenger.id: 0.0, incumbent.id: 0.0}
+    for _ in range(rounds):
+        for c in (challenger, incumbent):
+            _measure(state, c, state.short_seconds)
+            if c.status != "passed":
+                return incumbent if c is challenger else challenger
+            sums[c.id] += c.score(state.options.objective)
+    if prefer_challenger:
+        return challenger if sums[challenger.id] <= sums[incumbent.id] else incumbent
+    return challenger if sums[challenger.id] < sums[incumbent.id] else incumbent
 
 
 def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
@@ -322,8 +333,7 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
         ranked = sorted((c for c in cands if c.status == "passed"), key=lambda c: c.score(state.options.objective))
         tuned = [stage_session(state, c) for c in ranked[:2]]
         if len(tuned) == 2 and tuned[1] is not tuned[0]:
-            _measure(state, tuned[1], state.short_seconds)
-            tuned = [tuned[1]] if beats(state, tuned[1], tuned[0]) else [tuned[0]]
+            tuned = [duel(state, tuned[0], tuned[1])]
         if tuned:
             per_provider.append(tuned[0])
     best = best_of(state, per_provider) or baseline
