@@ -208,6 +208,13 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
     best_ms = statistics.median(times["golive tune best"])
     print(f"golive best / best practice: {best_ms / hand_ms:.2f} (below 1 is faster; goal <= 0.80); "
           f"golive best vs eager: {eager_ms / best_ms:.2f}x")
+    # The same ratios within each round, then their median: a slow spell of the machine that spans part of a
+    # run moves the medians above unevenly, but a ratio of figures taken seconds apart much less.
+    by_round = [g / h for g, h in zip(times["golive tune best"], times[f"best practice (INT8 {chosen})"])]
+    vs_eager = [e / g for e, g in zip(times["PyTorch eager"], times["golive tune best"])]
+    print(f"within rounds: golive best / best practice {statistics.median(by_round):.2f} "
+          f"[{' '.join(f'{r:.2f}' for r in by_round)}]; vs eager {statistics.median(vs_eager):.2f}x "
+          f"[{' '.join(f'{r:.2f}' for r in vs_eager)}]")
     gemms, gemm_inputs, count = _int8_gemm_floor(out / "best_practice_fused.onnx", out)
     floor = statistics.median(_measure(str(gemms), two_threads, gemm_inputs) for _ in range(rounds))
     print(f"floor: the {count} weight GEMMs alone, dynamic INT8, 2 threads: {floor:.2f} ms "
