@@ -327,3 +327,23 @@ def test_export_triton_of_a_best_folder_takes_the_tune_folders_name(models, tmp_
     code, _, err = cli("export-triton", models / "mnist-tuned" / "best", "-o", tmp_path / "repo")
     assert code == 0, err
     assert (tmp_path / "repo" / "mnist-tuned" / "config.pbtxt").is_file()
+
+
+def test_served_sessions_do_not_spin_wait_unless_asked(models, cli):
+    """ONNX Runtime's spinning threads take the cores the server needs between runs: off by default, as tuned on request."""
+    from golive.serving.model import load_model
+
+    def spins(model) -> str:
+        try:
+            return model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        finally:
+            model.close()
+
+    tuned = json.loads((models / "mnist-tuned" / "best" / "session.json").read_text())["session"]["intra_op_spinning"]
+    assert spins(load_model(models / "mnist-tuned")) == "0"
+    assert spins(load_model(models / "mnist")) == "0"
+    assert spins(load_model(models / "mnist" / "model.onnx")) == "0"
+    assert spins(load_model(models / "mnist-tuned", spinning=None)) == ("1" if tuned else "0")
+    assert "no-spin" in load_model(models / "mnist").config()["parameters"]["session"]["string_value"]
+    code, _, err = cli("serve", models / "mnist-tuned", "--spinning", "sometimes")
+    assert code == 2 and "expected off or tuned" in " ".join(err.split())

@@ -22,10 +22,16 @@ def serve(
     max_delay_ms: Annotated[float, typer.Option(help="Wait up to this long for a fuller batch (0: run what has queued).")] = 0.0,
     max_queue: Annotated[int, typer.Option(help="Requests waiting per model before the server answers 503.")] = 1024,
     token: Annotated[Optional[str], typer.Option(help="Token every request must carry (Authorization: Bearer T); required off loopback.", envvar="GOLIVE_TOKEN")] = None,
+    spinning: Annotated[str, typer.Option(help="ONNX Runtime's threads spin-waiting between runs: off (default: they would take the "
+                                                "cores the server needs for the next requests) or tuned (as tune chose).")] = "off",
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2 / Triton clients), HTTP and gRPC, until Ctrl-C."""
     with _user_errors():
+        from golive.errors import GoliveError
         from golive.serving.server import serve as run
+
+        if spinning not in ("off", "tuned"):
+            raise GoliveError(f"--spinning {spinning!r}: expected off or tuned", hint="--spinning off (the default) or --spinning tuned")
 
         def ready(info: dict) -> None:
             print(f"golive serve: {info['http']}" + (f"  gRPC {info['grpc']}" if info["grpc"] else ""), flush=True)
@@ -36,7 +42,8 @@ def serve(
                           highlight=False, markup=False)
 
         run(models, names=name, host=host, port=port, grpc_port=grpc_port or None, max_batch=max_batch,
-            max_delay_ms=max_delay_ms, max_queue=max_queue, token=token, on_ready=ready)
+            max_delay_ms=max_delay_ms, max_queue=max_queue, token=token, on_ready=ready,
+            spinning=False if spinning == "off" else None)
 
 
 @app.command("export-triton")

@@ -41,8 +41,10 @@ class _Server:
 
 def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
           grpc_port: int | None = 8001, max_batch: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
-          token: str | None = None, max_body_mb: float = 64.0, on_ready: Callable[[dict], None] | None = None) -> None:
-    """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped."""
+          token: str | None = None, max_body_mb: float = 64.0, on_ready: Callable[[dict], None] | None = None,
+          spinning: bool | None = False) -> None:
+    """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped. ``spinning``:
+    see ``load_model`` (False: ONNX Runtime's threads do not spin-wait between runs; None: as tuned)."""
     from golive.serving.model import load_model
     from golive.web.security import check_port, is_loopback
 
@@ -63,7 +65,7 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
     models = {}
     for i, path in enumerate(paths):
         model = load_model(path, name=names[i] if i < len(names) else None, max_batch=max_batch,
-                           max_delay_ms=max_delay_ms, max_queue=max_queue, metrics=metrics)
+                           max_delay_ms=max_delay_ms, max_queue=max_queue, metrics=metrics, spinning=spinning)
         if model.name in models:
             raise GoliveError(f"two models are named {model.name}", hint="name them apart with --name")
         models[model.name] = model

@@ -69,13 +69,20 @@ def best_folder(path: str | Path) -> Path:
 
 def load_session(tune_dir: str | Path):
     """A configured ``onnxruntime.InferenceSession`` for the best model of a tuning run (or a copied best/ folder)."""
-    from golive.rundir import SessionRecord, from_record, read_record
     from golive.runtime import make_session
+
+    model, config = tuned_config(tune_dir)
+    return make_session(model, config)
+
+
+def tuned_config(tune_dir: str | Path):
+    """(best/model.onnx, the tuned SessionConfig with its custom-op paths resolved): what load_session builds from."""
+    from golive.rundir import SessionRecord, from_record, read_record
 
     best = best_folder(tune_dir)
     record = read_record(best / SESSION_RECORD, SessionRecord)
-    session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
-    return make_session(best / "model.onnx", session)
+    return best / "model.onnx", record.session.model_copy(
+        update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
 
 
 def _providers(options: TuneOptions, available: list[str]) -> list[str]:
