@@ -273,8 +273,8 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
 
     ``spinning``: ONNX Runtime's intra-op threads spin-wait for work after each run. That suits one caller
     timing one stream (where tune measures), but in a server the spinning threads take the cores the event
-    loop needs to parse and answer the next requests: measured with serve_bench on 2 cores, MNIST at
-    concurrency 32 answered 3545 requests/s with spinning off against 1863 with it on. False (the default)
+    loop needs to parse and answer the next requests: measured side by side with serve_bench on 2 cores, MNIST at
+    concurrency 32 answered 3388 requests/s with spinning off against 2281 with it on. False (the default)
     turns it off; None keeps the tuned (or ONNX Runtime's default) setting."""
     from golive.rundir import SESSION_RECORD, SessionRecord, read_record
     from golive.runtime import SessionConfig, make_session
