@@ -165,7 +165,7 @@ def split_skip_layernorm(src: Path, dst: Path, ctx: TransformContext) -> dict[st
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     onnx.save(model, str(dst))
-    return {"split": split, "session_disables": ["SkipLayerNormFusion"]}
+    return {"split": split}
 
 
 def ort_optimized_graph(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:

@@ -276,9 +276,9 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
     loop needs to parse and answer the next requests: measured side by side with serve_bench on 2 cores, MNIST at
     concurrency 32 answered 3388 requests/s with spinning off against 2281 with it on. False (the default)
     turns it off; None keeps the tuned (or ONNX Runtime's default) setting."""
-    from golive.rundir import SESSION_RECORD, SessionRecord, read_record
+    from golive.rundir import SESSION_RECORD, read_record
     from golive.runtime import SessionConfig, make_session
-    from golive.tuning import best_folder, tuned_config
+    from golive.tuning import tuned_record
 
     def configured(config: SessionConfig) -> SessionConfig:
         if spinning is None:
@@ -290,10 +290,10 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
         raise GoliveError(f"{path} does not exist", hint="serve a tune folder, a convert folder or an .onnx file")
     settings: dict[str, Any] = {}
     if path.is_dir() and ((path / "tune.json").is_file() or (path / SESSION_RECORD).is_file()):
-        model, config = tuned_config(path)
-        session = make_session(model, configured(config))
-        record = read_record(best_folder(path) / SESSION_RECORD, SessionRecord)
-        settings = {"session": configured(record.session).describe(), "transforms": "+".join(record.transforms) or "original"}
+        best, record = tuned_record(path)
+        config = configured(record.session)
+        session = make_session(best / "model.onnx", config)
+        settings = {"session": config.describe(), "transforms": "+".join(record.transforms) or "original"}
         default_name = (path.parent.name if path.name == "best" else path.name)
     elif path.is_dir() and (path / "golive.json").is_file():
         from golive.rundir import ConvertRecord, from_record

@@ -26,21 +26,21 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from golive.rundir import SESSION_RECORD, SessionRecord, read_record
+    from golive.rundir import SESSION_RECORD
+    from golive.runtime import make_session
     from golive.serving.grpc_service import triton_config
     from golive.serving.model import ServedModel
-    from golive.tuning import best_folder, load_session
+    from golive.tuning import best_folder, tuned_record
 
-    best = best_folder(tune_dir)
-    if not (best / SESSION_RECORD).is_file():
+    if not (best_folder(tune_dir) / SESSION_RECORD).is_file():
         raise GoliveError(f"{tune_dir} is not a finished tune folder (no best/session.json)",
                           hint="export the output folder of golive tune")
-    record = read_record(best / SESSION_RECORD, SessionRecord)
+    best, record = tuned_record(tune_dir)
     if record.session.custom_ops:
         raise GoliveError("the tuned model needs custom operators, which Triton's onnxruntime backend loads from its own "
                           "configuration", hint="serve it with golive serve, or add the op library to Triton by hand")
     model_name = name or (best.parent.name if best.name == "best" else best.name)
-    served = ServedModel(model_name, load_session(tune_dir), source=str(tune_dir), max_batch=max_batch, max_delay_ms=max_delay_ms)
+    served = ServedModel(model_name, make_session(best / "model.onnx", record.session), source=str(tune_dir), max_batch=max_batch, max_delay_ms=max_delay_ms)
     config = triton_config(served, model_config_pb2)
     served.close()
     config.parameters.clear()
@@ -66,8 +66,6 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
     (partial / "1").mkdir(parents=True)
     try:
         if ahead:
-            from golive.runtime import make_session
-
             make_session(best / "model.onnx", s, optimized_model_path=partial / "1" / "model.onnx")
         else:
             for f in best.iterdir():

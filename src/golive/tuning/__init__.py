@@ -71,18 +71,18 @@ def load_session(tune_dir: str | Path):
     """A configured ``onnxruntime.InferenceSession`` for the best model of a tuning run (or a copied best/ folder)."""
     from golive.runtime import make_session
 
-    model, config = tuned_config(tune_dir)
-    return make_session(model, config)
+    best, record = tuned_record(tune_dir)
+    return make_session(best / "model.onnx", record.session)
 
 
-def tuned_config(tune_dir: str | Path):
-    """(best/model.onnx, the tuned SessionConfig with its custom-op paths resolved): what load_session builds from."""
+def tuned_record(tune_dir: str | Path):
+    """(best/, its SessionRecord with the custom-op paths resolved): what load_session builds from."""
     from golive.rundir import SessionRecord, from_record, read_record
 
     best = best_folder(tune_dir)
     record = read_record(best / SESSION_RECORD, SessionRecord)
-    return best / "model.onnx", record.session.model_copy(
-        update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
+    record.session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
+    return best, record
 
 
 def _providers(options: TuneOptions, available: list[str]) -> list[str]:

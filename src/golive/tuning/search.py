@@ -76,16 +76,13 @@ def allowed(state: SearchState, name: str) -> bool:
 
 def _new(state: SearchState, stage: str, transforms: list[str], session: SessionConfig) -> Candidate:
     """A new candidate, or the one already tried with the same transforms and settings."""
+    disabled = sorted({*session.disabled_optimizers, *(o for t in transforms for o in get_transform(t).disables)})
+    if disabled != session.disabled_optimizers:  # what a transform undid, the session must not redo at load
+        session = session.model_copy(update={"disabled_optimizers": disabled})
     for c in state.candidates:
         if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
             return c
     precision = next((get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"), "fp32")
-    disabled = sorted({*session.disabled_optimizers, *(o for t in transforms for o in get_transform(t).disables)})
-    if disabled != session.disabled_optimizers:  # what a transform undid, the session must not redo at load
-        session = session.model_copy(update={"disabled_optimizers": disabled})
-        for c in state.candidates:
-            if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
-                return c
     c = Candidate(id=f"c{len(state.candidates):03d}", stage=stage, transforms=transforms, session=session,
                   precision=precision)
     state.candidates.append(c)
