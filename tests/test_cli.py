@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,21 @@ def _golive(*args, env=None, cwd=None):
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
 
 
-def test_help_is_fast_and_imports_no_framework():
-    code = ("import sys, time; t = time.perf_counter(); from golive.cli import app; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(app, ['--help']); dt = time.perf_counter() - t; "
-            "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'sklearn', 'transformers', 'fastapi', 'uvicorn', 'jinja2') if m in sys.modules]; "
-            "print(r.exit_code, round(dt, 3), heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
+_HEAVY = ("torch", "onnxruntime", "onnx", "numpy", "scipy", "pandas", "sklearn", "transformers", "tensorflow",
+          "lightgbm", "xgboost", "fastapi", "starlette", "uvicorn", "jinja2", "kfp", "tritonclient", "playwright")
+
+
+def test_help_imports_no_framework():
+    # What keeps --help fast is what it does not import; that is checked here, not a wall-clock time.
+    code = ("import sys; from golive.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); "
+            f"heavy = [m for m in {_HEAVY!r} if m in sys.modules]; "
+            "print(r.exit_code, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
     assert out[0] == "0"
-    assert out[2].strip() == "[]", f"golive --help imported {out[2]}"
-    assert float(out[1]) < 1.0
-    started = time.perf_counter()
+    assert out[1].strip() == "[]", f"golive --help imported {out[1]}"
     proc = _golive("--help")
     assert proc.returncode == 0 and "convert" in proc.stdout and "verify" in proc.stdout
-    assert time.perf_counter() - started < 3.0  # interpreter start included
 
 
 def test_import_golive_is_lazy():
