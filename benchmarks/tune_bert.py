@@ -90,9 +90,9 @@ def _best_practice(folder: Path, feeds: dict[str, np.ndarray], out: Path) -> dic
     return variants
 
 
-_COUNTED = ("Attention", "QAttention", "EmbedLayerNormalization", "QEmbedLayerNormalization", "SkipLayerNormalization",
-            "LayerNormalization",
-            "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits", "MatMul")
+_COUNTED = ("Attention", "QAttention", "MultiHeadAttention", "EmbedLayerNormalization", "QEmbedLayerNormalization",
+            "SkipLayerNormalization", "LayerNormalization", "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeMatMul",
+            "MatMulIntegerToFloat", "QuantizeLinear", "MatMulNBits", "MatMul")
 
 
 def _op_counts(path: str) -> str:

@@ -287,3 +287,78 @@ def test_an_onnx_file_is_tuned_without_a_source_row(tmp_path):
     result = golive.tune(relu_onnx(tmp_path / "m.onnx"), tmp_path / "t", budget=3, transforms=[])
     assert result.report.source is None and result.report.speedup_over_source is None
     assert any("source model was not timed" in n for n in result.report.notes)
+
+
+def _one_matmul_with_an_outlier_channel(path, k=256, n=256):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64, n])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+    def sample(seed):
+        x = np.random.default_rng(seed).standard_normal((1, 64, k)).astype(np.float32)
+        x[..., 7] *= 60.0  # one input channel far larger than the rest, as transformer activations have
+        return {"x": x}
+    return w, sample
+
+
+def test_per_token_int8_takes_the_outlier_channel_out_and_beats_per_tensor_int8(tmp_path):
+    import onnx
+
+    from golive.api import in_this_process
+    from golive.optimize import TransformContext, apply_chain
+    from golive.runtime import make_session
+
+    w, sample = _one_matmul_with_an_outlier_channel(tmp_path / "m.onnx")
+    ctx = TransformContext(calibration=[sample(i) for i in range(1, 5)])
+    with in_this_process():
+        per_token, info = apply_chain(tmp_path / "m.onnx", ["int8_per_token"], tmp_path / "a", ctx)
+        per_tensor, _ = apply_chain(tmp_path / "m.onnx", ["int8_dynamic"], tmp_path / "b", ctx)
+    assert info[0]["quantized"] == 1 and info[0]["outlier_channels"] == 1
+    ops = [n.op_type for n in onnx.load(str(per_token)).graph.node]
+    assert "MatMulIntegerToFloat" in ops and "QuantizeLinear" in ops and "MatMul" in ops  # the outlier's fp32 product
+    feed = sample(99)  # not a calibration input
+    ref = feed["x"] @ w
+    err = {name: float(np.abs(make_session(path, SessionConfig()).run(None, feed)[0] - ref).max() / np.abs(ref).max())
+           for name, path in (("per_token", per_token), ("per_tensor", per_tensor))}
+    assert err["per_token"] < 0.02, err
+    assert err["per_tensor"] > 5 * err["per_token"], err
+
+
+@pytest.mark.parametrize("route", [["torchscript_export", "ort_fusion"], ["onnxscript_fusion"]], ids=["torchscript", "dynamo"])
+def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert, tmp_path, route):
+    import onnx
+
+    from golive.api import in_this_process
+    from golive.optimize import TransformContext, apply_chain
+    from golive.runtime import make_session
+    rng = np.random.default_rng(0)
+
+    def feed(batch=2):
+        ids = rng.integers(5, 1000, (batch, 16), dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+    ctx = TransformContext(source=str(tiny_bert), calibration=[feed() for _ in range(4)])
+    with in_this_process():
+        fused, _ = apply_chain(tiny_bert / "model.onnx", route, tmp_path, ctx)
+        quantized, info = apply_chain(tiny_bert / "model.onnx", [*route, "int8_per_token"], tmp_path, ctx)
+    ops = [n.op_type for n in onnx.load(str(quantized)).graph.node]
+    assert info[-1]["attention"] == 2 and ops.count("MultiHeadAttention") == 2 and "Attention" not in ops
+    assert ops.count("MatMulIntegerToFloat") == 2 * 3 + 2 * 3  # Q, K, V and the three other GEMMs of each layer
+    assert info[-1]["shifted"] == 2  # the FFN's second GEMM reads a GELU output
+    padded = feed()
+    padded["attention_mask"][0, 4:] = 0  # the first sequence is 4 tokens long
+    want = make_session(fused, SessionConfig()).run(None, padded)[0]
+    got = make_session(quantized, SessionConfig()).run(None, padded)[0]
+    unmasked = make_session(fused, SessionConfig()).run(None, {**padded, "attention_mask": np.ones_like(padded["input_ids"])})[0]
+    error = np.abs(got[0, :4] - want[0, :4]).max()
+    mask_effect = np.abs(unmasked[0, :4] - want[0, :4]).max()  # what ignoring the padding would do
+    assert error < mask_effect / 10 and np.abs(got[1] - want[1]).max() < mask_effect / 10

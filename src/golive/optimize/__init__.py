@@ -68,7 +68,7 @@ _REEXPORT = ("torchscript_export",)  # a new export comes first: it replaces the
 _FUSIONS = ("ort_fusion", "onnxscript_fusion")  # quantizing and fp16 come after fusing, never before
 _BEFORE_PRECISION = (*_REEXPORT, *_FUSIONS)
 _GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider")
-_PRECISION = ("int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_blockwise_128",
+_PRECISION = ("int8_dynamic", "int8_dynamic_per_channel", "int8_per_token", "int8_blockwise", "int8_blockwise_128",
               "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")
 
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
@@ -84,6 +84,11 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
               after=_BEFORE_PRECISION),
     Transform("int8_dynamic_per_channel", "dynamic INT8 quantization, weights per output channel",
               "golive.optimize.quantize:dynamic_per_channel", precision="int8",
+              after=_BEFORE_PRECISION),
+    Transform("int8_per_token", "INT8 GEMMs with activations quantized per token at run time, outlier input channels "
+              "kept in fp32 and SmoothQuant scales chosen per layer on the calibration inputs (Attention's QKV too): "
+              "the accuracy of MatMulNBits blocks at the speed of ONNX Runtime's u8s8 kernels",
+              "golive.optimize.pertoken:int8_per_token", precision="int8", providers=("CPUExecutionProvider",),
               after=_BEFORE_PRECISION),
     Transform("int8_blockwise", "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
               "where per-tensor INT8 loses it", "golive.optimize.quantize:int8_blockwise", precision="int8",

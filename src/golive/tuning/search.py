@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 _NOISE = 0.02  # a change must beat the best by more than this share to replace it
 FUSIONS = ["ort_fusion", "onnxscript_fusion"]
 REEXPORT = "torchscript_export"
-INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq"]
+INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_per_token", "int8_blockwise", "int8_static_qdq"]
+_CALIBRATED = ("int8_static_qdq", "int8_per_token")
 INT8_RESCUE = "int8_dynamic_keep_sensitive"
 
 
@@ -188,7 +189,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
     bases = [c.transforms for c in ranked[:2]] or [[]]
     reduced: list[Candidate] = []
-    lower = [t for t in INT8_FIRST if allowed(state, t) and (t != "int8_static_qdq" or state.ctx.calibration)]
+    lower = [t for t in INT8_FIRST if allowed(state, t) and (t not in _CALIBRATED or state.ctx.calibration)]
     if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
         lower.append("fp16")
     for chain in bases:
