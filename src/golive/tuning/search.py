@@ -189,7 +189,8 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
     bases = [c.transforms for c in ranked[:2]] or [[]]
     reduced: list[Candidate] = []
-    lower = [t for t in INT8_FIRST if allowed(state, t) and (t not in _CALIBRATED or state.ctx.calibration)]
+    lower = [t for t in INT8_FIRST if allowed(state, t) and (t not in _CALIBRATED or state.ctx.calibration)
+             and get_transform(t).unavailable_for(provider) is None]
     if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
         lower.append("fp16")
     for chain in bases:
