@@ -352,7 +352,7 @@ def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert
         quantized, info = apply_chain(tiny_bert / "model.onnx", [*route, "int8_per_token"], tmp_path, ctx)
     ops = [n.op_type for n in onnx.load(str(quantized)).graph.node]
     assert info[-1]["attention"] == 2 and ops.count("MultiHeadAttention") == 2 and "Attention" not in ops
-    assert ops.count("MatMulIntegerToFloat") == 2 * 3 + 2 * 3  # Q, K, V and the three other GEMMs of each layer
+    assert ops.count("MatMulIntegerToFloat") == 2 * 4  # per layer: QKV (then split) and the three other GEMMs
     assert info[-1]["shifted"] == 2  # the FFN's second GEMM reads a GELU output
     padded = feed()
     padded["attention_mask"][0, 4:] = 0  # the first sequence is 4 tokens long

@@ -196,10 +196,12 @@ class _Builder:
         return out
 
 
-def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: float | None) -> tuple[str, str, int]:
-    """Per-row INT8 of activation ``x`` (after smoothing): returns (quantized, per-row scale, zero point)."""
-    from onnx import TensorProto
+def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: float | None,
+                   outliers: list[int]) -> dict[str, Any]:
+    """Per-row INT8 of activation ``x`` (after smoothing), and its outlier channels gathered for the fp32 side."""
+    from onnx import TensorProto, helper
 
+    source = x
     if shift is not None and shift:
         x = b.op("Add", [x, b.const(shift)])
     if inv is not None:
@@ -208,24 +210,28 @@ def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: f
     peak = x if unsigned else b.op("Abs", [x])
     amax = b.op("ReduceMax", [peak, b.const([-1], np.int64)], keepdims=1)
     scale = b.op("Max", [b.op("Mul", [amax, b.const(1 / 255 if unsigned else 1 / 127)]), b.const(1e-8)])
+    gathered = b.op("Gather", [source, b.const(outliers, np.int64)], axis=-1) if outliers else None
     if unsigned:
-        return b.op("QuantizeLinear", [x, scale], axis=-1, block_size=k), scale, 0
-    # u8 with zero point 128 (symmetric int8 moved up): the u8s8 kernels are ONNX Runtime's fast ones on x86
-    zero = b.op("Cast", [b.op("Add", [b.op("Mul", [scale, b.const(0.0)]), b.const(128.0)])], to=TensorProto.UINT8)
-    return b.op("QuantizeLinear", [x, scale, zero], axis=-1, block_size=k), scale, 128
+        return {"q": b.op("QuantizeLinear", [x, scale], axis=-1, block_size=k), "scale": scale, "zero": 0, "outliers": gathered}
+    # u8 with zero point 128 (symmetric int8 moved up): the u8s8 kernels are ONNX Runtime's fast ones on x86. Blocked
+    # QuantizeLinear wants a zero point shaped like the scale.
+    zero = b.op("ConstantOfShape", [b.op("Shape", [scale])], value=helper.make_tensor("v", TensorProto.UINT8, [1], [128]))
+    return {"q": b.op("QuantizeLinear", [x, scale, zero], axis=-1, block_size=k), "scale": scale, "zero": 128,
+            "outliers": gathered}
 
 
-def _gemm(b: _Builder, x: str, quantized: tuple[str, str, int], w: np.ndarray, smooth: np.ndarray, outliers: list[int],
+def _gemm(b: _Builder, quantized: dict[str, Any], w: np.ndarray, smooth: np.ndarray, outliers: list[int],
           shift: float | None, output: str | None = None) -> str:
-    xq, scale, zero = quantized
+    """The INT8 product scaled back per row, plus the shift's constant and the outliers' fp32 product."""
     wq, ws = _weights(w, smooth, outliers)
-    y = b.op("MatMulIntegerToFloat", [xq, b.const(wq, np.int8), b.const(1.0), b.const(ws), b.const(zero, np.uint8)])
     tail = []
     if shift:
         tail.append(b.const(-shift * np.delete(w, outliers, axis=0).sum(axis=0)))
     if outliers:
-        tail.append(b.op("MatMul", [b.op("Gather", [x, b.const(outliers, np.int64)], axis=-1), b.const(w[outliers])]))
-    y = b.op("Mul", [y, scale], None if tail else output)
+        tail.append(b.op("MatMul", [quantized["outliers"], b.const(w[outliers])]))
+    y = b.op("MatMulIntegerToFloat", [quantized["q"], b.const(wq, np.int8), b.const(1.0), b.const(ws),
+                                      b.const(quantized["zero"], np.uint8)])
+    y = b.op("Mul", [y, quantized["scale"]], None if tail else output)
     for i, t in enumerate(tail):
         y = b.op("Add", [y, t], output if i == len(tail) - 1 else None)
     return y
@@ -287,17 +293,19 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         key = (x, inv.tobytes(), shift)
         if key not in quantized_inputs:
             needs_mul = bool(outliers) or bool(alpha)
-            quantized_inputs[key] = _quantize_rows(b, x, w.shape[0], inv.astype(np.float32) if needs_mul else None, shift)
+            quantized_inputs[key] = _quantize_rows(b, x, w.shape[0], inv.astype(np.float32) if needs_mul else None, shift,
+                                                   outliers)
         alphas.append(alpha)
         outlier_total += len(outliers)
         shifted += shift is not None
         if kind == "matmul":
-            _gemm(b, x, quantized_inputs[key], w, smooth, outliers, shift, node.output[0])
+            _gemm(b, quantized_inputs[key], w, smooth, outliers, shift, node.output[0])
             continue
         attention += 1
         hidden = w.shape[1] // 3
-        q, k, v = (_gemm(b, x, quantized_inputs[key], w[:, j * hidden:(j + 1) * hidden], smooth, outliers, shift)
-                   for j in range(3))
+        qkv = _gemm(b, quantized_inputs[key], w, smooth, outliers, shift)  # one GEMM, then split: fewer, larger kernels
+        q, k, v = (f"{qkv}_{part}" for part in "qkv")
+        nodes.append(helper.make_node("Split", [qkv, b.const([hidden] * 3, np.int64)], [q, k, v], name=f"{qkv}_split", axis=-1))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "qkv_hidden_sizes"}
         inputs = list(node.input) + [""] * (6 - len(node.input))  # mask index (3) and attention bias (5) carry over
         nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, inputs[2], inputs[3], inputs[5]], list(node.output),
