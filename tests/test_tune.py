@@ -188,6 +188,8 @@ def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
     route = next(c for c in result.report.candidates if c.transforms == ["torchscript_export", "ort_fusion"])
     assert route.status == "passed" and route.transform_info[1]["fused"]["Attention"] == 2
     assert any(n.startswith("export route:") and "Attention 2" in n for n in result.report.notes)
+    # INT8 is tried on the fused-attention route whatever the fp32 order: that is where QAttention comes from
+    assert any(c.transforms == ["torchscript_export", "ort_fusion", "int8_dynamic"] for c in result.report.candidates)
 
 
 def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_bert, tmp_path):
