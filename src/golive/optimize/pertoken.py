@@ -18,8 +18,8 @@ This transform keeps ONNX Runtime's fast u8s8 GEMM (MatMulIntegerToFloat) and ma
   - weights per output channel, symmetric.
 An Attention node's QKV projection is quantized the same way, the attention itself then running in
 MultiHeadAttention. Measured on all-MiniLM-L6-v2 in benchmarks/tune_bert.py (batch 1, sequence 128, this
-2-core EPYC, budget 120, 7 alternating rounds): golive tune's best built on it ran 2.58x and 2.48x PyTorch
-eager in two runs, at cosine 0.99945 and 0.99919; with MatMulNBits blocks of 128 it had reached 1.95-2.12x.
+2-core EPYC, budget 120, 7 alternating rounds): golive tune's best built on it ran 2.48x to 2.94x PyTorch
+eager in four runs, at cosine 0.99919 to 0.99945; with MatMulNBits blocks of 128 it had reached 1.95-2.12x.
 """
 
 from __future__ import annotations
