@@ -188,8 +188,24 @@ def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
     route = next(c for c in result.report.candidates if c.transforms == ["torchscript_export", "ort_fusion"])
     assert route.status == "passed" and route.transform_info[1]["fused"]["Attention"] == 2
     assert any(n.startswith("export route:") and "Attention 2" in n for n in result.report.notes)
-    # INT8 is tried on the fused-attention route whatever the fp32 order: that is where QAttention comes from
-    assert any(c.transforms == ["torchscript_export", "ort_fusion", "int8_dynamic"] for c in result.report.candidates)
+
+
+def test_lower_precision_starts_from_the_attention_fused_variant_whatever_the_fp32_order():
+    from golive.tuning.search import precision_bases
+    from golive.tuning.space import Candidate
+
+    def fp32(cid, transforms, fused):
+        return Candidate(id=cid, stage="model", transforms=transforms, status="passed",
+                         transform_info=[{"transform": t, "fused": fused} for t in transforms])
+
+    plain = fp32("c1", [], {})
+    dynamo = fp32("c2", ["ort_fusion"], {"SkipLayerNormalization": 12, "BiasGelu": 6})
+    route = fp32("c3", ["torchscript_export", "ort_fusion"], {"Attention": 6, "SkipLayerNormalization": 12})
+    mha = fp32("c4", ["onnxscript_fusion"], {"mha1": 6, "skip_layer_norm": 12})
+    assert precision_bases([plain, dynamo, route]) == [route.transforms, plain.transforms]  # fastest first otherwise
+    assert precision_bases([mha, plain]) == [mha.transforms, plain.transforms]
+    assert precision_bases([dynamo, plain]) == [dynamo.transforms, plain.transforms]  # nothing fused: speed decides
+    assert precision_bases([]) == [[]]
 
 
 def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_bert, tmp_path):
@@ -318,6 +334,36 @@ def _one_matmul_with_an_outlier_channel(path, k=256, n=256):
         x[..., 7] *= 60.0  # one input channel far larger than the rest, as transformer activations have
         return {"x": x}
     return w, sample
+
+
+def test_per_token_int8_keeps_the_models_names_and_weights_listed_as_inputs(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from golive.api import in_this_process
+    from golive.optimize import TransformContext, apply_chain
+    from golive.runtime import make_session
+
+    # names the transform itself would pick, and a weight also listed as a graph input (older exporters did that)
+    w = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["golive_pt_2", "w"], ["golive_pt_1"], name="golive_pt_3")], "g",
+                              [helper.make_tensor_value_info("golive_pt_2", TensorProto.FLOAT, ["batch", 128]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [128, 128])],
+                              [helper.make_tensor_value_info("golive_pt_1", TensorProto.FLOAT, ["batch", 128])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(1)
+    ctx = TransformContext(calibration=[{"golive_pt_2": rng.standard_normal((16, 128)).astype(np.float32)} for _ in range(2)])
+    with in_this_process():
+        path, _ = apply_chain(tmp_path / "m.onnx", ["int8_per_token"], tmp_path / "a", ctx)
+    quantized = onnx.load(str(path))
+    onnx.checker.check_model(quantized)
+    assert [i.name for i in quantized.graph.input] == ["golive_pt_2"]  # the fp32 weight is gone, from inputs too
+    x = rng.standard_normal((4, 128)).astype(np.float32)
+    got = make_session(path, SessionConfig()).run(None, {"golive_pt_2": x})[0]
+    assert np.abs(got - x @ w).max() < 0.02 * np.abs(x @ w).max()
 
 
 def test_per_token_int8_takes_the_outlier_channel_out_and_beats_per_tensor_int8(tmp_path):

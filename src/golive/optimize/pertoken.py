@@ -79,7 +79,7 @@ def _targets(model, constants: dict[str, Any]) -> list[tuple[int, Any, str]]:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         inputs = list(node.input) + [""] * (6 - len(node.input))
-        if (set(attrs) - _ATTENTION_ATTRS - {"qkv_hidden_sizes"} or len(node.input) > 6 or inputs[4]
+        if (set(attrs) - _ATTENTION_ATTRS - {"qkv_hidden_sizes"} or len(node.input) > 6 or inputs[4] or len(node.output) != 1
                 or any(size != w.shape[1] // 3 for size in attrs.get("qkv_hidden_sizes", []))
                 or inputs[2] not in constants or _array(constants[inputs[2]]).shape != (w.shape[1],)):
             continue
@@ -171,28 +171,33 @@ def _best_alpha(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[i
 class _Builder:
     """New nodes and initializers, named so that they cannot clash with the model's."""
 
-    def __init__(self) -> None:
+    def __init__(self, taken: set[str]) -> None:
         self.nodes: list = []
         self.inits: list = []
         self._n = 0
+        self._taken = taken
 
-    def _name(self) -> str:
-        self._n += 1
-        return f"golive_pt_{self._n}"
+    def name(self) -> str:
+        while True:
+            self._n += 1
+            name = f"golive_pt_{self._n}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
 
     def const(self, value, dtype=np.float32) -> str:
         from onnx import numpy_helper
 
-        name = self._name()
+        name = self.name()
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
         from onnx import helper
 
-        out = output or self._name()
+        out = output or self.name()
         domain = "com.microsoft" if op_type in ("MatMulIntegerToFloat", "MultiHeadAttention") else ""
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, domain=domain, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(), domain=domain, **attrs))
         return out
 
 
@@ -237,10 +242,24 @@ def _gemm(b: _Builder, quantized: dict[str, Any], w: np.ndarray, smooth: np.ndar
     return y
 
 
+def _reads(nodes) -> set[str]:
+    """Every value the nodes read, subgraphs (If, Loop, Scan bodies) included."""
+    from onnx import AttributeProto
+
+    read: set[str] = set()
+    for node in nodes:
+        read.update(node.input)
+        for a in node.attribute:
+            graphs = [a.g] if a.type == AttributeProto.GRAPH else list(a.graphs) if a.type == AttributeProto.GRAPHS else []
+            for g in graphs:
+                read |= _reads(g.node) | {o.name for o in g.output}
+    return read
+
+
 def _live(nodes: list, outputs: set[str]) -> list:
     """The nodes something still reads (the Concats that built a replaced weight are not)."""
     while True:
-        read = outputs | {n for node in nodes for n in node.input}
+        read = outputs | _reads(nodes)
         live = [node for node in nodes if any(o in read for o in node.output)]
         if len(live) == len(nodes):
             return nodes
@@ -273,8 +292,10 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     by_index = {i: (node, kind) for i, node, kind in _targets(model, constants)}
     if len(by_index) != len(targets):
         raise ValueError("the opset conversion changed which nodes can be quantized")
-    b = _Builder()
-    nodes, quantized_inputs, used = b.nodes, {}, set()  # new nodes go where the node they replace was
+    taken = {n.name for n in model.graph.node} | {o for n in model.graph.node for o in n.output} | _reads(model.graph.node)
+    taken |= {t.name for t in model.graph.initializer} | {i.name for i in model.graph.input}
+    b = _Builder(taken)
+    nodes, quantized_inputs = b.nodes, {}  # new nodes go where the node they replace was
     alphas, outlier_total, shifted, attention = [], 0, 0, 0
     for i, node in enumerate(model.graph.node):
         if i not in by_index:
@@ -283,7 +304,6 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         node, kind = by_index[i]
         x = node.input[0]
         w = _array(constants[node.input[1]]).astype(np.float32)
-        used.add(node.input[1])
         shift = _BOUNDED_BELOW.get(producers.get(x, ""))
         outliers = _outliers(amax[x])
         alpha = _best_alpha(rows[x], w, amax[x], outliers, shift)
@@ -304,18 +324,22 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         attention += 1
         hidden = w.shape[1] // 3
         qkv = _gemm(b, quantized_inputs[key], w, smooth, outliers, shift)  # one GEMM, then split: fewer, larger kernels
-        q, k, v = (f"{qkv}_{part}" for part in "qkv")
-        nodes.append(helper.make_node("Split", [qkv, b.const([hidden] * 3, np.int64)], [q, k, v], name=f"{qkv}_split", axis=-1))
+        q, k, v = (b.name() for _ in range(3))
+        nodes.append(helper.make_node("Split", [qkv, b.const([hidden] * 3, np.int64)], [q, k, v], name=b.name(), axis=-1))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "qkv_hidden_sizes"}
         inputs = list(node.input) + [""] * (6 - len(node.input))  # mask index (3) and attention bias (5) carry over
         nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, inputs[2], inputs[3], inputs[5]], list(node.output),
-                                      name=(node.name or "Attention") + "_per_token", domain="com.microsoft", **attrs))
+                                      name=b.name(), domain="com.microsoft", **attrs))
     del model.graph.node[:]
     model.graph.node.extend(_live(nodes, {o.name for o in model.graph.output}))
-    still = {n for node in model.graph.node for n in node.input} | {o.name for o in model.graph.output}
-    kept = [t for t in model.graph.initializer if t.name not in used or t.name in still]
+    still = _reads(model.graph.node) | {o.name for o in model.graph.output}
+    kept = [t for t in model.graph.initializer if t.name in still]  # the fp32 weights replaced, and what built them, go
+    gone = {t.name for t in model.graph.initializer} - {t.name for t in kept}
     del model.graph.initializer[:]
     model.graph.initializer.extend([*kept, *b.inits])
+    listed = [i for i in model.graph.input if i.name not in gone]  # weights listed as inputs too (older exports)
+    del model.graph.input[:]
+    model.graph.input.extend(listed)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst), save_as_external_data=model.ByteSize() > 1_900_000_000)

@@ -193,16 +193,15 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     # QKV GEMM under per-token INT8), and the fp32 routes measure too close together (MiniLM: 17.0 to 20.7 ms) for
     # their order to pick the INT8 base (there the fused route's INT8 ran 8.6-10 ms against 12.0-12.5 without).
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
-    first = next((c for c in ranked if _attention_fused(c)), None)
-    bases = [c.transforms for c in ([first] if first else []) + [c for c in ranked if c is not first]][:2] or [[]]
+    bases = precision_bases(ranked)
     reduced: list[Candidate] = []
     lower = [t for t in INT8_FIRST if allowed(state, t) and (t not in _CALIBRATED or state.ctx.calibration)
              and get_transform(t).unavailable_for(provider) is None]
     if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
         lower.append("fp16")
-    accurate = (allowed(state, INT8_ACCURATE) and bool(state.ctx.calibration)
-                and get_transform(INT8_ACCURATE).unavailable_for(provider) is None)
-    asked = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms
+    asked = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
+    accurate = asked or (allowed(state, INT8_ACCURATE) and bool(state.ctx.calibration)
+                         and get_transform(INT8_ACCURATE).unavailable_for(provider) is None)
     for chain in bases:
         here = [evaluate(state, _new(state, "model", [*chain, name], default), state.short_seconds) for name in lower]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
@@ -216,9 +215,17 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
 
 
 def _attention_fused(c: Candidate) -> bool:
-    """Whether a fusion in the candidate's chain fused attention (ONNX Runtime's or onnxscript's counts)."""
-    return any(n and ("attention" in k.lower() or k.lower() in ("mha", "gqa"))
+    """Whether a fusion in the candidate's chain fused attention (ONNX Runtime's counts: Attention,
+    MultiHeadAttention; onnxscript's: attention, mha1, mha2, gqa...)."""
+    return any(n and ("attention" in k.lower() or k.lower().startswith(("mha", "gqa")))
                for info in c.transform_info for k, n in (info.get("fused") or {}).items())
+
+
+def precision_bases(ranked: list[Candidate]) -> list[list[str]]:
+    """The two fp32 chains lower precision starts from, given the passed fp32 candidates fastest first: the fastest
+    with attention fused, when one has it, then the fastest other."""
+    first = next((c for c in ranked if _attention_fused(c)), None)
+    return [c.transforms for c in ([first] if first else []) + [c for c in ranked if c is not first]][:2] or [[]]
 
 
 def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -> list[Candidate]:
