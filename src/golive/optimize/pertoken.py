@@ -87,13 +87,14 @@ def _targets(model, constants: dict[str, Any]) -> list[tuple[int, Any, str]]:
     return out
 
 
-def _calibrate(src: Path, names: list[str], ctx: TransformContext, scratch: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _calibrate(source, names: list[str], ctx: TransformContext, scratch: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-channel absolute maxima of each named activation over the calibration inputs, and a sample of its rows."""
     import onnx
 
     from golive.runtime import SessionConfig, make_session
 
-    model = onnx.load(str(src))
+    model = onnx.ModelProto()
+    model.CopyFrom(source)  # the activations become outputs of a copy
     have = {o.name for o in model.graph.output}
     for name in names:
         if name not in have:
@@ -133,6 +134,13 @@ def _smoothing(amax: np.ndarray, w: np.ndarray, outliers: list[int], alpha: floa
     return np.clip(np.maximum(a, 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha), 1e-2, 1e3).astype(np.float32)
 
 
+def _inverse(smooth: np.ndarray, outliers: list[int]) -> np.ndarray:
+    """What the activation is multiplied by before quantizing: the smoothing undone, the outlier channels zeroed."""
+    inv = (1.0 / smooth).astype(np.float32)
+    inv[outliers] = 0
+    return inv
+
+
 def _weights(w: np.ndarray, smooth: np.ndarray, outliers: list[int]) -> tuple[np.ndarray, np.ndarray]:
     ws = w * smooth[:, None]
     ws[outliers] = 0
@@ -144,9 +152,7 @@ def _weights(w: np.ndarray, smooth: np.ndarray, outliers: list[int]) -> tuple[np
 def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None, alpha: float) -> np.ndarray:
     """What the rewritten GEMM computes, in numpy: used to choose the smoothing strength."""
     smooth = _smoothing(amax, w, outliers, alpha)
-    inv = 1.0 / smooth
-    inv[outliers] = 0
-    xi = (x + shift if shift is not None else x) * inv
+    xi = (x + shift if shift is not None else x) * _inverse(smooth, outliers)
     if shift is not None:
         s = np.maximum(xi.max(axis=-1, keepdims=True) / 255.0, 1e-8)
         xq = np.clip(np.round(xi / s), 0, 255)
@@ -207,7 +213,7 @@ def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: f
     from onnx import TensorProto, helper
 
     source = x
-    if shift is not None and shift:
+    if shift:
         x = b.op("Add", [x, b.const(shift)])
     if inv is not None:
         x = b.op("Mul", [x, b.const(inv)])
@@ -273,13 +279,6 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     if not ctx.calibration:
         raise ValueError("per-token INT8 needs calibration inputs to find outlier channels and smoothing scales")
     model = onnx.load(str(src))
-    targets = _targets(model, _constants(model))
-    if not targets:
-        raise ValueError(f"the model has no MatMul or Attention with a constant weight of at least {_MIN_DIM}x{_MIN_DIM}")
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    activations = list(dict.fromkeys(node.input[0] for _, node, _ in targets))
-    amax, rows = _calibrate(src, activations, ctx, dst.parent)
-
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 21:  # blocked QuantizeLinear (one scale per row) is opset 21
         try:
@@ -287,34 +286,34 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         except Exception as exc:
             raise ValueError(f"cannot move the model from opset {opset} to 21, which per-row QuantizeLinear needs: {exc}") from None
     model.ir_version = max(model.ir_version, 10)
+    constants = _constants(model)
+    targets = _targets(model, constants)
+    if not targets:
+        raise ValueError(f"the model has no MatMul or Attention with a constant weight of at least {_MIN_DIM}x{_MIN_DIM}")
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    amax, rows = _calibrate(model, list(dict.fromkeys(node.input[0] for _, node, _ in targets)), ctx, dst.parent)
 
-    constants = _constants(model)  # again: the opset conversion rebuilt the graph
-    by_index = {i: (node, kind) for i, node, kind in _targets(model, constants)}
-    if len(by_index) != len(targets):
-        raise ValueError("the opset conversion changed which nodes can be quantized")
+    kinds = {i: kind for i, _, kind in targets}
     taken = {n.name for n in model.graph.node} | {o for n in model.graph.node for o in n.output} | _reads(model.graph.node)
     taken |= {t.name for t in model.graph.initializer} | {i.name for i in model.graph.input}
     b = _Builder(taken)
     nodes, quantized_inputs = b.nodes, {}  # new nodes go where the node they replace was
     alphas, outlier_total, shifted, attention = [], 0, 0, 0
     for i, node in enumerate(model.graph.node):
-        if i not in by_index:
+        kind = kinds.get(i)
+        if kind is None:
             nodes.append(node)
             continue
-        node, kind = by_index[i]
         x = node.input[0]
         w = _array(constants[node.input[1]]).astype(np.float32)
         shift = _BOUNDED_BELOW.get(producers.get(x, ""))
         outliers = _outliers(amax[x])
         alpha = _best_alpha(rows[x], w, amax[x], outliers, shift)
         smooth = _smoothing(amax[x], w, outliers, alpha)
-        inv = 1.0 / smooth
-        inv[outliers] = 0
+        inv = _inverse(smooth, outliers)
         key = (x, inv.tobytes(), shift)
         if key not in quantized_inputs:
-            needs_mul = bool(outliers) or bool(alpha)
-            quantized_inputs[key] = _quantize_rows(b, x, w.shape[0], inv.astype(np.float32) if needs_mul else None, shift,
-                                                   outliers)
+            quantized_inputs[key] = _quantize_rows(b, x, w.shape[0], inv if outliers or alpha else None, shift, outliers)
         alphas.append(alpha)
         outlier_total += len(outliers)
         shifted += shift is not None

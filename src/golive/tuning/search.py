@@ -199,13 +199,13 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
              and get_transform(t).unavailable_for(provider) is None]
     if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
         lower.append("fp16")
-    asked = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
-    accurate = asked or (allowed(state, INT8_ACCURATE) and bool(state.ctx.calibration)
+    named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
+    accurate = named or (allowed(state, INT8_ACCURATE) and bool(state.ctx.calibration)
                          and get_transform(INT8_ACCURATE).unavailable_for(provider) is None)
     for chain in bases:
         here = [evaluate(state, _new(state, "model", [*chain, name], default), state.short_seconds) for name in lower]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
-        if accurate and (asked or not dynamic_passed):
+        if accurate and (named or not dynamic_passed):
             here.append(evaluate(state, _new(state, "model", [*chain, INT8_ACCURATE], default), state.short_seconds))
         reduced.extend(here)
     if allowed(state, INT8_RESCUE) and not any(c.status == "passed" and c.precision == "int8" for c in reduced):
