@@ -208,6 +208,51 @@ def test_load_at_concurrency_32_batches_and_answers_every_request(server, models
         assert name in metrics
 
 
+def test_statistics_extension_on_both_protocols(server):
+    """Triton's statistics extension: counts and times per model, what tritonclient's get_inference_statistics reads."""
+    c = th.InferenceServerClient(server.url)
+    g = tg.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    assert "statistics" in c.get_server_metadata()["extensions"]
+    assert "statistics" in g.get_server_metadata(as_json=True)["extensions"]
+    before = c.get_inference_statistics("mnist")["model_stats"][0]
+    started_ms = time.time() * 1000
+    for rows in (1, 2, 3):  # one after another: three session runs of 1, 2 and 3 rows
+        inp = th.InferInput("x", [rows, 1, 28, 28], "FP32")
+        inp.set_data_from_numpy(mnist_input(rows))
+        c.infer("mnist", [inp])
+    bad = th.InferInput("x", [1, 1, 28, 27], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 1, 28, 27), np.float32))
+    with pytest.raises(Exception, match="expects"):
+        c.infer("mnist", [bad])
+    after = c.get_inference_statistics("mnist", "1")["model_stats"][0]
+    assert after["name"] == "mnist" and after["version"] == "1" and after["last_inference"] >= started_ms - 1000
+
+    def delta(*path):
+        a, b = after, before
+        for key in path:
+            a, b = a[key], b[key]
+        return a - b
+
+    assert delta("inference_count") == 6 and delta("execution_count") == 3
+    assert delta("inference_stats", "success", "count") == 3 and delta("inference_stats", "fail", "count") == 1
+    for kind in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert delta("inference_stats", kind, "count") == 3, kind
+    assert delta("inference_stats", "compute_infer", "ns") > 0 and delta("inference_stats", "success", "ns") > 0
+    sizes = {b["batch_size"]: b["compute_infer"]["count"] for b in after["batch_stats"]}
+    old = {b["batch_size"]: b["compute_infer"]["count"] for b in before["batch_stats"]}
+    assert all(sizes[n] - old.get(n, 0) >= 1 for n in (1, 2, 3)), (sizes, old)
+    # the same figures over gRPC (its JSON writes 64-bit counts as strings)
+    grpc_stats = g.get_inference_statistics("mnist", as_json=True)["model_stats"][0]
+    assert int(grpc_stats["inference_count"]) == after["inference_count"]
+    assert int(grpc_stats["inference_stats"]["fail"]["count"]) == after["inference_stats"]["fail"]["count"]
+    assert {m["name"] for m in c.get_inference_statistics()["model_stats"]} == {"mnist", "custom", "minilm"}
+    assert {m["name"] for m in g.get_inference_statistics(as_json=True)["model_stats"]} == {"mnist", "custom", "minilm"}
+    with pytest.raises(Exception, match="no model"):
+        c.get_inference_statistics("nope")
+    with pytest.raises(Exception, match="no model"):
+        g.get_inference_statistics("nope")
+
+
 def test_a_full_queue_answers_503_with_retry_after(models, tmp_path):
     s = Server(str(models / "minilm-tuned"), "--max-queue", "2", "--max-batch", "1", folder=tmp_path)
     try:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from golive.serving.model import DTYPES, RequestError, ServedModel
-from golive.serving.protocol import from_bytes_tensor, to_bytes_tensor
+from golive.serving.protocol import EXTENSIONS, from_bytes_tensor, to_bytes_tensor
 
 __all__ = ["add_service"]
 
@@ -23,6 +23,7 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
     """``state``: the HTTP side's; its ``ready`` turns false when the server starts draining, on both protocols."""
     state = state if state is not None else {"ready": True}
     import grpc
+    from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
     codes = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -63,8 +64,7 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
 
         async def ServerMetadata(self, request, context):
             await check(context)
-            return service_pb2.ServerMetadataResponse(name="golive", version=version,
-                                                      extensions=["binary_tensor_data", "model_configuration"])
+            return service_pb2.ServerMetadataResponse(name="golive", version=version, extensions=list(EXTENSIONS))
 
         async def ModelMetadata(self, request, context):
             await check(context)
@@ -77,6 +77,12 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
             await check(context)
             model = await model_of(request.name, request.version, context)
             return service_pb2.ModelConfigResponse(config=triton_config(model, model_config_pb2))
+
+        async def ModelStatistics(self, request, context):
+            await check(context)
+            chosen = [await model_of(request.name, request.version, context)] if request.name else list(models.values())
+            return json_format.ParseDict({"model_stats": [m.stats.to_json(m.name, m.version) for m in chosen]},
+                                         service_pb2.ModelStatisticsResponse())
 
         async def ModelInfer(self, request, context):
             await check(context)

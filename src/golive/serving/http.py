@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from golive.serving.model import RequestError, ServedModel
-from golive.serving.protocol import HEADER, decode_request, encode_response
+from golive.serving.protocol import EXTENSIONS, HEADER, decode_request, encode_response
 
 __all__ = ["build_app"]
 
@@ -47,7 +47,7 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
 
     async def server_metadata(request: Request):
         return JSONResponse({"name": server_name, "version": version,
-                             "extensions": ["binary_tensor_data", "model_configuration"]})
+                             "extensions": list(EXTENSIONS)})
 
     async def live(request: Request):
         return Response(status_code=200)
@@ -64,6 +64,10 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
 
     async def model_config(request: Request):
         return JSONResponse(model_of(request).config())
+
+    async def model_stats(request: Request):
+        chosen = [model_of(request)] if "name" in request.path_params else list(models.values())
+        return JSONResponse({"model_stats": [m.stats.to_json(m.name, m.version) for m in chosen]})
 
     async def infer(request: Request):
         started = time.perf_counter()
@@ -113,10 +117,10 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
         return _error(exc.status, exc.message)
 
     routes = [Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
-              Route("/metrics", metrics_route)]
+              Route("/metrics", metrics_route), Route("/v2/models/stats", model_stats)]
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [Route(prefix, model_metadata), Route(prefix + "/ready", model_ready), Route(prefix + "/config", model_config),
-                   Route(prefix + "/infer", infer, methods=["POST"])]
+                   Route(prefix + "/stats", model_stats), Route(prefix + "/infer", infer, methods=["POST"])]
     app = Starlette(routes=routes, exception_handlers={404: not_found, RequestError: request_error})
     app.state.serving = state
     app = _InferFastPath(app, infer)

@@ -22,7 +22,7 @@ import numpy as np
 
 from golive.errors import GoliveError
 
-__all__ = ["ServedModel", "TensorMeta", "RequestError", "Overloaded", "load_model", "DTYPES", "OIP_TYPES"]
+__all__ = ["ServedModel", "Statistics", "TensorMeta", "RequestError", "Overloaded", "load_model", "DTYPES", "OIP_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,50 @@ class _Pending:
     queued: float = field(default_factory=time.perf_counter)
 
 
+_PHASES = ("compute_input", "compute_infer", "compute_output")
+
+
+class Statistics:
+    """Triton's statistics extension for one model: cumulative counts and nanoseconds, as Triton keeps them.
+
+    ``success``/``fail``: requests, from entering the model to their answer (or error); ``queue``: per request,
+    the wait for the session; ``compute_input`` (concatenating a batch), ``compute_infer`` (the session run) and
+    ``compute_output`` (splitting it back): per request, each request of a batch counting the batch's time, and per
+    batch size in ``batch_stats``. ``inference_count`` counts items (rows), ``execution_count`` session runs.
+    Updated on the event loop only."""
+
+    def __init__(self) -> None:
+        self.inference = {k: [0, 0] for k in ("success", "fail", "queue", *_PHASES)}
+        self.batches: dict[int, dict[str, list[int]]] = {}
+        self.inference_count = self.execution_count = self.last_inference = 0
+
+    def add(self, kind: str, ns: int, count: int = 1) -> None:
+        entry = self.inference[kind]
+        entry[0] += count
+        entry[1] += ns * count
+
+    def execution(self, requests: int, rows: int, phases: tuple[int, int, int]) -> None:
+        self.execution_count += 1
+        self.inference_count += rows
+        self.last_inference = time.time_ns() // 1_000_000
+        per_size = self.batches.setdefault(rows, {k: [0, 0] for k in _PHASES})
+        for kind, ns in zip(_PHASES, phases):
+            self.add(kind, ns, requests)
+            per_size[kind][0] += 1
+            per_size[kind][1] += ns
+
+    def to_json(self, name: str, version: str) -> dict[str, Any]:
+        def duration(entry: list[int]) -> dict[str, int]:
+            return {"count": entry[0], "ns": entry[1]}
+
+        return {"name": name, "version": version, "last_inference": self.last_inference,
+                "inference_count": self.inference_count, "execution_count": self.execution_count,
+                "inference_stats": {**{k: duration(v) for k, v in self.inference.items()},
+                                    "cache_hit": duration([0, 0]), "cache_miss": duration([0, 0])},
+                "batch_stats": [{"batch_size": size, **{k: duration(v) for k, v in phases.items()}}
+                                for size, phases in sorted(self.batches.items())]}
+
+
 class ServedModel:
     def __init__(self, name: str, session, *, source: str, max_batch: int = 32, max_delay_ms: float = 0.0,
                  max_queue: int = 1024, metrics=None, settings: dict[str, Any] | None = None) -> None:
@@ -86,6 +130,7 @@ class ServedModel:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"golive-serve-{name}")
         self._worker: asyncio.Task | None = None
         self.pending = 0
+        self.stats = Statistics()
 
     @staticmethod
     def _meta(arg) -> TensorMeta:
@@ -124,6 +169,16 @@ class ServedModel:
     # ------------------------------------------------------------ inference
 
     async def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        entered = time.perf_counter_ns()
+        try:
+            results = await self._infer(feeds, outputs)
+        except BaseException:
+            self.stats.add("fail", time.perf_counter_ns() - entered)
+            raise
+        self.stats.add("success", time.perf_counter_ns() - entered)
+        return results
+
+    async def _infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = [o.name for o in self.outputs]
         wanted = outputs or names
         unknown = sorted(set(wanted) - set(names))
@@ -188,9 +243,11 @@ class ServedModel:
 
     async def _run(self, group: list[_Pending], loop) -> None:
         started = time.perf_counter()
-        if self.metrics:
-            for p in group:
+        for p in group:
+            if self.metrics:
                 self.metrics.queue_time.labels(self.name).observe(started - p.queued)
+            self.stats.add("queue", int((started - p.queued) * 1e9))
+        if self.metrics:
             self.metrics.batch_size.labels(self.name).observe(sum(p.rows for p in group))
         names = sorted({n for p in group for n in p.outputs}, key=[o.name for o in self.outputs].index)
         try:
@@ -198,7 +255,9 @@ class ServedModel:
                 feeds = group[0].feeds
             else:
                 feeds = {n: np.concatenate([p.feeds[n] for p in group]) for n in group[0].feeds}
+            prepared = time.perf_counter()
             results = await loop.run_in_executor(self.executor, self.session.run, names, feeds)
+            ran = time.perf_counter()
         except Exception as exc:
             if len(group) > 1:  # only the failing request should fail: run them one by one
                 for p in group:
@@ -215,11 +274,14 @@ class ServedModel:
             for p in group:  # an output without a per-row first axis cannot be split back: run them one by one
                 await self._run([p], loop)
             return
-        start = 0
+        start, answers = 0, []
         for p in group:
             end = start + p.rows
-            out = {n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results) if n in p.outputs}
+            answers.append({n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results) if n in p.outputs})
             start = end
+        self.stats.execution(len(group), total, (int((prepared - started) * 1e9), int((ran - prepared) * 1e9),
+                                                 int((time.perf_counter() - ran) * 1e9)))
+        for p, out in zip(group, answers):
             if not p.future.done():
                 p.future.set_result(out)
 

@@ -17,9 +17,11 @@ import numpy as np
 
 from golive.serving.model import DTYPES, RequestError
 
-__all__ = ["decode_request", "encode_response", "to_bytes_tensor", "from_bytes_tensor", "HEADER"]
+__all__ = ["decode_request", "encode_response", "to_bytes_tensor", "from_bytes_tensor", "HEADER", "EXTENSIONS"]
 
 HEADER = "inference-header-content-length"
+# Triton's protocol extensions this server speaks, on both protocols
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
 _MAX_ELEMENTS = 2**31
 _ELEMENT_SIZE = {name: np.dtype(t).itemsize for name, t in DTYPES.items() if name != "BYTES"}
 
