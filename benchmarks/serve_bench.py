@@ -289,6 +289,8 @@ def main() -> None:
             print(f"\n{label}: c=32 with ONNX Runtime's spinning on (--spinning tuned) {m['c=32 spin']:.0f}/s; "
                   f"golive serve's default (off) / spinning {m['no-spin/spin']:.2f}x")
     print("\ntargets: overhead <= 1 ms; MNIST c=32 on/off >= 2x; c=32 >= 90% of the ceiling on both models")
+    if CLIENT_POOL is not None:
+        CLIENT_POOL.shutdown()
 
 
 if __name__ == "__main__":

@@ -238,6 +238,10 @@ def main() -> None:
     parser.add_argument("--model", choices=["bert3", "minilm"], action="append")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    from golive.runtime import available_cpus, cpu_features
+
+    cpu = cpu_features()  # INT8 speed depends on these: the same model runs several times apart with and without AMX
+    print(f"CPU: {cpu['cpu']}; {available_cpus()} usable; instruction sets {' '.join(cpu['isa']) or '-'}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.model or ["bert3", "minilm"]:
