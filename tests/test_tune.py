@@ -75,8 +75,10 @@ def test_tune_minilm_small_budget(tmp_path, monkeypatch):
                          transforms=["onnxscript_fusion", "int8_dynamic_per_channel", "int8_static_qdq", "int8_per_token"])
     _check_result(result, tmp_path / "t")
     per_token = [c for c in result.report.candidates if c.stage == "model" and c.transforms[-1:] == ["int8_per_token"]]
-    assert per_token and all(c.status in ("passed", "rejected") for c in per_token)  # asked for by name: tried
-    assert per_token[0].transform_info[-1]["quantized"] > 0 and per_token[0].transform_info[-1]["calibration_batches"] > 0
+    tried = [c for c in per_token if c.status in ("passed", "rejected")]  # asked for by name: tried
+    # on a slow machine the second base's candidate can find the budget spent: that, and nothing else, may stop it
+    assert tried and all(c in tried or "budget" in c.reason for c in per_token), [(c.status, c.reason) for c in per_token]
+    assert tried[0].transform_info[-1]["quantized"] > 0 and tried[0].transform_info[-1]["calibration_batches"] > 0
     fused = [c for c in result.report.candidates if c.transforms == ["onnxscript_fusion"]]
     assert fused and fused[0].transform_info[0]["fused"].get("attention", 0) > 0
     assert list(work.iterdir()) == [], "tuning left files in the current folder"
@@ -387,6 +389,18 @@ def test_per_token_int8_takes_the_outlier_channel_out_and_beats_per_tensor_int8(
            for name, path in (("per_token", per_token), ("per_tensor", per_tensor))}
     assert err["per_token"] < 0.02, err
     assert err["per_tensor"] > 5 * err["per_token"], err
+
+
+def test_per_token_int8_narrows_weights_where_the_u8s8_kernel_saturates():
+    """x86 without VNNI/AMX adds u8 x s8 pairs in saturating 16-bit lanes: 7-bit weights there, 8 elsewhere."""
+    import platform
+
+    from golive.optimize.pertoken import weight_levels
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert weight_levels({"isa": ["avx2", "avx512f"]}) == (63 if x86 else 127)
+    for fast in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert weight_levels({"isa": ["avx2", fast]}) == 127
 
 
 @pytest.mark.parametrize("route", [["torchscript_export", "ort_fusion"], ["onnxscript_fusion"]], ids=["torchscript", "dynamo"])

@@ -15,7 +15,8 @@ This transform keeps ONNX Runtime's fast u8s8 GEMM (MatMulIntegerToFloat) and ma
     strength chosen per layer (0 to 0.8) by the smallest simulated output error on the calibration inputs;
   - GELU and ReLU outputs, bounded below, are shifted to be non-negative and use all 256 unsigned levels
     (the shift's contribution is a constant taken back after the product);
-  - weights per output channel, symmetric.
+  - weights per output channel, symmetric: 8 bits, or 7 on x86 CPUs without VNNI/AMX, whose u8s8 kernel
+    saturates 16-bit pair sums (weight_levels).
 An Attention node's QKV projection is quantized the same way, the attention itself then running in
 MultiHeadAttention. Measured on all-MiniLM-L6-v2 in benchmarks/tune_bert.py (batch 1, sequence 128, this
 2-core EPYC, budget 120, 7 alternating rounds): golive tune's best built on it ran 2.48x to 2.94x PyTorch
@@ -141,15 +142,32 @@ def _inverse(smooth: np.ndarray, outliers: list[int]) -> np.ndarray:
     return inv
 
 
-def _weights(w: np.ndarray, smooth: np.ndarray, outliers: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def weight_levels(features: dict[str, Any] | None = None) -> int:
+    """The largest INT8 weight magnitude that this CPU's u8s8 kernel multiplies exactly: 127 with VNNI or AMX
+    (32-bit accumulation) and off x86; 63 on x86 without them, where ONNX Runtime's AVX2/AVX-512 kernel adds pairs
+    of u8 x s8 products in saturating 16-bit lanes (vpmaddubsw): 2 x 255 x 127 overflows 32767, 2 x 255 x 63 does
+    not. Measured on a 2-core AVX2 EPYC: with 127, per-token's error on a one-MatMul graph was 0.028 of the output's
+    peak (0.0018 on an AVX-512 VNNI EPYC) and 7% on the tiny BERT."""
+    import platform
+
+    from golive.runtime import cpu_features
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return 127
+    isa = set((features or cpu_features())["isa"])
+    return 127 if isa & {"avx512_vnni", "avx_vnni", "amx_int8"} else 63
+
+
+def _weights(w: np.ndarray, smooth: np.ndarray, outliers: list[int], levels: int) -> tuple[np.ndarray, np.ndarray]:
     ws = w * smooth[:, None]
     ws[outliers] = 0
-    scale = np.abs(ws).max(axis=0) / 127.0
+    scale = np.abs(ws).max(axis=0) / float(levels)
     scale[scale == 0] = 1.0
-    return np.clip(np.round(ws / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+    return np.clip(np.round(ws / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
 
 
-def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None, alpha: float) -> np.ndarray:
+def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None, alpha: float,
+              levels: int) -> np.ndarray:
     """What the rewritten GEMM computes, in numpy: used to choose the smoothing strength."""
     smooth = _smoothing(amax, w, outliers, alpha)
     xi = (x + shift if shift is not None else x) * _inverse(smooth, outliers)
@@ -159,7 +177,7 @@ def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int
     else:
         s = np.maximum(np.abs(xi).max(axis=-1, keepdims=True) / 127.0, 1e-8)
         xq = np.clip(np.round(xi / s), -127, 127)
-    wq, ws = _weights(w, smooth, outliers)
+    wq, ws = _weights(w, smooth, outliers, levels)
     y = (xq @ wq.astype(np.float32)) * ws * s
     if shift is not None:
         y -= shift * np.delete(w, outliers, axis=0).sum(axis=0)
@@ -168,9 +186,10 @@ def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int
     return y
 
 
-def _best_alpha(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None) -> float:
+def _best_alpha(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None,
+                levels: int) -> float:
     ref = x @ w
-    errors = [float(np.square(_simulate(x, w, amax, outliers, shift, a) - ref).sum()) for a in _ALPHAS]
+    errors = [float(np.square(_simulate(x, w, amax, outliers, shift, a, levels) - ref).sum()) for a in _ALPHAS]
     return _ALPHAS[int(np.argmin(errors))]
 
 
@@ -232,9 +251,9 @@ def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: f
 
 
 def _gemm(b: _Builder, quantized: dict[str, Any], w: np.ndarray, smooth: np.ndarray, outliers: list[int],
-          shift: float | None, output: str | None = None) -> str:
+          shift: float | None, levels: int, output: str | None = None) -> str:
     """The INT8 product scaled back per row, plus the shift's constant and the outliers' fp32 product."""
-    wq, ws = _weights(w, smooth, outliers)
+    wq, ws = _weights(w, smooth, outliers, levels)
     tail = []
     if shift:
         tail.append(b.const(-shift * np.delete(w, outliers, axis=0).sum(axis=0)))
@@ -299,6 +318,7 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     b = _Builder(taken)
     nodes, quantized_inputs = b.nodes, {}  # new nodes go where the node they replace was
     alphas, outlier_total, shifted, attention = [], 0, 0, 0
+    levels = int(ctx.options.get("weight_levels") or weight_levels())  # the CPU tune measures on is the one it serves
     for i, node in enumerate(model.graph.node):
         kind = kinds.get(i)
         if kind is None:
@@ -308,7 +328,7 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         w = _array(constants[node.input[1]]).astype(np.float32)
         shift = _BOUNDED_BELOW.get(producers.get(x, ""))
         outliers = _outliers(amax[x])
-        alpha = _best_alpha(rows[x], w, amax[x], outliers, shift)
+        alpha = _best_alpha(rows[x], w, amax[x], outliers, shift, levels)
         smooth = _smoothing(amax[x], w, outliers, alpha)
         inv = _inverse(smooth, outliers)
         key = (x, inv.tobytes(), shift)
@@ -318,11 +338,11 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         outlier_total += len(outliers)
         shifted += shift is not None
         if kind == "matmul":
-            _gemm(b, quantized_inputs[key], w, smooth, outliers, shift, node.output[0])
+            _gemm(b, quantized_inputs[key], w, smooth, outliers, shift, levels, node.output[0])
             continue
         attention += 1
         hidden = w.shape[1] // 3
-        qkv = _gemm(b, quantized_inputs[key], w, smooth, outliers, shift)  # one GEMM, then split: fewer, larger kernels
+        qkv = _gemm(b, quantized_inputs[key], w, smooth, outliers, shift, levels)  # one GEMM, then split: fewer, larger kernels
         q, k, v = (b.name() for _ in range(3))
         nodes.append(helper.make_node("Split", [qkv, b.const([hidden] * 3, np.int64)], [q, k, v], name=b.name(), axis=-1))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "qkv_hidden_sizes"}
@@ -344,4 +364,4 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     onnx.save(model, str(dst), save_as_external_data=model.ByteSize() > 1_900_000_000)
     return {"quantized": len(targets) - attention, "attention": attention, "outlier_channels": outlier_total,
             "shifted": shifted, "smoothing": {"min": min(alphas), "median": float(np.median(alphas)), "max": max(alphas)},
-            "calibration_batches": len(ctx.calibration), "opset": 21}
+            "calibration_batches": len(ctx.calibration), "opset": 21, "weight_levels": levels}
