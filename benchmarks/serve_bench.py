@@ -138,6 +138,7 @@ def loaded_throughput(url: str, feeds, concurrency: int, seconds: float, start_a
 
 
 CLIENT_POOL = None
+CLIENT_PROCS = 1
 
 
 def _client_init(cpus: set[int] | None) -> None:
@@ -150,7 +151,7 @@ def load(url: str, feeds, concurrency: int, seconds: float) -> float:
     """Items/s at ``concurrency``: from this process, or spread over the --client-procs load processes."""
     if CLIENT_POOL is None:
         return loaded_throughput(url, feeds, concurrency, seconds)
-    n = CLIENT_POOL._max_workers
+    n = CLIENT_PROCS
     shares = [concurrency // n + (i < concurrency % n) for i in range(n)]
     start_at = time.time() + 2.0  # after every process has warmed up its connections
     futures = [CLIENT_POOL.submit(loaded_throughput, url, feeds, c, seconds, start_at) for c in shares if c]
@@ -204,8 +205,8 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=1,
                         help="load-generating processes (one Python event loop drives about one core)")
     args = parser.parse_args()
-    global SERVER_CPUS, CLIENT_CPUS, CLIENT_POOL
-    SERVER_CPUS, CLIENT_CPUS = args.server_cpus, args.client_cpus
+    global SERVER_CPUS, CLIENT_CPUS, CLIENT_POOL, CLIENT_PROCS
+    SERVER_CPUS, CLIENT_CPUS, CLIENT_PROCS = args.server_cpus, args.client_cpus, args.client_procs
     if args.client_procs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

@@ -146,8 +146,8 @@ def weight_levels(features: dict[str, Any] | None = None) -> int:
     """The largest INT8 weight magnitude that this CPU's u8s8 kernel multiplies exactly: 127 with VNNI or AMX
     (32-bit accumulation) and off x86; 63 on x86 without them, where ONNX Runtime's AVX2/AVX-512 kernel adds pairs
     of u8 x s8 products in saturating 16-bit lanes (vpmaddubsw): 2 x 255 x 127 overflows 32767, 2 x 255 x 63 does
-    not. Measured on a 2-core AVX2 EPYC: with 127, per-token's error on a one-MatMul graph was 0.028 of the output's
-    peak (0.0018 on an AVX-512 VNNI EPYC) and 7% on the tiny BERT."""
+    not. Measured on a 2-core AVX2 EPYC: with 127, per-token's error on a one-MatMul graph with an outlier channel
+    was 0.028 of the output's peak (0.0027 with 63; 0.0018 with 127 on an AVX-512 VNNI EPYC)."""
     import platform
 
     from golive.runtime import cpu_features
