@@ -253,6 +253,44 @@ def test_statistics_extension_on_both_protocols(server):
         g.get_inference_statistics("nope")
 
 
+def test_a_batch_that_cannot_run_whole_runs_one_by_one_and_counts_each_wait_once(tmp_path):
+    """A model that runs one row at a time only (a Reshape to [1, 4]): batched requests fail together, then run
+    alone and all succeed; each request's queue time is counted once."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    # the target shape goes through the data (min(x) * 0 + [1, 4]), so the declared [batch, 4] output is not
+    # replaced by an inferred [1, 4], which would make the model unbatchable
+    nodes = [helper.make_node("ReduceMin", ["x"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"], ["z"]),
+             helper.make_node("Cast", ["z"], ["zi"], to=TensorProto.INT64), helper.make_node("Add", ["zi", "shape"], ["s"]),
+             helper.make_node("Reshape", ["x", "s"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "one_row", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4]), helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "one_row.onnx")
+    s = Server(str(tmp_path / "one_row.onnx"), "--max-delay-ms", "20", folder=tmp_path)  # waits for batches
+    try:
+        client = th.InferenceServerClient(s.url, concurrency=16)
+        xs = [np.full((1, 4), i, np.float32) for i in range(64)]
+        pending = []
+        for x in xs:
+            inp = th.InferInput("x", [1, 4], "FP32")
+            inp.set_data_from_numpy(x)
+            pending.append(client.async_infer("one_row", [inp]))
+        for x, p in zip(xs, pending):
+            np.testing.assert_array_equal(p.get_result().as_numpy("y"), x)
+        stats = th.InferenceServerClient(s.url).get_inference_statistics("one_row")["model_stats"][0]["inference_stats"]
+        assert stats["success"]["count"] == 64 and stats["fail"]["count"] == 0
+        assert stats["queue"]["count"] == 64, stats["queue"]
+        metrics = urllib.request.urlopen(f"http://{s.url}/metrics").read().decode()
+        runs = float(next(line.rsplit(" ", 1)[1] for line in metrics.splitlines()
+                          if line.startswith("golive_batch_size_count")))
+        assert runs > 64, "no batch was tried whole (the one-by-one path did not run)"
+    finally:
+        s.stop()
+
+
 def test_a_full_queue_answers_503_with_retry_after(models, tmp_path):
     s = Server(str(models / "minilm-tuned"), "--max-queue", "2", "--max-batch", "1", folder=tmp_path)
     try:

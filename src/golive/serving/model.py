@@ -241,9 +241,10 @@ class ServedModel:
             chunks[-1].append(p)
         return [chunk for chunks in groups.values() for chunk in chunks]
 
-    async def _run(self, group: list[_Pending], loop) -> None:
+    async def _run(self, group: list[_Pending], loop, again: bool = False) -> None:
+        """``again``: a request of a batch that could not run whole, run alone; its queue time is counted once."""
         started = time.perf_counter()
-        for p in group:
+        for p in group if not again else ():
             if self.metrics:
                 self.metrics.queue_time.labels(self.name).observe(started - p.queued)
             self.stats.add("queue", int((started - p.queued) * 1e9))
@@ -261,7 +262,7 @@ class ServedModel:
         except Exception as exc:
             if len(group) > 1:  # only the failing request should fail: run them one by one
                 for p in group:
-                    await self._run([p], loop)
+                    await self._run([p], loop, again=True)
                 return
             if not group[0].future.done():
                 group[0].future.set_exception(RequestError(f"model {self.name} failed: {_first_line(exc)}", 500))
@@ -272,7 +273,7 @@ class ServedModel:
         total = sum(p.rows for p in group)
         if len(group) > 1 and any(np.ndim(r) == 0 or r.shape[0] != total for r in results):
             for p in group:  # an output without a per-row first axis cannot be split back: run them one by one
-                await self._run([p], loop)
+                await self._run([p], loop, again=True)
             return
         start, answers = 0, []
         for p in group:
