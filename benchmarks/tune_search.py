@@ -63,7 +63,7 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
     options = TuneOptions(budget=1e9, transforms=TRANSFORMS)
     state = search.SearchState(model=model, work=work, options=options, providers=["CPUExecutionProvider"],
                                available=["CPUExecutionProvider"], tolerances=tolerances_for(outputs, VerifyOptions()),
-                               ctx=TransformContext(calibration=[feeds], options=dict(options.metrics)),
+                               ctx=TransformContext(calibration=[feeds], gate=dict(options.metrics)),
                                step=StepContext(), started=time.monotonic(), deadline=time.monotonic() + 1e9)
     started = time.monotonic()
     search.evaluate(state, search._new(state, "baseline", [], SessionConfig()), seconds)

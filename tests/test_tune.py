@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import golive
-from conftest import zoo
+from conftest import TESTS, zoo
 from golive.runtime import SessionConfig
 from golive.tuning.space import invalid_reason
 
@@ -85,10 +85,20 @@ def test_tune_minilm_small_budget(tmp_path, monkeypatch):
 
 
 def test_a_candidate_that_kills_its_worker_is_reported_failed(mnist_dir, tmp_path):
-    result = golive.tune(mnist_dir, tmp_path / "t", budget=8, transforms=["crash_worker"])
-    crashed = [c for c in result.report.candidates if c.transforms == ["crash_worker"]]
-    assert crashed and crashed[0].status == "failed" and "SIGKILL" in crashed[0].reason
-    assert result.report.best.status == "passed"
+    # a user's transform by import path; its model holds a custom op whose kernel kills the measuring process
+    crash = str(TESTS / "crash_worker.py")
+    name = f"{crash}:add_a_node_that_kills_its_process"
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=8, transforms=[name], custom_ops=[crash])
+    crashed = [c for c in result.report.candidates if c.transforms == [name]]
+    assert crashed and crashed[0].status == "failed" and "SIGKILL" in crashed[0].reason, [(c.transforms, c.status, c.reason) for c in result.report.candidates]
+    assert crashed[0].transform_info[0]["note"] == "the process measuring this model dies"  # the transform itself ran
+    assert result.report.best.status == "passed" and result.report.best.transforms != [name]
+
+
+def test_an_unknown_transform_fails_before_anything_is_measured(mnist_dir, tmp_path, cli):
+    code, _, stderr = cli("tune", mnist_dir, "-o", tmp_path / "t", "--transforms", "ort_fusion,no_such_transform")
+    assert code == 2 and "unknown transform 'no_such_transform'" in stderr and "int8_per_token" in stderr
+    assert not (tmp_path / "t" / "report.json").exists()
 
 
 def test_an_over_aggressive_candidate_is_rejected(mnist_dir, tmp_path, cli):

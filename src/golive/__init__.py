@@ -29,7 +29,7 @@ _LAZY = {
     "write_test_data": "golive.tensors",
     "CancelToken": "golive.events",
     "Event": "golive.events",
-    "show": "golive.web.viewer",
+    "show": "golive.viewer",
 }
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -15,11 +16,31 @@ from typing import Any
 
 from golive.errors import ModelLoadError, SourceNotFoundError
 
-__all__ = ["load_module", "load_object", "is_python_file"]
+__all__ = ["load_module", "load_object", "is_python_file", "is_import_path", "split_file_attr", "import_user_modules"]
+
+_IMPORT_RE = re.compile(r"^(?P<mod>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def is_python_file(name: str) -> bool:
     return name.endswith(".py")
+
+
+def is_import_path(source: str) -> bool:
+    """``package.module:name`` or ``path/to/file.py:name``."""
+    m = _IMPORT_RE.match(source)
+    if not m:
+        return False
+    return is_python_file(m["mod"]) or _MODULE_RE.fullmatch(m["mod"]) is not None
+
+
+def split_file_attr(value: str) -> tuple[str, str]:
+    """The one rule for ``path/to/file.py:name`` wherever a path may carry a name: (``path/to/file.py``, ``:name``);
+    anything else (a plain path, a module name, ``pkg.mod:Net``) -> (value, "")."""
+    m = _IMPORT_RE.match(value)
+    if m and is_python_file(m["mod"]):
+        return m["mod"], ":" + m["attr"]
+    return value, ""
 
 
 def _module_name(file: Path) -> str:
@@ -103,3 +124,12 @@ def load_object(path: str, *, reuse: bool = False) -> Any:
             raise SourceNotFoundError(f"{mod_name} has no attribute {attr}", hint="names there: " + ", ".join(names[:20]))
         obj = getattr(obj, part)
     return obj
+
+
+def import_user_modules(names: list[str]) -> None:
+    """--import: modules the source needs loaded first (a Keras model's registered custom layers, say)."""
+    from golive._io import captured_output
+
+    for name in names:
+        with captured_output():  # what they print on import (TensorFlow's C++ log lines, say) goes to the debug log
+            load_module(name, reuse=True)

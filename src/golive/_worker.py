@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from golive._isolate import death_message, log_tail
 from golive.errors import CancelledError, GoliveError, StepCrashedError
 
 __all__ = ["StepProcess", "call", "WorkerBugError", "GRACE_SECONDS"]
@@ -38,16 +39,6 @@ GRACE_SECONDS = 10.0  # a cancelled step gets this long to stop between units of
 
 class WorkerBugError(RuntimeError):
     """An unexpected exception in the worker process: a bug, shown with the worker's traceback."""
-
-
-def _log_tail(path: Path | None, lines: int = 12) -> str:
-    if path is None or not path.is_file():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 16384))
-        text = f.read().decode(errors="replace")
-    kept = [ln for ln in text.splitlines() if ln.strip()]
-    return "\n".join(kept[-lines:])
 
 
 class StepProcess:
@@ -156,14 +147,8 @@ class StepProcess:
 
     def crash_error(self, what: str) -> StepCrashedError:
         code = self.proc.returncode
-        tail = _log_tail(self.log_path)
-        if code is not None and code < 0:
-            sig = signal.Signals(-code).name
-            why = " (out of memory?)" if -code == signal.SIGKILL else ""
-            message = f"the process running {what} died from {sig}{why}"
-        else:
-            sig = None
-            message = f"the process running {what} exited with code {code} before reporting"
+        tail = log_tail(self.log_path)
+        message, sig = death_message(code, f"the process running {what}")
         if tail:
             message += "; its last output:\n" + tail
         return StepCrashedError(message, hint="a converter or runtime crash on this model; --debug shows everything it printed",

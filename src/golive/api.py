@@ -17,12 +17,12 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
-from golive.errors import GoliveError
+from golive.errors import GoliveError, validation_problems
 from golive.events import CancelToken, Event, EventHandler
 from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions, load_job
 
 __all__ = ["Event", "convert", "convert_job", "verify", "inspect", "tune", "load_session", "run",
-           "in_this_process", "CancelToken"]
+           "in_this_process", "running_in_place", "fork_convert", "CancelToken"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ def in_this_process() -> Iterator[None]:
         yield
     finally:
         _in_place.reset(token)
+
+
+def running_in_place() -> bool:
+    """Whether steps run in this process (inside :func:`in_this_process`) rather than in a worker."""
+    return _in_place.get()
 
 
 def _call(entry: str, what: str, on_event: EventHandler | None, cancel: CancelToken | None, **kwargs: Any) -> Any:
@@ -58,8 +63,7 @@ def _validated(model, **values):
     try:
         return model(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise GoliveError(f"invalid options: {problems}") from None
+        raise GoliveError(f"invalid options: {validation_problems(exc)}") from None
 
 
 def __getattr__(name: str):
@@ -192,3 +196,12 @@ def load_session(tune_dir: str | Path):
     from golive.tuning import load_session as _load
 
     return _load(tune_dir)
+
+
+def fork_convert(src: str | Path, dst: str | Path):
+    """Start the run folder ``dst`` (a sibling of ``src``) from ``src``'s finished convert step, files hard-linked
+    where the file system allows: a job on ``dst`` with the same convert spec skips its convert step. Returns the
+    convert record. Only files are written, so it runs in this process."""
+    from golive.steps.convert import fork_convert as _fork
+
+    return _fork(src, dst)

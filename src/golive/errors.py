@@ -8,6 +8,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 __all__ = [
     "GoliveError",
     "InputSpecError",
@@ -24,6 +26,9 @@ __all__ = [
     "RunFolderBusyError",
     "JobError",
     "JobTimeoutError",
+    "TransformError",
+    "validation_problems",
+    "require",
 ]
 
 
@@ -111,6 +116,10 @@ class StepCrashedError(GoliveError):
         self.log_tail = log_tail
 
 
+class TransformError(GoliveError):
+    """A model transform failed, hung or killed its worker; the message says which transform and how."""
+
+
 class RunFolderBusyError(GoliveError):
     """Another golive step is writing the same run folder."""
 
@@ -121,6 +130,16 @@ class JobError(GoliveError):
 
 class JobTimeoutError(JobError, TimeoutError):
     """golive.jobs.wait gave up: the job had not finished within the timeout."""
+
+
+def validation_problems(exc: Any, *, limit: int | None = None, empty: str = "",
+                        name: Callable[[tuple], str] | None = None) -> str:
+    """A pydantic ``ValidationError`` as one line: ``field.sub: message; ...`` (``name`` formats a location,
+    ``empty`` names an error of the whole model, ``limit`` keeps the first few)."""
+    def where(loc: tuple) -> str:
+        return name(loc) if name else ".".join(str(p) for p in loc) or empty
+
+    return "; ".join(f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:limit])
 
 
 def require(module: str, *, package: str | None = None, extra: str, purpose: str):

@@ -40,8 +40,6 @@ class ModelSummary(BaseModel):
         "forward()'s arguments and its return value (hc[0], features['values'], returned[1][0])"))
 
     def _repr_html_(self) -> str:
-        from golive._html import summary_html
-
         return summary_html(self)
 
 
@@ -98,3 +96,18 @@ def summarize(path: str | Path) -> ModelSummary:
         custom_ops=custom_domains(model),
         parameters=params, parameter_bytes=nbytes, initializers=len(model.graph.initializer),
         metadata={p.key: p.value for p in model.metadata_props}, doc_string=model.doc_string)
+
+
+def summary_html(s: ModelSummary) -> str:
+    from golive._html import box, escape, table
+
+    io = [("input", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.inputs] + \
+         [("output", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.outputs]
+    facts = [("nodes", s.node_count + s.subgraph_node_count), ("parameters", f"{s.parameters:,}"),
+             ("size", f"{(s.file_bytes + s.external_bytes) / 2**20:.2f} MB"), ("IR version", s.ir_version),
+             ("producer", s.producer), ("opsets", ", ".join(f"{k} {v}" for k, v in s.opsets.items()))]
+    if s.custom_ops:
+        facts.append(("custom-domain ops", "; ".join(f"{d}: {', '.join(ops)}" for d, ops in s.custom_ops.items())))
+    return box(f"model: {escape(s.path)}", table(["", "name", "dtype", "shape", "from"], io, "class='summary-io'")
+                + table(["", ""], facts, "class='summary-facts'")
+                + table(["op", "count"], list(s.op_types.items()), "class='summary-ops'"))

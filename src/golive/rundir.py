@@ -27,7 +27,8 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from golive.errors import DataError, OutputDirError, RunFolderBusyError
+from golive._imports import is_import_path, split_file_attr
+from golive.errors import DataError, GoliveError, OutputDirError, RunFolderBusyError, SourceNotFoundError, validation_problems
 from golive.runtime import SessionConfig
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
@@ -41,7 +42,8 @@ except ImportError:  # pragma: no cover - Windows: no folder lock
 __all__ = ["RECORD_VERSION", "ConvertRecord", "VerifyRecord", "TuneRecord", "SessionRecord", "RunFolder",
            "read_record", "write_record", "to_record", "from_record", "fingerprint", "step_key", "model_files", "carry_custom_ops",
            "paths_to_record", "paths_from_record", "now", "CONVERT_RECORD", "VERIFY_RECORD", "TUNE_RECORD", "SESSION_RECORD",
-           "JOB_FILE", "LOCK_FILE", "check_output_dir"]
+           "JOB_FILE", "LOCK_FILE", "check_output_dir", "read_convert_record", "options_from_record", "source_for",
+           "finished_tune", "best_folder", "tuned_record"]
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,7 @@ def read_record(path: Path, kind: type[R]) -> R:
     try:
         return kind.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
-        raise DataError(f"{path} is not a valid {kind.__name__}: {problems}",
+        raise DataError(f"{path} is not a valid {kind.__name__}: {validation_problems(exc, limit=3)}",
                         hint="it may come from an older golive; run the step again to rewrite it") from None
 
 
@@ -157,19 +158,11 @@ def write_record(path: Path, record: BaseModel) -> None:
 
 # ---------------------------------------------------------------- relative paths
 
-def _split_attr(value: str) -> tuple[str, str]:
-    """``file.py:Name`` -> (``file.py``, ``:Name``); anything else -> (value, '')."""
-    head, sep, tail = value.rpartition(":")
-    if sep and head.endswith(".py") and "/" not in tail:
-        return head, ":" + tail
-    return value, ""
-
-
 def to_record(value: str | None, folder: Path) -> str | None:
     """A path as the run folder records it: relative to ``folder`` (``pkg:`` and module names as given)."""
     if value is None or value.startswith("pkg:"):
         return value
-    head, attr = _split_attr(value)
+    head, attr = split_file_attr(value)
     path = Path(head)
     if not (path.is_absolute() or path.exists()):
         return value  # a module name, or a path that does not exist (reported where it is used)
@@ -183,11 +176,86 @@ def from_record(value: str | None, folder: Path) -> str | None:
     """The path a record names, made absolute against ``folder`` (``pkg:`` and module names as given)."""
     if value is None or value.startswith("pkg:"):
         return value
-    head, attr = _split_attr(value)
+    head, attr = split_file_attr(value)
     path = Path(head)
     if path.is_absolute() or not ("/" in head or head.endswith(".py") or head in (".", "..")):
         return value  # absolute already, or a module name (pkg.mod, pkg.mod:Net)
     return os.path.normpath(Path(folder).absolute() / path) + attr
+
+
+# ---------------------------------------------------------------- reading a run folder back
+
+def read_convert_record(folder: Path, verb: str) -> ConvertRecord:
+    """golive.json of a convert output folder, or a clear error when ``folder`` is not one (or not finished)."""
+    if not (folder / CONVERT_RECORD).is_file():
+        if (folder / "model.onnx").exists() or (folder / "events.jsonl").exists():
+            raise DataError(f"{folder} holds no finished conversion (no golive.json): the convert step did not complete",
+                            hint="run the conversion again (golive run JOB or golive convert)")
+        raise DataError(f"{folder} is not a golive convert output (it has no golive.json)",
+                        hint=f"{verb} a folder written by golive convert, or an .onnx file")
+    return read_record(folder / CONVERT_RECORD, ConvertRecord)
+
+
+def options_from_record(record: ConvertRecord, folder: Path) -> ConvertOptions:
+    """The convert options with their recorded paths made absolute against the run folder."""
+    o = record.options
+    return o.model_copy(update={
+        "weights": from_record(o.weights, folder), "data": from_record(o.data, folder),
+        "custom_translation": [from_record(t, folder) for t in o.custom_translation],
+        "imports": [from_record(m, folder) for m in o.imports],
+        "custom_ops": [from_record(c, folder) for c in record.custom_ops]})
+
+
+def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
+    """The source a convert folder came from (to verify against, time or export again): the override, or the
+    recorded one, which must still be there."""
+    from golive._resolve import resolve_source
+
+    if override:
+        return resolve_source(override)
+    source = from_record(record.source, folder)
+    assert source is not None
+    if source.startswith("pkg:"):
+        return resolve_source(source)
+    path = split_file_attr(source)[0]
+    if (path.endswith(".py") or not is_import_path(source)) and not Path(path).exists():
+        raise SourceNotFoundError(
+            f"the source model is not here: golive.json records {record.source} (relative to {folder}), which would be {path}",
+            hint="the run folder travelled without it: pass the source with --source PATH (golive.verify(..., source=PATH))")
+    return source
+
+
+def finished_tune(out: Path) -> TuneRecord | None:
+    """tune.json of a complete tune folder (tune.json, report.json, best/session.json and best/model.onnx), or None:
+    the one rule for "this tune folder is finished"."""
+    if not all((out / name).exists() for name in (TUNE_RECORD, "report.json", f"best/{SESSION_RECORD}", "best/model.onnx")):
+        return None
+    try:
+        return read_record(out / TUNE_RECORD, TuneRecord)
+    except GoliveError:
+        return None
+
+
+def best_folder(path: str | Path) -> Path:
+    """``best/`` of a finished tune folder, or the folder itself when it is a copied ``best/``."""
+    path = Path(path)
+    if (path / "best").is_dir() or (path / "events.jsonl").exists() or (path / TUNE_RECORD).exists():  # a tune folder
+        if finished_tune(path) is None:
+            raise GoliveError(f"{path} holds no finished tuning result: the tune step did not complete "
+                                 f"(tune.json, report.json and best/ are written last)",
+                                 hint="run it again: golive tune MODEL -o DIR, or golive jobs retry ID")
+        return path / "best"
+    if (path / SESSION_RECORD).is_file():
+        return path
+    raise GoliveError(f"{path} holds no tuning result (no best/session.json)", hint="golive tune MODEL -o DIR")
+
+
+def tuned_record(tune_dir: str | Path) -> tuple[Path, SessionRecord]:
+    """(best/, its SessionRecord with the custom-op paths made absolute): what a tuned session is built from."""
+    best = best_folder(tune_dir)
+    record = read_record(best / SESSION_RECORD, SessionRecord)
+    record.session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
+    return best, record
 
 
 def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:

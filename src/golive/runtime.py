@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from golive.errors import GoliveError, ModelLoadError
 
-__all__ = ["SessionConfig", "make_session", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops",
+__all__ = ["SessionConfig", "make_session", "save_optimized_graph", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops",
            "available_cpus", "default_intra_threads", "cpu_features"]
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
@@ -57,6 +57,11 @@ _SHORT = {"intra_op_num_threads": "intra", "inter_op_num_threads": "inter", "exe
           "graph_optimization_level": "opt", "intra_op_spinning": "no-spin", "inter_op_spinning": "no-inter-spin",
           "enable_cpu_mem_arena": "no-arena", "enable_mem_pattern": "no-mem-pattern", "provider_options": "options",
           "disabled_optimizers": "without"}
+
+
+def save_optimized_graph(model: str | Path, config: SessionConfig, target: str | Path) -> None:
+    """Let ONNX Runtime optimize ``model`` with these settings and save the graph it would run at ``target``."""
+    make_session(model, config, optimized_model_path=target)
 
 
 def make_session(model: str | Path | bytes, config: SessionConfig | None = None, *, optimized_model_path=None):

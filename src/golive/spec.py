@@ -13,7 +13,8 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from golive.errors import GoliveError, InputSpecError
+from golive._imports import split_file_attr
+from golive.errors import GoliveError, InputSpecError, validation_problems
 
 __all__ = ["ConvertOptions", "VerifyOptions", "TuneOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION",
            "map_job_paths"]
@@ -118,9 +119,8 @@ class TuneOptions(_Strict):
         return v
 
     transforms: list[str] | None = Field(
-        default=None, description="Model transforms to try (default: all that apply): torchscript_export, ort_fusion, "
-                                  "onnxscript_fusion, int8_dynamic, int8_dynamic_per_channel, int8_blockwise, int8_blockwise_128, "
-                                  "int8_dynamic_keep_sensitive, int8_static_qdq, gelu_approximation, fixed_shape, fp16.")
+        default=None, description="Model transforms to try (default: all that apply), by the names golive.optimize.TRANSFORMS "
+                                  "declares, or your own as module:function or file.py:function (tried alone).")
     dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
     fixed_shape: bool = Field(default=False, description="The deployment always sends the shape measured (--dim sizes): "
@@ -141,6 +141,10 @@ class JobSpec(_Strict):
     verify: VerifyOptions = Field(default_factory=VerifyOptions)
     tune: TuneOptions | None = Field(default=None, description="Tune after converting (left out: convert and verify only).")
     tune_dir: str | None = Field(default=None, description="Folder for the tuning results (default: OUTPUT_DIR/tuned).")
+
+    def tune_folder(self) -> Path:
+        """Where the tuning results go: ``tune_dir``, or OUTPUT_DIR/tuned."""
+        return Path(self.tune_dir).absolute() if self.tune_dir else Path(self.output_dir).absolute() / "tuned"
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_defaults=False)
@@ -168,8 +172,7 @@ def load_job(path: str | Path) -> JobSpec:
     except InputSpecError:
         raise
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise GoliveError(f"job file {path} is not a valid JobSpec: {problems}") from None
+        raise GoliveError(f"job file {path} is not a valid JobSpec: {validation_problems(exc)}") from None
     return _resolve_paths(job, path.parent)
 
 
@@ -198,8 +201,8 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
     def fix(p: str) -> str:
         if Path(p).is_absolute():
             return p
-        head, sep, tail = p.partition(":")  # file.py:name keeps its :name
-        return os.path.normpath(base / head) + sep + tail if (base / head).exists() else p
+        head, attr = split_file_attr(p)  # file.py:name keeps its :name
+        return os.path.normpath(base / head) + attr if (base / head).exists() else p
 
     job = map_job_paths(job, fix)
     if job.tune_dir and not Path(job.tune_dir).is_absolute():

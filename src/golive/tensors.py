@@ -24,6 +24,7 @@ __all__ = [
     "parse_int_range",
     "parse_dim_sizes",
     "apply_dynamic",
+    "check_dim_names",
     "specs_from_onnx",
     "specs_from_arrays",
     "dynamic_dims",
@@ -182,6 +183,16 @@ def apply_dynamic(specs: list[TensorSpec], dynamic: dict[str, dict[int, str]]) -
             shape[axis] = dim
         out.append(spec.model_copy(update={"shape": shape}))
     return out
+
+
+def check_dim_names(specs: Iterable[TensorSpec], names: Iterable[str]) -> None:
+    """--dim NAME=SIZE: every NAME must be a dynamic axis of the model."""
+    specs = list(specs)
+    dims = dynamic_dims(specs)
+    unknown = sorted(set(names) - set(dims))
+    if unknown:
+        raise InputSpecError(f"--dim names {', '.join(unknown)}, which is not a dynamic axis of the model",
+                             hint="its dynamic axes are " + (", ".join(dims) or "none"))
 
 
 def dynamic_dims(specs: Iterable[TensorSpec]) -> list[str]:

@@ -75,8 +75,6 @@ class VerifyReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
     def _repr_html_(self) -> str:
-        from golive._html import verify_html
-
         return verify_html(self)
 
     def failures(self) -> list[str]:
@@ -212,14 +210,10 @@ def tolerances_for(outputs: list[TensorSpec], options: VerifyOptions) -> dict[st
 
 def size_configs(inputs: list[TensorSpec], base_sizes: dict[str, int], options: VerifyOptions) -> list[dict[str, int]]:
     """The export sizes, then each dynamic axis alone at a second size (or the sizes the user asked for)."""
-    from golive.errors import InputSpecError
-    from golive.tensors import resolve_sizes
+    from golive.tensors import check_dim_names, resolve_sizes
 
+    check_dim_names(inputs, options.dim_sizes)
     dims = dynamic_dims(inputs)
-    unknown = sorted(set(options.dim_sizes) - set(dims))
-    if unknown:
-        raise InputSpecError(f"--dim names {', '.join(unknown)}, which is not a dynamic axis of the model",
-                             hint="its dynamic axes are " + (", ".join(dims) or "none"))
     base = resolve_sizes(inputs, base_sizes)
     for d, values in options.dim_sizes.items():
         base[d] = values[0]
@@ -314,3 +308,16 @@ def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[
 def _line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:400]
+
+
+def verify_html(report: VerifyReport) -> str:
+    from golive._html import box, escape, table, verdict
+
+    rows = [(o.name, o.dtype, o.rtol, o.atol, o.max_abs, o.max_rel, f"{100 * o.mismatch_share:.2f}%",
+             o.label_agreement, "passed" if o.passed else "FAILED") for o in report.outputs]
+    runs = [(r.label, "passed" if r.passed else "FAILED", r.error or "") for r in report.runs]
+    notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
+    return box(f"verify: {verdict(report.passed)} against the {escape(report.reference)}",
+                table(["output", "dtype", "rtol", "atol", "max abs", "max rel", "mismatch", "label agreement", "verdict"], rows,
+                      "class='verify-outputs'")
+                + table(["run", "verdict", "error"], runs, "class='verify-runs'") + (f"<ul>{notes}</ul>" if notes else ""))

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from golive.cli import JsonOpt, _split, _user_errors, app, err, out
+from golive.cli._app import JsonOpt, split, user_errors, app, err, out
 from golive.errors import GoliveError
 
 jobs_app = typer.Typer(help="The local job queue: submit jobs, watch them, cancel or retry them. `golive worker` runs them.",
@@ -37,7 +37,7 @@ def jobs_submit(
     home: HomeOpt = None,
 ) -> None:
     """Queue a job; prints its id. A worker (golive worker) runs it."""
-    with _user_errors():
+    with user_errors():
         from golive import jobs
 
         out.print(jobs.submit(job, home=home), highlight=False)
@@ -50,10 +50,10 @@ def jobs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Every job: state, attempt, times, run folder."""
-    with _user_errors():
+    with user_errors():
         from golive import jobs
 
-        records = jobs.list(home=home, states=_split(state) or None)
+        records = jobs.list(home=home, states=split(state) or None)
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json") for r in records]))
         return
@@ -73,7 +73,7 @@ def jobs_list(
 def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")], home: HomeOpt = None,
               as_json: JsonOpt = False) -> None:
     """One job: its record, attempts and summary."""
-    with _user_errors():
+    with user_errors():
         from golive import jobs
 
         record = jobs.get(job_id, home=home)
@@ -103,7 +103,7 @@ def jobs_logs(job_id: Annotated[str, typer.Argument(help="Job id (or a unique pr
     """Print a job's log (everything it printed, and its progress)."""
     import time as _time
 
-    with _user_errors():
+    with user_errors():
         from golive import jobs
 
         record = jobs.get(job_id, home=home)
@@ -126,7 +126,7 @@ def jobs_logs(job_id: Annotated[str, typer.Argument(help="Job id (or a unique pr
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")], home: HomeOpt = None) -> None:
     """Cancel a queued job now, or stop a running one (killed if it does not stop within the grace period)."""
-    with _user_errors():
+    with user_errors():
         from golive import jobs
 
         record = jobs.cancel(job_id, home=home)
@@ -137,7 +137,7 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument(help="Job id (or a unique 
 @jobs_app.command("retry")
 def jobs_retry(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")], home: HomeOpt = None) -> None:
     """Queue a failed, cancelled or interrupted job again; it resumes from its finished steps."""
-    with _user_errors():
+    with user_errors():
         from golive import jobs
 
         record = jobs.retry(job_id, home=home)
@@ -151,7 +151,7 @@ def worker(
     exit_when_idle: Annotated[bool, typer.Option(help="Exit once no job is queued or running.")] = False,
 ) -> None:
     """Run queued jobs until stopped. Ctrl-C once: finish the running jobs; twice: stop them (interrupted)."""
-    with _user_errors():
+    with user_errors():
         from golive.jobs import home_dir
         from golive.jobs.pool import WorkerPool, install_signal_handlers
 

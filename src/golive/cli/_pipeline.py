@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from golive.cli import JsonOpt, _user_errors, app, err, out
+from golive.cli._app import JsonOpt, user_errors, app, err, out
 from golive.errors import GoliveError
 
 pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile a job into a KFP v2 pipeline, run it here (kfp.local) or submit it.",
@@ -25,7 +25,7 @@ def pipeline_compile(
     image: ImageOpt = None,
 ) -> None:
     """Compile the job into KFP v2 pipeline YAML: convert (with verify) → tune → report, one branch per item."""
-    with _user_errors():
+    with user_errors():
         from golive.pipelines import compile as compile_pipeline
         from golive.pipelines import load_pipeline_job
 
@@ -46,7 +46,7 @@ def pipeline_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline: --local here, or --host URL on a Kubeflow Pipelines cluster (prints the run's URL)."""
-    with _user_errors():
+    with user_errors():
         if local == bool(host):
             raise GoliveError("say where to run it: --local, or --host URL", hint="golive pipeline run job.yaml --local")
         from golive import pipelines

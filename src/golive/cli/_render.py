@@ -117,7 +117,7 @@ def render_tune(console: Console, result) -> None:
     shown = 12
     for rank, c in enumerate(report.ranked()[:shown], 1):
         f = c.figures
-        cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=None) if c.gate else None
+        cos = c.min_cosine
         mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
         verdict = f"[{colors.get(c.status, 'white')}]{c.status}[/]" + (f" {escape(c.reason[:60])}" if c.reason else "")
         table.add_row(str(rank), c.id + mark, escape("+".join(c.transforms) or "original"), escape(c.session.describe()),

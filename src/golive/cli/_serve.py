@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from golive.cli import _user_errors, app, err
+from golive.cli._app import user_errors, app, err
 
 
 @app.command()
@@ -26,7 +26,7 @@ def serve(
                                                 "cores the server needs for the next requests) or tuned (as tune chose).")] = "off",
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2 / Triton clients), HTTP and gRPC, until Ctrl-C."""
-    with _user_errors():
+    with user_errors():
         from golive.errors import GoliveError
         from golive.serving.server import serve as run
 
@@ -55,7 +55,7 @@ def export_triton(
     max_delay_ms: Annotated[float, typer.Option(help="dynamic_batching max_queue_delay, in milliseconds.")] = 0.0,
 ) -> None:
     """Write a Triton model repository (model.onnx + config.pbtxt with the tuned session settings)."""
-    with _user_errors():
+    with user_errors():
         from golive.serving.triton import export_triton as run
 
         folder = run(tune_dir, output, name=name, max_batch=max_batch, max_delay_ms=max_delay_ms)

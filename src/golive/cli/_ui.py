@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from golive.cli import _user_errors, app, err, help_for
+from golive.cli._app import user_errors, app, err, help_for
 from golive.web.settings import Settings as S
 
 _default = {name: f.default for name, f in S.model_fields.items()}
@@ -26,10 +26,10 @@ def ui(
     max_upload_mb: Annotated[float, typer.Option(help=help_for(S, "max_upload_mb"))] = _default["max_upload_mb"],
 ) -> None:
     """Start the local web app (Convert · Perf Test · Model Visualize · Job Monitor) and its workers; prints the URL."""
-    with _user_errors():
+    with user_errors():
         from pydantic import ValidationError
 
-        from golive.errors import GoliveError
+        from golive.errors import GoliveError, validation_problems
         from golive.jobs import home_dir
         from golive.web import serve
 
@@ -37,7 +37,7 @@ def ui(
             settings = S(home=home_dir(home), host=host, port=port, workers=workers, allow_roots=allow_root,
                          token=token or None, trust_pickle=trust_pickle, max_upload_mb=max_upload_mb)
         except ValidationError as exc:
-            raise GoliveError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())) from None
+            raise GoliveError(validation_problems(exc, name=lambda loc: "--" + "-".join(map(str, loc)).replace("_", "-"))) from None
 
         def ready(url: str) -> None:
             print(f"golive ui: {url}", flush=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from golive._io import captured_output
-from golive.errors import ExportError, InputSpecError
+from golive.errors import ExportError, InputSpecError, ModelLoadError
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec, dim_name
@@ -18,6 +18,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TORCHSCRIPT_OPSET = 17
 _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx.experimental.symbolic_shapes")
+
+
+def flatten_outputs(out) -> list:
+    """Tensors of a model output (tensor, tuple/list, dict or ModelOutput), in order."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict) or hasattr(out, "to_tuple"):
+        values = out.to_tuple() if hasattr(out, "to_tuple") else tuple(out.values())
+        return [t for v in values for t in flatten_outputs(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in flatten_outputs(v)]
+    if out is None:
+        return []
+    raise ModelLoadError(f"the model returned a {type(out).__name__}; golive can export tensors, tuples, lists and dicts of tensors")
 
 
 def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
@@ -217,8 +233,6 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwa
     import torch
 
     from golive.frontends import _structure
-    from golive.frontends.pytorch import flatten_outputs
-
     model = loaded.model.module() if loaded.kind == "torch-export" else loaded.model
     try:
         with torch.no_grad():
@@ -350,8 +364,6 @@ def _FlatCall(model, structure: dict, names: list[str]):
     import torch
 
     from golive.frontends._structure import nest
-    from golive.frontends.pytorch import flatten_outputs
-
     class FlatCall(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()

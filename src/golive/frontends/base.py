@@ -8,7 +8,6 @@ folder contents, so it never imports a heavy framework.
 from __future__ import annotations
 
 import importlib
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from golive._imports import is_import_path
 from golive.errors import FrameworkError, SourceNotFoundError
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
@@ -78,18 +78,6 @@ def get_frontend(framework: str) -> Frontend:
     except KeyError:
         raise FrameworkError(f"unknown framework {framework!r}", hint="use one of " + ", ".join(FRAMEWORKS)) from None
     return importlib.import_module(module).FRONTEND
-
-
-_IMPORT_RE = re.compile(r"^(?P<mod>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
-
-
-def is_import_path(source: str) -> bool:
-    """``package.module:name`` or ``path/to/file.py:name``."""
-    m = _IMPORT_RE.match(source)
-    if not m:
-        return False
-    mod = m["mod"]
-    return mod.endswith(".py") or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", mod) is not None
 
 
 def guess_framework(source: str) -> str:

@@ -74,26 +74,12 @@ class PyTorchFrontend:
             args, kwargs = tuple(tensors.values()), {}
         with torch.no_grad():
             out = model(*args, **kwargs)
+        from golive.frontends._torch_export import flatten_outputs
+
         flat = flatten_outputs(out)
         if len(flat) != len(output_names):
             raise ModelLoadError(f"the source model returned {len(flat)} outputs, the ONNX model has {len(output_names)}")
         return {n: t.detach().cpu().numpy() for n, t in zip(output_names, flat)}
-
-
-def flatten_outputs(out) -> list:
-    """Tensors of a model output (tensor, tuple/list, dict or ModelOutput), in order."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict) or hasattr(out, "to_tuple"):
-        values = out.to_tuple() if hasattr(out, "to_tuple") else tuple(out.values())
-        return [t for v in values for t in flatten_outputs(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in flatten_outputs(v)]
-    if out is None:
-        return []
-    raise ModelLoadError(f"the model returned a {type(out).__name__}; golive can export tensors, tuples, lists and dicts of tensors")
 
 
 # ---------------------------------------------------------------- sources

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from golive._imports import split_file_attr
 from golive.errors import GoliveError, JobError, JobTimeoutError
 from golive.jobs.store import TERMINAL, Attempt, JobRecord, JobStore
 
@@ -59,10 +60,8 @@ def _absolute_spec(spec) -> "Any":
         job = spec
 
     def absolute(p: str) -> str:
-        head, sep, tail = p.rpartition(":")
-        if sep and head.endswith(".py") and Path(head).exists():
-            return f"{Path(head).absolute()}:{tail}"
-        return str(Path(p).absolute()) if Path(p).exists() else p
+        head, attr = split_file_attr(p)
+        return str(Path(head).absolute()) + attr if Path(head).exists() else p
 
     job = map_job_paths(job, absolute)
     job.output_dir = str(Path(job.output_dir).absolute())

@@ -106,18 +106,14 @@ class JobRecord(BaseModel):
         return self.state in TERMINAL
 
     def _repr_html_(self) -> str:
-        from golive._html import job_html
-
-        return job_html(self)
+        return _jobs_html([self], f"job {self.id}")
 
 
 class JobList(list):
     """A list of JobRecords that shows as one table in a notebook."""
 
     def _repr_html_(self) -> str:
-        from golive._html import jobs_html
-
-        return jobs_html(self)
+        return _jobs_html(self, f"{len(self)} job(s)")
 
 
 class Attempt(BaseModel):
@@ -395,3 +391,20 @@ def _group_alive(pgid: int | None) -> bool:
         return os.getpgid(pgid) == pgid
     except OSError:
         return False
+
+
+_JOB_HEADERS = ["id", "name", "state", "attempt", "created", "duration", "result", "error"]
+
+
+def _job_row(j: JobRecord) -> tuple:
+    from golive._html import when
+
+    duration = f"{j.duration:.1f} s" if j.duration is not None else ""
+    result = j.summary.get("best") and f"{j.summary.get('speedup', 0):.2f}× · {j.summary['best']}" or j.summary.get("framework", "")
+    return (j.id, j.name, j.state, j.attempt, when(j.created), duration, result, j.error or "")
+
+
+def _jobs_html(jobs: list[JobRecord], title: str) -> str:
+    from golive._html import box, escape, table
+
+    return box(escape(title), table(_JOB_HEADERS, [_job_row(j) for j in jobs], "class='jobs'"))

@@ -6,7 +6,6 @@ transform helps, and whether its result is still correct, is for the tuner to me
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -15,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Transform", "TransformContext", "TRANSFORMS", "get_transform", "apply_chain"]
+from golive.errors import GoliveError, TransformError
+
+__all__ = ["Transform", "TransformContext", "TRANSFORMS", "get_transform", "check_transforms", "apply_chain", "TransformError"]
 
 
 @dataclass
@@ -25,9 +26,13 @@ class TransformContext:
     calibration: list[dict[str, Any]] = field(default_factory=list)
     provider: str = "CPUExecutionProvider"
     work_dir: Path | None = None
-    options: dict[str, Any] = field(default_factory=dict)
     custom_ops: list[str] = field(default_factory=list)  # registered on any session a transform makes
     source: str | None = None  # the convert folder, when the model came from one (its source can be exported again)
+    gate: dict[str, float] = field(default_factory=dict)  # the accuracy gate's thresholds: a transform that searches meets them
+    deadline: float | None = None  # time.monotonic() by which the tune must end: a transform that searches stops there
+    fixed_sizes: dict[str, int] = field(default_factory=dict)  # fixed_shape: the sizes measured
+    weight_levels: int | None = None  # int8_per_token: weight levels, when not this CPU's rule (pertoken.weight_levels)
+    graph_optimization_level: str = "all"  # ort_optimized_graph: the level ONNX Runtime optimizes at before saving
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,15 @@ class Transform:
     providers: tuple[str, ...] = ()  # providers it is for; empty: all
     after: tuple[str, ...] = ()  # transforms it must follow when both are in a chain
     disables: tuple[str, ...] = ()  # ONNX Runtime optimizers the session must not run on its result (they would undo it)
+    staged: bool = True  # the search places it in its stages itself; False: tried alone, when asked for by name
 
     def apply(self, src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
         """Run the transform in this process. It changes the working folder while it runs and the tools
         it calls set loggers: the tuner calls it in a worker process (``apply_chain``), never in the caller's."""
-        module, _, func = self.target.partition(":")
-        fn: Callable = getattr(importlib.import_module(module), func)
+        from golive._imports import load_module
+
+        module, _, func = self.target.rpartition(":")
+        fn: Callable = getattr(load_module(module, reuse=True), func)
         # onnxruntime's quantization and optimizer tools leave temporary files (sym_shape_infer_temp.onnx,
         # <uuid>.data) in the current folder: run them in a scratch folder, removed afterwards.
         src, dst = Path(src).absolute(), Path(dst).absolute()
@@ -113,26 +121,28 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
               after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "split_skip_layernorm")),
     Transform("ort_optimized_graph", "ONNX Runtime's own graph optimizations, saved ahead of time so that start-up skips them",
               "golive.optimize.fusion:ort_optimized_graph",
-              after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "fixed_shape", "split_skip_layernorm")),
+              after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "fixed_shape", "split_skip_layernorm"), staged=False),
     Transform("fp16", "float16 weights and activations (inputs and outputs stay float32)",
               "golive.optimize.fp16:to_fp16", precision="fp16", providers=_GPU,
               after=_BEFORE_PRECISION),
 ]}
 
-# Test-only: a transform whose result kills the measuring worker (see tests/test_tune.py).
-TEST_TRANSFORMS: dict[str, Transform] = {
-    "crash_worker": Transform("crash_worker", "test only: marks the model so that its worker process dies",
-                              "golive.optimize.fusion:mark_crash"),
-}
-
-
 def get_transform(name: str) -> Transform:
-    from golive.errors import GoliveError
+    """A transform by its registered name, or a user's own as an import path ``module:function`` or
+    ``file.py:function`` (``function(src, dst, ctx) -> dict`` writing ``dst``; fp32: gated exactly)."""
+    t = TRANSFORMS.get(name)
+    if t is not None:
+        return t
+    if ":" in name and all(name.partition(":")[::2]):
+        return Transform(name, f"the user transform {name}", name, staged=False)
+    raise GoliveError(f"unknown transform {name!r}",
+                      hint="transforms: " + ", ".join(TRANSFORMS) + "; or your own as module:function or file.py:function")
 
-    t = TRANSFORMS.get(name) or TEST_TRANSFORMS.get(name)
-    if t is None:
-        raise GoliveError(f"unknown transform {name!r}", hint="transforms: " + ", ".join(TRANSFORMS))
-    return t
+
+def check_transforms(names: list[str] | None) -> None:
+    """Fail on a name that is neither a registered transform nor an import path, before any work starts."""
+    for name in names or []:
+        get_transform(name)
 
 
 def apply_in_this_process(name: str, src: str, dst: str, ctx: TransformContext) -> dict[str, Any]:
@@ -145,11 +155,11 @@ def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext, 
     """Apply transforms in order, caching each prefix of the chain under ``work``; returns the final path.
 
     Each transform runs in a worker process of its own, so one that crashes (or builds an ONNX Runtime
-    session that does) fails its candidate only; it raises ``golive.tuning.worker.TransformError``.
+    session that does) fails its candidate only; it raises :class:`golive.errors.TransformError`.
     Each result is written into a ``.partial`` folder renamed when complete, so a transform that
     fails (or is killed) never leaves a model that looks finished.
     """
-    from golive.tuning.worker import TransformError, in_worker
+    from golive._isolate import in_worker
 
     path, done = src, []
     for i, name in enumerate(names):

@@ -51,14 +51,9 @@ def _source_config(ctx: TransformContext) -> dict[str, Any]:
     if not ctx.source:
         return {}
     try:
-        from golive.rundir import CONVERT_RECORD, ConvertRecord, from_record, read_record
+        from golive.rundir import read_convert_record, source_for
 
-        record = read_record(Path(ctx.source) / CONVERT_RECORD, ConvertRecord)
-        folder = Path(from_record(record.source, Path(ctx.source)))
-        if record.source.startswith("pkg:"):
-            from golive._resolve import resolve_source
-
-            folder = Path(resolve_source(record.source))
+        folder = Path(source_for(read_convert_record(Path(ctx.source), "tune"), Path(ctx.source), None))
         return json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     except Exception:  # no config to read: the graph or the optimizer decides
         return {}
@@ -170,20 +165,8 @@ def split_skip_layernorm(src: Path, dst: Path, ctx: TransformContext) -> dict[st
 
 def ort_optimized_graph(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     """Let ONNX Runtime optimize the graph for ``ctx.provider`` and save the result (load it with optimizations off)."""
-    from golive.runtime import SessionConfig, make_session
+    from golive.runtime import SessionConfig, save_optimized_graph
 
-    level = ctx.options.get("graph_optimization_level", "all")
-    make_session(src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level, custom_ops=ctx.custom_ops),
-                 optimized_model_path=dst)
+    level = ctx.graph_optimization_level
+    save_optimized_graph(src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level, custom_ops=ctx.custom_ops), dst)
     return {"saved_at_level": level, "provider": ctx.provider}
-
-
-def mark_crash(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
-    """Test-only: copy the model with a metadata entry that makes the measuring worker kill itself."""
-    import onnx
-
-    model = onnx.load(str(src))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "golive.test.crash", "1"
-    onnx.save(model, str(dst))
-    return {"note": "the worker measuring this model will die (test-only transform)"}

@@ -318,7 +318,7 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     b = _Builder(taken)
     nodes, quantized_inputs = b.nodes, {}  # new nodes go where the node they replace was
     alphas, outlier_total, shifted, attention = [], 0, 0, 0
-    levels = int(ctx.options.get("weight_levels") or weight_levels())  # the CPU tune measures on is the one it serves
+    levels = int(ctx.weight_levels or weight_levels())  # the CPU tune measures on is the one it serves
     for i, node in enumerate(model.graph.node):
         kind = kinds.get(i)
         if kind is None:

@@ -85,7 +85,7 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     """
     from golive.runtime import SessionConfig, make_session
 
-    threshold = float(ctx.options.get("cosine", 0.999))
+    threshold = float(ctx.gate.get("cosine", 0.999))
     config = SessionConfig(custom_ops=ctx.custom_ops)
     feeds = ctx.calibration[:2]
     if not feeds:
@@ -108,7 +108,7 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     refs = [base.run(None, f) for f in feeds]
     drops = {}
     one = work / "one.onnx"
-    deadline = ctx.options.get("deadline")
+    deadline = ctx.deadline
     for name in probe:  # largest weights first: when time runs short, the rest count as harmless
         if deadline is not None and time.monotonic() > deadline and drops:
             break

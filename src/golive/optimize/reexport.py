@@ -18,7 +18,8 @@ from golive.optimize import TransformContext
 
 def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     from golive.frontends.pytorch import FRONTEND, load_for_torchscript
-    from golive.steps.verify import import_user_modules, options_from_record, read_convert_record, source_for
+    from golive._imports import import_user_modules
+    from golive.rundir import options_from_record, read_convert_record, source_for
     from golive.tensors import resolve_sizes, synthesize
 
     if not ctx.source:
@@ -29,7 +30,7 @@ def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str,
         raise ValueError(f"the source is a {record.framework} model; only PyTorch sources have a second exporter")
     options = options_from_record(record, folder).model_copy(update={"exporter": "torchscript"})
     source = source_for(record, folder, None)
-    import_user_modules(options)
+    import_user_modules(options.imports)
     loaded = load_for_torchscript(source, options)
     sample = synthesize(record.inputs, resolve_sizes(record.inputs, record.export_sizes or loaded.dim_sizes))
     result = FRONTEND.export(loaded, record.inputs, sample, dst, options)

@@ -39,7 +39,7 @@ def fixed_shape(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     import onnx
     from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
 
-    sizes: dict[str, int] = ctx.options.get("fixed_sizes") or {}
+    sizes: dict[str, int] = ctx.fixed_sizes
     if not sizes:
         raise ValueError("needs the sizes to fix (tune --dim NAME=SIZE for every dynamic axis)")
     model = onnx.load(str(src))

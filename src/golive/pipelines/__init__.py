@@ -29,7 +29,7 @@ def run(job: str | Path, output_dir: str | Path) -> dict[str, Any]:
     happens in a worker process."""
     from golive import api
 
-    if api._in_place.get():
+    if api.running_in_place():
         return run_entry(None, str(job), str(output_dir))
     from golive._worker import call
 

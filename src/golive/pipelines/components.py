@@ -69,7 +69,7 @@ def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
         result = tune_step(model_dir, str(Path(tuned_dir).absolute()), job.tune, job.verify, _context())
     report = result.report
     best = report.best
-    cosine = min((m.get("cosine", 1.0) for m in best.gate.get("metrics", {}).values()), default=1.0)
+    cosine = best.min_cosine if best.min_cosine is not None else 1.0
     metrics = {"p50_ms": best.figures.get("p50_ms"), "p99_ms": best.figures.get("p99_ms"),
                "baseline_p50_ms": report.baseline.figures.get("p50_ms"), "speedup": report.speedup,
                "min_cosine": cosine}

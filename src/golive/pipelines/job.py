@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from golive.errors import GoliveError
+from golive.errors import GoliveError, validation_problems
 from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
 
 __all__ = ["PipelineJob", "Item", "load_pipeline_job", "DEFAULT_IMAGE"]
@@ -155,5 +155,4 @@ def load_pipeline_job(path: str | Path) -> PipelineJob:
                               hint="give each model (and target) its own name")
         return PipelineJob(items=items, **{k: v for k, v in extra.items() if k not in ("models", "targets")})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise GoliveError(f"{path} is not a valid pipeline job: {problems}") from None
+        raise GoliveError(f"{path} is not a valid pipeline job: {validation_problems(exc)}") from None

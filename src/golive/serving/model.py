@@ -339,9 +339,8 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
     loop needs to parse and answer the next requests: measured side by side with serve_bench on 2 cores, MNIST at
     concurrency 32 answered 3388 requests/s with spinning off against 2281 with it on. False (the default)
     turns it off; None keeps the tuned (or ONNX Runtime's default) setting."""
-    from golive.rundir import SESSION_RECORD, read_record
+    from golive.rundir import SESSION_RECORD, read_record, tuned_record
     from golive.runtime import SessionConfig, make_session
-    from golive.tuning import tuned_record
 
     def configured(config: SessionConfig) -> SessionConfig:
         if spinning is None:

@@ -46,7 +46,7 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
     """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped. ``spinning``:
     see ``load_model`` (False: ONNX Runtime's threads do not spin-wait between runs; None: as tuned)."""
     from golive.serving.model import load_model
-    from golive.web.security import check_port, is_loopback
+    from golive._net import check_port, is_loopback
 
     if not paths:
         raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")

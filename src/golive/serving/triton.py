@@ -26,11 +26,10 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from golive.rundir import SESSION_RECORD
+    from golive.rundir import SESSION_RECORD, best_folder, tuned_record
     from golive.runtime import make_session
     from golive.serving.grpc_service import triton_config
     from golive.serving.model import ServedModel
-    from golive.tuning import best_folder, tuned_record
 
     if not (best_folder(tune_dir) / SESSION_RECORD).is_file():
         raise GoliveError(f"{tune_dir} is not a finished tune folder (no best/session.json)",

@@ -22,11 +22,7 @@ from golive.steps.convert import ConvertResult, convert_key, convert_step, finis
 from golive.steps.tune import tune_step, tune_unless_done
 from golive.steps.verify import verify_step
 
-__all__ = ["ConvertResult", "convert_step", "verify_step", "tune_step", "run_job", "replay", "saved_step", "tune_dir_of"]
-
-
-def tune_dir_of(job: JobSpec) -> Path:
-    return Path(job.tune_dir).absolute() if job.tune_dir else Path(job.output_dir).absolute() / "tuned"
+__all__ = ["ConvertResult", "convert_step", "verify_step", "tune_step", "run_job", "replay", "saved_step"]
 
 
 def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
@@ -34,7 +30,7 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
     from golive import _io
 
     out = Path(job.output_dir).absolute()
-    tune_dir = tune_dir_of(job)
+    tune_dir = job.tune_folder()
     if job.tune is not None and tune_dir == out:
         raise GoliveError("tune_dir is the output folder itself", hint="leave tune_dir out (OUTPUT_DIR/tuned) or name another folder")
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(out / EVENTS_FILE):

@@ -39,8 +39,6 @@ class ConvertResult(BaseModel):
         return None if self.verification is None else self.verification.passed
 
     def _repr_html_(self) -> str:
-        from golive._html import convert_html
-
         return convert_html(self)
 
     @property
@@ -57,8 +55,8 @@ def _verify_options(job: JobSpec) -> VerifyOptions:
 
 
 def _files_read(job: JobSpec) -> list[str | None]:
+    from golive._imports import is_import_path, split_file_attr
     from golive._resolve import resolve_source
-    from golive.frontends.base import is_import_path
 
     source = job.source
     if source.startswith("pkg:"):
@@ -67,11 +65,10 @@ def _files_read(job: JobSpec) -> list[str | None]:
         except GoliveError:
             pass
     if is_import_path(source):
-        head = source.rpartition(":")[0]
-        source = head if head.endswith(".py") else None
+        head, attr = split_file_attr(source)
+        source = head if attr else None  # a module name is not a file of the job
     o = job.convert
-    python_files = [p.rpartition(":")[0] if ":" in p and p.rpartition(":")[0].endswith(".py") else p
-                    for p in [*o.custom_translation, *o.imports]]
+    python_files = [split_file_attr(p)[0] for p in [*o.custom_translation, *o.imports]]
     return [source, o.weights, o.data, job.verify.data, *python_files, *o.custom_ops]
 
 
@@ -173,7 +170,8 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
     from golive.frontends.base import get_frontend, guess_framework
     from golive.frontends.onnxfile import check_onnx, load_onnx
     from golive.runtime import SessionConfig, resolve_custom_ops
-    from golive.steps.verify import import_user_modules, verify_loaded
+    from golive._imports import import_user_modules
+    from golive.steps.verify import verify_loaded
     from golive.tensors import load_data, parse_input_spec, sizes_of, specs_from_onnx
 
     out = folder.path
@@ -187,7 +185,7 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
     ctx.check()
     ctx.emit("load", f"loading {framework} model from {job.source}")
     try:
-        import_user_modules(opts)
+        import_user_modules(opts.imports)
         loaded = frontend.load(source, opts)
     except (ModelLoadError, FrameworkError) as exc:
         guessed = _guess_quietly(source)
@@ -249,3 +247,23 @@ def _guess_quietly(source: str) -> str | None:
         return guess_framework(source)
     except GoliveError:
         return None
+
+
+def convert_html(result: ConvertResult) -> str:
+    from golive._html import box, escape, table, verdict
+    from golive.tuning import tune_html
+    from golive.verification import verify_html
+
+    rec = result.record
+    io = [("input", t.name, t.dtype, t.shape) for t in rec.inputs] + [("output", t.name, t.dtype, t.shape) for t in rec.outputs]
+    head = (f"convert: {escape(rec.framework)} → {escape(str(result.model_path))} with the {escape(rec.exporter)} exporter, "
+            f"opset {escape(', '.join(f'{k} {v}' for k, v in rec.opset.items()))}; {verdict(result.passed)}"
+            + (" (skipped: already done with this spec)" if result.skipped else ""))
+    body = table(["", "name", "dtype", "shape"], io, "class='convert-io'")
+    if rec.fallback_reason:
+        body += f"<p>{escape(rec.fallback_reason)}</p>"
+    if result.verification is not None:
+        body += verify_html(result.verification)
+    if result.tuning is not None:
+        body += tune_html(result.tuning)
+    return box(head, body)

@@ -7,14 +7,14 @@ from pathlib import Path
 from golive.errors import GoliveError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    TUNE_RECORD, RunFolder, TuneRecord, fingerprint, from_record, model_files, paths_to_record, read_record, step_key,
+    TUNE_RECORD, RunFolder, TuneRecord, finished_tune, fingerprint, from_record, model_files, paths_to_record, step_key,
     to_record,
 )
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tuning import TuneResult
 from golive.tuning.report import TuneReport
 
-__all__ = ["tune_step", "tune_unless_done", "tune_key", "finished_tune"]
+__all__ = ["tune_step", "tune_unless_done", "tune_key"]
 
 _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 
@@ -23,7 +23,7 @@ def _target(target: Path, options: TuneOptions):
     """(model file, input specs, export sizes, options with absolute custom ops) of a convert folder or .onnx file."""
     from golive.frontends.onnxfile import load_onnx
     from golive.runtime import resolve_custom_ops
-    from golive.steps.verify import read_convert_record
+    from golive.rundir import read_convert_record
     from golive.tensors import specs_from_onnx
 
     options = options.model_copy(update={"custom_ops": resolve_custom_ops(options.custom_ops)})
@@ -48,16 +48,6 @@ def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, v
     spec = {"target": to_record(str(target), out), "options": paths_to_record(options, out).model_dump(mode="json"),
             "tolerances": tolerances}
     return step_key(spec, [*model_files(model), options.data, *options.custom_ops])
-
-
-def finished_tune(out: Path) -> TuneRecord | None:
-    """tune.json of a complete tune folder (its best/ and report there too), or None."""
-    if not all((out / name).exists() for name in (TUNE_RECORD, "report.json", "best/session.json", "best/model.onnx")):
-        return None
-    try:
-        return read_record(out / TUNE_RECORD, TuneRecord)
-    except GoliveError:
-        return None
 
 
 def load_tune_result(out: Path) -> TuneResult:

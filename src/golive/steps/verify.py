@@ -4,47 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from golive.errors import DataError, SourceNotFoundError
+from golive._imports import import_user_modules
+from golive.errors import DataError
 from golive.events import StepContext
 from golive.rundir import (
-    CONVERT_RECORD, VERIFY_RECORD, ConvertRecord, RunFolder, VerifyRecord, fingerprint, from_record,
-    paths_to_record, read_record, to_record, write_record,
+    VERIFY_RECORD, RunFolder, VerifyRecord, fingerprint, options_from_record, paths_to_record, read_convert_record,
+    source_for, to_record, write_record,
 )
 from golive.spec import ConvertOptions, VerifyOptions
 
-__all__ = ["verify_step", "verify_loaded", "read_convert_record", "options_from_record", "import_user_modules",
-           "source_for"]
-
-
-def read_convert_record(folder: Path, verb: str) -> ConvertRecord:
-    """golive.json of a convert output folder, or a clear error when ``folder`` is not one (or not finished)."""
-    if not (folder / CONVERT_RECORD).is_file():
-        if (folder / "model.onnx").exists() or (folder / "events.jsonl").exists():
-            raise DataError(f"{folder} holds no finished conversion (no golive.json): the convert step did not complete",
-                            hint="run the conversion again (golive run JOB or golive convert)")
-        raise DataError(f"{folder} is not a golive convert output (it has no golive.json)",
-                        hint=f"{verb} a folder written by golive convert, or an .onnx file")
-    return read_record(folder / CONVERT_RECORD, ConvertRecord)
-
-
-def options_from_record(record: ConvertRecord, folder: Path) -> ConvertOptions:
-    """The convert options with their recorded paths made absolute against the run folder."""
-    o = record.options
-    return o.model_copy(update={
-        "weights": from_record(o.weights, folder), "data": from_record(o.data, folder),
-        "custom_translation": [from_record(t, folder) for t in o.custom_translation],
-        "imports": [from_record(m, folder) for m in o.imports],
-        "custom_ops": [from_record(c, folder) for c in record.custom_ops]})
-
-
-def import_user_modules(options: ConvertOptions) -> None:
-    """--import: modules the source needs loaded first (a Keras model's registered custom layers, say)."""
-    from golive._imports import load_module
-    from golive._io import captured_output
-
-    for name in options.imports:
-        with captured_output():  # what they print on import (TensorFlow's C++ log lines, say) goes to the debug log
-            load_module(name, reuse=True)
+__all__ = ["verify_step", "verify_loaded"]
 
 
 def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, ctx: StepContext,
@@ -102,24 +71,6 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
     return report
 
 
-def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
-    """The source to verify against: the override, or the recorded one, which must still be there."""
-    from golive._resolve import resolve_source
-    from golive.frontends.base import is_import_path
-
-    if override:
-        return resolve_source(override)
-    source = from_record(record.source, folder)
-    if source.startswith("pkg:"):
-        return resolve_source(source)
-    path = source.rpartition(":")[0] if is_import_path(source) else source
-    if (path.endswith(".py") or not is_import_path(source)) and not Path(path).exists():
-        raise SourceNotFoundError(
-            f"the source model is not here: golive.json records {record.source} (relative to {folder}), which would be {path}",
-            hint="the run folder travelled without it: pass the source with --source PATH (golive.verify(..., source=PATH))")
-    return source
-
-
 def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *, source: str | None = None):
     """Verify a convert output folder against its source (saving verify.json), or an .onnx file."""
     from golive.frontends.base import get_frontend
@@ -142,7 +93,7 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
         src = source_for(record, folder.path, source)
         ctx.emit("load", f"loading {record.framework} source {source or record.source}")
         ctx.check()
-        import_user_modules(copts)
+        import_user_modules(copts.imports)
         loaded = frontend.load(src, copts)
         if record.input_structure:
             loaded.details["input_structure"] = record.input_structure

@@ -18,7 +18,7 @@ from golive.spec import TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.tuning.report import TuneReport
 
-__all__ = ["TuneResult", "tune_model", "load_session", "best_folder"]
+__all__ = ["TuneResult", "tune_model", "load_session"]
 
 _CALIBRATION_BATCHES = 8
 THROUGHPUT_BATCH = 8
@@ -43,53 +43,34 @@ class TuneResult(BaseModel):
         return load_session(self.output_dir)
 
     def _repr_html_(self) -> str:
-        from golive._html import tune_html
-
         return tune_html(self)
 
     def __repr__(self) -> str:
         return f"TuneResult({self.output_dir}, {self.report.summary()})"
 
 
-def best_folder(path: str | Path) -> Path:
-    """``best/`` of a finished tune folder, or the folder itself when it is a copied ``best/``."""
-    from golive.rundir import TUNE_RECORD
+def tune_html(result: TuneResult) -> str:
+    from golive._html import box, escape
+    from golive.tuning.report import render_html_fragment
 
-    path = Path(path)
-    if (path / "best").is_dir() or (path / "events.jsonl").exists():  # a tune folder: finished only with its record
-        if not (path / TUNE_RECORD).is_file():
-            raise GoliveError(f"{path} holds no finished tuning result: the tune step did not complete (no tune.json)",
-                              hint="run it again: golive tune MODEL -o DIR, or golive jobs retry ID")
-        if (path / "best" / SESSION_RECORD).is_file():
-            return path / "best"
-    elif (path / SESSION_RECORD).is_file():
-        return path
-    raise GoliveError(f"{path} holds no tuning result (no best/session.json)", hint="golive tune MODEL -o DIR")
+    return box(f"tune: {escape(str(result.output_dir))}" + (" (skipped: already done with this spec)" if result.skipped else ""),
+                render_html_fragment(result.report))
 
 
 def load_session(tune_dir: str | Path):
     """A configured ``onnxruntime.InferenceSession`` for the best model of a tuning run (or a copied best/ folder)."""
+    from golive.rundir import tuned_record
     from golive.runtime import make_session
 
     best, record = tuned_record(tune_dir)
     return make_session(best / "model.onnx", record.session)
 
 
-def tuned_record(tune_dir: str | Path):
-    """(best/, its SessionRecord with the custom-op paths resolved): what load_session builds from."""
-    from golive.rundir import SessionRecord, from_record, read_record
-
-    best = best_folder(tune_dir)
-    record = read_record(best / SESSION_RECORD, SessionRecord)
-    record.session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
-    return best, record
-
-
 def _providers(options: TuneOptions, available: list[str]) -> list[str]:
-    from golive.tuning.space import PROVIDER_ALIASES
+    from golive.tuning.space import NOT_FOR_TUNING, PROVIDER_ALIASES
 
     if not options.providers:
-        return [p for p in available if p != "AzureExecutionProvider"]
+        return [p for p in available if p not in NOT_FOR_TUNING]
     chosen = []
     for name in options.providers:
         full = PROVIDER_ALIASES.get(name.lower(), name)
@@ -102,17 +83,14 @@ def _providers(options: TuneOptions, available: list[str]) -> list[str]:
 
 def _inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOptions):
     """The measurement inputs and the calibration batches: the user's data, or synthetic at the asked sizes."""
-    from golive.tensors import bind_inputs, dynamic_dims, load_data, resolve_sizes, synthesize
+    from golive.tensors import bind_inputs, check_dim_names, dynamic_dims, load_data, resolve_sizes, synthesize
 
     names = [s.name for s in specs]
     if options.data:
         samples = load_data(options.data, names)
         bound = [bind_inputs(s.inputs, specs, where=s.label or options.data) for s in samples]
         return bound[0], bound[:_CALIBRATION_BATCHES] if len(bound) > 1 else [bound[0]]
-    unknown = sorted(set(options.dim_sizes) - set(dynamic_dims(specs)))
-    if unknown:
-        raise GoliveError(f"--dim names {', '.join(unknown)}, which is not a dynamic axis of the model",
-                          hint="its dynamic axes are " + (", ".join(dynamic_dims(specs)) or "none"))
+    check_dim_names(specs, options.dim_sizes)
     wanted = dict(options.dim_sizes)
     if options.objective == "throughput" and "batch" in dynamic_dims(specs) and "batch" not in wanted:
         wanted["batch"] = THROUGHPUT_BATCH  # batching is half of throughput; --dim batch=N to choose
@@ -147,8 +125,7 @@ def _batch_inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: 
 
 def _source_record(folder: Path | None):
     """(the convert record, "") when the convert folder's source model is at hand, else (None, why not)."""
-    from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
-    from golive.steps.verify import source_for
+    from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record, source_for
 
     if folder is None:
         return None, "the model is an ONNX file, not a convert folder with its source"
@@ -174,7 +151,7 @@ def _reexport_source(folder: Path | None) -> tuple[Path | None, str]:
 
 def _measure_source(folder: Path | None, inputs: Path, seconds: float, notes: list[str]):
     """The source model timed on the tune's inputs (the figure users ask for: how much faster than what I had?)."""
-    from golive.tuning.worker import in_worker
+    from golive._isolate import in_worker
 
     record, why = _source_record(folder)
     if record is None:
@@ -217,7 +194,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     from golive import _io
     from golive.frontends.onnxfile import load_onnx
     from golive.inspection import summarize
-    from golive.optimize import TransformContext
+    from golive.optimize import TransformContext, check_transforms
     from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
     from golive.runtime import available_cpus, cpu_features
     from golive.tensors import sizes_of, specs_from_onnx
@@ -226,6 +203,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     from golive.tuning.search import SearchState, copy_model, run_search
     from golive.verification import tolerances_for
 
+    check_transforms(options.transforms)  # an unknown name fails before anything is measured
     started = time.monotonic()
     notes: list[str] = []
     available = ort.get_available_providers()
@@ -259,8 +237,8 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
                         tolerances=tolerances,
                         ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
                                              custom_ops=options.custom_ops, source=str(source) if source else None,
-                                             options={**options.metrics, "deadline": started + options.budget,
-                                                      "fixed_sizes": sizes_of(feeds, specs)}),
+                                             gate=dict(options.metrics), deadline=started + options.budget,
+                                             fixed_sizes=sizes_of(feeds, specs)),
                         step=ctx, started=started, deadline=started + options.budget, scores=scores, inputs_at=inputs_at)
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))

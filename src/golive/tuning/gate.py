@@ -15,15 +15,7 @@ from pydantic import BaseModel, Field
 
 from golive.verification import compare_outputs
 
-__all__ = ["GateResult", "judge", "DEFAULT_METRICS", "METRICS", "class_score_outputs"]
-
-DEFAULT_METRICS = {"cosine": 0.999, "label": 0.99, "argmax": 0.99}
-METRICS = {
-    "cosine": "mean cosine similarity of each float output's last-axis vectors to fp32 (higher is better)",
-    "label": "share of equal labels in integer outputs (a classifier's predicted class)",
-    "argmax": "share of equal top-1 classes in float outputs that hold class scores ([batch, classes] logits or probabilities)",
-    "max_abs": "largest absolute difference from fp32 (lower is better)",
-}
+__all__ = ["GateResult", "judge", "class_score_outputs"]
 
 # What produces class scores: a final linear layer, a softmax, a sigmoid, or a classic-ML classifier.
 # (An embedding ends in Tanh, LayerNormalization, a pooling ReduceMean...: its argmax means nothing.)

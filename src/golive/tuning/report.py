@@ -74,7 +74,7 @@ def render_html_fragment(report: TuneReport) -> str:
     colors = {"passed": "#2e7d32", "rejected": "#c62828", "failed": "#6d4c41", "invalid": "#9e9e9e", "skipped": "#9e9e9e"}
     for rank, c in enumerate(report.ranked(), 1):
         f = c.figures
-        cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=None) if c.gate else None
+        cos = c.min_cosine
         mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
         rows.append(
             f"<tr><td>{rank}</td><td>{c.id}{mark}</td><td>{html.escape('+'.join(c.transforms) or 'original')}</td>"

@@ -21,12 +21,14 @@ from typing import Any, Callable
 import numpy as np
 
 from golive.events import StepContext
+from golive._isolate import in_worker
+from golive.errors import TransformError
 from golive.optimize import TransformContext, apply_chain, get_transform
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
 from golive.tuning.gate import judge
 from golive.tuning.space import Candidate, invalid_reason, provider_options, session_knobs
-from golive.tuning.worker import TransformError, in_worker, measure_in_worker
+from golive.tuning.worker import measure_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
 def _report(state: SearchState, c: Candidate) -> None:
     """One event per candidate judged, carrying its row of the report."""
     f = c.figures
-    cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=None) if c.gate else None
+    cos = c.min_cosine
     row = {"id": c.id, "stage": c.stage, "transforms": c.transforms, "session": c.session.describe(), "precision": c.precision,
            "status": c.status, "reason": c.reason, "p50_ms": f.get("p50_ms"), "p99_ms": f.get("p99_ms"),
            "throughput": f.get("throughput"), "min_cosine": cos}
@@ -175,9 +177,8 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     default = SessionConfig(providers=[provider], custom_ops=state.options.custom_ops)
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
-    known = {*FUSIONS, REEXPORT, *INT8_FIRST, INT8_RESCUE, INT8_ACCURATE, "fp16", "int8_blockwise_128", "gelu_approximation", "fixed_shape",
-             "split_skip_layernorm"}
-    extra = [t for t in (state.options.transforms or []) if t not in known]  # asked for by name, tried alone
+    # asked for by name and not placed by the stages below (a user's own transform, say): tried alone
+    extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
     for name in [*FUSIONS, *extra]:
         if allowed(state, name):
             tried.append(evaluate(state, _new(state, "model", [name], default), state.short_seconds))
@@ -322,7 +323,7 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     c = _new(state, "ahead-of-time", best.transforms + ["ort_optimized_graph"],
              best.session.model_copy(update={"graph_optimization_level": "disable"}))
     c.precision = best.precision
-    ok, why = in_worker("golive.tuning.worker:save_optimized_graph", (best.model, best.session.model_dump(), str(target)),
+    ok, why = in_worker("golive.runtime:save_optimized_graph", (best.model, best.session, str(target)),
                         timeout=max(120.0, state.left() + 60), should_stop=state.stopping)
     if not ok:
         state.step.check()

@@ -18,7 +18,7 @@ PROVIDER_ALIASES = {
     "trt": "TensorrtExecutionProvider", "openvino": "OpenVINOExecutionProvider", "dnnl": "DnnlExecutionProvider",
     "dml": "DmlExecutionProvider", "coreml": "CoreMLExecutionProvider",
 }
-_NOT_FOR_TUNING = {"AzureExecutionProvider"}  # remote inference, not a local accelerator
+NOT_FOR_TUNING = {"AzureExecutionProvider"}  # remote inference, not a local accelerator
 
 
 class Candidate(BaseModel):
@@ -38,6 +38,13 @@ class Candidate(BaseModel):
     def label(self) -> str:
         chain = "+".join(self.transforms) or "original"
         return f"{chain} | {self.session.describe()}" + (f" | batch {self.batch}" if self.batch else "")
+
+    @property
+    def min_cosine(self) -> float | None:
+        """The lowest cosine similarity to the reference over the gated outputs (None when not gated)."""
+        if not self.gate:
+            return None
+        return min((m.get("cosine", 1.0) for m in self.gate.get("metrics", {}).values()), default=None)
 
     def score(self, objective: str) -> float:
         """Lower is better: median latency, or negated throughput."""

@@ -283,7 +283,7 @@ def create_app(settings: Settings) -> FastAPI:
             if base.spec.tune is not None or base.state != "succeeded":
                 raise Answer(400, f"job {base.id} is not a succeeded convert job",
                               "pick a converted model (a Convert job that succeeded)")
-            from golive.steps.convert import fork_convert
+            from golive.api import fork_convert
 
             name = base.name
             spec = base.spec.model_copy(deep=True)

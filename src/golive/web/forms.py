@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from golive.errors import GoliveError
+from golive.errors import GoliveError, validation_problems
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 
 __all__ = ["Field", "CONVERT_FIELDS", "VERIFY_FIELDS", "TUNE_FIELDS", "parse_section"]
@@ -193,5 +193,4 @@ def parse_section(fields: list[Field], model: type[BaseModel], values: dict[str,
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or model.__name__}: {e['msg']}" for e in exc.errors())
-        raise GoliveError(f"invalid {fields[0].section} settings: {problems}") from None
+        raise GoliveError(f"invalid {fields[0].section} settings: {validation_problems(exc, empty=model.__name__)}") from None

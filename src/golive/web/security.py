@@ -13,39 +13,15 @@ Every request, page and API alike, passes here first:
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from golive._net import check_port, is_loopback
 
 __all__ = ["Gate", "Refusal", "is_loopback", "check_port"]
 
 TOKEN_COOKIE = "golive_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_port(host: str, port: int, what: str = "") -> None:
-    """Refuse, before anything starts, a port that cannot be listened on."""
-    import socket
-
-    from golive.errors import GoliveError
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise GoliveError(f"cannot listen on {host}:{port}{' for ' + what if what else ''}: {exc.strerror or exc}",
-                              hint="pick another port, or stop what listens there") from None
 
 
 def _split_host(value: str) -> tuple[str, int | None]:

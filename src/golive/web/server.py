@@ -7,7 +7,7 @@ import threading
 from typing import Callable
 
 from golive.errors import GoliveError
-from golive.web.security import check_port, is_loopback
+from golive._net import check_port, is_loopback
 from golive.web.settings import Settings
 
 __all__ = ["Settings", "serve", "check_settings"]

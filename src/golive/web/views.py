@@ -49,9 +49,7 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         return jobs.get(job_id, home=home)
 
     def tune_dir(r: jobs.JobRecord) -> Path | None:
-        from golive.steps import tune_dir_of
-
-        return tune_dir_of(r.spec) if r.spec.tune is not None else None
+        return r.spec.tune_folder() if r.spec.tune is not None else None
 
     def view(r: jobs.JobRecord) -> dict[str, Any]:
         kind = "perf test" if r.spec.tune is not None else "convert"

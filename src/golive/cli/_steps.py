@@ -1,0 +1,243 @@
+"""golive convert, verify, tune, inspect and run: flags into api calls, results rendered; no logic of their own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from golive.cli._app import JsonOpt, app, help_for, out, progress, split, user_errors
+from golive.errors import GoliveError
+from golive.optimize import TRANSFORMS
+from golive.spec import ConvertOptions as C
+from golive.spec import TuneOptions as T
+from golive.spec import VerifyOptions as V
+
+__all__: list[str] = []  # commands registered on the app
+
+
+def _tolerances(items: list[str], what: str) -> tuple[float | None, dict[str, float]]:
+    glob, per = None, {}
+    for item in items:
+        name, eq, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise GoliveError(f"cannot read --{what} {item!r}", hint=f"write --{what} 1e-4 or --{what} OUTPUT=1e-4") from None
+        if eq:
+            per[name] = number
+        else:
+            glob = number
+    return glob, per
+
+
+def _verify_options(rtol: list[str], atol: list[str], dims: list[str], **rest) -> dict:
+    from golive.tensors import parse_dim_sizes
+
+    r, r_per = _tolerances(rtol, "rtol")
+    a, a_per = _tolerances(atol, "atol")
+    per = {n: {"rtol": r_per.get(n), "atol": a_per.get(n)} for n in set(r_per) | set(a_per)}
+    return {"rtol": r, "atol": a, "per_output": per, "dim_sizes": parse_dim_sizes(dims), **rest}
+
+
+def _show_convert(result, as_json: bool) -> None:
+    """Print a convert result (and its tuning, for a job that tuned); exit 1 when its verification failed."""
+    if as_json:
+        info = result.record.model_dump(mode="json")
+        info["skipped"] = result.skipped
+        if result.tuning is not None:
+            info["tuning"] = {**result.tuning.report.model_dump(mode="json"), "skipped": result.tuning.skipped}
+        out.print_json(json.dumps(info, default=str))
+    else:
+        from golive.cli._render import render_convert, render_tune
+
+        render_convert(out, result)
+        if result.tuning is not None:
+            render_tune(out, result.tuning)
+    raise typer.Exit(0 if result.passed in (True, None) else 1)
+
+
+RtolOpt = Annotated[list[str], typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.")]
+AtolOpt = Annotated[list[str], typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.")]
+DimOpt = Annotated[list[str], typer.Option("--dim", help=help_for(V, "dim_sizes"))]
+CustomOpsOpt = Annotated[list[str], typer.Option("--custom-ops", help=help_for(V, "custom_ops") + " Repeat for several.")]
+
+
+@app.command()
+def convert(
+    source: Annotated[str, typer.Argument(help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.", metavar="SOURCE")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
+    framework: Annotated[Optional[str], typer.Option(help=help_for(C, "framework"))] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"))] = [],
+    dynamic: Annotated[list[str], typer.Option(help=help_for(C, "dynamic"))] = [],
+    output_names: Annotated[list[str], typer.Option(help=help_for(C, "output_names") + " Comma-separated or repeated.")] = [],
+    opset: Annotated[Optional[int], typer.Option(help=help_for(C, "opset"))] = None,
+    exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
+    signature: Annotated[Optional[str], typer.Option(help=help_for(C, "signature"))] = None,
+    custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"))] = [],
+    custom_ops: CustomOpsOpt = [],
+    imports: Annotated[list[str], typer.Option("--import", help=help_for(C, "imports"))] = [],
+    constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
+    weights: Annotated[Optional[str], typer.Option(help=help_for(C, "weights"))] = None,
+    trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
+    zipmap: Annotated[bool, typer.Option(help=help_for(C, "zipmap"))] = False,
+    int_range: Annotated[list[str], typer.Option(help=help_for(C, "int_ranges"))] = [],
+    data: Annotated[Optional[str], typer.Option(help=help_for(C, "data"))] = None,
+    verify: Annotated[bool, typer.Option(help=help_for(C, "verify"))] = True,
+    rtol: RtolOpt = [],
+    atol: AtolOpt = [],
+    dim: DimOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a model to ONNX, verify it against the source, and write OUTPUT/model.onnx + golive.json."""
+    with user_errors():
+        from golive import api
+
+        vopts = _verify_options(rtol, atol, dim)
+        with progress() as on_event:
+            result = api.convert(
+                source, output, framework=framework, inputs=input, dynamic=dynamic, output_names=split(output_names),
+                opset=opset, exporter=exporter, signature=signature, custom_translation=custom_translation,
+                custom_ops=custom_ops, imports=imports, constant_folding=constant_folding, weights=weights,
+                trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
+                verify_options=vopts, on_event=on_event)
+    _show_convert(result, as_json)
+
+
+@app.command()
+def verify(
+    target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.")],
+    data: Annotated[Optional[str], typer.Option(help=help_for(V, "data"))] = None,
+    rtol: RtolOpt = [],
+    atol: AtolOpt = [],
+    dim: DimOpt = [],
+    batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
+    seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
+    custom_ops: CustomOpsOpt = [],
+    source: Annotated[Optional[str], typer.Option(
+        help="Verify against this source model instead of the one golive.json records (a run folder that travelled without it).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare ONNX Runtime with the source model (or stored expected outputs). Exit 0 pass, 1 fail, 2 bad input."""
+    with user_errors():
+        from golive import api
+
+        with progress() as on_event:
+            report = api.verify(target, source=source, on_event=on_event,
+                                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed,
+                                                  custom_ops=custom_ops))
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        from golive.cli._render import render_verify
+
+        render_verify(out, report)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def tune(
+    target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.", metavar="MODEL_OR_DIR")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for best/, report.json and report.html.")],
+    budget: Annotated[float, typer.Option(help=help_for(T, "budget"))] = 120.0,
+    providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"))] = [],
+    objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = "latency",
+    data: Annotated[Optional[str], typer.Option(help=help_for(T, "data"))] = None,
+    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics") + " Each one given replaces that metric's default.")] = [],
+    transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated; none: session settings only. Names: "
+                                                       + ", ".join(TRANSFORMS) + ".")] = [],
+    dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
+    concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
+    max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
+    fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = False,
+    custom_ops: CustomOpsOpt = [],
+    rtol: RtolOpt = [],
+    atol: AtolOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the fastest ONNX Runtime configuration whose outputs still pass the accuracy gate."""
+    with user_errors():
+        from golive import api
+
+        metrics = {}
+        for item in metric:
+            name, _, value = item.partition("=")
+            try:
+                metrics[name.strip()] = float(value)
+            except ValueError:
+                raise GoliveError(f"cannot read --metric {item!r}", hint="write --metric cosine=0.999 (or label=0.99, max_abs=0.01)") from None
+        sizes = {}
+        for item in dim:
+            name, _, value = item.partition("=")
+            if not value.isdigit():
+                raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
+            sizes[name.strip()] = int(value)
+        chosen = split(transforms)
+        options = {"budget": budget, "providers": split(providers), "objective": objective, "data": data,
+                   "transforms": ([] if chosen == ["none"] else chosen) or None, "dim_sizes": sizes,
+                   "concurrency": concurrency, "max_batch": max_batch, "fixed_shape": fixed_shape, "metrics": {**T().metrics, **metrics},
+                   "custom_ops": custom_ops}
+        with progress() as on_event:
+            result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
+    if as_json:
+        out.print_json(result.report.model_dump_json())
+    else:
+        from golive.cli._render import render_tune
+
+        render_tune(out, result)
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help="An .onnx file, or a golive output folder.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model's inputs and outputs, opsets, operators, parameters and metadata."""
+    with user_errors():
+        from golive import api
+
+        summary = api.inspect(model)
+    if as_json:
+        out.print_json(summary.model_dump_json())
+    else:
+        from golive.cli._render import render_summary
+
+        render_summary(out, summary)
+
+
+@app.command()
+def run(
+    job: Annotated[Path, typer.Argument(help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json; "
+                                             "or a saved step: TUNE_DIR/tune.json, OUT_DIR/verify.json.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a whole job from its JobSpec file: convert → verify → tune (when the job has a tune section).
+
+    A step whose output is complete and whose spec is unchanged is skipped, so a rerun resumes."""
+    with user_errors():
+        from golive import api
+
+        with progress() as on_event:
+            result = api.run(job, on_event=on_event)
+    from golive.tuning import TuneResult
+    from golive.verification import VerifyReport
+
+    if isinstance(result, VerifyReport):
+        if as_json:
+            out.print_json(result.model_dump_json())
+        else:
+            from golive.cli._render import render_verify
+
+            render_verify(out, result)
+        raise typer.Exit(0 if result.passed else 1)
+    if isinstance(result, TuneResult):
+        if as_json:
+            out.print_json(json.dumps({**result.report.model_dump(mode="json"), "skipped": result.skipped}))
+        else:
+            from golive.cli._render import render_tune
+
+            render_tune(out, result)
+        return
+    _show_convert(result, as_json)
