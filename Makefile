@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 PIPFLAGS := -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test install install-dev clean
+.PHONY: run test lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,16 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(BIN)/golive run examples/quickstart.yaml
 
-test: $(VENV)/.installed-dev
+# ruff (lint + format), mypy, and the layer map of DESIGN.md as import contracts: a loop or an upward import fails
+# here with the edge named.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python tools/import_cycles.py
+
+test: lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -67,8 +67,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "direct.py"
             script.write_text(_DIRECT[name])
-            direct = lambda i: [sys.executable, "-W", "ignore", str(script), f"{tmp}/d{i}.onnx"]  # noqa: E731
-            golive = lambda i: [sys.executable, "-m", "golive", "convert", *_GOLIVE[name],  # noqa: E731
+            direct = lambda i, script=script: [sys.executable, "-W", "ignore", str(script), f"{tmp}/d{i}.onnx"]  # noqa: E731
+            golive = lambda i, name=name: [sys.executable, "-m", "golive", "convert", *_GOLIVE[name],  # noqa: E731
                                 "-o", f"{tmp}/g{i}", "--no-verify"]
             _timed(direct("warm"))  # file caches
             _timed(golive("warm"))

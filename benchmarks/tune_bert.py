@@ -184,7 +184,7 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
     accuracy = {"PyTorch eager": 1.0}
     for k, (path, config) in ort_contenders.items():
         outs = make_session(path, config).run(None, feeds)
-        accuracy[k] = min(cosine(o, r) for o, r in zip(outs, reference))
+        accuracy[k] = min(cosine(o, r) for o, r in zip(outs, reference, strict=True))
     times: dict[str, list[float]] = {"PyTorch eager": [], **{k: [] for k in ort_contenders}}
     for _ in range(5):
         eager(feeds)
@@ -210,8 +210,8 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
           f"golive best vs eager: {eager_ms / best_ms:.2f}x")
     # The same ratios within each round, then their median: a slow spell of the machine that spans part of a
     # run moves the medians above unevenly, but a ratio of figures taken seconds apart much less.
-    by_round = [g / h for g, h in zip(times["golive tune best"], times[f"best practice (INT8 {chosen})"])]
-    vs_eager = [e / g for e, g in zip(times["PyTorch eager"], times["golive tune best"])]
+    by_round = [g / h for g, h in zip(times["golive tune best"], times[f"best practice (INT8 {chosen})"], strict=True)]
+    vs_eager = [e / g for e, g in zip(times["PyTorch eager"], times["golive tune best"], strict=True)]
     print(f"within rounds: golive best / best practice {statistics.median(by_round):.2f} "
           f"[{' '.join(f'{r:.2f}' for r in by_round)}]; vs eager {statistics.median(vs_eager):.2f}x "
           f"[{' '.join(f'{r:.2f}' for r in vs_eager)}]")

@@ -49,11 +49,10 @@ knobs = FULL_KNOBS
 
 
 def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, float, int]:
-    from golive.spec import TuneOptions
-    from golive.tensors import specs_from_onnx, synthesize
     from golive.frontends.onnxfile import load_onnx
+    from golive.spec import TuneOptions, VerifyOptions
+    from golive.tensors import specs_from_onnx, synthesize
     from golive.verification import tolerances_for
-    from golive.spec import VerifyOptions
 
     specs, outputs = specs_from_onnx(load_onnx(model, load_external_data=False))
     feeds = synthesize([s.model_copy(update={"int_range": (0, 30522) if s.name == "input_ids" else (0, 2)}) for s in specs],
@@ -68,11 +67,11 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
     started = time.monotonic()
     search.evaluate(state, search._new(state, "baseline", [], SessionConfig()), seconds)
     chains = [[]] + [[f] for f in ("onnxscript_fusion", "ort_fusion")]
-    chains += [c + [q] for c in chains for q in ("int8_dynamic", "int8_dynamic_per_channel")]
+    chains += [[*c, q] for c in chains for q in ("int8_dynamic", "int8_dynamic_per_channel")]
     names = [k for k, _ in knobs()]
     for chain in chains:
         for values in itertools.product(*(v for _, v in knobs())):
-            settings = dict(zip(names, values))
+            settings = dict(zip(names, values, strict=True))
             if settings.get("execution_mode") == "parallel":
                 settings["inter_op_num_threads"] = 2  # as the search pairs them
             session = SessionConfig(**settings)

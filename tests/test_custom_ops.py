@@ -90,6 +90,7 @@ def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_
     assert (tuned / "best" / "custom_ops" / "custom_ops_runtime.py").read_text() == Path(RUNTIME).read_text()
 
     import torch
+
     import zoo as models
 
     session = golive.load_session(tuned)
@@ -136,7 +137,7 @@ def test_onnx_file_with_custom_nodes_verifies_against_expected_outputs(tmp_path,
     assert code == 2 and "ai.onnx.contrib::Inverse" in err and "expected outputs" in err
     assert not (tmp_path / "o").exists()
 
-    code, stdout, err = cli("convert", tmp_path / "inverse.onnx", "-o", tmp_path / "o", "--custom-ops",
+    code, _stdout, err = cli("convert", tmp_path / "inverse.onnx", "-o", tmp_path / "o", "--custom-ops",
                             "onnxruntime_extensions", "--data", tmp_path / "cases.npz")
     assert code == 0, err
     assert read_info(tmp_path / "o")["verification"]["reference"].startswith("expected outputs")

@@ -15,7 +15,6 @@ from conftest import read_info
 from golive.frontends.base import guess_framework
 
 
-
 def iris():
     from sklearn.datasets import load_iris
 
@@ -75,7 +74,7 @@ def test_libsvm_models_match_svm_predict(svm_models, tmp_path, name, outputs):
 
 
 def test_libsvm_inspect_and_tune(svm_models, tmp_path, cli):
-    folder, made = svm_models
+    _folder, made = svm_models
     out = tmp_path / "svc"
     assert golive.convert(str(made["csvc_prob"]), out).passed
     code, stdout, _ = cli("inspect", out)
@@ -172,7 +171,7 @@ def spark_pipeline(tmp_path_factory):
     spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
              .config("spark.driver.host", "127.0.0.1").getOrCreate())
     X, y = iris()
-    frame = spark.createDataFrame([tuple(map(float, r)) + (float(t),) for r, t in zip(X, y)], ["a", "b", "c", "d", "label"])
+    frame = spark.createDataFrame([(*tuple(map(float, r)), float(t)) for r, t in zip(X, y, strict=True)], ["a", "b", "c", "d", "label"])
     model = Pipeline(stages=[VectorAssembler(inputCols=["a", "b", "c", "d"], outputCol="raw"),
                              StandardScaler(inputCol="raw", outputCol="features", withMean=True, withStd=True),
                              LogisticRegression(featuresCol="features", labelCol="label", maxIter=50)]).fit(frame)

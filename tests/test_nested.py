@@ -56,7 +56,7 @@ def test_the_talks_rnn_model_with_its_hidden_state_tuple(tmp_path):
     tokens = np.array([[1, 2], [3, 4], [5, 6]], np.int64)
     h = np.zeros((2, 2, 24), np.float32)
     with torch.no_grad():
-        expected, (h1, c1) = TalkRNNModel()(torch.from_numpy(tokens), (torch.from_numpy(h), torch.from_numpy(h)))
+        expected, (_h1, c1) = TalkRNNModel()(torch.from_numpy(tokens), (torch.from_numpy(h), torch.from_numpy(h)))
     import onnxruntime as ort
 
     got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": tokens, "hidden.0": h, "hidden.1": h})

@@ -15,8 +15,8 @@ from conftest import relu_onnx, zoo
 
 pytest.importorskip("kfp")
 
-import golive  # noqa: E402
-from golive import pipelines  # noqa: E402
+import golive
+from golive import pipelines
 
 MNIST = {"source": zoo("MnistCNN"), "convert": {"inputs": ["x:float32[batch,1,28,28]"]}}
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import golive
-from conftest import read_info, zoo
 import zoo as models
+from conftest import read_info, zoo
 
 
 def test_mnist_cnn_dynamic_batch_verified_at_1_and_7(tmp_path):

@@ -21,7 +21,6 @@ from golive.errors import CancelledError
 from golive.events import Event, read_events
 
 
-
 def _outputs(session, x):
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
@@ -105,7 +104,7 @@ def test_run_skips_a_finished_convert_and_tunes(tmp_path):
     assert "convert: skipped" in second.stdout and "tune: skipped" not in second.stdout
     assert (tmp_path / "out" / "model.onnx").stat().st_mtime_ns == converted_at  # not written again
     assert (tmp_path / "out" / "tuned" / "tune.json").is_file()
-    third = subprocess.run(golive_cli + ["--json"], capture_output=True, text=True)
+    third = subprocess.run([*golive_cli, "--json"], capture_output=True, text=True)
     shown = json.loads(third.stdout)
     assert shown["skipped"] and shown["tuning"]["skipped"]  # nothing left to do
     saved = json.loads((tmp_path / "out" / "job.json").read_text())

@@ -115,7 +115,7 @@ def test_grpc_outputs_equal_a_direct_run_minilm_and_custom_op(server, models):
         inputs.append(tg.InferInput(name, list(value.shape), "INT64"))
         inputs[-1].set_data_from_numpy(value)
     r = g.infer("minilm", inputs)
-    for out, expected in zip(session.get_outputs(), session.run(None, feeds)):
+    for out, expected in zip(session.get_outputs(), session.run(None, feeds), strict=True):
         np.testing.assert_array_equal(r.as_numpy(out.name), expected)
     x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
     custom = golive.api.inspect(models / "custom")
@@ -195,7 +195,7 @@ def test_load_at_concurrency_32_batches_and_answers_every_request(server, models
         inp.set_data_from_numpy(x)
         pending.append(client.async_infer("mnist", [inp]))
     answers = [p.get_result().as_numpy("output") for p in pending]
-    for got, want in zip(answers, expected):
+    for got, want in zip(answers, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # a row's result within a batch: same kernels, new blocking
     metrics = urllib.request.urlopen(f"http://{server.url}/metrics").read().decode()
     sizes = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
@@ -278,7 +278,7 @@ def test_a_batch_that_cannot_run_whole_runs_one_by_one_and_counts_each_wait_once
             inp = th.InferInput("x", [1, 4], "FP32")
             inp.set_data_from_numpy(x)
             pending.append(client.async_infer("one_row", [inp]))
-        for x, p in zip(xs, pending):
+        for x, p in zip(xs, pending, strict=True):
             np.testing.assert_array_equal(p.get_result().as_numpy("y"), x)
         stats = th.InferenceServerClient(s.url).get_inference_statistics("one_row")["model_stats"][0]["inference_stats"]
         assert stats["success"]["count"] == 64 and stats["fail"]["count"] == 0
@@ -321,7 +321,7 @@ def test_sigterm_during_load_loses_no_accepted_request(models, tmp_path):
     answered, refused = [], []
     pending = []
     x = mnist_input(2)
-    for i in range(2000):
+    for _i in range(2000):
         inp = th.InferInput("x", [2, 1, 28, 28], "FP32")
         inp.set_data_from_numpy(x)
         pending.append(client.async_infer("mnist", [inp]))

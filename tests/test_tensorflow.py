@@ -61,7 +61,7 @@ def _flat(text: str) -> str:
 
 def _ort(path, feeds):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return {o.name: v for o, v in zip(session.get_outputs(), session.run(None, feeds))}
+    return {o.name: v for o, v in zip(session.get_outputs(), session.run(None, feeds), strict=True)}
 
 
 def test_keras_cnn_file_goes_through_keras_export_with_dynamic_batch(saved, tmp_path):
@@ -106,7 +106,7 @@ def test_two_input_text_model_both_ways(saved, tmp_path, source):
 
 
 def test_keras_file_through_the_savedmodel_route(saved, tmp_path, cli):
-    code, stdout, stderr = cli("convert", saved / "text.keras", "-o", tmp_path / "o", "--exporter", "tf2onnx")
+    code, _stdout, stderr = cli("convert", saved / "text.keras", "-o", tmp_path / "o", "--exporter", "tf2onnx")
     assert code == 0, stderr
     info = read_info(tmp_path / "o")
     assert info["exporter"] == "tf2onnx" and info["verification"]["passed"]
@@ -192,7 +192,7 @@ def frozen_graph(tmp_path_factory):
 
 
 def test_frozen_graph_with_named_tensors(frozen_graph, tmp_path, cli):
-    code, stdout, stderr = cli("convert", frozen_graph, "-o", tmp_path / "o",
+    code, _stdout, stderr = cli("convert", frozen_graph, "-o", tmp_path / "o",
                                "--input", "x:float32[batch,4]", "--output-names", "probs,hidden")
     assert code == 0, stderr
     info = read_info(tmp_path / "o")
@@ -247,9 +247,8 @@ def test_mixed_precision_keras_model_is_verified_at_float16_tolerances(tmp_path)
 def test_keras_custom_layer_with_an_op_tf2onnx_lacks(tmp_path, cli):
     """--import registers the layer; the op tf2onnx cannot convert is named with the way out, then kept as an
     ai.onnx.contrib node (--custom-translation) and run by a Python implementation (--custom-ops)."""
-    from conftest import TESTS
-
     import keras_layers
+    from conftest import TESTS
 
     a = keras.Input((3, 3), name="a")
     keras.Model(a, keras_layers.Inverse(name="inverse")(a)).save(tmp_path / "inv.keras")

@@ -7,8 +7,16 @@ import pytest
 
 from golive.errors import DataError, InputSpecError
 from golive.tensors import (
-    TensorSpec, apply_dynamic, bind_inputs, load_data, parse_dim_sizes, parse_dynamic, parse_input_spec,
-    parse_int_range, synthesize, write_test_data,
+    TensorSpec,
+    apply_dynamic,
+    bind_inputs,
+    load_data,
+    parse_dim_sizes,
+    parse_dynamic,
+    parse_input_spec,
+    parse_int_range,
+    synthesize,
+    write_test_data,
 )
 
 

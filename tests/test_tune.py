@@ -41,7 +41,7 @@ def _check_result(result, tune_dir):
         feeds = {i.name: z[i.name] for i in session.get_inputs()}
     with np.load(tune_dir / "best" / "outputs.npz") as z:
         measured = {k: z[k] for k in z.files}
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
     for name, value in measured.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
 
@@ -248,7 +248,7 @@ def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_ber
     session = make_session(split, SessionConfig(disabled_optimizers=["SkipLayerNormFusion"]),
                            optimized_model_path=tmp_path / "loaded.onnx")
     assert "SkipLayerNormalization" not in ops(tmp_path / "loaded.onnx") and ops(tmp_path / "loaded.onnx")["LayerNormalization"] >= skip
-    for a, b in zip(make_session(fused).run(None, feeds), session.run(None, feeds)):
+    for a, b in zip(make_session(fused).run(None, feeds), session.run(None, feeds), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -280,7 +280,7 @@ def test_a_tuned_split_model_reaches_triton_with_its_optimizations_applied_ahead
     assert config.optimization.graph.level == 2  # Triton's "disabled": the graph below is already optimized
     ops = [n.op_type for n in onnx.load(str(folder / "1" / "model.onnx")).graph.node]
     assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") >= 4
-    assert golive.load_session(tuned).get_outputs()[0].name == [o.name for o in onnx.load(str(folder / "1" / "model.onnx")).graph.output][0]
+    assert golive.load_session(tuned).get_outputs()[0].name == next(o.name for o in onnx.load(str(folder / "1" / "model.onnx")).graph.output)
 
 
 def test_without_the_disabled_optimizer_onnx_runtime_fuses_add_and_layernorm_again(tmp_path):

@@ -18,10 +18,10 @@ from conftest import relu_onnx
 
 pytest.importorskip("fastapi")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from golive import jobs  # noqa: E402
-from golive.web import Settings, create_app  # noqa: E402
+from golive import jobs
+from golive.web import Settings, create_app
 
 BASE = "http://127.0.0.1:8800"
 SAME_ORIGIN = {"origin": BASE}

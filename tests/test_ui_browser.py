@@ -143,7 +143,7 @@ def test_convert_watch_visualize_tune_and_download(browser, ui, mnist_pt, tmp_pa
     requests: list[str] = []
     context.on("request", lambda r: requests.append(r.url))
     page = context.new_page()
-    page.clock.install(time=datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc))
+    page.clock.install(time=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC))
 
     job_id = convert_mnist(page, ui, mnist_pt, shot)
     watch_log(page, "succeeded")

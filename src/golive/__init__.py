@@ -11,8 +11,26 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["convert", "verify", "inspect", "tune", "load_session", "run", "TuneOptions", "JobSpec", "ConvertOptions", "VerifyOptions", "GoliveError",
-           "CancelToken", "Event", "write_test_data", "jobs", "show", "pipelines", "__version__"]
+__all__ = [
+    "CancelToken",
+    "ConvertOptions",
+    "Event",
+    "GoliveError",
+    "JobSpec",
+    "TuneOptions",
+    "VerifyOptions",
+    "__version__",
+    "convert",
+    "inspect",
+    "jobs",
+    "load_session",
+    "pipelines",
+    "run",
+    "show",
+    "tune",
+    "verify",
+    "write_test_data",
+]
 
 _LAZY = {
     "convert": "golive.api",

@@ -4,10 +4,11 @@ beside the type it renders and builds on these."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
-__all__ = ["table", "box", "verdict", "when", "escape"]
+__all__ = ["box", "escape", "table", "verdict", "when"]
 
 _STYLE = ("<style>.golive td,.golive th{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:12px}"
           ".golive table{border-collapse:collapse;margin:4px 0}.golive th{background:#f0f0f8}"

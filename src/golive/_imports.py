@@ -16,7 +16,7 @@ from typing import Any
 
 from golive.errors import ModelLoadError, SourceNotFoundError
 
-__all__ = ["load_module", "load_object", "is_python_file", "is_import_path", "split_file_attr", "import_user_modules"]
+__all__ = ["import_user_modules", "is_import_path", "is_python_file", "load_module", "load_object", "split_file_attr"]
 
 _IMPORT_RE = re.compile(r"^(?P<mod>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")

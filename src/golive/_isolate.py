@@ -16,10 +16,11 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["in_worker", "preload", "death_message", "log_tail"]
+__all__ = ["death_message", "in_worker", "log_tail", "preload"]
 
 _PRELOAD = ["numpy", "onnxruntime", "golive.runtime"]
 _CTX: Any = None

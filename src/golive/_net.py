@@ -8,7 +8,7 @@ import socket
 
 from golive.errors import GoliveError
 
-__all__ = ["is_loopback", "check_port"]
+__all__ = ["check_port", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:

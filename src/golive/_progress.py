@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from html import escape
-from typing import Iterator
 
-__all__ = ["in_notebook", "auto_progress", "NotebookBar"]
+__all__ = ["NotebookBar", "auto_progress", "in_notebook"]
 
 
 def in_notebook() -> bool:

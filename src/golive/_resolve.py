@@ -11,8 +11,17 @@ from golive.errors import InputSpecError, SourceNotFoundError
 from golive.frontends.base import LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import (
-    BATCH, Sample, TensorSpec, apply_dynamic, bind_inputs, parse_dynamic, parse_input_spec, parse_int_range,
-    resolve_sizes, specs_from_arrays, synthesize,
+    BATCH,
+    Sample,
+    TensorSpec,
+    apply_dynamic,
+    bind_inputs,
+    parse_dynamic,
+    parse_input_spec,
+    parse_int_range,
+    resolve_sizes,
+    specs_from_arrays,
+    synthesize,
 )
 
 PKG_PREFIX = "pkg:"
@@ -26,7 +35,7 @@ def resolve_source(source: str) -> str:
     spec = importlib.util.find_spec(module) if module else None
     if spec is None or not spec.submodule_search_locations:
         raise SourceNotFoundError(f"{source}: no installed package {module!r}", hint=f"pip install {module.replace('_', '-')}")
-    root = Path(list(spec.submodule_search_locations)[0]).resolve()
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
     path = root / sub
     if path.resolve() != root and root not in path.resolve().parents:
         raise SourceNotFoundError(f"{source}: the path leaves the package {module}",

@@ -24,13 +24,14 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from golive._isolate import death_message, log_tail
 from golive.errors import CancelledError, GoliveError, StepCrashedError
 
-__all__ = ["StepProcess", "call", "WorkerBugError", "GRACE_SECONDS"]
+__all__ = ["GRACE_SECONDS", "StepProcess", "WorkerBugError", "call"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class StepProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self) -> "StepProcess":
+    def start(self) -> StepProcess:
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="golive-step-", suffix=".log")
             os.close(fd)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,8 +22,20 @@ from golive.errors import GoliveError, validation_problems
 from golive.events import CancelToken, Event, EventHandler
 from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions, load_job
 
-__all__ = ["Event", "convert", "convert_job", "verify", "inspect", "tune", "load_session", "run",
-           "in_this_process", "running_in_place", "fork_convert", "CancelToken"]
+__all__ = [
+    "CancelToken",
+    "Event",
+    "convert",
+    "convert_job",
+    "fork_convert",
+    "in_this_process",
+    "inspect",
+    "load_session",
+    "run",
+    "running_in_place",
+    "tune",
+    "verify",
+]
 
 log = logging.getLogger(__name__)
 

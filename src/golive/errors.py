@@ -8,27 +8,28 @@ keeps its traceback.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
+    "CancelledError",
+    "DataError",
+    "ExportError",
+    "FrameworkError",
     "GoliveError",
     "InputSpecError",
-    "SourceNotFoundError",
-    "FrameworkError",
-    "MissingDependencyError",
-    "UntrustedPickleError",
-    "ModelLoadError",
-    "ExportError",
-    "DataError",
-    "OutputDirError",
-    "CancelledError",
-    "StepCrashedError",
-    "RunFolderBusyError",
     "JobError",
     "JobTimeoutError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "OutputDirError",
+    "RunFolderBusyError",
+    "SourceNotFoundError",
+    "StepCrashedError",
     "TransformError",
-    "validation_problems",
+    "UntrustedPickleError",
     "require",
+    "validation_problems",
 ]
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from golive.errors import CancelledError
 
-__all__ = ["Event", "EventHandler", "CancelToken", "StepContext", "EVENTS_FILE", "read_events"]
+__all__ = ["EVENTS_FILE", "CancelToken", "Event", "EventHandler", "StepContext", "read_events"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class StepContext:
             raise CancelledError(f"cancelled: {self.cancel.reason}" if self.cancel.reason != "cancelled" else "cancelled",
                                  hint="nothing it wrote looks finished; run it again to start over")
 
-    def writing_to(self, path: Path) -> "_Writing":
+    def writing_to(self, path: Path) -> _Writing:
         """Also append events to ``path`` while the returned context is active."""
         return _Writing(self, Path(path))
 

@@ -22,8 +22,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,11 +40,38 @@ try:
 except ImportError:  # pragma: no cover - Windows: no folder lock
     fcntl = None
 
-__all__ = ["RECORD_VERSION", "ConvertRecord", "VerifyRecord", "TuneRecord", "SessionRecord", "RunFolder",
-           "read_record", "write_record", "to_record", "from_record", "fingerprint", "step_key", "model_files", "carry_custom_ops",
-           "paths_to_record", "paths_from_record", "now", "CONVERT_RECORD", "VERIFY_RECORD", "TUNE_RECORD", "SESSION_RECORD",
-           "JOB_FILE", "LOCK_FILE", "check_output_dir", "read_convert_record", "options_from_record", "source_for",
-           "finished_tune", "best_folder", "tuned_record"]
+__all__ = [
+    "CONVERT_RECORD",
+    "JOB_FILE",
+    "LOCK_FILE",
+    "RECORD_VERSION",
+    "SESSION_RECORD",
+    "TUNE_RECORD",
+    "VERIFY_RECORD",
+    "ConvertRecord",
+    "RunFolder",
+    "SessionRecord",
+    "TuneRecord",
+    "VerifyRecord",
+    "best_folder",
+    "carry_custom_ops",
+    "check_output_dir",
+    "fingerprint",
+    "finished_tune",
+    "from_record",
+    "model_files",
+    "now",
+    "options_from_record",
+    "paths_from_record",
+    "paths_to_record",
+    "read_convert_record",
+    "read_record",
+    "source_for",
+    "step_key",
+    "to_record",
+    "tuned_record",
+    "write_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +84,7 @@ _BOOKKEEPING = {JOB_FILE, LOCK_FILE, "events.jsonl"}
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- records
@@ -276,16 +304,16 @@ def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:
     return recorded
 
 
-O = TypeVar("O", VerifyOptions, TuneOptions)
+OptionsT = TypeVar("OptionsT", VerifyOptions, TuneOptions)
 
 
-def paths_to_record(options: O, folder: Path) -> O:
+def paths_to_record(options: OptionsT, folder: Path) -> OptionsT:
     """Verify or tune options as a record keeps them: their data and custom-op paths relative to ``folder``."""
     return options.model_copy(update={"data": to_record(options.data, folder),
                                       "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]})
 
 
-def paths_from_record(options: O, folder: Path) -> O:
+def paths_from_record(options: OptionsT, folder: Path) -> OptionsT:
     """Recorded verify or tune options with their paths made absolute against ``folder`` again."""
     return options.model_copy(update={"data": from_record(options.data, folder),
                                       "custom_ops": [from_record(c, folder) or c for c in options.custom_ops]})
@@ -363,7 +391,7 @@ class RunFolder:
 
     @classmethod
     @contextlib.contextmanager
-    def claim(cls, path: str | Path, *, keep_failed: bool = False) -> Iterator["RunFolder"]:
+    def claim(cls, path: str | Path, *, keep_failed: bool = False) -> Iterator[RunFolder]:
         """Create (or reuse) the folder and hold its lock; on failure remove this run's partial output, and
         the folder itself when this run created it and it holds nothing but bookkeeping."""
         folder = cls(Path(path))

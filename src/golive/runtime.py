@@ -12,8 +12,18 @@ from pydantic import BaseModel, Field
 
 from golive.errors import GoliveError, ModelLoadError
 
-__all__ = ["SessionConfig", "make_session", "save_optimized_graph", "run_session", "register_custom_ops", "custom_domains", "resolve_custom_ops",
-           "available_cpus", "default_intra_threads", "cpu_features"]
+__all__ = [
+    "SessionConfig",
+    "available_cpus",
+    "cpu_features",
+    "custom_domains",
+    "default_intra_threads",
+    "make_session",
+    "register_custom_ops",
+    "resolve_custom_ops",
+    "run_session",
+    "save_optimized_graph",
+]
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -113,7 +123,7 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
 def run_session(session, feeds: dict) -> dict:
     """Run all outputs; sequences of maps (ZipMap) come back as they are."""
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def is_library(entry: str) -> bool:

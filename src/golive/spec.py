@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from golive._imports import split_file_attr
 from golive.errors import GoliveError, InputSpecError, validation_problems
 
-__all__ = ["ConvertOptions", "VerifyOptions", "TuneOptions", "Tolerance", "JobSpec", "load_job", "help_for", "SPEC_VERSION",
-           "map_job_paths"]
+__all__ = [
+    "SPEC_VERSION",
+    "ConvertOptions",
+    "JobSpec",
+    "Tolerance",
+    "TuneOptions",
+    "VerifyOptions",
+    "help_for",
+    "load_job",
+    "map_job_paths",
+]
 
 SPEC_VERSION = 1
 

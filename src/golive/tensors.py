@@ -7,9 +7,9 @@ name always get the same size) or ``None`` (dynamic, unnamed).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -17,22 +17,22 @@ from pydantic import BaseModel, Field
 from golive.errors import DataError, InputSpecError
 
 __all__ = [
-    "TensorSpec",
-    "Sample",
-    "parse_input_spec",
-    "parse_dynamic",
-    "parse_int_range",
-    "parse_dim_sizes",
-    "apply_dynamic",
-    "check_dim_names",
-    "specs_from_onnx",
-    "specs_from_arrays",
-    "dynamic_dims",
-    "synthesize",
-    "load_data",
-    "bind_inputs",
-    "write_test_data",
     "DTYPES",
+    "Sample",
+    "TensorSpec",
+    "apply_dynamic",
+    "bind_inputs",
+    "check_dim_names",
+    "dynamic_dims",
+    "load_data",
+    "parse_dim_sizes",
+    "parse_dynamic",
+    "parse_input_spec",
+    "parse_int_range",
+    "specs_from_arrays",
+    "specs_from_onnx",
+    "synthesize",
+    "write_test_data",
 ]
 
 Dim = int | str | None
@@ -319,7 +319,7 @@ def load_data(path: str | Path, input_names: list[str], output_names: list[str] 
         except Exception as exc:
             raise DataError(f"cannot read {path} as a .npz file: {exc}") from exc
         if arrays and all(re.fullmatch(r"arr_\d+", k) for k in arrays) and not set(arrays) & set(input_names):
-            arrays = dict(zip(input_names, (arrays[f"arr_{i}"] for i in range(len(arrays)))))
+            arrays = dict(zip(input_names, (arrays[f"arr_{i}"] for i in range(len(arrays))), strict=True))
         expected = {k: arrays.pop(k) for k in list(arrays) if k in (output_names or []) and k not in input_names}
         return [Sample(inputs=arrays, outputs=expected or None, label=path.name)]
     if path.suffix == ".npy":
@@ -410,7 +410,7 @@ def bind_inputs(arrays: dict[str, np.ndarray], specs: list[TensorSpec], where: s
                                 hint=f"save {name} as {want}")
             arr = arr.astype(want)
         if spec.shape is not None:
-            if arr.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, arr.shape)):
+            if arr.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, arr.shape, strict=True)):
                 raise DataError(f"{where}: input {name} has shape {list(arr.shape)}, the model wants {spec}")
         out[name] = arr
     return out

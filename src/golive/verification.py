@@ -7,7 +7,7 @@ batches at the export size and at a second size of every dynamic axis), ``verify
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -15,8 +15,15 @@ from pydantic import BaseModel, Field
 from golive.spec import VerifyOptions
 from golive.tensors import Sample, TensorSpec, dynamic_dims, synthesize
 
-__all__ = ["OutputStats", "RunResult", "VerifyReport", "compare_outputs", "plan_samples", "verify_model",
-           "default_tolerance"]
+__all__ = [
+    "OutputStats",
+    "RunResult",
+    "VerifyReport",
+    "compare_outputs",
+    "default_tolerance",
+    "plan_samples",
+    "verify_model",
+]
 
 log = logging.getLogger(__name__)
 

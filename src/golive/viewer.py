@@ -21,7 +21,7 @@ import urllib.request
 from html import escape
 from pathlib import Path
 
-__all__ = ["show", "View"]
+__all__ = ["View", "show"]
 
 _lock = threading.Lock()
 _viewer: _Viewer | None = None

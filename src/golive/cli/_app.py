@@ -15,7 +15,7 @@ from rich.markup import escape
 from golive.errors import GoliveError
 from golive.spec import help_for as _declared_help
 
-__all__ = ["app", "out", "err", "help_for", "user_errors", "progress", "split", "JsonOpt", "state"]
+__all__ = ["JsonOpt", "app", "err", "help_for", "out", "progress", "split", "state", "user_errors"]
 
 def help_for(model, field: str) -> str:
     """The help declared on the spec, escaped so that rich shows [DIM,...] as written."""

@@ -7,18 +7,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from golive.cli._app import JsonOpt, split, user_errors, app, err, out
+from golive.cli._app import JsonOpt, app, err, out, split, user_errors
 from golive.errors import GoliveError
 
 jobs_app = typer.Typer(help="The local job queue: submit jobs, watch them, cancel or retry them. `golive worker` runs them.",
                        no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="golive home holding the job store (default: $GOLIVE_HOME or ~/.golive).")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="golive home holding the job store (default: $GOLIVE_HOME or ~/.golive).")]
 
 
 def _when(ts: float | None) -> str:
@@ -45,8 +45,9 @@ def jobs_submit(
 
 @jobs_app.command("list")
 def jobs_list(
+    *,
     home: HomeOpt = None,
-    state: Annotated[list[str], typer.Option("--state", help="Only jobs in this state (repeat for several).")] = [],
+    state: Annotated[list[str], typer.Option("--state", help="Only jobs in this state (repeat for several).", default_factory=list, show_default=False)],
     as_json: JsonOpt = False,
 ) -> None:
     """Every job: state, attempt, times, run folder."""

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from golive.cli._app import JsonOpt, user_errors, app, err, out
+from golive.cli._app import JsonOpt, app, err, out, user_errors
 from golive.errors import GoliveError
 
 pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile a job into a KFP v2 pipeline, run it here (kfp.local) or submit it.",
                            no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
-ImageOpt = Annotated[Optional[str], typer.Option(help="The golive image every step runs in (default: the job file's image:, else golive:0.1.0; see the Dockerfile).")]
+ImageOpt = Annotated[str | None, typer.Option(help="The golive image every step runs in (default: the job file's image:, else golive:0.1.0; see the Dockerfile).")]
 
 
 @pipeline_app.command("compile")
@@ -40,8 +40,8 @@ def pipeline_run(
     job: Annotated[Path, typer.Argument(help="A job file: a JobSpec (one model), or models:/targets: for a fan-out.")],
     local: Annotated[bool, typer.Option("--local", help="Run here with KFP's local runner (each step in a subprocess; no cluster, no Docker).")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="--local: the pipeline root, where each run's artifacts go.")] = Path("runs/pipelines"),
-    host: Annotated[Optional[str], typer.Option(help="The Kubeflow Pipelines endpoint to submit to, e.g. http://localhost:8080.")] = None,
-    experiment: Annotated[Optional[str], typer.Option(help="--host: the KFP experiment to file the run under.")] = None,
+    host: Annotated[str | None, typer.Option(help="The Kubeflow Pipelines endpoint to submit to, e.g. http://localhost:8080.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="--host: the KFP experiment to file the run under.")] = None,
     image: ImageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from golive.cli._app import user_errors, app, err
+from golive.cli._app import app, err, user_errors
 
 
 @app.command()
 def serve(
     models: Annotated[list[str], typer.Argument(help="Tune folders, convert folders or .onnx files to serve.", metavar="MODEL...")],
-    name: Annotated[list[str], typer.Option("--name", help="The models' names, in order (default: each folder's or file's name).")] = [],
+    *,
+    name: Annotated[list[str], typer.Option("--name", help="The models' names, in order (default: each folder's or file's name).", default_factory=list, show_default=False)],
     host: Annotated[str, typer.Option(help="Address to bind. Anything but a loopback address needs --token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port (Open Inference Protocol v2).")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (the same protocol; 0: no gRPC).")] = 8001,
     max_batch: Annotated[int, typer.Option(help="Largest batch the dynamic batcher forms (1: no batching).")] = 32,
     max_delay_ms: Annotated[float, typer.Option(help="Wait up to this long for a fuller batch (0: run what has queued).")] = 0.0,
     max_queue: Annotated[int, typer.Option(help="Requests waiting per model before the server answers 503.")] = 1024,
-    token: Annotated[Optional[str], typer.Option(help="Token every request must carry (Authorization: Bearer T); required off loopback.", envvar="GOLIVE_TOKEN")] = None,
+    token: Annotated[str | None, typer.Option(help="Token every request must carry (Authorization: Bearer T); required off loopback.", envvar="GOLIVE_TOKEN")] = None,
     spinning: Annotated[str, typer.Option(help="ONNX Runtime's threads spin-waiting between runs: off (default: they would take the "
                                                 "cores the server needs for the next requests) or tuned (as tune chose).")] = "off",
 ) -> None:
@@ -50,7 +50,7 @@ def serve(
 def export_triton(
     tune_dir: Annotated[Path, typer.Argument(help="A golive tune output folder (or its best/).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The Triton model repository to write into.")],
-    name: Annotated[Optional[str], typer.Option(help="The model's name in the repository (default: the tune folder's).")] = None,
+    name: Annotated[str | None, typer.Option(help="The model's name in the repository (default: the tune folder's).")] = None,
     max_batch: Annotated[int, typer.Option(help="max_batch_size for Triton's dynamic batcher (when the model has a batch axis).")] = 32,
     max_delay_ms: Annotated[float, typer.Option(help="dynamic_batching max_queue_delay, in milliseconds.")] = 0.0,
 ) -> None:

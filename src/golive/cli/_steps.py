@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -59,36 +59,37 @@ def _show_convert(result, as_json: bool) -> None:
     raise typer.Exit(0 if result.passed in (True, None) else 1)
 
 
-RtolOpt = Annotated[list[str], typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.")]
-AtolOpt = Annotated[list[str], typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.")]
-DimOpt = Annotated[list[str], typer.Option("--dim", help=help_for(V, "dim_sizes"))]
-CustomOpsOpt = Annotated[list[str], typer.Option("--custom-ops", help=help_for(V, "custom_ops") + " Repeat for several.")]
+RtolOpt = Annotated[list[str], typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.", default_factory=list, show_default=False)]
+AtolOpt = Annotated[list[str], typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.", default_factory=list, show_default=False)]
+DimOpt = Annotated[list[str], typer.Option("--dim", help=help_for(V, "dim_sizes"), default_factory=list, show_default=False)]
+CustomOpsOpt = Annotated[list[str], typer.Option("--custom-ops", help=help_for(V, "custom_ops") + " Repeat for several.", default_factory=list, show_default=False)]
 
 
 @app.command()
 def convert(
     source: Annotated[str, typer.Argument(help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.", metavar="SOURCE")],
+    *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
-    framework: Annotated[Optional[str], typer.Option(help=help_for(C, "framework"))] = None,
-    input: Annotated[list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"))] = [],
-    dynamic: Annotated[list[str], typer.Option(help=help_for(C, "dynamic"))] = [],
-    output_names: Annotated[list[str], typer.Option(help=help_for(C, "output_names") + " Comma-separated or repeated.")] = [],
-    opset: Annotated[Optional[int], typer.Option(help=help_for(C, "opset"))] = None,
+    framework: Annotated[str | None, typer.Option(help=help_for(C, "framework"))] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"), default_factory=list, show_default=False)],
+    dynamic: Annotated[list[str], typer.Option(help=help_for(C, "dynamic"), default_factory=list, show_default=False)],
+    output_names: Annotated[list[str], typer.Option(help=help_for(C, "output_names") + " Comma-separated or repeated.", default_factory=list, show_default=False)],
+    opset: Annotated[int | None, typer.Option(help=help_for(C, "opset"))] = None,
     exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
-    signature: Annotated[Optional[str], typer.Option(help=help_for(C, "signature"))] = None,
-    custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"))] = [],
-    custom_ops: CustomOpsOpt = [],
-    imports: Annotated[list[str], typer.Option("--import", help=help_for(C, "imports"))] = [],
+    signature: Annotated[str | None, typer.Option(help=help_for(C, "signature"))] = None,
+    custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"), default_factory=list, show_default=False)],
+    custom_ops: CustomOpsOpt,
+    imports: Annotated[list[str], typer.Option("--import", help=help_for(C, "imports"), default_factory=list, show_default=False)],
     constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
-    weights: Annotated[Optional[str], typer.Option(help=help_for(C, "weights"))] = None,
+    weights: Annotated[str | None, typer.Option(help=help_for(C, "weights"))] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
     zipmap: Annotated[bool, typer.Option(help=help_for(C, "zipmap"))] = False,
-    int_range: Annotated[list[str], typer.Option(help=help_for(C, "int_ranges"))] = [],
-    data: Annotated[Optional[str], typer.Option(help=help_for(C, "data"))] = None,
+    int_range: Annotated[list[str], typer.Option(help=help_for(C, "int_ranges"), default_factory=list, show_default=False)],
+    data: Annotated[str | None, typer.Option(help=help_for(C, "data"))] = None,
     verify: Annotated[bool, typer.Option(help=help_for(C, "verify"))] = True,
-    rtol: RtolOpt = [],
-    atol: AtolOpt = [],
-    dim: DimOpt = [],
+    rtol: RtolOpt,
+    atol: AtolOpt,
+    dim: DimOpt,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a model to ONNX, verify it against the source, and write OUTPUT/model.onnx + golive.json."""
@@ -109,14 +110,15 @@ def convert(
 @app.command()
 def verify(
     target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.")],
-    data: Annotated[Optional[str], typer.Option(help=help_for(V, "data"))] = None,
-    rtol: RtolOpt = [],
-    atol: AtolOpt = [],
-    dim: DimOpt = [],
+    *,
+    data: Annotated[str | None, typer.Option(help=help_for(V, "data"))] = None,
+    rtol: RtolOpt,
+    atol: AtolOpt,
+    dim: DimOpt,
     batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
     seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
-    custom_ops: CustomOpsOpt = [],
-    source: Annotated[Optional[str], typer.Option(
+    custom_ops: CustomOpsOpt,
+    source: Annotated[str | None, typer.Option(
         help="Verify against this source model instead of the one golive.json records (a run folder that travelled without it).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -140,21 +142,22 @@ def verify(
 @app.command()
 def tune(
     target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.", metavar="MODEL_OR_DIR")],
+    *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for best/, report.json and report.html.")],
     budget: Annotated[float, typer.Option(help=help_for(T, "budget"))] = 120.0,
-    providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"))] = [],
+    providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"), default_factory=list, show_default=False)],
     objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = "latency",
-    data: Annotated[Optional[str], typer.Option(help=help_for(T, "data"))] = None,
-    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics") + " Each one given replaces that metric's default.")] = [],
+    data: Annotated[str | None, typer.Option(help=help_for(T, "data"))] = None,
+    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics") + " Each one given replaces that metric's default.", default_factory=list, show_default=False)],
     transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated; none: session settings only. Names: "
-                                                       + ", ".join(TRANSFORMS) + ".")] = [],
-    dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"))] = [],
+                                                       + ", ".join(TRANSFORMS) + ".", default_factory=list, show_default=False)],
+    dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"), default_factory=list, show_default=False)],
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
     max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
     fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = False,
-    custom_ops: CustomOpsOpt = [],
-    rtol: RtolOpt = [],
-    atol: AtolOpt = [],
+    custom_ops: CustomOpsOpt,
+    rtol: RtolOpt,
+    atol: AtolOpt,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the fastest ONNX Runtime configuration whose outputs still pass the accuracy gate."""
@@ -176,7 +179,7 @@ def tune(
             sizes[name.strip()] = int(value)
         chosen = split(transforms)
         options = {"budget": budget, "providers": split(providers), "objective": objective, "data": data,
-                   "transforms": ([] if chosen == ["none"] else chosen) or None, "dim_sizes": sizes,
+                   "transforms": None if not chosen else [] if chosen == ["none"] else chosen, "dim_sizes": sizes,
                    "concurrency": concurrency, "max_batch": max_batch, "fixed_shape": fixed_shape, "metrics": {**T().metrics, **metrics},
                    "custom_ops": custom_ops}
         with progress() as on_event:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from golive.cli._app import user_errors, app, err, help_for
+from golive.cli._app import app, err, help_for, user_errors
 from golive.web.settings import Settings as S
 
 _default = {name: f.default for name, f in S.model_fields.items()}
@@ -16,12 +16,13 @@ _default = {name: f.default for name, f in S.model_fields.items()}
 
 @app.command()
 def ui(
+    *,
     host: Annotated[str, typer.Option(help=help_for(S, "host"))] = _default["host"],
     port: Annotated[int, typer.Option(help=help_for(S, "port"))] = _default["port"],
-    home: Annotated[Optional[Path], typer.Option(help=help_for(S, "home"))] = None,
+    home: Annotated[Path | None, typer.Option(help=help_for(S, "home"))] = None,
     workers: Annotated[int, typer.Option(help=help_for(S, "workers"))] = _default["workers"],
-    allow_root: Annotated[list[Path], typer.Option("--allow-root", help=help_for(S, "allow_roots"))] = [],
-    token: Annotated[Optional[str], typer.Option(help=help_for(S, "token"), envvar="GOLIVE_TOKEN")] = None,
+    allow_root: Annotated[list[Path], typer.Option("--allow-root", help=help_for(S, "allow_roots"), default_factory=list, show_default=False)],
+    token: Annotated[str | None, typer.Option(help=help_for(S, "token"), envvar="GOLIVE_TOKEN")] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(S, "trust_pickle"))] = _default["trust_pickle"],
     max_upload_mb: Annotated[float, typer.Option(help=help_for(S, "max_upload_mb"))] = _default["max_upload_mb"],
 ) -> None:

@@ -12,11 +12,12 @@ An input structure: ``{"args": [node, ...], "kwargs": {name: node}}``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from golive.errors import InputSpecError
 
-__all__ = ["is_nested", "input_structure", "nest", "leaves", "map_leaves", "output_structure"]
+__all__ = ["input_structure", "is_nested", "leaves", "map_leaves", "nest", "output_structure"]
 
 
 def is_nested(names: list[str]) -> bool:
@@ -129,7 +130,7 @@ def output_structure(out: Any, name: str = "output") -> Any:
         if isinstance(value, torch.Tensor):
             return path
         if isinstance(value, dict) or hasattr(value, "to_tuple"):
-            items = value.items() if isinstance(value, dict) else zip(value.keys(), value.to_tuple())
+            items = value.items() if isinstance(value, dict) else zip(value.keys(), value.to_tuple(), strict=True)
             return {"dict": {str(k): walk(v, f"{path}.{k}" if path else str(k)) for k, v in items if v is not None}}
         if isinstance(value, (tuple, list)):
             kind = "tuple" if isinstance(value, tuple) else "list"

@@ -9,8 +9,16 @@ from typing import Any
 
 from golive.errors import ExportError, InputSpecError
 
-__all__ = ["custom_op_domains", "extra_opsets", "check_converted", "tensor_name", "strip_index", "in_output_order",
-           "sinks", "check_tensor"]
+__all__ = [
+    "check_converted",
+    "check_tensor",
+    "custom_op_domains",
+    "extra_opsets",
+    "in_output_order",
+    "sinks",
+    "strip_index",
+    "tensor_name",
+]
 
 
 def custom_op_domains(entries: list[str]) -> dict[str, str]:

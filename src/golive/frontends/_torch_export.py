@@ -79,7 +79,7 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
             reason = _summary(exc)
             log.info("%s exporter failed: %s", exporter, reason)
             result.attempts.append({"exporter": exporter, "ok": False, "error": reason})
-            errors.append(f"{str(exc)}")
+            errors.append(f"{exc!s}")
             _remove_partial(path)
             continue
         last = exporter == [e for e, skip in plan if not skip][-1]
@@ -168,7 +168,7 @@ def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.nd
         shape = out.type.tensor_type.shape
         if len(shape.dim) != np.ndim(a):
             continue
-        for axis, (x, y) in enumerate(zip(np.shape(a), np.shape(b))):
+        for axis, (x, y) in enumerate(zip(np.shape(a), np.shape(b), strict=True)):
             follows = [n for n in sizes if sizes[n] == x and second[n] == y]
             dim = shape.dim[axis]
             if x == y:
@@ -332,7 +332,7 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
         # The dynamic batch axis was only our default and the model does not allow it: export the shapes declared.
         declared = loaded.details.get("declared_shapes", {})
         args = tuple(a[: declared[n][0]] if n in declared and declared[n][0] < a.shape[0] else a
-                     for n, a in zip(input_names, args))
+                     for n, a in zip(input_names, args, strict=False))
         run(None)
         return f"the model does not allow a dynamic batch axis, so its shapes are static ({_summary(exc)})"
     return None
@@ -370,7 +370,7 @@ def _FlatCall(model, structure: dict, names: list[str]):
             self.model = model
 
         def forward(self, *flat):
-            args, kwargs = nest(structure, dict(zip(names, flat)))
+            args, kwargs = nest(structure, dict(zip(names, flat, strict=True)))
             return tuple(flatten_outputs(self.model(*args, **kwargs)))
 
     return FlatCall()

@@ -20,7 +20,7 @@ from golive.errors import FrameworkError, SourceNotFoundError
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
 
-__all__ = ["LoadedModel", "ExportResult", "Frontend", "get_frontend", "guess_framework", "FRAMEWORKS", "is_import_path"]
+__all__ = ["FRAMEWORKS", "ExportResult", "Frontend", "LoadedModel", "get_frontend", "guess_framework", "is_import_path"]
 
 # framework name -> module holding its ``FRONTEND``
 FRAMEWORKS: dict[str, str] = {

@@ -70,7 +70,7 @@ def _adapt() -> None:
                                           f"{type(variable.type).__name__}; onnxmltools converts {', '.join(t.__name__ for t in good)}")
         utils.check_input_and_output_types = check_input_and_output_types
 
-    import onnxmltools.convert.coreml.operator_converters.neural_network  # noqa: F401  (registers the layers)
+    import onnxmltools.convert.coreml.operator_converters.neural_network
     import onnxmltools.convert.coreml.shape_calculators.neural_network  # noqa: F401
 
 

@@ -15,7 +15,7 @@ from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec, specs_from_onnx
 
-__all__ = ["FRONTEND", "load_onnx", "save_onnx", "check_onnx", "rename_values", "name_dims"]
+__all__ = ["FRONTEND", "check_onnx", "load_onnx", "name_dims", "rename_values", "save_onnx"]
 
 _EXTERNAL_THRESHOLD = 1_800_000_000  # protobuf cannot hold more than 2 GB
 _EXTERNAL_TENSOR_MIN = 1024  # smaller tensors stay inside model.onnx
@@ -85,7 +85,7 @@ def name_dims(model, inputs: list[TensorSpec]) -> None:
         if spec is None or not spec.shape or not value.type.HasField("tensor_type"):
             continue
         dims = value.type.tensor_type.shape.dim
-        for axis, (d, want) in enumerate(zip(dims, spec.shape)):
+        for axis, (d, want) in enumerate(zip(dims, spec.shape, strict=False)):  # a rank mismatch is reported elsewhere
             name = dim_name(spec, axis, want)
             if name and not d.HasField("dim_value"):
                 d.dim_param = name
@@ -127,7 +127,7 @@ class OnnxFrontend:
                 raise ModelLoadError(f"the ONNX reference evaluator cannot run this model: {str(exc).splitlines()[0][:200]}",
                                      hint="verify it against expected outputs instead: --data with test_data_set_N/output_K.pb") from exc
         outs = loaded.details["evaluator"].run(output_names, feeds)
-        return dict(zip(output_names, (np.asarray(o) for o in outs)))
+        return dict(zip(output_names, (np.asarray(o) for o in outs), strict=True))
 
 
 FRONTEND = OnnxFrontend()

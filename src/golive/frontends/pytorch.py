@@ -79,7 +79,7 @@ class PyTorchFrontend:
         flat = flatten_outputs(out)
         if len(flat) != len(output_names):
             raise ModelLoadError(f"the source model returned {len(flat)} outputs, the ONNX model has {len(output_names)}")
-        return {n: t.detach().cpu().numpy() for n, t in zip(output_names, flat)}
+        return {n: t.detach().cpu().numpy() for n, t in zip(output_names, flat, strict=True)}
 
 
 # ---------------------------------------------------------------- sources
@@ -158,7 +158,7 @@ def _load_file(path: Path, trust_pickle: bool):
             raise ModelLoadError(f"cannot unpickle {path.name}: {_first_line(exc2)}",
                                  hint="the classes it was pickled with must be importable here") from exc2
         if not isinstance(obj, torch.nn.Module):
-            raise FrameworkError(f"{path.name} holds a {type(obj).__name__}, not a torch.nn.Module")
+            raise FrameworkError(f"{path.name} holds a {type(obj).__name__}, not a torch.nn.Module") from None
         return obj, "pickle"
     if isinstance(obj, torch.nn.Module):
         return obj, "pickle"
@@ -250,12 +250,12 @@ def _TransformersWrapper(model, input_names: list[str]):
             self.input_names = input_names
 
         def forward(self, *args):
-            out = self.model(**dict(zip(self.input_names, args)), return_dict=True)
+            out = self.model(**dict(zip(self.input_names, args, strict=True)), return_dict=True)
             return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
 
         def output_names_for(self, *args) -> list[str]:
             with torch.no_grad():
-                out = self.model(**dict(zip(self.input_names, args)), return_dict=True)
+                out = self.model(**dict(zip(self.input_names, args, strict=True)), return_dict=True)
             return [k for k, v in out.items() if isinstance(v, torch.Tensor)]
 
     return TransformersWrapper().eval()

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from golive.errors import FrameworkError, InputSpecError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
-from golive.frontends.base import ExportResult, LoadedModel
 from golive.frontends._tabular import classifier_outputs, name_batch_axis, tabular_input
+from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
 
@@ -105,7 +105,7 @@ def _rename_outputs(onx, names: list[str] | None) -> None:
     from golive.frontends.onnxfile import rename_values
 
     if names and len(names) == len(onx.graph.output):
-        rename_values(onx, {o.name: n for o, n in zip(onx.graph.output, names)})
+        rename_values(onx, {o.name: n for o, n in zip(onx.graph.output, names, strict=True)})
 
 
 def _load_skops(path: Path, trust: bool):

@@ -164,7 +164,7 @@ def _softmax_for_multinomial(onx, model) -> int | None:
     if len(stages) != len(nodes):
         return None if any(s.coefficientMatrix.numRows > 1 for s in stages) else 0
     fixed = 0
-    for stage, node in zip(stages, nodes):
+    for stage, node in zip(stages, nodes, strict=True):
         if stage.coefficientMatrix.numRows <= 1:
             continue  # binomial: Spark's sigmoid is what the converter writes
         for attr in node.attribute:

@@ -24,10 +24,23 @@ import numpy as np
 
 from golive._io import captured_output
 from golive.errors import (
-    ExportError, FrameworkError, InputSpecError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require,
+    ExportError,
+    FrameworkError,
+    InputSpecError,
+    ModelLoadError,
+    SourceNotFoundError,
+    UntrustedPickleError,
+    require,
 )
 from golive.frontends._tf_names import (
-    check_converted, check_tensor, custom_op_domains, extra_opsets, in_output_order, sinks, strip_index, tensor_name,
+    check_converted,
+    check_tensor,
+    custom_op_domains,
+    extra_opsets,
+    in_output_order,
+    sinks,
+    strip_index,
+    tensor_name,
 )
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
@@ -108,7 +121,7 @@ def _keras_signature(model, inputs: list[TensorSpec]):
     if len(keras.tree.flatten(structure)) != len(inputs):
         return structure
     specs = _tf_signature(inputs)
-    by_name = {s.name: spec for s, spec in zip(inputs, specs)}
+    by_name = {s.name: spec for s, spec in zip(inputs, specs, strict=True)}
     by_position = iter(specs)
     return keras.tree.map_structure(lambda spec: by_name.get(getattr(spec, "name", None)) or next(by_position), structure)
 
@@ -345,7 +358,7 @@ class TensorFlowFrontend:
 
         @tf.function
         def call(*args):
-            return function(**dict(zip(names, args)))
+            return function(**dict(zip(names, args, strict=True)))
 
         model, _ = tf2onnx.convert.from_function(call, input_signature=_tf_signature(inputs), opset=options.opset,
                                                  custom_ops=custom or None, extra_opset=extra_opsets(custom))
@@ -374,7 +387,7 @@ class TensorFlowFrontend:
         if wanted and sorted(outputs) != sorted(wanted):
             if len(outputs) != len(wanted):
                 raise ExportError(f"the converter wrote {len(outputs)} outputs, the model has {len(wanted)}")
-            renames.update(zip(in_output_order(outputs), wanted))
+            renames.update(zip(in_output_order(outputs), wanted, strict=True))
         rename_values(model, renames)
         name_dims(model, inputs)
         save_onnx(model, path)
@@ -391,14 +404,14 @@ class TensorFlowFrontend:
             if session is None:
                 session = loaded.details["session"] = tf.compat.v1.Session(graph=loaded.details["graph"])
             fetched = session.run([tensor_name(n) for n in output_names], {tensor_name(k): v for k, v in feeds.items()})
-            return dict(zip(output_names, (np.asarray(v) for v in fetched)))
+            return dict(zip(output_names, (np.asarray(v) for v in fetched), strict=True))
         model = loaded.model
         if len(feeds) == 1:
             out = model(next(iter(feeds.values())), training=False)
         else:  # Keras 3 matches several inputs by their names
             out = model({k: tf.constant(v) for k, v in feeds.items()}, training=False)
         flat = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
-        return {n: np.asarray(v) for n, v in zip(output_names, flat)}
+        return {n: np.asarray(v) for n, v in zip(output_names, flat, strict=True)}
 
 
 def _embedding_ranges(keras, model, inputs: list[TensorSpec]) -> list[TensorSpec]:

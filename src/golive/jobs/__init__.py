@@ -15,15 +15,30 @@ import builtins
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from golive._imports import split_file_attr
 from golive.errors import GoliveError, JobError, JobTimeoutError
 from golive.jobs.store import TERMINAL, Attempt, JobRecord, JobStore
 
-__all__ = ["submit", "get", "list", "wait", "cancel", "retry", "attempts", "log_text", "home_dir", "run_worker",
-           "JobRecord", "Attempt", "JobStore", "TERMINAL"]
+__all__ = [
+    "TERMINAL",
+    "Attempt",
+    "JobRecord",
+    "JobStore",
+    "attempts",
+    "cancel",
+    "get",
+    "home_dir",
+    "list",
+    "log_text",
+    "retry",
+    "run_worker",
+    "submit",
+    "wait",
+]
 
 
 def home_dir(home: str | Path | None = None) -> Path:
@@ -45,7 +60,7 @@ def _store(home: str | Path | None, *, recover: bool = False) -> Iterator[JobSto
         store.close()
 
 
-def _absolute_spec(spec) -> "Any":
+def _absolute_spec(spec) -> Any:
     """A JobSpec with every path absolute: a job runs later, from another process and folder."""
     from golive.spec import JobSpec, load_job, map_job_paths
 
@@ -83,7 +98,7 @@ def get(job_id: str, *, home: str | Path | None = None) -> JobRecord:
         return store.get(job_id)
 
 
-def list(*, home: str | Path | None = None, states: builtins.list[str] | None = None) -> builtins.list[JobRecord]:  # noqa: A001
+def list(*, home: str | Path | None = None, states: builtins.list[str] | None = None) -> builtins.list[JobRecord]:
     """Every job, oldest first (or those in ``states``)."""
     from golive.jobs.store import JobList
 

@@ -19,15 +19,16 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from golive.errors import JobError
 from golive.spec import JobSpec
 
-__all__ = ["JobRecord", "Attempt", "JobStore", "State", "TERMINAL", "this_host", "pid_alive"]
+__all__ = ["TERMINAL", "Attempt", "JobRecord", "JobStore", "State", "pid_alive", "this_host"]
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
@@ -400,7 +401,7 @@ def _job_row(j: JobRecord) -> tuple:
     from golive._html import when
 
     duration = f"{j.duration:.1f} s" if j.duration is not None else ""
-    result = j.summary.get("best") and f"{j.summary.get('speedup', 0):.2f}× · {j.summary['best']}" or j.summary.get("framework", "")
+    result = (j.summary.get("best") and f"{j.summary.get('speedup', 0):.2f}× · {j.summary['best']}") or j.summary.get("framework", "")
     return (j.id, j.name, j.state, j.attempt, when(j.created), duration, result, j.error or "")
 
 

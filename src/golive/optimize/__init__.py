@@ -10,13 +10,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from golive.errors import GoliveError, TransformError
 
-__all__ = ["Transform", "TransformContext", "TRANSFORMS", "get_transform", "check_transforms", "apply_chain", "TransformError"]
+__all__ = ["TRANSFORMS", "Transform", "TransformContext", "TransformError", "apply_chain", "check_transforms", "get_transform"]
 
 
 @dataclass

@@ -109,7 +109,7 @@ def _calibrate(source, names: list[str], ctx: TransformContext, scratch: Path) -
     amax: dict[str, np.ndarray] = {}
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
-        for name, value in zip(names, session.run(names, feed)):
+        for name, value in zip(names, session.run(names, feed), strict=True):
             flat = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
             m = np.abs(flat).max(axis=0)
             amax[name] = m if name not in amax else np.maximum(amax[name], m)

@@ -99,9 +99,9 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     def score(path: Path) -> float:
         sess = make_session(path, config)
         vals = []
-        for feed, ref in zip(feeds, refs):
+        for feed, ref in zip(feeds, refs, strict=True):
             outs = sess.run(None, feed)
-            vals.extend(_cosine(o, r) for o, r in zip(outs, ref) if np.asarray(o).dtype.kind == "f")
+            vals.extend(_cosine(o, r) for o, r in zip(outs, ref, strict=True) if np.asarray(o).dtype.kind == "f")
         return min(vals) if vals else 1.0
 
     base = make_session(src, config)

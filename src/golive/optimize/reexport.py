@@ -17,8 +17,8 @@ from golive.optimize import TransformContext
 
 
 def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
-    from golive.frontends.pytorch import FRONTEND, load_for_torchscript
     from golive._imports import import_user_modules
+    from golive.frontends.pytorch import FRONTEND, load_for_torchscript
     from golive.rundir import options_from_record, read_convert_record, source_for
     from golive.tensors import resolve_sizes, synthesize
 

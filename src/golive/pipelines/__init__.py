@@ -12,10 +12,10 @@ from typing import Any
 
 from golive.pipelines.job import DEFAULT_IMAGE, Item, PipelineJob, load_pipeline_job
 
-__all__ = ["compile", "run", "submit", "load_pipeline_job", "PipelineJob", "Item", "DEFAULT_IMAGE"]
+__all__ = ["DEFAULT_IMAGE", "Item", "PipelineJob", "compile", "load_pipeline_job", "run", "submit"]
 
 
-def compile(job: str | Path, output: str | Path, *, image: str | None = None) -> Path:  # noqa: A001
+def compile(job: str | Path, output: str | Path, *, image: str | None = None) -> Path:
     """Compile the job file into KFP v2 pipeline YAML."""
     from golive.pipelines.pipeline import compile_pipeline
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from golive.errors import GoliveError
 
-__all__ = ["convert_item", "tune_item", "rank_html", "report_html"]
+__all__ = ["convert_item", "rank_html", "report_html", "tune_item"]
 
 log = logging.getLogger("golive.pipeline")
 

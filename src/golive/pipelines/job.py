@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from golive.errors import GoliveError, validation_problems
 from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
 
-__all__ = ["PipelineJob", "Item", "load_pipeline_job", "DEFAULT_IMAGE"]
+__all__ = ["DEFAULT_IMAGE", "Item", "PipelineJob", "load_pipeline_job"]
 
 DEFAULT_IMAGE = "golive:0.1.0"
 _PIPELINE_KEYS = {"name", "image", "models", "targets", "resources", "description"}

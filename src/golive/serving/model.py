@@ -22,7 +22,7 @@ import numpy as np
 
 from golive.errors import GoliveError
 
-__all__ = ["ServedModel", "Statistics", "TensorMeta", "RequestError", "Overloaded", "load_model", "DTYPES", "OIP_TYPES"]
+__all__ = ["DTYPES", "OIP_TYPES", "Overloaded", "RequestError", "ServedModel", "Statistics", "TensorMeta", "load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Statistics:
         self.inference_count += rows
         self.last_inference = time.time_ns() // 1_000_000
         per_size = self.batches.setdefault(rows, {k: [0, 0] for k in _PHASES})
-        for kind, ns in zip(_PHASES, phases):
+        for kind, ns in zip(_PHASES, phases, strict=True):
             self.add(kind, ns, requests)
             per_size[kind][0] += 1
             per_size[kind][1] += ns
@@ -157,7 +157,7 @@ class ServedModel:
                 raise RequestError(f"model {self.name}'s input {name} is {meta.datatype}, which this server cannot take", 500)
             if array.dtype != DTYPES[meta.datatype] and not (meta.datatype == "BYTES" and array.dtype.kind in "OSU"):
                 raise RequestError(f"input {name} is {_oip(array.dtype)}; model {self.name} expects {meta.datatype}")
-            if len(array.shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, array.shape)):
+            if len(array.shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, array.shape, strict=True)):
                 raise RequestError(f"input {name} has shape {list(array.shape)}; model {self.name} expects {meta.shape} "
                                    "(-1: any size)")
             if self.batchable:
@@ -218,7 +218,7 @@ class ServedModel:
                             break
                         try:
                             batch.append(await asyncio.wait_for(self.queue.get(), left))
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             break
                 rows = sum(p.rows for p in batch)
                 while not self.queue.empty() and rows < self.max_batch:
@@ -278,11 +278,11 @@ class ServedModel:
         start, answers = 0, []
         for p in group:
             end = start + p.rows
-            answers.append({n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results) if n in p.outputs})
+            answers.append({n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results, strict=True) if n in p.outputs})
             start = end
         self.stats.execution(len(group), total, (int((prepared - started) * 1e9), int((ran - prepared) * 1e9),
                                                  int((time.perf_counter() - ran) * 1e9)))
-        for p, out in zip(group, answers):
+        for p, out in zip(group, answers, strict=True):
             if not p.future.done():
                 p.future.set_result(out)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from golive.serving.model import DTYPES, RequestError
 
-__all__ = ["decode_request", "encode_response", "to_bytes_tensor", "from_bytes_tensor", "HEADER", "EXTENSIONS"]
+__all__ = ["EXTENSIONS", "HEADER", "decode_request", "encode_response", "from_bytes_tensor", "to_bytes_tensor"]
 
 HEADER = "inference-header-content-length"
 # Triton's protocol extensions this server speaks, on both protocols

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 from golive.errors import GoliveError
 
@@ -45,8 +45,8 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
           spinning: bool | None = False) -> None:
     """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped. ``spinning``:
     see ``load_model`` (False: ONNX Runtime's threads do not spin-wait between runs; None: as tuned)."""
-    from golive.serving.model import load_model
     from golive._net import check_port, is_loopback
+    from golive.serving.model import load_model
 
     if not paths:
         raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")

@@ -22,7 +22,7 @@ from golive.steps.convert import ConvertResult, convert_key, convert_step, finis
 from golive.steps.tune import tune_step, tune_unless_done
 from golive.steps.verify import verify_step
 
-__all__ = ["ConvertResult", "convert_step", "verify_step", "tune_step", "run_job", "replay", "saved_step"]
+__all__ = ["ConvertResult", "convert_step", "replay", "run_job", "saved_step", "tune_step", "verify_step"]
 
 
 def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from pydantic import BaseModel
 
 from golive.errors import FrameworkError, GoliveError, ModelLoadError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    CONVERT_RECORD, CUSTOM_OPS_DIR, JOB_FILE, ConvertRecord, RunFolder, carry_custom_ops, paths_to_record, read_record, step_key,
+    CONVERT_RECORD,
+    CUSTOM_OPS_DIR,
+    JOB_FILE,
+    ConvertRecord,
+    RunFolder,
+    carry_custom_ops,
+    paths_to_record,
+    read_record,
+    step_key,
     to_record,
 )
 from golive.spec import ConvertOptions, JobSpec, VerifyOptions
 from golive.tuning import TuneResult
 
-__all__ = ["ConvertResult", "convert_step", "convert_key", "finished_convert", "job_record"]
+__all__ = ["ConvertResult", "convert_key", "convert_step", "finished_convert", "job_record"]
 
 
 class ConvertResult(BaseModel):
@@ -166,11 +175,11 @@ def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = N
 
 def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> ConvertResult:
     from golive import _io
+    from golive._imports import import_user_modules
     from golive._resolve import export_sample, input_specs, resolve_source
     from golive.frontends.base import get_frontend, guess_framework
     from golive.frontends.onnxfile import check_onnx, load_onnx
     from golive.runtime import SessionConfig, resolve_custom_ops
-    from golive._imports import import_user_modules
     from golive.steps.verify import verify_loaded
     from golive.tensors import load_data, parse_input_spec, sizes_of, specs_from_onnx
 

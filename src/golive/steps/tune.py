@@ -7,14 +7,22 @@ from pathlib import Path
 from golive.errors import GoliveError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
-    TUNE_RECORD, RunFolder, TuneRecord, finished_tune, fingerprint, from_record, model_files, paths_to_record, step_key,
+    TUNE_RECORD,
+    RunFolder,
+    TuneRecord,
+    fingerprint,
+    finished_tune,
+    from_record,
+    model_files,
+    paths_to_record,
+    step_key,
     to_record,
 )
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tuning import TuneResult
 from golive.tuning.report import TuneReport
 
-__all__ = ["tune_step", "tune_unless_done", "tune_key"]
+__all__ = ["tune_key", "tune_step", "tune_unless_done"]
 
 _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 
@@ -22,8 +30,8 @@ _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 def _target(target: Path, options: TuneOptions):
     """(model file, input specs, export sizes, options with absolute custom ops) of a convert folder or .onnx file."""
     from golive.frontends.onnxfile import load_onnx
-    from golive.runtime import resolve_custom_ops
     from golive.rundir import read_convert_record
+    from golive.runtime import resolve_custom_ops
     from golive.tensors import specs_from_onnx
 
     options = options.model_copy(update={"custom_ops": resolve_custom_ops(options.custom_ops)})

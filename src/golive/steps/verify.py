@@ -8,12 +8,20 @@ from golive._imports import import_user_modules
 from golive.errors import DataError
 from golive.events import StepContext
 from golive.rundir import (
-    VERIFY_RECORD, RunFolder, VerifyRecord, fingerprint, options_from_record, paths_to_record, read_convert_record,
-    source_for, to_record, write_record,
+    VERIFY_RECORD,
+    RunFolder,
+    VerifyRecord,
+    fingerprint,
+    options_from_record,
+    paths_to_record,
+    read_convert_record,
+    source_for,
+    to_record,
+    write_record,
 )
 from golive.spec import ConvertOptions, VerifyOptions
 
-__all__ = ["verify_step", "verify_loaded"]
+__all__ = ["verify_loaded", "verify_step"]
 
 
 def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, ctx: StepContext,

@@ -18,7 +18,7 @@ from golive.spec import TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.tuning.report import TuneReport
 
-__all__ = ["TuneResult", "tune_model", "load_session"]
+__all__ = ["TuneResult", "load_session", "tune_model"]
 
 _CALIBRATION_BATCHES = 8
 THROUGHPUT_BATCH = 8

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from golive.verification import compare_outputs
 
-__all__ = ["GateResult", "judge", "class_score_outputs"]
+__all__ = ["GateResult", "class_score_outputs", "judge"]
 
 # What produces class scores: a final linear layer, a softmax, a sigmoid, or a classic-ML classifier.
 # (An embedding ends in Tanh, LayerNormalization, a pooling ReduceMean...: its argmax means nothing.)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from golive.events import StepContext
 from golive._isolate import in_worker
 from golive.errors import TransformError
+from golive.events import StepContext
 from golive.optimize import TransformContext, apply_chain, get_transform
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
@@ -320,7 +321,7 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     folder = state.work / "models" / f"{best.id}-ort-optimized"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.onnx"
-    c = _new(state, "ahead-of-time", best.transforms + ["ort_optimized_graph"],
+    c = _new(state, "ahead-of-time", [*best.transforms, "ort_optimized_graph"],
              best.session.model_copy(update={"graph_optimization_level": "disable"}))
     c.precision = best.precision
     ok, why = in_worker("golive.runtime:save_optimized_graph", (best.model, best.session, str(target)),
@@ -330,8 +331,7 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
         c.status, c.reason = "failed", f"saving the optimized graph failed: {why}"
         return best
     c.model = str(target)
-    c.transform_info = best.transform_info + [{"transform": "ort_optimized_graph",
-                                               "saved_at_level": best.session.graph_optimization_level}]
+    c.transform_info = [*best.transform_info, {"transform": "ort_optimized_graph", "saved_at_level": best.session.graph_optimization_level}]
     # Measured in alternation with the model it came from: keep it only if it is not slower.
     if duel(state, best, c, prefer_challenger=True) is c:
         return c

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from golive.runtime import SessionConfig
 
-__all__ = ["Candidate", "session_knobs", "provider_options", "invalid_reason", "PROVIDER_ALIASES"]
+__all__ = ["PROVIDER_ALIASES", "Candidate", "invalid_reason", "provider_options", "session_knobs"]
 
 Status = Literal["pending", "passed", "rejected", "failed", "invalid", "skipped"]
 

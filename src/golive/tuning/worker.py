@@ -15,7 +15,7 @@ from typing import Any
 
 from golive._isolate import in_worker, preload
 
-__all__ = ["measure_in_worker", "measure", "measure_source", "time_runs"]
+__all__ = ["measure", "measure_in_worker", "measure_source", "time_runs"]
 
 preload(__name__)  # the forkserver imports this module once: each measurement starts in milliseconds
 
@@ -62,8 +62,8 @@ def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, 
     tune's inputs, the way candidates are timed."""
     import numpy as np
 
-    from golive.frontends.base import get_frontend
     from golive._imports import import_user_modules
+    from golive.frontends.base import get_frontend
     from golive.rundir import options_from_record, read_convert_record, source_for
 
     record = read_convert_record(Path(folder), "tune")
@@ -102,7 +102,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         feeds = {i.name: z[i.name] for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     outputs = session.run(names, feeds)
-    np.savez(task["outputs"], **{n: np.asarray(o) for n, o in zip(names, outputs) if isinstance(o, np.ndarray)})
+    np.savez(task["outputs"], **{n: np.asarray(o) for n, o in zip(names, outputs, strict=True) if isinstance(o, np.ndarray)})
 
     timed = time_runs(lambda: session.run(names, feeds), task)
     timed.pop("times")

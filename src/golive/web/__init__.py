@@ -7,7 +7,7 @@ with uvicorn beside a worker pool that runs the submitted jobs.
 from golive.web.server import serve
 from golive.web.settings import Settings
 
-__all__ = ["Settings", "serve", "create_app"]
+__all__ = ["Settings", "create_app", "serve"]
 
 
 def create_app(settings: Settings):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from golive.errors import GoliveError, validation_problems
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 
-__all__ = ["Field", "CONVERT_FIELDS", "VERIFY_FIELDS", "TUNE_FIELDS", "parse_section"]
+__all__ = ["CONVERT_FIELDS", "TUNE_FIELDS", "VERIFY_FIELDS", "Field", "parse_section"]
 
 Kind = Literal["choice", "bool", "int", "float", "text", "lines", "sizes", "size", "numbers", "multi"]
 

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-__all__ = ["netron_dir", "add_netron", "netron_index_html"]
+__all__ = ["add_netron", "netron_dir", "netron_index_html"]
 
 
 def netron_dir() -> Path | None:

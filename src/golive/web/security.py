@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from golive._net import check_port, is_loopback
 
-__all__ = ["Gate", "Refusal", "is_loopback", "check_port"]
+__all__ = ["Gate", "Refusal", "check_port", "is_loopback"]
 
 TOKEN_COOKIE = "golive_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from golive.errors import GoliveError
 from golive._net import check_port, is_loopback
+from golive.errors import GoliveError
 from golive.web.settings import Settings
 
-__all__ = ["Settings", "serve", "check_settings"]
+__all__ = ["Settings", "check_settings", "serve"]
 
 log = logging.getLogger(__name__)
 

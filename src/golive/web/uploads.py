@@ -10,20 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import re
 import shutil
 import stat
 import tarfile
+import time
 import uuid
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import AsyncIterator
 
 from golive.errors import GoliveError
 
-__all__ = ["UploadError", "Upload", "UploadStore", "under_roots", "PICKLE_SUFFIXES", "CODE_SUFFIXES", "ARCHIVE_SUFFIXES"]
+__all__ = ["ARCHIVE_SUFFIXES", "CODE_SUFFIXES", "PICKLE_SUFFIXES", "Upload", "UploadError", "UploadStore", "under_roots"]
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 CODE_SUFFIXES = (".py", ".so", ".dll", ".dylib")

@@ -17,7 +17,7 @@ from golive import jobs
 from golive.errors import GoliveError
 from golive.web.uploads import UploadStore
 
-__all__ = ["job_views", "Answer", "JOB_FILES", "duration"]
+__all__ = ["JOB_FILES", "Answer", "duration", "job_views"]
 
 JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
     "model.onnx": ("run", "application/octet-stream"), "golive.json": ("run", "application/json"),
