@@ -74,8 +74,13 @@ class Captured:
     text: str = ""
 
     def tail(self, lines: int = 8) -> str:
-        kept = [ln for ln in self.text.splitlines() if ln.strip()]
-        return "\n".join(kept[-lines:])
+        return last_lines(self.text, lines)
+
+
+def last_lines(text: str, lines: int) -> str:
+    """The last ``lines`` non-blank lines of ``text``: what a failed tool or process said last."""
+    kept = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
 
 
 @contextlib.contextmanager

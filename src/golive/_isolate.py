@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from golive._io import last_lines
+
 __all__ = ["death_message", "in_worker", "log_tail", "preload"]
 
 _PRELOAD = ["numpy", "onnxruntime", "golive.runtime"]
@@ -54,8 +56,7 @@ def log_tail(text_or_path: str | Path | None, lines: int = 12) -> str:
             text = f.read().decode(errors="replace")
     else:
         text = text_or_path
-    kept = [ln for ln in text.splitlines() if ln.strip()]
-    return "\n".join(kept[-lines:])
+    return last_lines(text, lines)
 
 
 def _child(conn: Any, target: str, args: tuple) -> None:
