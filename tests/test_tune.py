@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -86,9 +87,12 @@ def test_tune_minilm_small_budget(tmp_path, monkeypatch):
 
 def test_a_candidate_that_kills_its_worker_is_reported_failed(mnist_dir, tmp_path):
     # a user's transform by import path; its model holds a custom op whose kernel kills the measuring process
-    crash = str(TESTS / "crash_worker.py")
+    passes = tmp_path / "passes"
+    passes.mkdir()
+    crash = str(shutil.copy(TESTS / "crash_worker.py", passes))
     name = f"{crash}:add_a_node_that_kills_its_process"
     result = golive.tune(mnist_dir, tmp_path / "t", budget=8, transforms=[name], custom_ops=[crash])
+    assert [p.name for p in passes.iterdir()] == ["crash_worker.py"]  # its results went to the tune's work folder
     crashed = [c for c in result.report.candidates if c.transforms == [name]]
     assert crashed and crashed[0].status == "failed" and "SIGKILL" in crashed[0].reason, [(c.transforms, c.status, c.reason) for c in result.report.candidates]
     assert crashed[0].transform_info[0]["note"] == "the process measuring this model dies"  # the transform itself ran

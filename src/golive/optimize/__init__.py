@@ -6,6 +6,7 @@ transform helps, and whether its result is still correct, is for the tuner to me
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golive._imports import is_import_path
 from golive.errors import GoliveError, TransformError
 
 __all__ = ["TRANSFORMS", "Transform", "TransformContext", "TransformError", "apply_chain", "check_transforms", "get_transform"]
@@ -134,10 +136,18 @@ def get_transform(name: str) -> Transform:
     t = TRANSFORMS.get(name)
     if t is not None:
         return t
-    if ":" in name and all(name.partition(":")[::2]):
+    if is_import_path(name):
         return Transform(name, f"the user transform {name}", name, staged=False)
     raise GoliveError(f"unknown transform {name!r}",
                       hint="transforms: " + ", ".join(TRANSFORMS) + "; or your own as module:function or file.py:function")
+
+
+def _folder_name(name: str) -> str:
+    """A transform's name as a folder name: a user transform's import path holds '/' (and an absolute one would
+    replace the folder it is joined to), so it becomes ``user-`` and a digest of the path."""
+    if name in TRANSFORMS:
+        return name
+    return "user-" + hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
 def check_transforms(names: list[str] | None) -> None:
@@ -164,7 +174,7 @@ def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext, 
 
     path, done = src, []
     for i, name in enumerate(names):
-        folder = work / "+".join(names[: i + 1])
+        folder = work / "+".join(_folder_name(n) for n in names[: i + 1])
         if not (folder / "transform.json").exists():
             partial = folder.with_name(folder.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
