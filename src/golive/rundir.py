@@ -24,6 +24,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +36,7 @@ from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.verification import VerifyReport
 
+fcntl: ModuleType | None  # None where there is no fcntl (Windows)
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no folder lock

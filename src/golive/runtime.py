@@ -240,11 +240,11 @@ def _cgroup_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cg
                 if not str(folder).startswith(root):
                     break
                 try:
-                    quota, period = (folder / "cpu.max").read_text().split()[:2]
+                    quota_text, period_text = (folder / "cpu.max").read_text().split()[:2]
                 except (OSError, ValueError):
                     continue
-                if quota != "max" and float(period) > 0:
-                    limits.append(float(quota) / float(period))
+                if quota_text != "max" and float(period_text) > 0:
+                    limits.append(float(quota_text) / float(period_text))
         elif "cpu" in controllers.split(","):
             for base in (Path(root) / "cpu,cpuacct", Path(root) / "cpu"):
                 for folder in (base / rel, base):
@@ -264,7 +264,7 @@ _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
 
 def cpu_features() -> dict[str, object]:
     """The CPU model and the instruction sets INT8 and BF16 speed depend on (VNNI, AMX, ARM dot products)."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

@@ -116,9 +116,11 @@ class WorkerPool:
         except OSError as exc:
             self.store.finish(job.id, job.attempt, self.pid, "failed", error=f"cannot start the job's process: {exc}")
             return
-        self.store.started(job.id, job.attempt, process.pid)
+        pid = process.pid
+        assert pid is not None  # start() returned, so the child exists
+        self.store.started(job.id, job.attempt, pid)
         self.running[job.id] = _Running(job, process)
-        log.info("job %s attempt %d started (pid %d)", job.id, job.attempt, process.pid)
+        log.info("job %s attempt %d started (pid %d)", job.id, job.attempt, pid)
 
     def _beat(self) -> None:
         cancel, lost = self.store.heartbeat(list(self.running), self.pid)

@@ -87,8 +87,8 @@ class JobRecord(BaseModel):
     finished: float | None = None
     heartbeat: float | None = None
     host: str | None = None
-    worker_pid: int | None = Field(None, description="the worker pool process running it")
-    job_pid: int | None = Field(None, description="the job's own process (leader of its process group)")
+    worker_pid: int | None = Field(default=None, description="the worker pool process running it")
+    job_pid: int | None = Field(default=None, description="the job's own process (leader of its process group)")
     cancel_requested: bool = False
     run_dir: str
     log_path: str
