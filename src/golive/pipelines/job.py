@@ -41,8 +41,8 @@ class _Strict(BaseModel):
 
 
 class Resources(_Strict):
-    cpu: float | None = Field(None, gt=0, description="CPU request and limit, in cores (e.g. 2 or 0.5).")
-    memory: str | None = Field(None, description="Memory request and limit, e.g. 8Gi.")
+    cpu: float | None = Field(default=None, gt=0, description="CPU request and limit, in cores (e.g. 2 or 0.5).")
+    memory: str | None = Field(default=None, description="Memory request and limit, e.g. 8Gi.")
 
     @field_validator("memory")
     @classmethod
