@@ -20,7 +20,7 @@ from pathlib import Path
 
 from golive._worker import GRACE_SECONDS, StepProcess, decode_error
 from golive.errors import JobError
-from golive.jobs.store import JobRecord, JobStore, this_host
+from golive.jobs.store import JobRecord, JobStore, State, this_host
 
 __all__ = ["WorkerPool"]
 
@@ -155,7 +155,8 @@ class WorkerPool:
     def _record_end(self, r: _Running) -> None:
         job, process = r.job, r.process
         outcome = process.outcome
-        state, error, sig, summary = "failed", None, None, {}
+        state: State = "failed"
+        error, sig, summary = None, None, {}
         cancelled = outcome is not None and outcome["kind"] == "error" and outcome["error"].get("class") == "CancelledError"
         if outcome is not None and outcome["kind"] == "result":
             value = outcome["value"]
