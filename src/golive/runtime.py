@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from golive.errors import GoliveError, ModelLoadError
 
 __all__ = [
+    "GraphLevel",
     "SessionConfig",
     "available_cpus",
     "cpu_features",
@@ -28,13 +29,15 @@ __all__ = [
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
 
+GraphLevel = Literal["disable", "basic", "extended", "all"]  # ONNX Runtime's graph optimization levels
+
 
 class SessionConfig(BaseModel):
     """How to build an InferenceSession: provider, its options, and session options."""
 
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: list[dict[str, Any]] = Field(default_factory=list)
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    graph_optimization_level: GraphLevel = "all"
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default, capped at the CPUs the process may use (available_cpus)
     inter_op_num_threads: int = 0
     execution_mode: Literal["sequential", "parallel"] = "sequential"

@@ -137,7 +137,7 @@ def load_pipeline_job(path: str | Path) -> PipelineJob:
         if raw:
             raise GoliveError(f"{path}: unknown field(s) {', '.join(sorted(raw))}",
                               hint="a pipeline job has source/models, convert, verify, tune, targets, resources, name, image")
-        target_list = [Target.model_validate(t) for t in targets] or [None]
+        target_list: list[Target | None] = [Target.model_validate(t) for t in targets] or [None]  # None: no target
         items = []
         for m in entries:
             for t in target_list:
