@@ -129,3 +129,12 @@ def test_skops_file_with_foreign_types_needs_trust(tmp_path, iris, cli, monkeypa
                        "--input", "input:float32[batch,4]")
     assert code == 2 and "skl2onnx cannot convert" in err and "MyScaler" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tree_model_needs_a_fixed_feature_count(tmp_path, iris, cli):
+    x, y = iris
+    lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(x, y), 5).save_model(
+        tmp_path / "model.txt")
+    code, _, err = cli("convert", tmp_path / "model.txt", "-o", tmp_path / "o", "--input", "input:float32[batch,features]")
+    assert code == 2 and "LightGBM model takes one [batch, features] input" in err, err
+    assert not (tmp_path / "o").exists()

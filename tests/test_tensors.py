@@ -105,3 +105,18 @@ def test_bind_inputs_checks_names_types_and_shapes():
         bind_inputs({"x": np.zeros((2, 5), dtype=np.float32)}, specs, where="t")
     with pytest.raises(DataError, match="model wants float32"):
         bind_inputs({"x": np.array([["a"] * 4] * 2)}, specs, where="t")
+
+
+def test_npz_of_arrays_named_like_np_savez_arguments(tmp_path):
+    # np.savez(path, **arrays) takes an array named file or allow_pickle for its own argument; tuning saves inputs
+    # and outputs by tensor name, so it writes them with _io.save_npz
+    from golive._io import save_npz
+
+    arrays = {"file": np.arange(3), "allow_pickle": np.ones((2, 2), np.float32), "x": np.array(5)}
+    save_npz(tmp_path / "a.npz", arrays)
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["allow_pickle", "file", "x"]
+        for name, value in arrays.items():
+            assert z[name].dtype == value.dtype and np.array_equal(z[name], value)
+    sets = load_data(tmp_path / "a.npz", ["file", "allow_pickle"])
+    assert np.array_equal(sets[0].inputs["file"], arrays["file"])

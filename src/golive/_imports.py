@@ -70,6 +70,8 @@ def load_module(name: str, *, reuse: bool = False) -> ModuleType:
             if origin and origin.endswith(".py") and Path(origin).resolve() == resolved:
                 return existing
         spec = importlib.util.spec_from_file_location(unique, file)
+        if spec is None or spec.loader is None:  # a .py file always gets a spec with a loader; said for the checker
+            raise ModelLoadError(f"importing {file} failed: Python found no loader for it")
         module = importlib.util.module_from_spec(spec)
         sys.modules[unique] = module
         folder = str(file.resolve().parent)

@@ -1,4 +1,4 @@
-"""Atomic JSON writes, the package versions a record names, and capturing what converters print."""
+"""Atomic JSON writes, .npz files of named arrays, the package versions a record names, and capturing what converters print."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,17 @@ def write_json(path: Path, data: Any) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     sync_dir(path.parent)
+
+
+def save_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
+    """Save arrays by name in an uncompressed .npz, as ``np.savez(path, **arrays)`` does, for any name: np.savez
+    takes an array named ``file`` or ``allow_pickle`` for its own argument of that name."""
+    import numpy as np
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=True)
 
 
 def sync_tree(path: Path) -> None:

@@ -74,7 +74,7 @@ def input_specs(loaded: LoadedModel, options: ConvertOptions, data: list[Sample]
         raise InputSpecError(f"input names repeat: {', '.join(names)}")
 
     if options.dynamic:
-        dynamic = {}
+        dynamic: dict[str, dict[int, str]] = {}
         for text in options.dynamic:
             name, axes = parse_dynamic(text)
             dynamic.setdefault(name, {}).update(axes)
@@ -83,8 +83,8 @@ def input_specs(loaded: LoadedModel, options: ConvertOptions, data: list[Sample]
         # By default the first axis is a dynamic batch (kept static if the model does not allow it).
         loaded.details["default_dynamic"] = True
         loaded.details["declared_shapes"] = {s.name: list(s.shape) for s in specs if s.shape}
-        first = next((s.shape[0] for s in specs if s.shape), None)
-        if first and first >= 2:  # trace at the size asked for; 0 and 1 would make torch.export specialize the axis
+        first = next((s.shape[0] for s in specs if s.shape), None)  # an int: no shape here is dynamic
+        if isinstance(first, int) and first >= 2:  # trace at the size asked for; 0 and 1 would make torch.export specialize the axis
             loaded.dim_sizes.setdefault(BATCH, first)
         specs = [s.model_copy(update={"shape": [BATCH, *s.shape[1:]]}) if s.shape else s for s in specs]
 

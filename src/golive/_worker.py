@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from golive._isolate import death_message, log_tail
 from golive.errors import CancelledError, GoliveError, StepCrashedError
@@ -57,13 +57,20 @@ class StepProcess:
         self._own_log = log_path is None
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.outcome: dict[str, Any] | None = None
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.cancel_sent_at: float | None = None
         self.reader_done = threading.Event()
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def _child(self) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
+        """The child and its stdin and stdout pipes: the methods below run only once start() has made them."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise RuntimeError("the step process has not been started")
+        return proc, proc.stdin, proc.stdout
 
     def start(self) -> StepProcess:
         if self.log_path is None:
@@ -77,14 +84,15 @@ class StepProcess:
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen([sys.executable, "-m", "golive._worker"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=log_file, start_new_session=True, close_fds=True)
-        self.proc.stdin.write((json.dumps(task) + "\n").encode())
-        self.proc.stdin.flush()
-        threading.Thread(target=self._read, name=f"golive-step-{self.proc.pid}", daemon=True).start()
+        proc, stdin, _ = self._child()
+        stdin.write((json.dumps(task) + "\n").encode())
+        stdin.flush()
+        threading.Thread(target=self._read, name=f"golive-step-{proc.pid}", daemon=True).start()
         return self
 
     def _read(self) -> None:
         """Split the child's protocol stream into messages (raw reads: no buffer lock to get stuck on)."""
-        fd, pending = self.proc.stdout.fileno(), b""
+        fd, pending = self._child()[2].fileno(), b""
         try:
             while True:
                 chunk = os.read(fd, 65536)
@@ -111,34 +119,36 @@ class StepProcess:
         """Ask the step to stop at its next check; ``kill`` it if it has not after the grace period."""
         if self.cancel_sent_at is None:
             self.cancel_sent_at = time.monotonic()
+        stdin = self._child()[1]
         try:
-            self.proc.stdin.write(b"cancel\n")
-            self.proc.stdin.flush()
+            stdin.write(b"cancel\n")
+            stdin.flush()
         except (BrokenPipeError, ValueError, OSError):
             pass
 
     def kill(self) -> None:
         """SIGKILL the step's whole process group (the step and every process it started)."""
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self._child()[0].pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
     def poll(self) -> int | None:
-        return self.proc.poll()
+        return self._child()[0].poll()
 
     def finish(self) -> None:
         """After the child exited: end the stragglers of its group, close the pipes, drop a temporary log."""
+        proc, stdin, stdout = self._child()
         self.kill()  # anything of its process group still running (a measuring process, say)
-        self.proc.wait()
+        proc.wait()
         try:
-            self.proc.stdin.close()
+            stdin.close()
         except OSError:
             pass
         if self.reader_done.wait(5):  # the group is gone, so the protocol pipe has reached its end
-            self.proc.stdout.close()
+            stdout.close()
         else:  # a process that left the group still holds it; closing under a blocked read is not safe
-            log.debug("a process started by step %s still holds its output pipe", self.proc.pid)
+            log.debug("a process started by step %s still holds its output pipe", proc.pid)
         if self._own_log and self.log_path is not None:
             if log.isEnabledFor(logging.DEBUG):
                 text = self.log_path.read_text(errors="replace").strip()
@@ -147,7 +157,7 @@ class StepProcess:
             self.log_path.unlink(missing_ok=True)
 
     def crash_error(self, what: str) -> StepCrashedError:
-        code = self.proc.returncode
+        code = self._child()[0].returncode
         tail = log_tail(self.log_path)
         message, sig = death_message(code, f"the process running {what}")
         if tail:

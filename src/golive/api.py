@@ -14,9 +14,9 @@ import contextvars
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from golive.errors import GoliveError, validation_problems
 from golive.events import CancelToken, Event, EventHandler
@@ -72,7 +72,10 @@ def _call(entry: str, what: str, on_event: EventHandler | None, cancel: CancelTo
         return call(f"golive.steps:{entry}", kwargs, what=what, on_event=handler, cancel=cancel)
 
 
-def _validated(model, **values):
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+
+def _validated(model: type[_ModelT], **values: Any) -> _ModelT:
     try:
         return model(**values)
     except ValidationError as exc:

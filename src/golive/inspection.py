@@ -25,7 +25,7 @@ class ModelSummary(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     node_count: int
-    subgraph_node_count: int = Field(0, description="nodes inside Loop/If/Scan bodies")
+    subgraph_node_count: int = Field(default=0, description="nodes inside Loop/If/Scan bodies")
     op_types: dict[str, int] = Field(description="op type -> count, including subgraphs, most frequent first")
     functions: int = 0
     custom_ops: dict[str, list[str]] = Field(

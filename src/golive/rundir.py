@@ -24,7 +24,8 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,6 +36,7 @@ from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.verification import VerifyReport
 
+fcntl: ModuleType | None  # None where there is no fcntl (Windows)
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no folder lock
@@ -112,21 +114,21 @@ class ConvertRecord(_Record):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     export_sizes: dict[str, int] = Field(default_factory=dict)
-    input_structure: dict[str, Any] | None = Field(None, description=(
+    input_structure: dict[str, Any] | None = Field(default=None, description=(
         "nested or keyword-only inputs: how the ONNX inputs (leaves, named by path: hc.0) make up forward()'s arguments"))
-    output_structure: Any = Field(None, description="nested or dict outputs: where each ONNX output lies in what forward() returns")
+    output_structure: Any = Field(default=None, description="nested or dict outputs: where each ONNX output lies in what forward() returns")
     custom_ops: list[str] = Field(default_factory=list, description="registrations every session needs; files copied into custom_ops/")
     external_data: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
     verification: VerifyReport | None = None
-    spec_key: str = Field("", description="hash of the step's spec and input files: an unchanged key skips the step")
+    spec_key: str = Field(default="", description="hash of the step's spec and input files: an unchanged key skips the step")
 
 
 class VerifyRecord(_Record):
     """verify.json: a later ``golive verify`` of a run folder."""
 
     options: VerifyOptions
-    source: str | None = Field(None, description="the source verified against, when not the recorded one")
+    source: str | None = Field(default=None, description="the source verified against, when not the recorded one")
     model_fingerprint: str | None = None
     report: VerifyReport
 
@@ -186,6 +188,10 @@ def write_record(path: Path, record: BaseModel) -> None:
 
 # ---------------------------------------------------------------- relative paths
 
+@overload
+def to_record(value: str, folder: Path) -> str: ...
+@overload
+def to_record(value: None, folder: Path) -> None: ...
 def to_record(value: str | None, folder: Path) -> str | None:
     """A path as the run folder records it: relative to ``folder`` (``pkg:`` and module names as given)."""
     if value is None or value.startswith("pkg:"):
@@ -200,6 +206,10 @@ def to_record(value: str | None, folder: Path) -> str | None:
     return rel + attr
 
 
+@overload
+def from_record(value: str, folder: Path) -> str: ...
+@overload
+def from_record(value: None, folder: Path) -> None: ...
 def from_record(value: str | None, folder: Path) -> str | None:
     """The path a record names, made absolute against ``folder`` (``pkg:`` and module names as given)."""
     if value is None or value.startswith("pkg:"):

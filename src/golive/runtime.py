@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from golive.errors import GoliveError, ModelLoadError
 
 __all__ = [
+    "GraphLevel",
     "SessionConfig",
     "available_cpus",
     "cpu_features",
@@ -28,13 +29,15 @@ __all__ = [
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
 
+GraphLevel = Literal["disable", "basic", "extended", "all"]  # ONNX Runtime's graph optimization levels
+
 
 class SessionConfig(BaseModel):
     """How to build an InferenceSession: provider, its options, and session options."""
 
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: list[dict[str, Any]] = Field(default_factory=list)
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    graph_optimization_level: GraphLevel = "all"
     intra_op_num_threads: int = 0  # 0: ONNX Runtime's default, capped at the CPUs the process may use (available_cpus)
     inter_op_num_threads: int = 0
     execution_mode: Literal["sequential", "parallel"] = "sequential"
@@ -240,11 +243,11 @@ def _cgroup_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cg
                 if not str(folder).startswith(root):
                     break
                 try:
-                    quota, period = (folder / "cpu.max").read_text().split()[:2]
+                    quota_text, period_text = (folder / "cpu.max").read_text().split()[:2]
                 except (OSError, ValueError):
                     continue
-                if quota != "max" and float(period) > 0:
-                    limits.append(float(quota) / float(period))
+                if quota_text != "max" and float(period_text) > 0:
+                    limits.append(float(quota_text) / float(period_text))
         elif "cpu" in controllers.split(","):
             for base in (Path(root) / "cpu,cpuacct", Path(root) / "cpu"):
                 for folder in (base / rel, base):
@@ -264,7 +267,7 @@ _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
 
 def cpu_features() -> dict[str, object]:
     """The CPU model and the instruction sets INT8 and BF16 speed depend on (VNNI, AMX, ARM dot products)."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

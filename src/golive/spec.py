@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -29,7 +29,7 @@ __all__ = [
     "map_job_paths",
 ]
 
-SPEC_VERSION = 1
+SPEC_VERSION: Final = 1
 
 
 class _Strict(BaseModel):
@@ -84,6 +84,7 @@ class ConvertOptions(_Strict):
     def _check_syntax(cls, v: list[str], info: ValidationInfo) -> list[str]:
         from golive import tensors
 
+        assert info.field_name is not None  # a validator bound to named fields always gets the field's name
         parse = {"inputs": tensors.parse_input_spec, "dynamic": tensors.parse_dynamic,
                  "int_ranges": tensors.parse_int_range}[info.field_name]
         for item in v:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -135,6 +136,8 @@ def parse_int_range(text: str) -> tuple[str | None, int, int]:
     """Parse ``[NAME=]LOW:HIGH`` (HIGH exclusive, as numpy's randint)."""
     name, eq, rng = text.rpartition("=")
     low, sep, high = rng.partition(":")
+    lo: int | None
+    hi: int | None
     try:
         lo, hi = int(low), int(high)
     except ValueError:
@@ -206,7 +209,12 @@ def dynamic_dims(specs: Iterable[TensorSpec]) -> list[str]:
     return seen
 
 
+@overload
+def dim_name(spec: TensorSpec, axis: int, dim: str | None) -> str: ...
+@overload
+def dim_name(spec: TensorSpec, axis: int, dim: Dim) -> str | None: ...
 def dim_name(spec: TensorSpec, axis: int, dim: Dim) -> str | None:
+    """The name of a dynamic axis (its own, or the one golive gives an unnamed axis); None for a fixed size."""
     if isinstance(dim, int):
         return None
     if isinstance(dim, str):

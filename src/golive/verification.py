@@ -59,8 +59,8 @@ class OutputStats(BaseModel):
     max_rel: float = 0.0
     p99_abs: float = 0.0
     mismatch_share: float = 0.0
-    atol_needed: float = Field(0.0, description="smallest atol that passes at this rtol")
-    rtol_needed: float = Field(0.0, description="smallest rtol that passes at this atol (inf: no rtol can)")
+    atol_needed: float = Field(default=0.0, description="smallest atol that passes at this rtol")
+    rtol_needed: float = Field(default=0.0, description="smallest rtol that passes at this atol (inf: no rtol can)")
     label_agreement: float | None = None
     passed: bool
     note: str | None = None

@@ -37,6 +37,7 @@ class _Viewer:
         self.proc = subprocess.Popen([sys.executable, "-m", "golive.web.viewer", str(self.port)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                      start_new_session=True)
+        assert self.proc.stdout is not None  # stdout=PIPE
         line = self.proc.stdout.readline()
         if not line.startswith("ready"):
             self.proc.kill()

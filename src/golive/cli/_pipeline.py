@@ -52,8 +52,8 @@ def pipeline_run(
         from golive import pipelines
 
         if host:
-            result = pipelines.submit(job, host, experiment=experiment, image=image)
-            out.print(result["url"] if not as_json else json.dumps(result), highlight=False)
+            submitted = pipelines.submit(job, host, experiment=experiment, image=image)
+            out.print(submitted["url"] if not as_json else json.dumps(submitted), highlight=False)
             return
         if image:
             raise GoliveError("--image is for a cluster: a local run uses this Python environment")

@@ -15,7 +15,7 @@ def _num(x: float | None) -> str:
     return "0" if x == 0 else f"{x:.3g}"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -126,7 +126,7 @@ def render_tune(console: Console, result) -> None:
                       verdict)
     console.print(table)
     if len(report.candidates) > shown:
-        counts = {}
+        counts: dict[str, int] = {}
         for c in report.candidates:
             counts[c.status] = counts.get(c.status, 0) + 1
         console.print(f"… {len(report.candidates) - shown} more in report.json / report.html; all: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -178,7 +178,7 @@ def tune(
                 raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
             sizes[name.strip()] = int(value)
         chosen = split(transforms)
-        options = {"budget": budget, "providers": split(providers), "objective": objective, "data": data,
+        options: dict[str, Any] = {"budget": budget, "providers": split(providers), "objective": objective, "data": data,
                    "transforms": None if not chosen else [] if chosen == ["none"] else chosen, "dim_sizes": sizes,
                    "concurrency": concurrency, "max_batch": max_batch, "fixed_shape": fixed_shape, "metrics": {**T().metrics, **metrics},
                    "custom_ops": custom_ops}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.nd
     axes = {k: v for k, v in axes.items() if v}
     if not axes:
         return None
-    sizes = {}
+    sizes: dict[str, int] = {}
     for s in inputs:
         for axis, name in axes.get(s.name, {}).items():
             sizes.setdefault(name, int(sample[s.name].shape[axis]))
@@ -298,7 +299,7 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
             dims[name] = torch.export.Dim(re.sub(r"\W", "_", name))
         return dims[name]
 
-    dynamic_shapes = None
+    dynamic_shapes: dict[str, Any] | tuple[Any, ...] | None = None
 
     def spec(name: str):
         return {a: dim(n) for a, n in axes.get(name, {}).items()} or None
@@ -317,6 +318,7 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
                 loaded.model, args, None, kwargs=kwargs or None, dynamo=True, input_names=input_names, output_names=output_names,
                 opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False,
                 custom_translation_table=translations)
+        assert program is not None  # dynamo=True always returns an ONNXProgram
         if shapes is not None:  # fix up the in-memory model: no second parse of a large file
             _check_dynamic(program.model, axes)
             _rename_dims(program.model, axes)

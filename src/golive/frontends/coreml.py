@@ -35,7 +35,8 @@ def _adapt() -> None:
     import onnxmltools.convert.common.utils as utils
 
     if not hasattr(onnx, "onnx_proto"):
-        onnx.onnx_proto = onnx  # the converters spell onnx.TensorProto as onnx_proto.TensorProto
+        # the converters spell onnx.TensorProto as onnx_proto.TensorProto; a name onnx no longer has, added here
+        onnx.onnx_proto = onnx  # type: ignore[attr-defined]
 
     if not hasattr(data_types, "find_type_conversion"):
         def find_type_conversion(source_type, target_type):
@@ -104,9 +105,10 @@ class CoreMLFrontend:
         if kind == "mlProgram":
             raise ModelLoadError(f"{path.name} is an ML program: onnxmltools converts neural-network and classic-ML specs only",
                                  hint="convert the model from its original framework instead")
-        inputs = [_input_spec(f) for f in spec.description.input]
+        declared = [_input_spec(f) for f in spec.description.input]
+        inputs = [i for i in declared if i is not None]
         return LoadedModel(framework=self.name, source=source, model=spec, kind=kind,
-                           inputs=None if any(i is None for i in inputs) else inputs,
+                           inputs=inputs if len(inputs) == len(declared) else None,
                            output_names=[o.name for o in spec.description.output],
                            classifier=kind.endswith("Classifier"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, require
-from golive.frontends._tabular import classifier_outputs, name_batch_axis, tabular_input
+from golive.frontends._tabular import classifier_outputs, feature_count, name_batch_axis, tabular_input
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
@@ -39,7 +39,7 @@ class GbdtFrontend:
         onnxmltools = require("onnxmltools", extra="gbdt", purpose="Converting a gradient-boosted tree model")
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        n = int(inputs[0].shape[1])
+        n = feature_count(inputs, "XGBoost" if loaded.framework == "xgboost" else "LightGBM")
         initial = [(inputs[0].name, FloatTensorType([None, n]))]
         try:
             if loaded.framework == "xgboost":

@@ -14,11 +14,12 @@ libsvm's order); a regressor gives ``value`` ([batch, 1]). Verification runs ``s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, require
-from golive.frontends._tabular import name_batch_axis, tabular_input
+from golive.frontends._tabular import feature_count, name_batch_axis, tabular_input
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
@@ -76,7 +77,7 @@ class LibSvmFrontend:
         from onnx import TensorProto, helper
 
         model = loaded.model
-        n = int(inputs[0].shape[1])
+        n = feature_count(inputs, "LibSVM")
         if n < loaded.details["features"]:
             raise ExportError(f"the model's support vectors use feature {loaded.details['features']}, the input has {n}",
                               hint=f"--input input:float32[batch,{loaded.details['features']}] (or more)")
@@ -86,7 +87,7 @@ class LibSvmFrontend:
                 if k > 0:
                     sv[i, k - 1] = v
         p = model.param
-        attrs = {"kernel_type": KERNELS[p.kernel_type], "kernel_params": [float(p.gamma), float(p.coef0), float(p.degree)],
+        attrs: dict[str, Any] = {"kernel_type": KERNELS[p.kernel_type], "kernel_params": [float(p.gamma), float(p.coef0), float(p.degree)],
                  "support_vectors": sv.ravel().tolist(), "post_transform": "NONE"}
         nr_class = model.get_nr_class()
         coef = np.array([[model.sv_coef[j][i] for i in range(model.l)] for j in range(max(nr_class - 1, 1))], np.float32)
@@ -102,6 +103,7 @@ class LibSvmFrontend:
             if probability and nr_class > 2:  # pairwise coupling, as libsvm's multiclass_probability
                 attrs["prob_a"] = [float(model.probA[i]) for i in range(pairs)]
                 attrs["prob_b"] = [float(model.probB[i]) for i in range(pairs)]
+            assert loaded.output_names is not None  # load() names a classifier's two outputs
             out_name = loaded.output_names[1]
             inits = [helper.make_tensor("one", TensorProto.INT64, [1], [1]), helper.make_tensor("two", TensorProto.INT64, [1], [2])]
             binary = nr_class == 2

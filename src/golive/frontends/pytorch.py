@@ -14,7 +14,7 @@ import numpy as np
 from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
 from golive.frontends.base import ExportResult, LoadedModel, is_import_path
 from golive.spec import ConvertOptions
-from golive.tensors import TensorSpec
+from golive.tensors import Dim, TensorSpec
 
 __all__ = ["FRONTEND", "PyTorchFrontend"]
 
@@ -190,7 +190,7 @@ def _exported_program_inputs(ep) -> list[TensorSpec]:
         val = node.meta.get("val")
         if val is None or not hasattr(val, "shape"):
             continue
-        shape = [int(d) if str(d).isdigit() else ("batch" if i == 0 else f"{node.name}_{i}")
+        shape: list[Dim] = [int(d) if str(d).isdigit() else ("batch" if i == 0 else f"{node.name}_{i}")
                  for i, d in enumerate(val.shape)]
         specs.append(TensorSpec(name=node.name, dtype=str(val.dtype).replace("torch.", ""), shape=shape))
     return specs
@@ -230,7 +230,7 @@ def _load_transformers(path: Path, attention: str | None = None) -> LoadedModel:
                         int_range=(0, vocab) if vocab else None)]
     if "attention_mask" in params:
         specs.append(TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "sequence"], int_range=(1, 2)))
-    if "token_type_ids" in params and getattr(config, "type_vocab_size", 0):
+    if "token_type_ids" in params and getattr(config, "type_vocab_size", None):
         specs.append(TensorSpec(name="token_type_ids", dtype="int64", shape=["batch", "sequence"],
                                 int_range=(0, config.type_vocab_size)))
     wrapper = _TransformersWrapper(model, [s.name for s in specs])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import FrameworkError, InputSpecError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
-from golive.frontends._tabular import classifier_outputs, name_batch_axis, tabular_input
+from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
+from golive.frontends._tabular import classifier_outputs, feature_count, name_batch_axis, tabular_input
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
@@ -60,10 +60,7 @@ class SklearnFrontend:
         from skl2onnx.common.data_types import FloatTensorType
 
         model = loaded.model
-        if not inputs[0].shape or len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
-            raise InputSpecError(f"a scikit-learn model takes one [batch, features] input, not {inputs[0]}",
-                                 hint="--input input:float32[batch,N] with N the number of features")
-        n = inputs[0].shape[1]
+        n = feature_count(inputs, "scikit-learn")
         convert_options = None
         if loaded.classifier:
             final = model.steps[-1][1] if hasattr(model, "steps") else model

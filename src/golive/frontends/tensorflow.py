@@ -44,7 +44,7 @@ from golive.frontends._tf_names import (
 )
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
-from golive.tensors import BATCH, TensorSpec, parse_input_spec
+from golive.tensors import BATCH, Dim, TensorSpec, parse_input_spec
 
 __all__ = ["FRONTEND"]
 
@@ -78,11 +78,11 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
-def _dim_names(name: str, dims: list[int | None] | None, integer: bool) -> list[int | str] | None:
+def _dim_names(name: str, dims: list[int | None] | None, integer: bool) -> list[Dim] | None:
     """TensorFlow's unknown sizes (None) become named dynamic axes: batch first, sequence for token ids."""
     if dims is None:
         return None
-    out: list[int | str] = []
+    out: list[Dim] = []
     for axis, d in enumerate(dims):
         if d is not None and d >= 0:
             out.append(int(d))
@@ -121,7 +121,7 @@ def _keras_signature(model, inputs: list[TensorSpec]):
     if len(keras.tree.flatten(structure)) != len(inputs):
         return structure
     specs = _tf_signature(inputs)
-    by_name = {s.name: spec for s, spec in zip(inputs, specs, strict=True)}
+    by_name: dict[str | None, Any] = {s.name: spec for s, spec in zip(inputs, specs, strict=True)}
     by_position = iter(specs)
     return keras.tree.map_structure(lambda spec: by_name.get(getattr(spec, "name", None)) or next(by_position), structure)
 
@@ -301,7 +301,7 @@ class TensorFlowFrontend:
             result.notes.extend(notes)
             if not options.inputs and not options.dynamic and inputs and \
                     all(s.shape and isinstance(s.shape[0], int) for s in inputs):
-                result.notes.append("the model fixes its batch size (" + ", ".join(f"{s.name}: {s.shape[0]}" for s in inputs)
+                result.notes.append("the model fixes its batch size (" + ", ".join(f"{s.name}: {(s.shape or ['?'])[0]}" for s in inputs)
                                     + "), so the ONNX model has static shapes; save it with a None batch dimension "
                                       "for a dynamic batch")
             failed = [a for a in result.attempts if not a["ok"]]
@@ -328,7 +328,7 @@ class TensorFlowFrontend:
         notes: list[str] = []
         if loaded.kind == "frozen-graph":
             if loaded.details.get("guessed_outputs"):
-                notes.append(f"outputs taken from the graph's unconsumed nodes ({', '.join(loaded.output_names)}); "
+                notes.append(f"outputs taken from the graph's unconsumed nodes ({', '.join(loaded.output_names or [])}); "
                              "name others with --output-names")
             return self._from_graph(loaded, inputs, options, custom), notes
         if loaded.kind == "saved-model":
@@ -369,7 +369,7 @@ class TensorFlowFrontend:
         overrides = {tensor_name(s.name): [d if isinstance(d, int) else None for d in s.shape] for s in inputs if s.shape}
         model, _ = tf2onnx.convert.from_graph_def(
             loaded.model, input_names=[tensor_name(s.name) for s in inputs],
-            output_names=[tensor_name(n) for n in loaded.output_names], opset=options.opset, shape_override=overrides,
+            output_names=[tensor_name(n) for n in loaded.output_names or []], opset=options.opset, shape_override=overrides,
             custom_ops=custom or None, extra_opset=extra_opsets(custom))
         return model
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from golive._worker import GRACE_SECONDS, StepProcess, decode_error
 from golive.errors import JobError
-from golive.jobs.store import JobRecord, JobStore, this_host
+from golive.jobs.store import JobRecord, JobStore, State, this_host
 
 __all__ = ["WorkerPool"]
 
@@ -116,9 +116,11 @@ class WorkerPool:
         except OSError as exc:
             self.store.finish(job.id, job.attempt, self.pid, "failed", error=f"cannot start the job's process: {exc}")
             return
-        self.store.started(job.id, job.attempt, process.pid)
+        pid = process.pid
+        assert pid is not None  # start() returned, so the child exists
+        self.store.started(job.id, job.attempt, pid)
         self.running[job.id] = _Running(job, process)
-        log.info("job %s attempt %d started (pid %d)", job.id, job.attempt, process.pid)
+        log.info("job %s attempt %d started (pid %d)", job.id, job.attempt, pid)
 
     def _beat(self) -> None:
         cancel, lost = self.store.heartbeat(list(self.running), self.pid)
@@ -153,7 +155,8 @@ class WorkerPool:
     def _record_end(self, r: _Running) -> None:
         job, process = r.job, r.process
         outcome = process.outcome
-        state, error, sig, summary = "failed", None, None, {}
+        state: State = "failed"
+        error, sig, summary = None, None, {}
         cancelled = outcome is not None and outcome["kind"] == "error" and outcome["error"].get("class") == "CancelledError"
         if outcome is not None and outcome["kind"] == "result":
             value = outcome["value"]

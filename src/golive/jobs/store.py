@@ -11,6 +11,7 @@ heartbeat stale) becomes ``interrupted``: not lost, not silently run again; ``re
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -87,8 +88,8 @@ class JobRecord(BaseModel):
     finished: float | None = None
     heartbeat: float | None = None
     host: str | None = None
-    worker_pid: int | None = Field(None, description="the worker pool process running it")
-    job_pid: int | None = Field(None, description="the job's own process (leader of its process group)")
+    worker_pid: int | None = Field(default=None, description="the worker pool process running it")
+    job_pid: int | None = Field(default=None, description="the job's own process (leader of its process group)")
     cancel_requested: bool = False
     run_dir: str
     log_path: str
@@ -236,14 +237,14 @@ class JobStore:
             return self._record(self._db.execute("SELECT * FROM jobs WHERE id=?", (full,)).fetchone())
 
     def list(self, states: list[str] | None = None) -> list[JobRecord]:
-        query, args = "SELECT * FROM jobs", ()
+        query, args = "SELECT * FROM jobs", tuple[str, ...]()
         if states:
             query += f" WHERE state IN ({','.join('?' * len(states))})"
             args = tuple(states)
         with self._lock:
             return [self._record(r) for r in self._db.execute(query + " ORDER BY seq", args).fetchall()]
 
-    def attempts(self, job_id: str) -> list[Attempt]:
+    def attempts(self, job_id: str) -> builtins.list[Attempt]:  # builtins: `list` here is the method above
         full = self.resolve(job_id)
         with self._lock:
             rows = self._db.execute("SELECT * FROM attempts WHERE job_id=? ORDER BY attempt", (full,)).fetchall()
@@ -322,7 +323,7 @@ class JobStore:
             db.execute("UPDATE jobs SET job_pid=? WHERE id=? AND attempt=?", (job_pid, job_id, attempt))
             db.execute("UPDATE attempts SET job_pid=? WHERE job_id=? AND attempt=?", (job_pid, job_id, attempt))
 
-    def heartbeat(self, job_ids: list[str], worker_pid: int) -> tuple[list[str], list[str]]:
+    def heartbeat(self, job_ids: builtins.list[str], worker_pid: int) -> tuple[builtins.list[str], builtins.list[str]]:
         """Refresh the heartbeat of these running jobs. Returns (those whose cancel was asked for, those that
         are no longer this worker's: recovered as interrupted meanwhile, so their processes must stop)."""
         if not job_ids:
@@ -350,7 +351,7 @@ class JobStore:
                            (state, now, error, job_id, attempt))
         return cur.rowcount == 1
 
-    def recover(self, host: str, *, stale_after: float = STALE_AFTER) -> list[str]:
+    def recover(self, host: str, *, stale_after: float = STALE_AFTER) -> builtins.list[str]:
         """Mark the running jobs whose worker is gone: interrupted (cancelled, when that was asked for).
 
         Gone means: on this machine, its worker process is dead; elsewhere, its heartbeat is older than
@@ -386,7 +387,7 @@ class JobStore:
 
 def _group_alive(pgid: int | None) -> bool:
     """Whether a job process (the leader of its own process group) still runs on this machine."""
-    if not pid_alive(pgid):
+    if pgid is None or not pid_alive(pgid):
         return False
     try:
         return os.getpgid(pgid) == pgid

@@ -14,10 +14,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golive._imports import is_import_path
 from golive.errors import GoliveError, TransformError
+
+if TYPE_CHECKING:
+    from golive.runtime import GraphLevel
 
 __all__ = ["TRANSFORMS", "Transform", "TransformContext", "TransformError", "apply_chain", "check_transforms", "get_transform"]
 
@@ -35,7 +38,7 @@ class TransformContext:
     deadline: float | None = None  # time.monotonic() by which the tune must end: a transform that searches stops there
     fixed_sizes: dict[str, int] = field(default_factory=dict)  # fixed_shape: the sizes measured
     weight_levels: int | None = None  # int8_per_token: weight levels, when not this CPU's rule (pertoken.weight_levels)
-    graph_optimization_level: str = "all"  # ort_optimized_graph: the level ONNX Runtime optimizes at before saving
+    graph_optimization_level: GraphLevel = "all"  # ort_optimized_graph: the level ONNX Runtime optimizes at before saving
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,8 @@ def weight_levels(features: dict[str, Any] | None = None) -> int:
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return 127
-    isa = set((features or cpu_features())["isa"])
+    facts: dict[str, Any] = features or cpu_features()
+    isa = set(facts["isa"])
     return 127 if isa & {"avx512_vnni", "avx_vnni", "amx_int8"} else 63
 
 

@@ -98,7 +98,7 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
 
     def score(path: Path) -> float:
         sess = make_session(path, config)
-        vals = []
+        vals: list[float] = []
         for feed, ref in zip(feeds, refs, strict=True):
             outs = sess.run(None, feed)
             vals.extend(_cosine(o, r) for o, r in zip(outs, ref, strict=True) if np.asarray(o).dtype.kind == "f")
@@ -106,7 +106,7 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
 
     base = make_session(src, config)
     refs = [base.run(None, f) for f in feeds]
-    drops = {}
+    drops: dict[str, float] = {}
     one = work / "one.onnx"
     deadline = ctx.deadline
     for name in probe:  # largest weights first: when time runs short, the rest count as harmless

@@ -41,8 +41,8 @@ class _Strict(BaseModel):
 
 
 class Resources(_Strict):
-    cpu: float | None = Field(None, gt=0, description="CPU request and limit, in cores (e.g. 2 or 0.5).")
-    memory: str | None = Field(None, description="Memory request and limit, e.g. 8Gi.")
+    cpu: float | None = Field(default=None, gt=0, description="CPU request and limit, in cores (e.g. 2 or 0.5).")
+    memory: str | None = Field(default=None, description="Memory request and limit, e.g. 8Gi.")
 
     @field_validator("memory")
     @classmethod
@@ -137,7 +137,7 @@ def load_pipeline_job(path: str | Path) -> PipelineJob:
         if raw:
             raise GoliveError(f"{path}: unknown field(s) {', '.join(sorted(raw))}",
                               hint="a pipeline job has source/models, convert, verify, tune, targets, resources, name, image")
-        target_list = [Target.model_validate(t) for t in targets] or [None]
+        target_list: list[Target | None] = [Target.model_validate(t) for t in targets] or [None]  # None: no target
         items = []
         for m in entries:
             for t in target_list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from typing import NoReturn
 
 import numpy as np
 
@@ -18,10 +19,16 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
              "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
+async def _abort(context, code, message: str) -> NoReturn:
+    """End the call with a status: grpc.aio's ``context.abort`` always raises (said here so the checker knows)."""
+    await context.abort(code, message)
+    raise AssertionError("grpc's context.abort returned")
+
+
 def add_service(server, models: dict[str, ServedModel], metrics, *, token: str | None = None, version: str = "0.1.0",
                 state: dict | None = None) -> None:
     """``state``: the HTTP side's; its ``ready`` turns false when the server starts draining, on both protocols."""
-    state = state if state is not None else {"ready": True}
+    shared: dict = state if state is not None else {"ready": True}
     import grpc
     from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
@@ -40,9 +47,9 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
     async def model_of(name: str, wanted: str, context) -> ServedModel:
         model = models.get(name)
         if model is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {name!r}; this server has {', '.join(models)}")
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no model {name!r}; this server has {', '.join(models)}")
         if wanted and wanted != model.version:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name} has no version {wanted!r}; it has {model.version}")
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"model {name} has no version {wanted!r}; it has {model.version}")
         return model
 
     def tensor_meta(m):
@@ -55,12 +62,12 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
 
         async def ServerReady(self, request, context):
             await check(context)
-            return service_pb2.ServerReadyResponse(ready=bool(state["ready"]))
+            return service_pb2.ServerReadyResponse(ready=bool(shared["ready"]))
 
         async def ModelReady(self, request, context):
             await check(context)
             await model_of(request.name, request.version, context)
-            return service_pb2.ModelReadyResponse(ready=bool(state["ready"]))
+            return service_pb2.ModelReadyResponse(ready=bool(shared["ready"]))
 
         async def ServerMetadata(self, request, context):
             await check(context)
@@ -103,7 +110,7 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
                 return response
             except RequestError as exc:
                 outcome = "rejected" if exc.status < 500 else "overloaded" if exc.status == 503 else "error"
-                await context.abort(codes.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
+                await _abort(context, codes.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
             finally:
                 metrics.requests.labels(model.name, "grpc", outcome).inc()
                 metrics.latency.labels(model.name).observe(time.perf_counter() - started)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hmac
 import time
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from golive.serving.model import RequestError, ServedModel
 from golive.serving.protocol import EXTENSIONS, HEADER, decode_request, encode_response
@@ -22,8 +24,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+class ServingApp(Protocol):
+    """What build_app returns: an ASGI app whose ``state.serving`` holds readiness and the request counts."""
+
+    state: State
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = None, max_body: int = 64 * 2**20,
-              server_name: str = "golive", version: str = "0.1.0") -> Starlette:
+              server_name: str = "golive", version: str = "0.1.0") -> ServingApp:
     state = {"ready": True, "accepted": 0, "answered": 0}
     counters: dict[tuple[str, str], Any] = {}  # labelled metric children, looked up once
 
@@ -113,7 +123,8 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
     async def not_found(request: Request, exc):
         return _error(404, f"no route {request.method} {request.url.path}")
 
-    async def request_error(request: Request, exc: RequestError):
+    async def request_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)  # registered for RequestError only; Starlette types handlers for any Exception
         return _error(exc.status, exc.message)
 
     routes = [Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
@@ -123,10 +134,10 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
                    Route(prefix + "/stats", model_stats), Route(prefix + "/infer", infer, methods=["POST"])]
     app = Starlette(routes=routes, exception_handlers={404: not_found, RequestError: request_error})
     app.state.serving = state
-    app = _InferFastPath(app, infer)
+    served: ServingApp = _InferFastPath(app, infer)
     if token:
-        return _TokenGate(app, token)
-    return app
+        return _TokenGate(served, token)
+    return served
 
 
 class _InferFastPath:

@@ -187,7 +187,7 @@ class ServedModel:
         rows = self.validate(feeds)
         if self.queue is None:
             self.queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._loop())
+            self._worker = asyncio.get_running_loop().create_task(self._loop(self.queue))
         if self.pending >= self.max_queue:
             raise Overloaded(f"model {self.name} has {self.pending} requests waiting (the limit): try again shortly")
         future = asyncio.get_running_loop().create_future()
@@ -204,10 +204,10 @@ class ServedModel:
         if self.metrics:
             self.metrics.pending.labels(self.name).set(self.pending)
 
-    async def _loop(self) -> None:
+    async def _loop(self, queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self.queue.get()
+            first = await queue.get()
             batch = [first]
             if self.batchable:
                 if self.max_delay:
@@ -217,12 +217,12 @@ class ServedModel:
                         if left <= 0:
                             break
                         try:
-                            batch.append(await asyncio.wait_for(self.queue.get(), left))
+                            batch.append(await asyncio.wait_for(queue.get(), left))
                         except TimeoutError:
                             break
                 rows = sum(p.rows for p in batch)
-                while not self.queue.empty() and rows < self.max_batch:
-                    nxt = self.queue.get_nowait()
+                while not queue.empty() and rows < self.max_batch:
+                    nxt = queue.get_nowait()
                     batch.append(nxt)
                     rows += nxt.rows
             for group in self._groups(batch):
@@ -352,16 +352,16 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
         raise GoliveError(f"{path} does not exist", hint="serve a tune folder, a convert folder or an .onnx file")
     settings: dict[str, Any] = {}
     if path.is_dir() and ((path / "tune.json").is_file() or (path / SESSION_RECORD).is_file()):
-        best, record = tuned_record(path)
-        config = configured(record.session)
+        best, tuned = tuned_record(path)
+        config = configured(tuned.session)
         session = make_session(best / "model.onnx", config)
-        settings = {"session": config.describe(), "transforms": "+".join(record.transforms) or "original"}
+        settings = {"session": config.describe(), "transforms": "+".join(tuned.transforms) or "original"}
         default_name = (path.parent.name if path.name == "best" else path.name)
     elif path.is_dir() and (path / "golive.json").is_file():
         from golive.rundir import ConvertRecord, from_record
 
-        record = read_record(path / "golive.json", ConvertRecord)
-        config = configured(SessionConfig(custom_ops=[from_record(c, path) for c in record.custom_ops]))
+        converted = read_record(path / "golive.json", ConvertRecord)
+        config = configured(SessionConfig(custom_ops=[from_record(c, path) for c in converted.custom_ops]))
         session = make_session(path / "model.onnx", config)
         settings = {"session": config.describe(), "transforms": "original"}
         default_name = path.name

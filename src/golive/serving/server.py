@@ -10,33 +10,30 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from golive.errors import GoliveError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
 
 
-class _Server:
+def _server(config: uvicorn.Config) -> uvicorn.Server:
     """uvicorn's server, with the signals handled here: uvicorn would re-raise SIGTERM once it has drained,
     ending the process before the gRPC side has finished its requests."""
+    import uvicorn
 
-    def __new__(cls, config):
-        import uvicorn
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):
-                yield
-
-            def stop_gracefully(self) -> None:
-                if self.should_exit:
-                    self.force_exit = True  # a second signal: stop now
-                self.should_exit = True
-
-        return Server(config)
+    return Server(config)
 
 
 def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
@@ -69,6 +66,7 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
         if model.name in models:
             raise GoliveError(f"two models are named {model.name}", hint="name them apart with --name")
         models[model.name] = model
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 
@@ -98,14 +96,16 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
         await grpc_server.start()
     config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", log_level="warning",
                             access_log=False, timeout_graceful_shutdown=30, lifespan="off")
-    server = _Server(config)
+    server = _server(config)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task] = []
 
     def on_signal() -> None:
         """Stop accepting on both protocols at once, answer what is in flight, then exit 0."""
         app.state.serving["ready"] = False
-        server.stop_gracefully()
+        if server.should_exit:
+            server.force_exit = True  # a second signal: stop now
+        server.should_exit = True
         if grpc_server is not None and not stopping:
             stopping.append(loop.create_task(grpc_server.stop(grace=30)))
 

@@ -73,13 +73,13 @@ def replay(path: str | Path, ctx: StepContext):
     kind = saved_step(path)
     folder = path.parent
     if kind == "tune":
-        record = read_record(path, TuneRecord)
-        verify_options = paths_from_record(record.verify_options, folder) if record.verify_options else None
-        return tune_unless_done(from_record(record.target, folder), folder, paths_from_record(record.options, folder),
+        tuned = read_record(path, TuneRecord)
+        verify_options = paths_from_record(tuned.verify_options, folder) if tuned.verify_options else None
+        return tune_unless_done(from_record(tuned.target, folder), folder, paths_from_record(tuned.options, folder),
                                 verify_options, ctx)
     if kind == "verify":
-        record = read_record(path, VerifyRecord)
-        return verify_step(folder, paths_from_record(record.options, folder), ctx, source=from_record(record.source, folder))
+        verified = read_record(path, VerifyRecord)
+        return verify_step(folder, paths_from_record(verified.options, folder), ctx, source=from_record(verified.source, folder))
     return run_job(load_job(path), ctx)
 
 

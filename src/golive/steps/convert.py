@@ -73,12 +73,13 @@ def _files_read(job: JobSpec) -> list[str | None]:
             source = resolve_source(source)
         except GoliveError:
             pass
+    source_file: str | None = source
     if is_import_path(source):
         head, attr = split_file_attr(source)
-        source = head if attr else None  # a module name is not a file of the job
+        source_file = head if attr else None  # a module name is not a file of the job
     o = job.convert
     python_files = [split_file_attr(p)[0] for p in [*o.custom_translation, *o.imports]]
-    return [source, o.weights, o.data, job.verify.data, *python_files, *o.custom_ops]
+    return [source_file, o.weights, o.data, job.verify.data, *python_files, *o.custom_ops]
 
 
 def _recorded_options(options: ConvertOptions, folder: Path, custom_ops: list[str]) -> ConvertOptions:

@@ -33,7 +33,7 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
     names = [s.name for s in inputs]
     data = load_data(options.data, names, [o.name for o in outputs]) if options.data else None
     runs_here = getattr(frontend, "runs_here", True)
-    stored_only = (loaded.framework == "onnx" or not runs_here) and data and all(s.outputs for s in data)
+    stored_only = bool((loaded.framework == "onnx" or not runs_here) and data and all(s.outputs for s in data))
     if not runs_here and not stored_only:
         raise DataError(f"nothing independent to verify against: a {loaded.framework} model cannot run on this machine",
                         hint="give inputs with their expected outputs (--data x.npz holding inputs and outputs, or a "
@@ -51,7 +51,7 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
     samples = plan_samples(inputs, options, base_sizes, data, alternates=not stored_only)
     output_names = [o.name for o in outputs]
     reference = None if stored_only else (lambda feeds: frontend.run(loaded, feeds, output_names))
-    ref_name = f"expected outputs in {Path(options.data).name}" if stored_only else (
+    ref_name = f"expected outputs in {Path(options.data).name}" if stored_only and options.data else (
         "ONNX reference evaluator" if loaded.framework == "onnx" else f"{loaded.framework} source model")
 
     def before(i: int, n: int, label: str) -> None:

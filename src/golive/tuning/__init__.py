@@ -8,7 +8,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel
 
 from golive.errors import GoliveError
@@ -102,6 +101,7 @@ def _inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOp
 
 def _batch_inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: TuneOptions, work: Path, notes: list[str]):
     """Throughput: a function giving synthetic inputs at any batch size (None, with a note, when it cannot)."""
+    from golive._io import save_npz
     from golive.tensors import dynamic_dims, resolve_sizes, synthesize
 
     if options.objective != "throughput":
@@ -117,7 +117,7 @@ def _batch_inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: 
         path = work / f"inputs_batch{batch}.npz"
         if not path.exists():
             sizes = resolve_sizes(specs, {**base_sizes, **options.dim_sizes, "batch": batch})
-            np.savez(path, **synthesize(specs, sizes, seed=options.seed))
+            save_npz(path, synthesize(specs, sizes, seed=options.seed))
         return path
 
     return inputs_at
@@ -231,7 +231,7 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
 
     work = stage / "work"
     work.mkdir()
-    np.savez(work / "inputs.npz", **feeds)
+    _io.save_npz(work / "inputs.npz", feeds)
     inputs_at = _batch_inputs(specs, base_sizes, options, work, notes)
     state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
                         tolerances=tolerances,
@@ -269,6 +269,6 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
         environment={**environment, "providers": providers, "nodes": summarize(model).node_count})
     _io.write_json(stage / "report.json", report.model_dump_json(indent=2))
     (stage / "report.html").write_text(render_html(report))
-    np.savez(stage / "inputs.npz", **feeds)
+    _io.save_npz(stage / "inputs.npz", feeds)
     shutil.rmtree(work, ignore_errors=True)
     return report

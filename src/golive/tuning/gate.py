@@ -10,6 +10,8 @@ the user can set.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -67,7 +69,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], precision: str,
           tolerances: dict[str, tuple[float, float]], metrics: dict[str, float],
-          scores: set[str] = frozenset()) -> GateResult:
+          scores: AbstractSet[str] = frozenset()) -> GateResult:
     """``scores``: the outputs that hold class scores (see ``class_score_outputs``), gated by top-1 agreement too."""
     figures: dict[str, dict[str, float]] = {}
     missing = sorted(set(reference) - set(outputs))

@@ -25,8 +25,8 @@ class TuneReport(BaseModel):
     baseline: Candidate
     best: Candidate
     speedup: float = Field(description="baseline p50 / best p50 (latency), or best / baseline items per second")
-    source: dict[str, Any] | None = Field(None, description="the source model (PyTorch eager, ...) timed on the same inputs")
-    speedup_over_source: float | None = Field(None, description="source p50 / best p50, on the same inputs")
+    source: dict[str, Any] | None = Field(default=None, description="the source model (PyTorch eager, ...) timed on the same inputs")
+    speedup_over_source: float | None = Field(default=None, description="source p50 / best p50, on the same inputs")
     candidates: list[Candidate]
     notes: list[str] = Field(default_factory=list)
 
@@ -45,7 +45,7 @@ class TuneReport(BaseModel):
             by_batch = self.throughput_by_batch
             batches = ""
             if by_batch:
-                top = max(by_batch, key=by_batch.get)
+                top = max(by_batch, key=lambda b: by_batch[b])
                 batches = ("; items/s by batch size: " + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(by_batch.items()))
                            + f" (best at batch {top})")
             return (f"best: {self.best.label()} — {self.best.figures.get('throughput', 0):.1f} items/s, "

@@ -150,6 +150,7 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     if not ok:
         c.status, c.reason = "failed", str(result)
         return c
+    assert isinstance(result, dict)  # ok: the worker's figures (a failure is a message)
     c.figures = {**result, "measured_seconds": seconds}
     with np.load(out_file, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
@@ -403,6 +404,7 @@ def stage_batch(state: SearchState, best: Candidate) -> None:
         ok, result = measure_in_worker(task, timeout=max(60.0, 6 * state.short_seconds + 60), should_stop=state.stopping)
         state.step.check()
         if ok:
+            assert isinstance(result, dict)  # ok: the worker's figures (a failure is a message)
             c.figures, c.status = {**result, "measured_seconds": state.short_seconds}, "passed"
             c.reason = f"{best.id} at batch {size} (same model and settings; gated at the search's batch size)"
         else:

@@ -33,7 +33,7 @@ class Candidate(BaseModel):
     gate: dict[str, Any] = Field(default_factory=dict)
     transform_info: list[dict[str, Any]] = Field(default_factory=list)
     model: str = ""
-    batch: int | None = Field(None, description="batch size of a throughput 'batch' stage candidate")
+    batch: int | None = Field(default=None, description="batch size of a throughput 'batch' stage candidate")
 
     def label(self) -> str:
         chain = "+".join(self.transforms) or "original"

@@ -93,6 +93,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
 
     import numpy as np
 
+    from golive._io import save_npz
     from golive.runtime import SessionConfig, make_session
 
     started = time.perf_counter()
@@ -102,7 +103,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         feeds = {i.name: z[i.name] for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     outputs = session.run(names, feeds)
-    np.savez(task["outputs"], **{n: np.asarray(o) for n, o in zip(names, outputs, strict=True) if isinstance(o, np.ndarray)})
+    save_npz(task["outputs"], {n: np.asarray(o) for n, o in zip(names, outputs, strict=True) if isinstance(o, np.ndarray)})
 
     timed = time_runs(lambda: session.run(names, feeds), task)
     timed.pop("times")

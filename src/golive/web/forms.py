@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,7 +85,7 @@ def _kind(annotation: Any) -> tuple[Kind, list[str], bool]:
     raise TypeError(f"no form kind for {annotation!r}")
 
 
-def _fields(section: str, model: type[BaseModel], names: list[str], *, advanced: set[str] = frozenset(),
+def _fields(section: str, model: type[BaseModel], names: list[str], *, advanced: AbstractSet[str] = frozenset(),
             placeholders: dict[str, str] | None = None) -> list[Field]:
     out = []
     for name in names:
@@ -125,7 +126,7 @@ def _transform_choices() -> None:
 _transform_choices()
 
 
-def _pairs(text: str, what: str) -> list[tuple[str, str]]:
+def _pairs(text: str | list[Any], what: str) -> list[tuple[str, str]]:
     pairs = []
     for line in _lines(text):
         key, eq, value = line.partition("=")

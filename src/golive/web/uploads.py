@@ -182,8 +182,11 @@ class UploadStore:
                             raise UploadError(f"the archive member {member.name!r} is not a file or folder (a link or device); refused")
                         count(member.size)
                         out.parent.mkdir(parents=True, exist_ok=True)
-                        with t.extractfile(member) as src, open(out, "wb") as dst:
-                            shutil.copyfileobj(src, dst, 1 << 20)
+                        reader = t.extractfile(member)
+                        if reader is None:  # isfile() above: tarfile gives a reader for every regular file
+                            raise UploadError(f"the archive member {member.name!r} cannot be read")
+                        with reader, open(out, "wb") as dst:
+                            shutil.copyfileobj(reader, dst, 1 << 20)
             else:
                 raise UploadError(f"cannot unpack {name}: it is not a readable .zip or .tar archive")
         except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:

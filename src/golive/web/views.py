@@ -136,7 +136,7 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         if len(models) > 1:
             raise Answer(400, "these Perf Test jobs tuned different models",
                           "compare Perf Tests of the same converted model")
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, dict[int, Any]] = {}  # candidate label -> column -> its candidate there
         for i, (_, report) in enumerate(columns):
             for c in report.candidates:
                 key = ("+".join(c.transforms) or "original") + " · " + c.session.describe() + (f" · batch {c.batch}" if c.batch else "")
