@@ -30,6 +30,19 @@ def pytest_configure(config):
             os.environ[name] = value
 
 
+# Modules by their time in a whole run (--durations), slowest first: xdist (--dist loadscope) hands out whole modules
+# in collection order, so a slow module collected last (test_tune.py) ran alone at the end while the other process
+# idled. Starting the longest first balances the two processes; modules not named keep their order after these.
+SLOWEST_FIRST = ["test_tune.py", "test_rundir.py", "test_serve.py", "test_notebooks.py", "test_custom_ops.py",
+                 "test_jobs.py", "test_ui_browser.py", "test_more_sources.py", "test_pipelines.py", "test_ui_api.py",
+                 "test_pytorch.py", "test_tensorflow.py", "test_nested.py", "test_tabular.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order in a module
+
+
 def zoo(name: str) -> str:
     """Import path of a zoo model, as a user would type it."""
     return f"{ZOO}:{name}"

@@ -54,7 +54,7 @@ def test_a_run_folder_and_best_alone_work_after_moving(tmp_path, cli):
     expected = _outputs(golive.load_session(moved / "tuned"), x)
     code, stdout, err = cli("inspect", moved)
     assert code == 0 and "FancySin" in stdout, err
-    code, stdout, err = cli("tune", moved, "-o", moved / "tuned-again", "--budget", "4", "--transforms", "none")
+    code, stdout, err = cli("tune", moved, "-o", moved / "tuned-again", "--budget", "2", "--transforms", "none")
     assert code == 0, err
     assert golive.load_session(moved / "tuned-again").get_inputs()[0].name == "x"
 
