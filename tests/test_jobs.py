@@ -126,7 +126,8 @@ def test_submit_run_show_and_logs_through_the_command_line(tmp_path, home, worke
 
 
 def test_a_worker_killed_mid_tune_leaves_the_job_interrupted_and_retry_resumes_it(tmp_path, home, workers):
-    job_id = jobs.submit(_job(tmp_path, "a", budget=40), home=home)
+    # budget 16 (0.4 s a measurement): the tune runs for seconds after its first candidate, time enough to kill it
+    job_id = jobs.submit(_job(tmp_path, "a", budget=16), home=home)
     run_dir = tmp_path / "a"
     workers.append(Worker(home))
     _until(lambda: _tune_started(run_dir), what="the tune to start")
@@ -154,7 +155,7 @@ def test_a_worker_killed_mid_tune_leaves_the_job_interrupted_and_retry_resumes_i
 
 
 def test_queued_jobs_survive_a_killed_worker_pool(tmp_path, home, workers):
-    long_id = jobs.submit(_job(tmp_path, "long", budget=40), home=home)
+    long_id = jobs.submit(_job(tmp_path, "long", budget=16), home=home)
     queued = [jobs.submit(_job(tmp_path, f"q{i}"), home=home) for i in range(3)]
     workers.append(Worker(home))
     _until(lambda: _tune_started(tmp_path / "long"), what="the first job to be tuning")

@@ -79,7 +79,7 @@ def test_libsvm_inspect_and_tune(svm_models, tmp_path, cli):
     assert golive.convert(str(made["csvc_prob"]), out).passed
     code, stdout, _ = cli("inspect", out)
     assert code == 0 and "SVMClassifier" in stdout
-    tuned = golive.tune(out, tmp_path / "tuned", budget=4, transforms=[])
+    tuned = golive.tune(out, tmp_path / "tuned", budget=4, transforms=[], time_source=False)
     assert tuned.best.status == "passed"
 
 

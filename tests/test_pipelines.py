@@ -28,7 +28,8 @@ def write_job(path: Path, job: dict) -> Path:
 
 @pytest.fixture
 def mnist_job(tmp_path) -> Path:
-    return write_job(tmp_path / "mnist.yaml", {**MNIST, "output_dir": "ignored", "tune": {"budget": 5, "dim_sizes": {"batch": 1}}})
+    return write_job(tmp_path / "mnist.yaml", {**MNIST, "output_dir": "ignored", "tune": {"budget": 5, "dim_sizes": {"batch": 1},
+                                                                                "time_source": False}})
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def fanout_job(tmp_path) -> Path:
     relu_onnx(tmp_path / "relu.onnx")
     return write_job(tmp_path / "fanout.yaml", {
         "name": "two-models", "models": [{"name": "mnist", **MNIST}, {"name": "relu", "source": "relu.onnx"}],
-        "tune": {"budget": 4, "transforms": []}, "resources": {"tune": {"cpu": 2, "memory": "4Gi"}}})
+        "tune": {"budget": 4, "transforms": [], "time_source": False}, "resources": {"tune": {"cpu": 2, "memory": "4Gi"}}})
 
 
 def compiled(job: Path, tmp_path: Path, image: str = "registry.example/golive:1") -> dict:

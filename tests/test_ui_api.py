@@ -66,7 +66,7 @@ def done(tmp_path_factory):
     jobs.run_worker(home=home, exit_when_idle=True)
     assert jobs.get(convert_id, home=home).state == "succeeded"
     perf = []
-    for budget in ("4", "6"):
+    for budget in ("2", "3"):
         r = c.post("/api/jobs/perf", json={"job": convert_id, "tune": {"budget": budget, "transforms": []}}, headers=SAME_ORIGIN)
         assert r.status_code == 201, r.text
         perf.append(r.json()["id"])
@@ -151,7 +151,7 @@ def test_events_stream_the_log_progress_and_end(done):
 def test_compare_shows_candidates_side_by_side(done):
     c, (a, b) = done["client"], done["perf"]
     page = c.get(f"/compare?job={a}&job={b}").text
-    assert f"job {a}" in page and f"job {b}" in page and "budget 4 s" in page and "budget 6 s" in page
+    assert f"job {a}" in page and f"job {b}" in page and "budget 2 s" in page and "budget 3 s" in page
     assert page.count("★") == 2
     r = c.get(f"/compare?job={a}")
     assert r.status_code == 400 and "two or more" in r.text

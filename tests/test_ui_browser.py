@@ -171,7 +171,7 @@ def test_convert_watch_visualize_tune_and_download(browser, ui, mnist_pt, tmp_pa
     assert "Conv" in page.inner_text("#ops")
     shot(page, "visualize")
 
-    perf_id = start_perf(page, ui, job_id, 10, shot)
+    perf_id = start_perf(page, ui, job_id, 6, shot)
     lengths = watch_log(page, "succeeded")
     assert len([n for n in lengths if n > 0]) >= 3, lengths  # the log grew while the job ran, without reloading the page
     page.wait_for_selector("#tune-summary")
@@ -221,7 +221,7 @@ def test_a_job_interrupted_by_a_killed_server_completes_on_retry(browser, tmp_pa
         job_id = convert_mnist(page, server, mnist_pt, shot)
         watch_log(page, "succeeded")
         shot(page, "convert-job")
-        perf_id = start_perf(page, server, job_id, 8, shot)
+        perf_id = start_perf(page, server, job_id, 5, shot)
         page.wait_for_function("document.querySelector('#log').textContent.includes('tune:')", timeout=120000)
         shot(page, "running")
         server.kill9()

@@ -139,6 +139,8 @@ class TuneOptions(_Strict):
     max_batch: int = Field(default=32, ge=1, le=1024, description="Throughput objective: the largest batch size tried; "
                                                                   "the best configuration is measured at 1, 2, 4, ... up to it.")
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
+    time_source: bool = Field(default=True, description="Time the source model (PyTorch eager, scikit-learn, ...) beside the "
+                                                        "candidates, for the speedup over it.")
     custom_ops: list[str] = _custom_ops_field()
 
 

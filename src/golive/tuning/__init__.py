@@ -243,7 +243,11 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))
     ctx.check()
-    source_figures = _measure_source(folder_source, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
+    if options.time_source:
+        source_figures = _measure_source(folder_source, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
+    else:
+        source_figures = None
+        notes.append("the source model was not timed: time_source is off")
     speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
              else baseline.figures["p50_ms"] / best.figures["p50_ms"])
     best_dir = stage / "best"
