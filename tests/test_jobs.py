@@ -35,8 +35,12 @@ class Worker:
 
     def __init__(self, home: Path, *args: str) -> None:
         self.log = open(home.parent / f"worker-{time.monotonic_ns()}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "golive", "worker", "--home", str(home), *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "golive", "worker", "--home", str(home), *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -99,22 +103,26 @@ def _exports(run_dir: Path) -> int:
 
 def test_submit_run_show_and_logs_through_the_command_line(tmp_path, home, workers):
     golive = [sys.executable, "-m", "golive"]
-    proc = subprocess.run([*golive, "jobs", "submit", _job(tmp_path, "a", budget=3), "--home", home],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*golive, "jobs", "submit", _job(tmp_path, "a", budget=3), "--home", home], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip()
     assert len(job_id) == 12 and jobs.get(job_id, home=home).state == "queued"
     workers.append(Worker(home, "--exit-when-idle"))
-    follow = subprocess.run([*golive, "jobs", "logs", job_id[:6], "--follow", "--home", home],
-                            capture_output=True, text=True, timeout=300)
+    follow = subprocess.run(
+        [*golive, "jobs", "logs", job_id[:6], "--follow", "--home", home], capture_output=True, text=True, timeout=300
+    )
     assert follow.returncode == 0 and "attempt 1" in follow.stdout and "tune:" in follow.stdout
     assert workers[0].wait() == 0
-    listed = json.loads(subprocess.run([*golive, "jobs", "list", "--json", "--home", home],
-                                       capture_output=True, text=True).stdout)
+    listed = json.loads(
+        subprocess.run([*golive, "jobs", "list", "--json", "--home", home], capture_output=True, text=True).stdout
+    )
     assert [(j["id"], j["state"], j["attempt"]) for j in listed] == [(job_id, "succeeded", 1)]
     assert listed[0]["run_dir"] == str(tmp_path / "a") and listed[0]["error"] is None
-    shown = json.loads(subprocess.run([*golive, "jobs", "show", job_id, "--json", "--home", home],
-                                      capture_output=True, text=True).stdout)
+    shown = json.loads(
+        subprocess.run([*golive, "jobs", "show", job_id, "--json", "--home", home], capture_output=True, text=True).stdout
+    )
     assert shown["summary"]["passed"] and shown["summary"]["speedup"] > 0 and len(shown["attempts"]) == 1
     assert (tmp_path / "a" / "tuned" / "best" / "session.json").is_file()
     events, _ = read_events(tmp_path / "a" / "events.jsonl")
@@ -214,8 +222,9 @@ def test_two_workers_run_each_of_six_jobs_exactly_once(tmp_path, home, workers):
 
 def test_a_job_that_crashes_its_process_is_failed_with_the_signal_and_log_tail(tmp_path, home, workers):
     crasher = tmp_path / "crasher.py"
-    crasher.write_text("import ctypes, sys\n\ndef model():\n    print('about to crash', file=sys.stderr, flush=True)\n"
-                       "    ctypes.string_at(0)\n")
+    crasher.write_text(
+        "import ctypes, sys\n\ndef model():\n    print('about to crash', file=sys.stderr, flush=True)\n    ctypes.string_at(0)\n"
+    )
     job_id = jobs.submit(_job(tmp_path, "c", source=f"{crasher}:model", convert={"inputs": ["x:float32[2,4]"]}), home=home)
     workers.append(Worker(home, "--exit-when-idle"))
     assert workers[0].wait() == 0

@@ -23,6 +23,7 @@ def iris():
 
 # ---------------------------------------------------------------- LibSVM
 
+
 @pytest.fixture(scope="module")
 def svm_models(tmp_path_factory):
     pytest.importorskip("libsvm")
@@ -33,23 +34,35 @@ def svm_models(tmp_path_factory):
     X, y = iris()
     rows = [{k + 1: float(v) for k, v in enumerate(r)} for r in X]
     made = {}
-    for name, opts, labels in [("csvc_prob", "-s 0 -t 2 -b 1 -q", y), ("nusvc", "-s 1 -t 1 -q", y),
-                               ("binary_prob", "-s 0 -t 0 -b 1 -q", (y > 1).astype(float)),
-                               ("binary", "-s 0 -t 3 -q", (y > 0).astype(float))]:
+    for name, opts, labels in [
+        ("csvc_prob", "-s 0 -t 2 -b 1 -q", y),
+        ("nusvc", "-s 1 -t 1 -q", y),
+        ("binary_prob", "-s 0 -t 0 -b 1 -q", (y > 1).astype(float)),
+        ("binary", "-s 0 -t 3 -q", (y > 0).astype(float)),
+    ]:
         svm_save_model(str(folder / f"{name}.model"), svm_train(list(labels), rows, opts))
         made[name] = folder / f"{name}.model"
     Xd, yd = load_diabetes(return_X_y=True)
-    svm_save_model(str(folder / "svr.model"), svm_train(list(yd / 100), [{k + 1: float(v) for k, v in enumerate(r)} for r in Xd],
-                                                         "-s 3 -t 2 -c 10 -q"))
+    svm_save_model(
+        str(folder / "svr.model"),
+        svm_train(list(yd / 100), [{k + 1: float(v) for k, v in enumerate(r)} for r in Xd], "-s 3 -t 2 -c 10 -q"),
+    )
     made["svr"] = folder / "svr.model"
     np.save(folder / "iris.npy", X.astype(np.float32))
     np.save(folder / "diabetes.npy", Xd.astype(np.float32))
     return folder, made
 
 
-@pytest.mark.parametrize("name, outputs", [
-    ("csvc_prob", ["label", "probabilities"]), ("nusvc", ["label", "decision_values"]),
-    ("binary_prob", ["label", "probabilities"]), ("binary", ["label", "decision_values"]), ("svr", ["value"])])
+@pytest.mark.parametrize(
+    "name, outputs",
+    [
+        ("csvc_prob", ["label", "probabilities"]),
+        ("nusvc", ["label", "decision_values"]),
+        ("binary_prob", ["label", "probabilities"]),
+        ("binary", ["label", "decision_values"]),
+        ("svr", ["value"]),
+    ],
+)
 def test_libsvm_models_match_svm_predict(svm_models, tmp_path, name, outputs):
     from libsvm.svmutil import svm_load_model, svm_predict
 
@@ -84,6 +97,7 @@ def test_libsvm_inspect_and_tune(svm_models, tmp_path, cli):
 
 
 # ---------------------------------------------------------------- Core ML
+
 
 @pytest.fixture(scope="module")
 def coreml_models(tmp_path_factory):
@@ -147,15 +161,18 @@ def test_coreml_without_expected_outputs_is_never_called_passed(coreml_models, t
 def test_coreml_bad_inputs(coreml_models, tmp_path, cli):
     (tmp_path / "broken.mlmodel").write_bytes(b"\x00\x01not a model")
     (tmp_path / "prog.mlpackage").mkdir()
-    for source, text in [(tmp_path / "broken.mlmodel", "not a readable Core ML model"),
-                         (tmp_path / "prog.mlpackage", "Core ML package (an ML program)"),
-                         (tmp_path / "missing.mlmodel", "does not exist")]:
+    for source, text in [
+        (tmp_path / "broken.mlmodel", "not a readable Core ML model"),
+        (tmp_path / "prog.mlpackage", "Core ML package (an ML program)"),
+        (tmp_path / "missing.mlmodel", "does not exist"),
+    ]:
         code, _, err = cli("convert", source, "-o", tmp_path / "out")
         assert code == 2 and text in " ".join(err.split()), (source, err)
         assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- SparkML
+
 
 @pytest.fixture(scope="module")
 def spark_pipeline(tmp_path_factory):
@@ -168,17 +185,27 @@ def spark_pipeline(tmp_path_factory):
     from pyspark.sql import SparkSession
 
     folder = tmp_path_factory.mktemp("spark")
-    spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
-             .config("spark.driver.host", "127.0.0.1").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
     X, y = iris()
-    frame = spark.createDataFrame([(*tuple(map(float, r)), float(t)) for r, t in zip(X, y, strict=True)], ["a", "b", "c", "d", "label"])
-    model = Pipeline(stages=[VectorAssembler(inputCols=["a", "b", "c", "d"], outputCol="raw"),
-                             StandardScaler(inputCol="raw", outputCol="features", withMean=True, withStd=True),
-                             LogisticRegression(featuresCol="features", labelCol="label", maxIter=50)]).fit(frame)
+    frame = spark.createDataFrame(
+        [(*tuple(map(float, r)), float(t)) for r, t in zip(X, y, strict=True)], ["a", "b", "c", "d", "label"]
+    )
+    model = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=["a", "b", "c", "d"], outputCol="raw"),
+            StandardScaler(inputCol="raw", outputCol="features", withMean=True, withStd=True),
+            LogisticRegression(featuresCol="features", labelCol="label", maxIter=50),
+        ]
+    ).fit(frame)
     model.write().overwrite().save(str(folder / "pipeline"))
     expected = np.array([r["probability"].toArray() for r in model.transform(frame).select("probability").collect()])
     spark.stop()
-    np.savez(folder / "rows.npz", **{c: X[:, i:i + 1].astype(np.float32) for i, c in enumerate("abcd")})
+    np.savez(folder / "rows.npz", **{c: X[:, i : i + 1].astype(np.float32) for i, c in enumerate("abcd")})
     return folder, expected
 
 
@@ -190,7 +217,8 @@ def test_spark_pipeline_verified_against_spark(spark_pipeline, tmp_path):
     assert any("softmax" in n for n in read_info(tmp_path / "out")["notes"])
     X, _ = iris()
     got = ort.InferenceSession(str(tmp_path / "out" / "model.onnx")).run(
-        ["probability"], {c: X[:, i:i + 1].astype(np.float32) for i, c in enumerate("abcd")})[0]
+        ["probability"], {c: X[:, i : i + 1].astype(np.float32) for i, c in enumerate("abcd")}
+    )[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)  # Spark's softmax probabilities, not the converter's logistic ones
 
 

@@ -26,7 +26,10 @@ def test_the_talks_lstm_call_with_a_tuple_argument(tmp_path, cli):
     assert info["output_structure"] == {"tuple": ["output_0", {"tuple": ["output_1.0", "output_1.1"]}]}
     # the recorded output shapes say which axes follow the inputs' dynamic axes
     assert {o["name"]: o["shape"] for o in info["outputs"]} == {
-        "output_0": ["sequence", "batch", 20], "output_1.0": [2, "batch", 20], "output_1.1": [2, "batch", 20]}
+        "output_0": ["sequence", "batch", 20],
+        "output_1.0": [2, "batch", 20],
+        "output_1.1": [2, "batch", 20],
+    }
     # the dynamo export baked the traced sequence length into a Reshape: golive saw it and used the TorchScript exporter
     dynamo = info["exporter_attempts"][0]
     assert info["exporter"] == "torchscript" and not dynamo["ok"] and "runs only at the traced sizes" in dynamo["error"]
@@ -35,8 +38,11 @@ def test_the_talks_lstm_call_with_a_tuple_argument(tmp_path, cli):
 
     # verify again (the structure comes from golive.json), and from an .npz keyed by the inputs' paths
     rng = np.random.default_rng(3)
-    data = {"input": rng.standard_normal((7, 2, 10)).astype(np.float32),
-            "hc.0": rng.standard_normal((2, 2, 20)).astype(np.float32), "hc.1": rng.standard_normal((2, 2, 20)).astype(np.float32)}
+    data = {
+        "input": rng.standard_normal((7, 2, 10)).astype(np.float32),
+        "hc.0": rng.standard_normal((2, 2, 20)).astype(np.float32),
+        "hc.1": rng.standard_normal((2, 2, 20)).astype(np.float32),
+    }
     np.savez(tmp_path / "data.npz", **data)
     report = golive.verify(out, data=str(tmp_path / "data.npz"))
     assert report.passed and report.runs[0].sizes == {"sequence": 7, "batch": 2}
@@ -44,9 +50,13 @@ def test_the_talks_lstm_call_with_a_tuple_argument(tmp_path, cli):
 
 def test_the_talks_rnn_model_with_its_hidden_state_tuple(tmp_path):
     out = tmp_path / "rnn"
-    result = golive.convert(zoo("TalkRNNModel"), out, int_ranges=["input=0:50"],
-                            inputs=["input:int64[sequence,batch]", "hidden.0:float32[2,batch,24]", "hidden.1:float32[2,batch,24]"],
-                            verify_options={"dim_sizes": TWO_SIZES})
+    result = golive.convert(
+        zoo("TalkRNNModel"),
+        out,
+        int_ranges=["input=0:50"],
+        inputs=["input:int64[sequence,batch]", "hidden.0:float32[2,batch,24]", "hidden.1:float32[2,batch,24]"],
+        verify_options={"dim_sizes": TWO_SIZES},
+    )
     assert result.passed
     assert [o.shape for o in result.record.outputs] == [["sequence", "batch", 50], [2, "batch", 24], [2, "batch", 24]]
     import torch
@@ -67,11 +77,17 @@ def test_the_talks_rnn_model_with_its_hidden_state_tuple(tmp_path):
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_dict_and_keyword_only_inputs_and_dict_outputs(tmp_path, exporter):
     out = tmp_path / exporter
-    result = golive.convert(zoo("DictInput"), out, exporter=exporter,
-                            inputs=["features.values:float32[batch,6]", "features.scale:float32[batch,1]", "mask:float32[batch,4]"])
+    result = golive.convert(
+        zoo("DictInput"),
+        out,
+        exporter=exporter,
+        inputs=["features.values:float32[batch,6]", "features.scale:float32[batch,1]", "mask:float32[batch,4]"],
+    )
     assert result.passed and result.record.exporter == exporter
-    assert result.record.input_structure == {"args": [{"dict": {"values": "features.values", "scale": "features.scale"}}],
-                                             "kwargs": {"mask": "mask"}}
+    assert result.record.input_structure == {
+        "args": [{"dict": {"values": "features.values", "scale": "features.scale"}}],
+        "kwargs": {"mask": "mask"},
+    }
     assert [o.name for o in result.record.outputs] == ["logits", "extra.0", "extra.1"]
     assert [o.shape for o in result.record.outputs] == [["batch", 4], ["batch"], ["batch"]]
     summary = golive.inspect(out)
@@ -85,12 +101,21 @@ def test_tuning_a_nested_model_times_its_source(tmp_path):
     assert tuned.report.source is not None and tuned.report.source["p50_ms"] > 0  # the source called with its tuple
 
 
-@pytest.mark.parametrize("inputs, message", [
-    (["input:float32[sequence,batch,10]", "hc.0:float32[2,batch,20]", "hc.2:float32[2,batch,20]"], "numbered [0, 2]"),
-    (["input:float32[sequence,batch,10]", "hc:float32[2,batch,20]", "hc.1:float32[2,batch,20]"], "named both as a tensor and"),
-    (["input:float32[sequence,batch,10]", "state.0:float32[2,batch,20]", "state.1:float32[2,batch,20]"], "forward() has no argument state"),
-    (["input:float32[sequence,batch,10]", "hc.0:float32[2,batch,20]", "hc.h:float32[2,batch,20]"], "mix numbers and names"),
-])
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (["input:float32[sequence,batch,10]", "hc.0:float32[2,batch,20]", "hc.2:float32[2,batch,20]"], "numbered [0, 2]"),
+        (
+            ["input:float32[sequence,batch,10]", "hc:float32[2,batch,20]", "hc.1:float32[2,batch,20]"],
+            "named both as a tensor and",
+        ),
+        (
+            ["input:float32[sequence,batch,10]", "state.0:float32[2,batch,20]", "state.1:float32[2,batch,20]"],
+            "forward() has no argument state",
+        ),
+        (["input:float32[sequence,batch,10]", "hc.0:float32[2,batch,20]", "hc.h:float32[2,batch,20]"], "mix numbers and names"),
+    ],
+)
 def test_bad_nested_inputs_say_what_is_wrong(tmp_path, cli, inputs, message):
     args = [a for spec in inputs for a in ("--input", spec)]
     code, _, err = cli("convert", zoo("TalkLSTM"), "-o", tmp_path / "x", *args)

@@ -14,8 +14,9 @@ def _model(path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
     w = numpy_helper.from_array(np.array([[0.5, -1.0], [2.0, 0.25], [1.5, -0.75]], dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Tanh", ["m"], ["y"])],
-                              "g", [x], [y], [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Tanh", ["m"], ["y"])], "g", [x], [y], [w]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="golive-tests")
     onnx.save(model, path)
     return np.array([[0.5, -1.0], [2.0, 0.25], [1.5, -0.75]], dtype=np.float32)

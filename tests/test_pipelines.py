@@ -28,22 +28,28 @@ def write_job(path: Path, job: dict) -> Path:
 
 @pytest.fixture
 def mnist_job(tmp_path) -> Path:
-    return write_job(tmp_path / "mnist.yaml", {**MNIST, "output_dir": "ignored", "tune": {"budget": 5, "dim_sizes": {"batch": 1},
-                                                                                "time_source": False}})
+    return write_job(
+        tmp_path / "mnist.yaml",
+        {**MNIST, "output_dir": "ignored", "tune": {"budget": 5, "dim_sizes": {"batch": 1}, "time_source": False}},
+    )
 
 
 @pytest.fixture
 def fanout_job(tmp_path) -> Path:
     relu_onnx(tmp_path / "relu.onnx")
-    return write_job(tmp_path / "fanout.yaml", {
-        "name": "two-models", "models": [{"name": "mnist", **MNIST}, {"name": "relu", "source": "relu.onnx"}],
-        "tune": {"budget": 4, "transforms": [], "time_source": False}, "resources": {"tune": {"cpu": 2, "memory": "4Gi"}}})
+    return write_job(
+        tmp_path / "fanout.yaml",
+        {
+            "name": "two-models",
+            "models": [{"name": "mnist", **MNIST}, {"name": "relu", "source": "relu.onnx"}],
+            "tune": {"budget": 4, "transforms": [], "time_source": False},
+            "resources": {"tune": {"cpu": 2, "memory": "4Gi"}},
+        },
+    )
 
 
 def compiled(job: Path, tmp_path: Path, image: str = "registry.example/golive:1") -> dict:
     return yaml.safe_load(pipelines.compile(job, tmp_path / "p.yaml", image=image).read_text())
-
-
 
 
 def test_one_model_compiles_to_convert_tune_report(mnist_job, tmp_path):
@@ -51,11 +57,18 @@ def test_one_model_compiles_to_convert_tune_report(mnist_job, tmp_path):
     assert sorted(spec["components"]) == ["comp-convert", "comp-report", "comp-tune"]
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["tune"]["dependentTasks"] == ["convert"]
-    assert tasks["tune"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {"outputArtifactKey": "model", "producerTask": "convert"}
+    assert tasks["tune"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "model",
+        "producerTask": "convert",
+    }
     assert tasks["report"]["inputs"]["parameters"]["summary"]["taskOutputParameter"]["producerTask"] == "tune"
     assert tasks["tune"]["cachingOptions"] == {}  # caching off: timings are of their moment
     item = json.loads(spec["root"]["inputDefinitions"]["parameters"]["item"]["defaultValue"])
-    assert item["name"] == "mnistcnn" and item["job"]["tune"]["budget"] == 5 and item["job"]["convert"]["inputs"] == MNIST["convert"]["inputs"]
+    assert (
+        item["name"] == "mnistcnn"
+        and item["job"]["tune"]["budget"] == 5
+        and item["job"]["convert"]["inputs"] == MNIST["convert"]["inputs"]
+    )
     assert spec["root"]["inputDefinitions"]["parameters"]["item"]["parameterType"] == "STRING"
     tune = spec["components"]["comp-tune"]
     assert tune["inputDefinitions"]["artifacts"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
@@ -75,15 +88,25 @@ def test_fan_out_compiles_to_a_parallel_for_and_a_ranking(fanout_job, tmp_path):
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--items"
     items = spec["root"]["inputDefinitions"]["parameters"]["items"]
     assert items["parameterType"] == "LIST" and [json.loads(i)["name"] for i in items["defaultValue"]] == ["mnist", "relu"]
-    assert json.loads(items["defaultValue"][1])["job"]["source"] == str(fanout_job.parent / "relu.onnx")  # relative to the job file
+    assert json.loads(items["defaultValue"][1])["job"]["source"] == str(
+        fanout_job.parent / "relu.onnx"
+    )  # relative to the job file
     rank = spec["root"]["dag"]["tasks"]["rank"]
     assert rank["dependentTasks"] == ["for-loop-1"]
     assert spec["deploymentSpec"]["executors"]["exec-tune"]["container"]["resources"]["resourceMemoryLimit"] == "4Gi"
 
 
 def test_targets_multiply_the_items(tmp_path):
-    job = write_job(tmp_path / "t.yaml", {**MNIST, "targets": [{"name": "latency", "tune": {"objective": "latency"}},
-                                                            {"name": "throughput", "tune": {"objective": "throughput", "max_batch": 8}}]})
+    job = write_job(
+        tmp_path / "t.yaml",
+        {
+            **MNIST,
+            "targets": [
+                {"name": "latency", "tune": {"objective": "latency"}},
+                {"name": "throughput", "tune": {"objective": "throughput", "max_batch": 8}},
+            ],
+        },
+    )
     spec = pipelines.load_pipeline_job(job)
     assert [i.name for i in spec.items] == ["mnistcnn-latency", "mnistcnn-throughput"]
     assert spec.items[1].job.tune.objective == "throughput" and spec.items[1].job.tune.max_batch == 8
@@ -153,7 +176,6 @@ def test_local_run_of_a_two_model_fan_out(fanout_job, tmp_path):
 
 def test_kfp_and_the_frameworks_share_one_protobuf():
     """kfp 2.x needs protobuf < 7: onnx, onnxruntime, tensorflow, tf2onnx and kfp import together in one process."""
-    code = ("import google.protobuf, onnx, onnxruntime, tensorflow, tf2onnx, kfp, kfp.dsl; "
-            "print(google.protobuf.__version__)")
+    code = "import google.protobuf, onnx, onnxruntime, tensorflow, tf2onnx, kfp, kfp.dsl; print(google.protobuf.__version__)"
     version = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
     assert int(version.split(".")[0]) < 7

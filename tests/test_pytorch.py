@@ -14,8 +14,9 @@ from conftest import read_info, zoo
 
 def test_mnist_cnn_dynamic_batch_verified_at_1_and_7(tmp_path):
     out = tmp_path / "mnist"
-    result = golive.convert(zoo("MnistCNN"), out, inputs=["x:float32[1,1,28,28]"],
-                            verify_options={"dim_sizes": {"batch": [1, 7]}})
+    result = golive.convert(
+        zoo("MnistCNN"), out, inputs=["x:float32[1,1,28,28]"], verify_options={"dim_sizes": {"batch": [1, 7]}}
+    )
     assert result.passed
     info = read_info(out)
     assert info["exporter"] == "dynamo" and info["fallback_reason"] is None
@@ -45,8 +46,9 @@ def test_mnist_from_state_dict_weights(tmp_path):
 
 def test_rnn_language_model_with_hidden_state(tmp_path):
     out = tmp_path / "rnn"
-    result = golive.convert(zoo("RNNLanguageModel"), out,
-                            inputs=["input:int64[sequence,batch]", "hidden:float32[2,batch,64]"], int_ranges=["0:100"])
+    result = golive.convert(
+        zoo("RNNLanguageModel"), out, inputs=["input:int64[sequence,batch]", "hidden:float32[2,batch,64]"], int_ranges=["0:100"]
+    )
     assert result.passed, result.verification.failures()
     info = read_info(out)
     # nn.RNN unrolls over the sequence in torch.export; golive notices and falls back
@@ -55,13 +57,18 @@ def test_rnn_language_model_with_hidden_state(tmp_path):
     ops = golive.inspect(out).op_types
     assert "RNN" in ops
     assert {tuple(sorted(r.sizes.items())) for r in result.verification.runs} >= {
-        (("batch", 2), ("sequence", 8)), (("batch", 2), ("sequence", 11))}
+        (("batch", 2), ("sequence", 8)),
+        (("batch", 2), ("sequence", 11)),
+    }
 
 
 def test_lstm_taking_h0_c0(tmp_path):
-    result = golive.convert(zoo("LSTMTagger"), tmp_path / "lstm",
-                            inputs=["x:float32[batch,sequence,16]", "h0:float32[1,batch,32]", "c0:float32[1,batch,32]"],
-                            output_names=["tags", "h", "c"])
+    result = golive.convert(
+        zoo("LSTMTagger"),
+        tmp_path / "lstm",
+        inputs=["x:float32[batch,sequence,16]", "h0:float32[1,batch,32]", "c0:float32[1,batch,32]"],
+        output_names=["tags", "h", "c"],
+    )
     assert result.passed
     assert [o.name for o in result.record.outputs] == ["tags", "h", "c"]
     assert any(r.sizes.get("sequence") == 11 for r in result.verification.runs)
@@ -142,8 +149,9 @@ def test_whole_pickled_module_needs_trust(tmp_path, cli):
 
 
 def test_factory_function_source_and_static_opset(tmp_path):
-    result = golive.convert(zoo("tiny_mlp"), tmp_path / "o", inputs=["x:float32[batch,4]"], exporter="torchscript",
-                            opset=15, constant_folding=False)
+    result = golive.convert(
+        zoo("tiny_mlp"), tmp_path / "o", inputs=["x:float32[batch,4]"], exporter="torchscript", opset=15, constant_folding=False
+    )
     assert result.passed and result.record.opset["ai.onnx"] == 15
 
 

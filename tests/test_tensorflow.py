@@ -125,8 +125,12 @@ def ranking_savedmodel(tmp_path_factory):
             self.w = tf.Variable(tf.random.stateless_normal([3, 4], seed=[1, 2]))
             self.emb = tf.Variable(tf.random.stateless_normal([40, 4], seed=[3, 4]))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="features"),
-                                      tf.TensorSpec([None, None], tf.int64, name="history")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 3], tf.float32, name="features"),
+                tf.TensorSpec([None, None], tf.int64, name="history"),
+            ]
+        )
         def rank(self, features, history):
             s = tf.matmul(features, self.w) + tf.reduce_mean(tf.gather(self.emb, history), axis=1)
             return {"score": s, "best": tf.argmax(s, axis=1)}
@@ -146,8 +150,9 @@ def test_savedmodel_custom_signature(ranking_savedmodel, tmp_path, cli):
     assert code == 2 and "several signatures" in stderr and "--signature" in stderr
     assert not (tmp_path / "none").exists()
 
-    code, stdout, stderr = cli("convert", ranking_savedmodel, "-o", tmp_path / "o", "--signature", "rank",
-                               "--int-range", "history=0:40")
+    code, stdout, stderr = cli(
+        "convert", ranking_savedmodel, "-o", tmp_path / "o", "--signature", "rank", "--int-range", "history=0:40"
+    )
     assert code == 0, stderr
     info = read_info(tmp_path / "o")
     assert [s["name"] for s in info["inputs"]] == ["features", "history"]
@@ -192,8 +197,9 @@ def frozen_graph(tmp_path_factory):
 
 
 def test_frozen_graph_with_named_tensors(frozen_graph, tmp_path, cli):
-    code, _stdout, stderr = cli("convert", frozen_graph, "-o", tmp_path / "o",
-                               "--input", "x:float32[batch,4]", "--output-names", "probs,hidden")
+    code, _stdout, stderr = cli(
+        "convert", frozen_graph, "-o", tmp_path / "o", "--input", "x:float32[batch,4]", "--output-names", "probs,hidden"
+    )
     assert code == 0, stderr
     info = read_info(tmp_path / "o")
     assert info["source_kind"] == "frozen-graph" and info["exporter"] == "tf2onnx"
@@ -211,8 +217,7 @@ def test_frozen_graph_guesses_placeholders_and_outputs(frozen_graph, tmp_path):
     assert any("--output-names" in n for n in result.record.notes)
 
 
-@pytest.mark.parametrize("flag,value,role", [("--input", "y:float32[batch,4]", "input"),
-                                             ("--output-names", "prob", "output")])
+@pytest.mark.parametrize("flag,value,role", [("--input", "y:float32[batch,4]", "input"), ("--output-names", "prob", "output")])
 def test_frozen_graph_unknown_tensor_name(frozen_graph, tmp_path, cli, flag, value, role):
     code, _, stderr = cli("convert", frozen_graph, "-o", tmp_path / "o", flag, value)
     stderr = _flat(stderr)
@@ -257,8 +262,9 @@ def test_keras_custom_layer_with_an_op_tf2onnx_lacks(tmp_path, cli):
     base = ["convert", tmp_path / "inv.keras", "-o", tmp_path / "o", "--data", tmp_path / "a.npz"]
 
     # a fresh process has never seen the layer (this one has: the test built the model with it)
-    fresh = subprocess.run([sys.executable, "-m", "golive", *map(str, base)], capture_output=True, text=True,
-                           env={**os.environ, "COLUMNS": "200"})
+    fresh = subprocess.run(
+        [sys.executable, "-m", "golive", *map(str, base)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     assert fresh.returncode == 2 and "Keras cannot load" in fresh.stderr and "register_keras_serializable" in fresh.stderr
 
     code, _, err = cli(*base, "--import", "keras_layers")
@@ -266,8 +272,15 @@ def test_keras_custom_layer_with_an_op_tf2onnx_lacks(tmp_path, cli):
     assert code == 2 and "cannot convert the TensorFlow op MatrixInverse" in err
     assert "--custom-translation MatrixInverse=ai.onnx.contrib" in err and "--custom-ops" in err
 
-    code, _, err = cli(*base, "--import", "keras_layers", "--custom-translation", "MatrixInverse=ai.onnx.contrib",
-                       "--custom-ops", TESTS / "custom_ops_runtime.py")
+    code, _, err = cli(
+        *base,
+        "--import",
+        "keras_layers",
+        "--custom-translation",
+        "MatrixInverse=ai.onnx.contrib",
+        "--custom-ops",
+        TESTS / "custom_ops_runtime.py",
+    )
     assert code == 0, err
     info = read_info(tmp_path / "o")
     assert info["exporter"] == "tf2onnx" and info["verification"]["passed"]

@@ -28,12 +28,15 @@ def test_parse_input_spec_reads_names_types_and_dims():
     assert parse_input_spec("s:double[]").dtype == "float64"
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("x:float32(1,2)", "cannot read the input spec"),
-    ("x[1,2]", "cannot read the input spec"),
-    ("x:floot[1]", "unknown element type 'floot'"),
-    ("x:float32[1,-2]", "bad dimension '-2'"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("x:float32(1,2)", "cannot read the input spec"),
+        ("x[1,2]", "cannot read the input spec"),
+        ("x:floot[1]", "unknown element type 'floot'"),
+        ("x:float32[1,-2]", "bad dimension '-2'"),
+    ],
+)
 def test_malformed_input_specs_name_the_problem(text, fragment):
     with pytest.raises(InputSpecError, match=fragment.replace("(", r"\(").replace("[", r"\[")) as err:
         parse_input_spec(text)
@@ -63,9 +66,11 @@ def test_int_ranges_and_dim_sizes():
 
 
 def test_synthetic_inputs_respect_dtype_shape_and_range():
-    specs = [TensorSpec(name="ids", dtype="int64", shape=["batch", "sequence"], int_range=(100, 105)),
-             TensorSpec(name="x", dtype="float16", shape=["batch", 4]),
-             TensorSpec(name="m", dtype="bool", shape=[3])]
+    specs = [
+        TensorSpec(name="ids", dtype="int64", shape=["batch", "sequence"], int_range=(100, 105)),
+        TensorSpec(name="x", dtype="float16", shape=["batch", 4]),
+        TensorSpec(name="m", dtype="bool", shape=[3]),
+    ]
     feeds = synthesize(specs, {"batch": 3, "sequence": 7}, seed=1)
     assert feeds["ids"].shape == (3, 7) and feeds["ids"].dtype == np.int64
     assert feeds["ids"].min() >= 100 and feeds["ids"].max() < 105

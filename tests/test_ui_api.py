@@ -59,8 +59,11 @@ def done(tmp_path_factory):
     up = upload(c, "relu.onnx", model.read_bytes()).json()
     assert up["framework"] == "onnx"
     dup = upload(c, "x.npz", data.read_bytes(), "data").json()
-    r = c.post("/api/jobs/convert", json={"model": {"upload": up["id"]}, "data": {"upload": dup["id"]},
-                                          "verify": {"dim_sizes": "batch=2,5"}}, headers=SAME_ORIGIN)
+    r = c.post(
+        "/api/jobs/convert",
+        json={"model": {"upload": up["id"]}, "data": {"upload": dup["id"]}, "verify": {"dim_sizes": "batch=2,5"}},
+        headers=SAME_ORIGIN,
+    )
     assert r.status_code == 201, r.text
     convert_id = r.json()["id"]
     jobs.run_worker(home=home, exit_when_idle=True)
@@ -80,9 +83,17 @@ def done(tmp_path_factory):
 
 def test_every_page_renders(done):
     c, cid, pid = done["client"], done["convert"], done["perf"][0]
-    pages = {"/jobs": "Job Monitor", "/convert": "Convert", "/perf": "Perf Test", "/visualize": "Model Visualize",
-             f"/jobs/{cid}": "Verification", f"/jobs/{pid}": "Tune report", f"/visualize?model=job-{cid}": "Operators",
-             f"/visualize?model=best-{pid}": "Operators", f"/perf?job={cid}": cid}
+    pages = {
+        "/jobs": "Job Monitor",
+        "/convert": "Convert",
+        "/perf": "Perf Test",
+        "/visualize": "Model Visualize",
+        f"/jobs/{cid}": "Verification",
+        f"/jobs/{pid}": "Tune report",
+        f"/visualize?model=job-{cid}": "Operators",
+        f"/visualize?model=best-{pid}": "Operators",
+        f"/perf?job={cid}": cid,
+    }
     for url, text in pages.items():
         r = c.get(url)
         assert r.status_code == 200 and text in r.text, url
@@ -164,15 +175,19 @@ def test_compare_perf_tests_of_one_upload_but_not_of_two_models(done, tmp_path):
 
     c, home = done["client"], done["home"]
     relu = relu_onnx(tmp_path / "relu.onnx").read_bytes()
-    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "sigmoid.onnx")
     ids = []
     for name, data in (("relu.onnx", relu), ("relu.onnx", relu), ("sigmoid.onnx", (tmp_path / "sigmoid.onnx").read_bytes())):
         up = upload(c, name, data).json()
-        r = c.post("/api/jobs/perf", json={"model": {"upload": up["id"]}, "tune": {"budget": "2", "transforms": []}},
-                   headers=SAME_ORIGIN)
+        r = c.post(
+            "/api/jobs/perf", json={"model": {"upload": up["id"]}, "tune": {"budget": "2", "transforms": []}}, headers=SAME_ORIGIN
+        )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     jobs.run_worker(home=home, exit_when_idle=True)
@@ -206,7 +221,9 @@ def test_netron_is_served_offline_and_never_expires(done):
     assert c.get("/netron/view.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
     for sneaky in ("/netron//index.html", "/netron/%2e/index.html", "/netron/./index.html"):
         r = c.get(sneaky)
-        assert r.status_code == 404 or ('name="date"' not in r.text and "connect-src" in r.headers["content-security-policy"]), sneaky
+        assert r.status_code == 404 or ('name="date"' not in r.text and "connect-src" in r.headers["content-security-policy"]), (
+            sneaky
+        )
 
 
 def test_pages_cannot_be_framed_by_other_sites(done):
@@ -216,12 +233,19 @@ def test_pages_cannot_be_framed_by_other_sites(done):
 
 # ---------------------------------------------------------------- refusals
 
+
 def test_unknown_things_are_404(done):
     c, cid = done["client"], done["convert"]
-    for url, text in [("/jobs/ffffffffffff", "no job"), ("/api/jobs/ffffffffffff", "no job"),
-                      (f"/jobs/{cid}/files/secret.txt", "no file"), (f"/jobs/{cid}/files/report.json", "has no report.json"),
-                      (f"/jobs/{cid}/best.zip", "no tuned best/"), ("/models/job-../model.onnx", "no model"),
-                      ("/visualize?model=bogus", "no model"), ("/models/upload-0123456789abcdef0123456789abcdef/model.onnx", "no upload")]:
+    for url, text in [
+        ("/jobs/ffffffffffff", "no job"),
+        ("/api/jobs/ffffffffffff", "no job"),
+        (f"/jobs/{cid}/files/secret.txt", "no file"),
+        (f"/jobs/{cid}/files/report.json", "has no report.json"),
+        (f"/jobs/{cid}/best.zip", "no tuned best/"),
+        ("/models/job-../model.onnx", "no model"),
+        ("/visualize?model=bogus", "no model"),
+        ("/models/upload-0123456789abcdef0123456789abcdef/model.onnx", "no upload"),
+    ]:
         r = c.get(url)
         assert r.status_code == 404 and text in r.text, (url, r.status_code, r.text[:200])
 
@@ -236,8 +260,12 @@ def test_host_header_must_name_the_server(tmp_path):
 
 def test_state_changing_requests_need_a_same_origin_origin(tmp_path):
     c = client(tmp_path / "home")
-    for headers, text in [({}, "needs an Origin header"), ({"origin": "http://evil.example"}, "cross-site request refused"),
-                          ({"origin": "http://127.0.0.1:9999"}, "cross-site request refused"), ({"origin": "null"}, "needs an Origin")]:
+    for headers, text in [
+        ({}, "needs an Origin header"),
+        ({"origin": "http://evil.example"}, "cross-site request refused"),
+        ({"origin": "http://127.0.0.1:9999"}, "cross-site request refused"),
+        ({"origin": "null"}, "needs an Origin"),
+    ]:
         r = c.post("/api/jobs/convert", json={"model": {"path": "/x"}}, headers=headers)
         assert r.status_code == 403 and text in r.json()["error"]
     assert c.get("/api/jobs").status_code == 200  # reading needs no Origin
@@ -264,9 +292,12 @@ def test_uploads_refused_leave_nothing_behind(tmp_path):
     home = tmp_path / "home"
     c = client(home, max_upload_mb=0.01)
     cases = [
-        ("model.pkl", b"x", 415, "is a pickle"), ("model.joblib", b"x", 415, "is a pickle"),
-        ("net.py", b"import os", 415, "is code"), ("ops.so", b"x", 415, "is code"),
-        ("model", b"x", 400, "no file extension"), ("empty.onnx", b"", 400, "is empty"),
+        ("model.pkl", b"x", 415, "is a pickle"),
+        ("model.joblib", b"x", 415, "is a pickle"),
+        ("net.py", b"import os", 415, "is code"),
+        ("ops.so", b"x", 415, "is code"),
+        ("model", b"x", 400, "no file extension"),
+        ("empty.onnx", b"", 400, "is empty"),
         ("big.onnx", b"x" * 20000, 413, "over this server's limit"),
         ("evil.zip", zip_bytes({"../escape.txt": b"x"}), 400, "points outside the archive"),
         ("abs.zip", zip_bytes({"/etc/passwd": b"x"}), 400, "points outside the archive"),
@@ -287,6 +318,7 @@ def test_uploads_refused_leave_nothing_behind(tmp_path):
     def chunks():  # no Content-Length: the limit is enforced while streaming
         for _ in range(20):
             yield b"x" * 1000
+
     r = c.post("/api/uploads?name=streamed.onnx", content=chunks(), headers=SAME_ORIGIN)
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and "over this server's limit" in r.json()["error"]
@@ -317,8 +349,11 @@ def test_server_paths_only_under_allowed_roots(tmp_path):
     r = c.post("/api/jobs/convert", json={"model": {"path": str(model)}}, headers=SAME_ORIGIN)
     assert r.status_code == 403 and "reads no paths of its own" in r.json()["error"]
     c = client(tmp_path / "home", allow_roots=[tmp_path / "allowed"])
-    for path in (tmp_path / "secret" / "other.onnx", tmp_path / "allowed" / ".." / "secret" / "other.onnx",
-                 tmp_path / "allowed" / "sneaky.onnx"):
+    for path in (
+        tmp_path / "secret" / "other.onnx",
+        tmp_path / "allowed" / ".." / "secret" / "other.onnx",
+        tmp_path / "allowed" / "sneaky.onnx",
+    ):
         r = c.post("/api/jobs/convert", json={"model": {"path": str(path)}}, headers=SAME_ORIGIN)
         assert r.status_code == 403 and "not under an allowed root" in r.json()["error"], path
     r = c.post("/api/jobs/convert", json={"model": {"path": str(tmp_path / "allowed" / "none.onnx")}}, headers=SAME_ORIGIN)
@@ -337,7 +372,11 @@ def test_bad_settings_say_what_is_wrong(tmp_path):
     model = {"upload": up["id"]}
     cases = [
         ({"model": model, "convert": {"opset": "three"}}, 400, "cannot read convert opset"),
-        ({"model": model, "convert": {"opset": "3"}}, 400, "invalid convert settings: opset: Input should be greater than or equal to 7"),
+        (
+            {"model": model, "convert": {"opset": "3"}},
+            400,
+            "invalid convert settings: opset: Input should be greater than or equal to 7",
+        ),
         ({"model": model, "convert": {"exporter": "magic"}}, 400, "invalid convert settings: exporter: Input should be 'auto'"),
         ({"model": model, "convert": {"colour": "red"}}, 400, "unknown ConvertOptions field(s): colour"),
         ({"model": model, "verify": {"dim_sizes": "batch"}}, 400, "cannot read verify dim sizes"),

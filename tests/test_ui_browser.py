@@ -21,14 +21,19 @@ import pytest
 from conftest import TESTS, free_port
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = TESTS.parent / "test-artifacts" / "ui"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
-
 
 
 class UI:
@@ -38,8 +43,13 @@ class UI:
         self.home, self.port = home, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(home.parent / f"ui-{time.monotonic_ns()}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "golive", "ui", "--home", str(home), "--port", str(self.port)],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "golive", "ui", "--home", str(home), "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            start_new_session=True,
+        )
         line = self.proc.stdout.readline()  # printed once it listens
         assert line.startswith(f"golive ui: {self.url}/"), line
 

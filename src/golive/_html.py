@@ -10,9 +10,11 @@ from typing import Any
 
 __all__ = ["box", "escape", "table", "verdict", "when"]
 
-_STYLE = ("<style>.golive td,.golive th{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:12px}"
-          ".golive table{border-collapse:collapse;margin:4px 0}.golive th{background:#f0f0f8}"
-          ".golive .ok{color:#1b5e20;font-weight:bold}.golive .bad{color:#b71c1c;font-weight:bold}</style>")
+_STYLE = (
+    "<style>.golive td,.golive th{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:12px}"
+    ".golive table{border-collapse:collapse;margin:4px 0}.golive th{background:#f0f0f8}"
+    ".golive .ok{color:#1b5e20;font-weight:bold}.golive .bad{color:#b71c1c;font-weight:bold}</style>"
+)
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], attrs: str = "") -> str:

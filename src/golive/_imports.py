@@ -104,8 +104,9 @@ def load_module(name: str, *, reuse: bool = False) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        raise SourceNotFoundError(f"cannot import module {name}: {exc}",
-                                  hint="install the package, run from its folder, or use path/to/file.py") from exc
+        raise SourceNotFoundError(
+            f"cannot import module {name}: {exc}", hint="install the package, run from its folder, or use path/to/file.py"
+        ) from exc
     except Exception as exc:
         raise ModelLoadError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
     finally:

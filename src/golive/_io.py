@@ -66,8 +66,21 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_VERSIONED = ("golive", "onnx", "onnxruntime", "numpy", "torch", "onnxscript", "transformers", "scikit-learn",
-              "skl2onnx", "lightgbm", "xgboost", "xgboost-cpu", "onnxmltools")
+_VERSIONED = (
+    "golive",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "torch",
+    "onnxscript",
+    "transformers",
+    "scikit-learn",
+    "skl2onnx",
+    "lightgbm",
+    "xgboost",
+    "xgboost-cpu",
+    "onnxmltools",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -28,5 +28,7 @@ def check_port(host: str, port: int, what: str = "") -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise GoliveError(f"cannot listen on {host}:{port}{' for ' + what if what else ''}: {exc.strerror or exc}",
-                              hint="pick another port, or stop what listens there") from None
+            raise GoliveError(
+                f"cannot listen on {host}:{port}{' for ' + what if what else ''}: {exc.strerror or exc}",
+                hint="pick another port, or stop what listens there",
+            ) from None

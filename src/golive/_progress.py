@@ -39,11 +39,16 @@ class NotebookBar:
         self.handle = display(HTML(self._render("running")), display_id=True)
 
     def _render(self, state: str) -> str:
-        bar = (f"<progress value='{self.done or 0}' max='{self.total}'></progress> {self.done or 0}/{self.total}"
-               if self.total else ("<progress></progress>" if state == "running" else ""))
+        bar = (
+            f"<progress value='{self.done or 0}' max='{self.total}'></progress> {self.done or 0}/{self.total}"
+            if self.total
+            else ("<progress></progress>" if state == "running" else "")
+        )
         color = {"running": "#1565c0", "done": "#1b5e20", "failed": "#b71c1c"}[state]
-        return (f"<div class='golive-progress' data-state='{state}'><b style='color:{color}'>{escape(self.what)}: {state}</b> "
-                f"{bar} <code>{escape(self.step)}</code> {escape(self.message[:160])}</div>")
+        return (
+            f"<div class='golive-progress' data-state='{state}'><b style='color:{color}'>{escape(self.what)}: {state}</b> "
+            f"{bar} <code>{escape(self.step)}</code> {escape(self.message[:160])}</div>"
+        )
 
     def update(self, event) -> None:
         self.step, self.message, self.done, self.total = event.step, event.message, event.done, event.total

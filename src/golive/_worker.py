@@ -47,9 +47,18 @@ class StepProcess:
     the outcome is kept with ``keep_messages=False``), its outcome (the ``result`` or ``error`` message) on
     ``self.outcome``."""
 
-    def __init__(self, target: str, kwargs: dict[str, Any], *, log_path: Path | None = None, job_id: str | None = None,
-                 keep_failed: bool = False, echo_log: bool = False, log_level: int = logging.INFO,
-                 keep_messages: bool = True) -> None:
+    def __init__(
+        self,
+        target: str,
+        kwargs: dict[str, Any],
+        *,
+        log_path: Path | None = None,
+        job_id: str | None = None,
+        keep_failed: bool = False,
+        echo_log: bool = False,
+        log_level: int = logging.INFO,
+        keep_messages: bool = True,
+    ) -> None:
         self.target, self.kwargs = target, kwargs
         self.job_id, self.keep_failed, self.echo_log, self.log_level = job_id, keep_failed, echo_log, log_level
         self.keep_messages = keep_messages
@@ -78,12 +87,25 @@ class StepProcess:
             os.close(fd)
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        task = {"target": self.target, "kwargs": self.kwargs, "sys_path": list(sys.path), "job_id": self.job_id,
-                "keep_failed": self.keep_failed, "echo_log": self.echo_log, "log_level": self.log_level,
-                "grace": GRACE_SECONDS}
+        task = {
+            "target": self.target,
+            "kwargs": self.kwargs,
+            "sys_path": list(sys.path),
+            "job_id": self.job_id,
+            "keep_failed": self.keep_failed,
+            "echo_log": self.echo_log,
+            "log_level": self.log_level,
+            "grace": GRACE_SECONDS,
+        }
         with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen([sys.executable, "-m", "golive._worker"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log_file, start_new_session=True, close_fds=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "golive._worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                start_new_session=True,
+                close_fds=True,
+            )
         proc, stdin, _ = self._child()
         stdin.write((json.dumps(task) + "\n").encode())
         stdin.flush()
@@ -162,8 +184,12 @@ class StepProcess:
         message, sig = death_message(code, f"the process running {what}")
         if tail:
             message += "; its last output:\n" + tail
-        return StepCrashedError(message, hint="a converter or runtime crash on this model; --debug shows everything it printed",
-                                signal=sig, log_tail=tail)
+        return StepCrashedError(
+            message,
+            hint="a converter or runtime crash on this model; --debug shows everything it printed",
+            signal=sig,
+            log_tail=tail,
+        )
 
 
 def decode_error(error: dict[str, Any]) -> BaseException:
@@ -195,8 +221,12 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
                 continue
             fields[key] = value
         return {"golive": True, "class": type(exc).__name__, "message": exc.message, "hint": exc.hint, "fields": fields}
-    return {"golive": False, "class": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc),
-            "traceback": traceback.format_exc()}
+    return {
+        "golive": False,
+        "class": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": traceback.format_exc(),
+    }
 
 
 def call(target: str, kwargs: dict[str, Any], *, what: str, on_event: Callable | None = None, cancel=None) -> Any:
@@ -258,6 +288,7 @@ def call(target: str, kwargs: dict[str, Any], *, what: str, on_event: Callable |
 
 
 # ---------------------------------------------------------------- the child
+
 
 class _ProtocolHandler(logging.Handler):
     def __init__(self, send: Callable[[dict], None]) -> None:
@@ -330,7 +361,7 @@ def main() -> None:
         data = (json.dumps(msg, default=str) + "\n").encode()
         with lock:
             while data:
-                data = data[os.write(proto, data):]
+                data = data[os.write(proto, data) :]
 
     sys.path[:] = task["sys_path"]
     cancel = CancelToken()

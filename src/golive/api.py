@@ -98,8 +98,16 @@ def _convert_result(value: dict):
 
 # ---------------------------------------------------------------- the steps
 
-def convert(source: str | Path, output_dir: str | Path, *, verify_options: VerifyOptions | dict | None = None,
-            on_event: EventHandler | None = None, cancel: CancelToken | None = None, **options: Any):
+
+def convert(
+    source: str | Path,
+    output_dir: str | Path,
+    *,
+    verify_options: VerifyOptions | dict | None = None,
+    on_event: EventHandler | None = None,
+    cancel: CancelToken | None = None,
+    **options: Any,
+):
     """Convert ``source`` to ONNX in ``output_dir`` (model.onnx + golive.json), verifying it unless ``verify=False``.
 
     ``options`` are the fields of :class:`golive.spec.ConvertOptions` (inputs, dynamic, opset, exporter, ...).
@@ -107,8 +115,13 @@ def convert(source: str | Path, output_dir: str | Path, *, verify_options: Verif
     """
     if isinstance(verify_options, dict):
         verify_options = _validated(VerifyOptions, **verify_options)
-    job = _validated(JobSpec, source=str(source), output_dir=str(Path(output_dir).absolute()),
-                     convert=_validated(ConvertOptions, **options), verify=verify_options or VerifyOptions())
+    job = _validated(
+        JobSpec,
+        source=str(source),
+        output_dir=str(Path(output_dir).absolute()),
+        convert=_validated(ConvertOptions, **options),
+        verify=verify_options or VerifyOptions(),
+    )
     return convert_job(job, on_event=on_event, cancel=cancel)
 
 
@@ -117,8 +130,14 @@ def convert_job(job: JobSpec, *, on_event: EventHandler | None = None, cancel: C
     return _convert_result(_call("convert_entry", "the conversion", on_event, cancel, job=job.model_dump(mode="json")))
 
 
-def verify(target: str | Path, *, source: str | None = None, on_event: EventHandler | None = None,
-           cancel: CancelToken | None = None, **options: Any):
+def verify(
+    target: str | Path,
+    *,
+    source: str | None = None,
+    on_event: EventHandler | None = None,
+    cancel: CancelToken | None = None,
+    **options: Any,
+):
     """Verify a convert output folder against its source, or an ONNX file against test data (or ONNX's reference evaluator).
 
     ``options`` are the fields of :class:`golive.spec.VerifyOptions` (data, rtol, atol, per_output, dim_sizes, ...);
@@ -130,13 +149,27 @@ def verify(target: str | Path, *, source: str | None = None, on_event: EventHand
     vopts = _validated(VerifyOptions, **options)
     if not Path(target).exists():
         raise GoliveError(f"{target} does not exist", hint="give a golive convert output folder or an .onnx file")
-    value = _call("verify_entry", "verification", on_event, cancel, target=str(Path(target).absolute()),
-                  options=vopts.model_dump(mode="json"), source=str(source) if source else None)
+    value = _call(
+        "verify_entry",
+        "verification",
+        on_event,
+        cancel,
+        target=str(Path(target).absolute()),
+        options=vopts.model_dump(mode="json"),
+        source=str(source) if source else None,
+    )
     return VerifyReport.model_validate(value)
 
 
-def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOptions | dict | None = None,
-         on_event: EventHandler | None = None, cancel: CancelToken | None = None, **options: Any):
+def tune(
+    target: str | Path,
+    output_dir: str | Path,
+    *,
+    verify_options: VerifyOptions | dict | None = None,
+    on_event: EventHandler | None = None,
+    cancel: CancelToken | None = None,
+    **options: Any,
+):
     """Search transforms × session settings for the fastest configuration that passes the accuracy gate.
 
     ``target`` is a convert output folder or an .onnx file; ``options`` are the fields of
@@ -148,9 +181,16 @@ def tune(target: str | Path, output_dir: str | Path, *, verify_options: VerifyOp
     topts = _validated(TuneOptions, **options)
     if isinstance(verify_options, dict):
         verify_options = _validated(VerifyOptions, **verify_options)
-    value = _call("tune_entry", "tuning", on_event, cancel, target=str(Path(target).absolute()),
-                  output_dir=str(Path(output_dir).absolute()), options=topts.model_dump(mode="json"),
-                  verify_options=verify_options.model_dump(mode="json") if verify_options else None)
+    value = _call(
+        "tune_entry",
+        "tuning",
+        on_event,
+        cancel,
+        target=str(Path(target).absolute()),
+        output_dir=str(Path(output_dir).absolute()),
+        options=topts.model_dump(mode="json"),
+        verify_options=verify_options.model_dump(mode="json") if verify_options else None,
+    )
     return TuneResult.model_validate(value)
 
 
@@ -184,6 +224,7 @@ def _replayed(value: dict):
 
 
 # ---------------------------------------------------------------- reading results
+
 
 def inspect(model: str | Path):
     """Summarize an ONNX model (or the model.onnx of an output folder)."""

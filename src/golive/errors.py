@@ -84,8 +84,9 @@ class ModelLoadError(GoliveError):
 class ExportError(GoliveError):
     """The exporter could not translate the model to ONNX."""
 
-    def __init__(self, message: str, *, hint: str | None = None, operators: list[str] | None = None,
-                 attempts: list[dict] | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, operators: list[str] | None = None, attempts: list[dict] | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.operators = operators or []
         self.attempts = attempts or []
@@ -133,10 +134,12 @@ class JobTimeoutError(JobError, TimeoutError):
     """golive.jobs.wait gave up: the job had not finished within the timeout."""
 
 
-def validation_problems(exc: Any, *, limit: int | None = None, empty: str = "",
-                        name: Callable[[tuple], str] | None = None) -> str:
+def validation_problems(
+    exc: Any, *, limit: int | None = None, empty: str = "", name: Callable[[tuple], str] | None = None
+) -> str:
     """A pydantic ``ValidationError`` as one line: ``field.sub: message; ...`` (``name`` formats a location,
     ``empty`` names an error of the whole model, ``limit`` keeps the first few)."""
+
     def where(loc: tuple) -> str:
         return name(loc) if name else ".".join(str(p) for p in loc) or empty
 

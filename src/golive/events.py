@@ -34,7 +34,9 @@ class Event(BaseModel):
     message: str
     done: int | None = None
     total: int | None = None
-    payload: dict[str, Any] = Field(default_factory=dict, description="structured figures: a tune candidate's row, a verify run's errors")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="structured figures: a tune candidate's row, a verify run's errors"
+    )
     job_id: str | None = None
     ts: float = Field(default_factory=time.time, description="seconds since the epoch")
 
@@ -61,16 +63,23 @@ class CancelToken:
 class StepContext:
     """What a running step reports to and listens to: the callback, events.jsonl, the cancel token."""
 
-    def __init__(self, *, on_event: EventHandler | None = None, cancel: CancelToken | None = None,
-                 job_id: str | None = None, keep_failed: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        on_event: EventHandler | None = None,
+        cancel: CancelToken | None = None,
+        job_id: str | None = None,
+        keep_failed: bool = False,
+    ) -> None:
         self.on_event = on_event
         self.cancel = cancel or CancelToken()
         self.job_id = job_id
         self.keep_failed = keep_failed  # a job keeps a failed run folder (its events) for the monitor
         self._files: list[Path] = []
 
-    def emit(self, step: str, message: str, done: int | None = None, total: int | None = None,
-             payload: dict[str, Any] | None = None) -> Event:
+    def emit(
+        self, step: str, message: str, done: int | None = None, total: int | None = None, payload: dict[str, Any] | None = None
+    ) -> Event:
         event = Event(step=step, message=message, done=done, total=total, payload=payload or {}, job_id=self.job_id)
         log.debug("%s: %s", step, message)
         line = event.model_dump_json() + "\n"
@@ -87,8 +96,10 @@ class StepContext:
     def check(self) -> None:
         """Raise CancelledError when cancellation was asked for (called between units of work)."""
         if self.cancel.is_set():
-            raise CancelledError(f"cancelled: {self.cancel.reason}" if self.cancel.reason != "cancelled" else "cancelled",
-                                 hint="nothing it wrote looks finished; run it again to start over")
+            raise CancelledError(
+                f"cancelled: {self.cancel.reason}" if self.cancel.reason != "cancelled" else "cancelled",
+                hint="nothing it wrote looks finished; run it again to start over",
+            )
 
     def writing_to(self, path: Path) -> _Writing:
         """Also append events to ``path`` while the returned context is active."""

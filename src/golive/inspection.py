@@ -29,15 +29,20 @@ class ModelSummary(BaseModel):
     op_types: dict[str, int] = Field(description="op type -> count, including subgraphs, most frequent first")
     functions: int = 0
     custom_ops: dict[str, list[str]] = Field(
-        default_factory=dict, description="operators outside ONNX Runtime's own domains, by domain: they need --custom-ops")
+        default_factory=dict, description="operators outside ONNX Runtime's own domains, by domain: they need --custom-ops"
+    )
     parameters: int
     parameter_bytes: int
     initializers: int
     metadata: dict[str, str] = Field(default_factory=dict)
     doc_string: str = ""
-    origins: dict[str, str] = Field(default_factory=dict, description=(
-        "for a convert folder of a model with nested inputs or outputs: where each ONNX input and output lies in "
-        "forward()'s arguments and its return value (hc[0], features['values'], returned[1][0])"))
+    origins: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "for a convert folder of a model with nested inputs or outputs: where each ONNX input and output lies in "
+            "forward()'s arguments and its return value (hc[0], features['values'], returned[1][0])"
+        ),
+    )
 
     def _repr_html_(self) -> str:
         return summary_html(self)
@@ -88,26 +93,47 @@ def summarize(path: str | Path) -> ModelSummary:
     ext_bytes = sum(f.stat().st_size for f in inside if f.is_file())
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
     return ModelSummary(
-        path=str(path), file_bytes=path.stat().st_size, external_data=sorted(external), external_bytes=ext_bytes,
-        ir_version=model.ir_version, producer=producer,
+        path=str(path),
+        file_bytes=path.stat().st_size,
+        external_data=sorted(external),
+        external_bytes=ext_bytes,
+        ir_version=model.ir_version,
+        producer=producer,
         opsets={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
-        inputs=inputs, outputs=outputs, node_count=top, subgraph_node_count=sub,
-        op_types=dict(counts.most_common()), functions=len(model.functions),
+        inputs=inputs,
+        outputs=outputs,
+        node_count=top,
+        subgraph_node_count=sub,
+        op_types=dict(counts.most_common()),
+        functions=len(model.functions),
         custom_ops=custom_domains(model),
-        parameters=params, parameter_bytes=nbytes, initializers=len(model.graph.initializer),
-        metadata={p.key: p.value for p in model.metadata_props}, doc_string=model.doc_string)
+        parameters=params,
+        parameter_bytes=nbytes,
+        initializers=len(model.graph.initializer),
+        metadata={p.key: p.value for p in model.metadata_props},
+        doc_string=model.doc_string,
+    )
 
 
 def summary_html(s: ModelSummary) -> str:
     from golive._html import box, escape, table
 
-    io = [("input", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.inputs] + \
-         [("output", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.outputs]
-    facts = [("nodes", s.node_count + s.subgraph_node_count), ("parameters", f"{s.parameters:,}"),
-             ("size", f"{(s.file_bytes + s.external_bytes) / 2**20:.2f} MB"), ("IR version", s.ir_version),
-             ("producer", s.producer), ("opsets", ", ".join(f"{k} {v}" for k, v in s.opsets.items()))]
+    io = [("input", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.inputs] + [
+        ("output", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.outputs
+    ]
+    facts = [
+        ("nodes", s.node_count + s.subgraph_node_count),
+        ("parameters", f"{s.parameters:,}"),
+        ("size", f"{(s.file_bytes + s.external_bytes) / 2**20:.2f} MB"),
+        ("IR version", s.ir_version),
+        ("producer", s.producer),
+        ("opsets", ", ".join(f"{k} {v}" for k, v in s.opsets.items())),
+    ]
     if s.custom_ops:
         facts.append(("custom-domain ops", "; ".join(f"{d}: {', '.join(ops)}" for d, ops in s.custom_ops.items())))
-    return box(f"model: {escape(s.path)}", table(["", "name", "dtype", "shape", "from"], io, "class='summary-io'")
-                + table(["", ""], facts, "class='summary-facts'")
-                + table(["op", "count"], list(s.op_types.items()), "class='summary-ops'"))
+    return box(
+        f"model: {escape(s.path)}",
+        table(["", "name", "dtype", "shape", "from"], io, "class='summary-io'")
+        + table(["", ""], facts, "class='summary-facts'")
+        + table(["op", "count"], list(s.op_types.items()), "class='summary-ops'"),
+    )

@@ -91,6 +91,7 @@ def now() -> str:
 
 # ---------------------------------------------------------------- records
 
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format_version: int = RECORD_VERSION
@@ -114,10 +115,18 @@ class ConvertRecord(_Record):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     export_sizes: dict[str, int] = Field(default_factory=dict)
-    input_structure: dict[str, Any] | None = Field(default=None, description=(
-        "nested or keyword-only inputs: how the ONNX inputs (leaves, named by path: hc.0) make up forward()'s arguments"))
-    output_structure: Any = Field(default=None, description="nested or dict outputs: where each ONNX output lies in what forward() returns")
-    custom_ops: list[str] = Field(default_factory=list, description="registrations every session needs; files copied into custom_ops/")
+    input_structure: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "nested or keyword-only inputs: how the ONNX inputs (leaves, named by path: hc.0) make up forward()'s arguments"
+        ),
+    )
+    output_structure: Any = Field(
+        default=None, description="nested or dict outputs: where each ONNX output lies in what forward() returns"
+    )
+    custom_ops: list[str] = Field(
+        default_factory=list, description="registrations every session needs; files copied into custom_ops/"
+    )
     external_data: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
     verification: VerifyReport | None = None
@@ -171,13 +180,17 @@ def read_record(path: Path, kind: type[R]) -> R:
         raise DataError(f"cannot read {path}: {exc}") from None
     version = raw.get("format_version", RECORD_VERSION) if isinstance(raw, dict) else None
     if isinstance(version, int) and version > RECORD_VERSION:
-        raise DataError(f"{path} was written by a newer golive (record format {version}; this golive reads {RECORD_VERSION})",
-                        hint="upgrade golive: pip install -U golive")
+        raise DataError(
+            f"{path} was written by a newer golive (record format {version}; this golive reads {RECORD_VERSION})",
+            hint="upgrade golive: pip install -U golive",
+        )
     try:
         return kind.model_validate(raw)
     except ValidationError as exc:
-        raise DataError(f"{path} is not a valid {kind.__name__}: {validation_problems(exc, limit=3)}",
-                        hint="it may come from an older golive; run the step again to rewrite it") from None
+        raise DataError(
+            f"{path} is not a valid {kind.__name__}: {validation_problems(exc, limit=3)}",
+            hint="it may come from an older golive; run the step again to rewrite it",
+        ) from None
 
 
 def write_record(path: Path, record: BaseModel) -> None:
@@ -187,6 +200,7 @@ def write_record(path: Path, record: BaseModel) -> None:
 
 
 # ---------------------------------------------------------------- relative paths
+
 
 @overload
 def to_record(value: str, folder: Path) -> str: ...
@@ -223,25 +237,34 @@ def from_record(value: str | None, folder: Path) -> str | None:
 
 # ---------------------------------------------------------------- reading a run folder back
 
+
 def read_convert_record(folder: Path, verb: str) -> ConvertRecord:
     """golive.json of a convert output folder, or a clear error when ``folder`` is not one (or not finished)."""
     if not (folder / CONVERT_RECORD).is_file():
         if (folder / "model.onnx").exists() or (folder / "events.jsonl").exists():
-            raise DataError(f"{folder} holds no finished conversion (no golive.json): the convert step did not complete",
-                            hint="run the conversion again (golive run JOB or golive convert)")
-        raise DataError(f"{folder} is not a golive convert output (it has no golive.json)",
-                        hint=f"{verb} a folder written by golive convert, or an .onnx file")
+            raise DataError(
+                f"{folder} holds no finished conversion (no golive.json): the convert step did not complete",
+                hint="run the conversion again (golive run JOB or golive convert)",
+            )
+        raise DataError(
+            f"{folder} is not a golive convert output (it has no golive.json)",
+            hint=f"{verb} a folder written by golive convert, or an .onnx file",
+        )
     return read_record(folder / CONVERT_RECORD, ConvertRecord)
 
 
 def options_from_record(record: ConvertRecord, folder: Path) -> ConvertOptions:
     """The convert options with their recorded paths made absolute against the run folder."""
     o = record.options
-    return o.model_copy(update={
-        "weights": from_record(o.weights, folder), "data": from_record(o.data, folder),
-        "custom_translation": [from_record(t, folder) for t in o.custom_translation],
-        "imports": [from_record(m, folder) for m in o.imports],
-        "custom_ops": [from_record(c, folder) for c in record.custom_ops]})
+    return o.model_copy(
+        update={
+            "weights": from_record(o.weights, folder),
+            "data": from_record(o.data, folder),
+            "custom_translation": [from_record(t, folder) for t in o.custom_translation],
+            "imports": [from_record(m, folder) for m in o.imports],
+            "custom_ops": [from_record(c, folder) for c in record.custom_ops],
+        }
+    )
 
 
 def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
@@ -259,7 +282,8 @@ def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str
     if (path.endswith(".py") or not is_import_path(source)) and not Path(path).exists():
         raise SourceNotFoundError(
             f"the source model is not here: golive.json records {record.source} (relative to {folder}), which would be {path}",
-            hint="the run folder travelled without it: pass the source with --source PATH (golive.verify(..., source=PATH))")
+            hint="the run folder travelled without it: pass the source with --source PATH (golive.verify(..., source=PATH))",
+        )
     return source
 
 
@@ -279,9 +303,11 @@ def best_folder(path: str | Path) -> Path:
     path = Path(path)
     if (path / "best").is_dir() or (path / "events.jsonl").exists() or (path / TUNE_RECORD).exists():  # a tune folder
         if finished_tune(path) is None:
-            raise GoliveError(f"{path} holds no finished tuning result: the tune step did not complete "
-                                 f"(tune.json, report.json and best/ are written last)",
-                                 hint="run it again: golive tune MODEL -o DIR, or golive jobs retry ID")
+            raise GoliveError(
+                f"{path} holds no finished tuning result: the tune step did not complete "
+                f"(tune.json, report.json and best/ are written last)",
+                hint="run it again: golive tune MODEL -o DIR, or golive jobs retry ID",
+            )
         return path / "best"
     if (path / SESSION_RECORD).is_file():
         return path
@@ -319,17 +345,23 @@ OptionsT = TypeVar("OptionsT", VerifyOptions, TuneOptions)
 
 def paths_to_record(options: OptionsT, folder: Path) -> OptionsT:
     """Verify or tune options as a record keeps them: their data and custom-op paths relative to ``folder``."""
-    return options.model_copy(update={"data": to_record(options.data, folder),
-                                      "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]})
+    return options.model_copy(
+        update={"data": to_record(options.data, folder), "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]}
+    )
 
 
 def paths_from_record(options: OptionsT, folder: Path) -> OptionsT:
     """Recorded verify or tune options with their paths made absolute against ``folder`` again."""
-    return options.model_copy(update={"data": from_record(options.data, folder),
-                                      "custom_ops": [from_record(c, folder) or c for c in options.custom_ops]})
+    return options.model_copy(
+        update={
+            "data": from_record(options.data, folder),
+            "custom_ops": [from_record(c, folder) or c for c in options.custom_ops],
+        }
+    )
 
 
 # ---------------------------------------------------------------- fingerprints
+
 
 def fingerprint(path: str | Path | None) -> str | None:
     """sha256 of a file's bytes, or of a folder's files (names and bytes); None when it does not exist."""
@@ -359,8 +391,13 @@ def model_files(model: str | Path) -> list[Path]:
         proto = onnx.load(str(model), load_external_data=False)
     except Exception:  # not readable as ONNX: its own bytes are all there is
         return files
-    locations = {entry.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-                 for entry in t.external_data if entry.key == "location"}
+    locations = {
+        entry.value
+        for t in proto.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for entry in t.external_data
+        if entry.key == "location"
+    }
     return files + [model.parent / loc for loc in sorted(locations)]
 
 
@@ -374,14 +411,17 @@ def step_key(spec: Any, files: Iterable[str | Path | None] = ()) -> str:
 
 # ---------------------------------------------------------------- the folder: lock, stage, commit
 
+
 def check_output_dir(out: Path) -> None:
     """Fail early, before any work, when ``out`` cannot become a golive output folder."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output path {out} is a file, not a folder", hint="choose another -o/--output folder")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in _OWN):
-        raise OutputDirError(f"output folder {out} already holds files that golive did not write",
-                             hint="choose a new or empty folder; golive replaces only its own earlier output")
+        raise OutputDirError(
+            f"output folder {out} already holds files that golive did not write",
+            hint="choose a new or empty folder; golive replaces only its own earlier output",
+        )
     for p in [out.parent, *out.parent.parents]:
         if p.exists():
             if not p.is_dir():
@@ -410,8 +450,9 @@ class RunFolder:
         try:
             folder.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputDirError(f"cannot create the output folder {folder.path}: {exc.strerror or exc}",
-                                 hint="choose a folder you can write to") from exc
+            raise OutputDirError(
+                f"cannot create the output folder {folder.path}: {exc.strerror or exc}", hint="choose a folder you can write to"
+            ) from exc
         lock = folder._lock()
         try:
             folder._sweep()
@@ -436,8 +477,10 @@ class RunFolder:
             f.seek(0)
             holder = f.read().strip()
             f.close()
-            raise RunFolderBusyError(f"{self.path} is being written by another golive step ({holder or 'another process'})",
-                                     hint="wait for it to finish, or cancel its job (golive jobs cancel ID)") from None
+            raise RunFolderBusyError(
+                f"{self.path} is being written by another golive step ({holder or 'another process'})",
+                hint="wait for it to finish, or cancel its job (golive jobs cancel ID)",
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}\n")

@@ -66,10 +66,18 @@ class SessionConfig(BaseModel):
         return " ".join(parts)
 
 
-_SHORT = {"intra_op_num_threads": "intra", "inter_op_num_threads": "inter", "execution_mode": "mode",
-          "graph_optimization_level": "opt", "intra_op_spinning": "no-spin", "inter_op_spinning": "no-inter-spin",
-          "enable_cpu_mem_arena": "no-arena", "enable_mem_pattern": "no-mem-pattern", "provider_options": "options",
-          "disabled_optimizers": "without"}
+_SHORT = {
+    "intra_op_num_threads": "intra",
+    "inter_op_num_threads": "inter",
+    "execution_mode": "mode",
+    "graph_optimization_level": "opt",
+    "intra_op_spinning": "no-spin",
+    "inter_op_spinning": "no-inter-spin",
+    "enable_cpu_mem_arena": "no-arena",
+    "enable_mem_pattern": "no-mem-pattern",
+    "provider_options": "options",
+    "disabled_optimizers": "without",
+}
 
 
 def save_optimized_graph(model: str | Path, config: SessionConfig, target: str | Path) -> None:
@@ -91,8 +99,9 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
     }[config.graph_optimization_level]
     so.intra_op_num_threads = config.intra_op_num_threads or default_intra_threads()
     so.inter_op_num_threads = config.inter_op_num_threads
-    so.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel"
-                         else ort.ExecutionMode.ORT_SEQUENTIAL)
+    so.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
     so.log_severity_level = config.log_severity_level
     so.enable_cpu_mem_arena = config.enable_cpu_mem_arena
     so.enable_mem_pattern = config.enable_mem_pattern
@@ -104,12 +113,19 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
     available = ort.get_available_providers()
     missing = [p for p in config.providers if p not in available]
     if missing:
-        raise ModelLoadError(f"execution provider(s) {', '.join(missing)} are not available in this onnxruntime",
-                             hint="available here: " + ", ".join(available))
+        raise ModelLoadError(
+            f"execution provider(s) {', '.join(missing)} are not available in this onnxruntime",
+            hint="available here: " + ", ".join(available),
+        )
     try:
         extra = {"disabled_optimizers": config.disabled_optimizers} if config.disabled_optimizers else {}
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
-                                    providers=config.providers, provider_options=config.provider_options or None, **extra)
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model),
+            sess_options=so,
+            providers=config.providers,
+            provider_options=config.provider_options or None,
+            **extra,
+        )
     except Exception as exc:
         text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
         missing_op = re.search(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op", text)
@@ -118,8 +134,9 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
             raise ModelLoadError(
                 f"the model uses the custom operator {domain}::{op}, which this ONNX Runtime does not implement",
                 hint="give its implementation with --custom-ops: a custom-op library (path/to/libops.so), a Python module "
-                     "whose functions are decorated with onnxruntime_extensions.onnx_op (ops.py or pkg.ops), or "
-                     f"{EXTENSIONS} for the operators onnxruntime-extensions ships") from exc
+                "whose functions are decorated with onnxruntime_extensions.onnx_op (ops.py or pkg.ops), or "
+                f"{EXTENSIONS} for the operators onnxruntime-extensions ships",
+            ) from exc
         raise ModelLoadError(f"ONNX Runtime cannot load the model: {text}") from exc
 
 
@@ -145,9 +162,11 @@ def resolve_custom_ops(entries: list[str]) -> list[str]:
         path = Path(entry)
         if not path.is_file():
             kind = "custom-op library" if is_library(entry) else "Python custom-op module"
-            raise GoliveError(f"{kind} {entry} does not exist",
-                              hint="--custom-ops takes a library (.so/.dll/.dylib), a .py file or module name with "
-                                   f"onnxruntime_extensions.onnx_op functions, or {EXTENSIONS}")
+            raise GoliveError(
+                f"{kind} {entry} does not exist",
+                hint="--custom-ops takes a library (.so/.dll/.dylib), a .py file or module name with "
+                f"onnxruntime_extensions.onnx_op functions, or {EXTENSIONS}",
+            )
         resolved.append(str(path.absolute()))
     return resolved
 
@@ -170,27 +189,47 @@ def register_custom_ops(so, entries: list[str]) -> None:
             try:
                 so.register_custom_ops_library(str(entry))
             except Exception as exc:
-                raise ModelLoadError(f"ONNX Runtime cannot load the custom-op library {entry}: {str(exc).strip()[:300]}",
-                                 hint="it must be built against this onnxruntime's C API (see onnxruntime.__version__)") from exc
+                raise ModelLoadError(
+                    f"ONNX Runtime cannot load the custom-op library {entry}: {str(exc).strip()[:300]}",
+                    hint="it must be built against this onnxruntime's C API (see onnxruntime.__version__)",
+                ) from exc
         elif entry == EXTENSIONS:
             needs_extensions = True
         else:
             from golive._imports import load_module
 
-            require("onnxruntime_extensions", package="onnxruntime-extensions", extra="extensions",
-                    purpose="Running Python custom operators")
+            require(
+                "onnxruntime_extensions",
+                package="onnxruntime-extensions",
+                extra="extensions",
+                purpose="Running Python custom operators",
+            )
             load_module(entry, reuse=True)
             needs_extensions = True
     if needs_extensions:
-        ortx = require("onnxruntime_extensions", package="onnxruntime-extensions", extra="extensions",
-                       purpose="Running onnxruntime-extensions operators")
+        ortx = require(
+            "onnxruntime_extensions",
+            package="onnxruntime-extensions",
+            extra="extensions",
+            purpose="Running onnxruntime-extensions operators",
+        )
         so.register_custom_ops_library(ortx.get_library_path())
 
 
 def custom_domains(model) -> dict[str, list[str]]:
     """Operators of an ``onnx.ModelProto`` outside the domains ONNX Runtime implements itself, by domain."""
-    builtin = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.training",
-               "ai.onnx.preview.training", "com.microsoft.experimental", "org.pytorch.aten", "com.ms.internal.nhwc"}
+    builtin = {
+        "",
+        "ai.onnx",
+        "ai.onnx.ml",
+        "com.microsoft",
+        "com.microsoft.nchwc",
+        "ai.onnx.training",
+        "ai.onnx.preview.training",
+        "com.microsoft.experimental",
+        "org.pytorch.aten",
+        "com.ms.internal.nhwc",
+    }
     local = {f.domain for f in model.functions}
     found: dict[str, list[str]] = {}
 

@@ -37,46 +37,78 @@ class _Strict(BaseModel):
 
 
 def _custom_ops_field():
-    return Field(default_factory=list, description=(
-        "Implementations of custom-domain operators, registered on every ONNX Runtime session: a custom-op library "
-        "(.so/.dll/.dylib), a Python module or .py file whose functions carry onnxruntime_extensions.onnx_op, or "
-        "onnxruntime_extensions for the operators that package ships. Saved with the model; verify and tune reuse it."))
+    return Field(
+        default_factory=list,
+        description=(
+            "Implementations of custom-domain operators, registered on every ONNX Runtime session: a custom-op library "
+            "(.so/.dll/.dylib), a Python module or .py file whose functions carry onnxruntime_extensions.onnx_op, or "
+            "onnxruntime_extensions for the operators that package ships. Saved with the model; verify and tune reuse it."
+        ),
+    )
 
 
 class ConvertOptions(_Strict):
-    framework: Literal["pytorch", "tensorflow", "sklearn", "lightgbm", "xgboost", "onnx", "libsvm", "coreml", "spark"] | None = Field(
-        default=None, description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost, libsvm, "
-                                  "coreml, spark (a saved SparkML PipelineModel) or onnx; "
-                                  "guessed from the source when left out.")
+    framework: Literal["pytorch", "tensorflow", "sklearn", "lightgbm", "xgboost", "onnx", "libsvm", "coreml", "spark"] | None = (
+        Field(
+            default=None,
+            description="Source framework: pytorch, tensorflow (Keras included), sklearn, lightgbm, xgboost, libsvm, "
+            "coreml, spark (a saved SparkML PipelineModel) or onnx; "
+            "guessed from the source when left out.",
+        )
+    )
     inputs: list[str] = Field(
-        default_factory=list, description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input. "
-                                          "A tuple or dict argument gives one input per tensor, named by its path: hc.0, hc.1 "
-                                          "(forward(input, hc) with hc = (h0, c0)), past.key (a dict).")
+        default_factory=list,
+        description="Input spec NAME:DTYPE[DIM,...], e.g. input_ids:int64[batch,128]; repeat for each input. "
+        "A tuple or dict argument gives one input per tensor, named by its path: hc.0, hc.1 "
+        "(forward(input, hc) with hc = (h0, c0)), past.key (a dict).",
+    )
     dynamic: list[str] = Field(
-        default_factory=list, description="Dynamic axes NAME:AXIS=DIMNAME,..., e.g. input_ids:0=batch,1=sequence. Default: axis 0 is a dynamic 'batch'.")
+        default_factory=list,
+        description="Dynamic axes NAME:AXIS=DIMNAME,..., e.g. input_ids:0=batch,1=sequence. Default: axis 0 is a dynamic 'batch'.",
+    )
     output_names: list[str] = Field(default_factory=list, description="Names for the ONNX outputs, in order.")
     opset: int | None = Field(default=None, ge=7, le=30, description="ONNX opset to export to (default: the exporter's own).")
     exporter: Literal["auto", "dynamo", "torchscript", "tf2onnx", "keras"] = Field(
-        default="auto", description="Exporter. PyTorch: auto tries dynamo, then torchscript. TensorFlow: tf2onnx; Keras files: auto "
-                                    "tries keras (model.export), then tf2onnx through a SavedModel.")
-    signature: str | None = Field(default=None, description="TensorFlow SavedModel signature to convert (default: serving_default, or the only one).")
+        default="auto",
+        description="Exporter. PyTorch: auto tries dynamo, then torchscript. TensorFlow: tf2onnx; Keras files: auto "
+        "tries keras (model.export), then tf2onnx through a SavedModel.",
+    )
+    signature: str | None = Field(
+        default=None, description="TensorFlow SavedModel signature to convert (default: serving_default, or the only one)."
+    )
     custom_translation: list[str] = Field(
-        default_factory=list, description="Operators the exporter lacks. PyTorch: onnxscript translations as module:table or "
-                                          "file.py:table (a dict from torch operator to onnxscript function; dynamo exporter only). "
-                                          "TensorFlow: TF_OP=DOMAIN keeps that op as one node of a custom domain (tf2onnx's custom_ops); "
-                                          "give its implementation with --custom-ops.")
+        default_factory=list,
+        description="Operators the exporter lacks. PyTorch: onnxscript translations as module:table or "
+        "file.py:table (a dict from torch operator to onnxscript function; dynamo exporter only). "
+        "TensorFlow: TF_OP=DOMAIN keeps that op as one node of a custom domain (tf2onnx's custom_ops); "
+        "give its implementation with --custom-ops.",
+    )
     constant_folding: bool = Field(default=True, description="Fold constants while exporting.")
-    weights: str | None = Field(default=None, description="State dict (.pt/.pth/.safetensors) for a PyTorch import-path source, loaded with weights_only=True.")
-    trust_pickle: bool = Field(default=False, description="Allow unpickling the source (whole pickled nn.Module, joblib/pickle files). Only for files you trust: unpickling runs code.")
-    zipmap: bool = Field(default=False, description="Classifiers: emit a ZipMap (list of dicts) instead of a plain probability tensor.")
+    weights: str | None = Field(
+        default=None,
+        description="State dict (.pt/.pth/.safetensors) for a PyTorch import-path source, loaded with weights_only=True.",
+    )
+    trust_pickle: bool = Field(
+        default=False,
+        description="Allow unpickling the source (whole pickled nn.Module, joblib/pickle files). Only for files you trust: unpickling runs code.",
+    )
+    zipmap: bool = Field(
+        default=False, description="Classifiers: emit a ZipMap (list of dicts) instead of a plain probability tensor."
+    )
     int_ranges: list[str] = Field(
-        default_factory=list, description="[NAME=]LOW:HIGH range for synthetic integer inputs (HIGH exclusive), e.g. input_ids=0:30522.")
-    data: str | None = Field(default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder.")
+        default_factory=list,
+        description="[NAME=]LOW:HIGH range for synthetic integer inputs (HIGH exclusive), e.g. input_ids=0:30522.",
+    )
+    data: str | None = Field(
+        default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder."
+    )
     custom_ops: list[str] = _custom_ops_field()
     imports: list[str] = Field(
-        default_factory=list, description="Python modules or .py files to import before loading the source, e.g. the "
-                                          "module that registers a Keras model's custom layers. Imported code runs: only "
-                                          "name code you trust.")
+        default_factory=list,
+        description="Python modules or .py files to import before loading the source, e.g. the "
+        "module that registers a Keras model's custom layers. Imported code runs: only "
+        "name code you trust.",
+    )
     verify: bool = Field(default=True, description="Verify the exported model against the source model.")
 
     @field_validator("inputs", "dynamic", "int_ranges")
@@ -85,8 +117,9 @@ class ConvertOptions(_Strict):
         from golive import tensors
 
         assert info.field_name is not None  # a validator bound to named fields always gets the field's name
-        parse = {"inputs": tensors.parse_input_spec, "dynamic": tensors.parse_dynamic,
-                 "int_ranges": tensors.parse_int_range}[info.field_name]
+        parse = {"inputs": tensors.parse_input_spec, "dynamic": tensors.parse_dynamic, "int_ranges": tensors.parse_int_range}[
+            info.field_name
+        ]
         for item in v:
             parse(item)  # raises InputSpecError naming the problem
         return v
@@ -98,13 +131,20 @@ class Tolerance(_Strict):
 
 
 class VerifyOptions(_Strict):
-    data: str | None = Field(default=None, description="Test data: .npz, .npy or ONNX test_data_set folder(s); synthetic inputs when left out.")
-    rtol: float | None = Field(default=None, ge=0, description="Relative tolerance for every output (default by dtype: 1e-3 for float32).")
-    atol: float | None = Field(default=None, ge=0, description="Absolute tolerance for every output (default by dtype: 1e-4 for float32).")
+    data: str | None = Field(
+        default=None, description="Test data: .npz, .npy or ONNX test_data_set folder(s); synthetic inputs when left out."
+    )
+    rtol: float | None = Field(
+        default=None, ge=0, description="Relative tolerance for every output (default by dtype: 1e-3 for float32)."
+    )
+    atol: float | None = Field(
+        default=None, ge=0, description="Absolute tolerance for every output (default by dtype: 1e-4 for float32)."
+    )
     per_output: dict[str, Tolerance] = Field(default_factory=dict, description="Tolerances for single outputs, by output name.")
     batches: int = Field(default=3, ge=1, le=100, description="Synthetic batches per size of the dynamic axes.")
     dim_sizes: dict[str, list[int]] = Field(
-        default_factory=dict, description="Sizes to verify each dynamic axis at, DIMNAME=SIZE[,SIZE...], e.g. batch=1,7.")
+        default_factory=dict, description="Sizes to verify each dynamic axis at, DIMNAME=SIZE[,SIZE...], e.g. batch=1,7."
+    )
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
     custom_ops: list[str] = _custom_ops_field()
 
@@ -112,15 +152,22 @@ class VerifyOptions(_Strict):
 class TuneOptions(_Strict):
     budget: float = Field(default=120.0, gt=0, description="Seconds to spend searching, transforms and measurements included.")
     providers: list[str] = Field(
-        default_factory=list, description="Execution providers to try, e.g. cpu,cuda (default: every one this onnxruntime has).")
+        default_factory=list, description="Execution providers to try, e.g. cpu,cuda (default: every one this onnxruntime has)."
+    )
     objective: Literal["latency", "throughput"] = Field(
-        default="latency", description="latency: median time of one request; throughput: items per second under concurrent requests.")
-    data: str | None = Field(default=None, description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out.")
+        default="latency",
+        description="latency: median time of one request; throughput: items per second under concurrent requests.",
+    )
+    data: str | None = Field(
+        default=None, description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out."
+    )
     metrics: dict[str, float] = Field(
         default_factory=lambda: {"cosine": 0.999, "label": 0.99, "argmax": 0.99},
         description="Gate for INT8/FP16 candidates, METRIC=THRESHOLD: cosine (min mean cosine similarity), label (min agreement of "
-                    "integer labels), argmax (min agreement of the top class of float outputs holding class scores, "
-                    "[batch, classes] logits or probabilities; argmax=0 turns it off), max_abs (max difference).")
+        "integer labels), argmax (min agreement of the top class of float outputs holding class scores, "
+        "[batch, classes] logits or probabilities; argmax=0 turns it off), max_abs (max difference).",
+    )
+
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
@@ -130,17 +177,31 @@ class TuneOptions(_Strict):
         return v
 
     transforms: list[str] | None = Field(
-        default=None, description="Model transforms to try (default: all that apply), by the names golive.optimize.TRANSFORMS "
-                                  "declares, or your own as module:function or file.py:function (tried alone).")
-    dim_sizes: dict[str, int] = Field(default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128.")
+        default=None,
+        description="Model transforms to try (default: all that apply), by the names golive.optimize.TRANSFORMS "
+        "declares, or your own as module:function or file.py:function (tried alone).",
+    )
+    dim_sizes: dict[str, int] = Field(
+        default_factory=dict, description="Sizes of the dynamic axes to measure at, DIMNAME=SIZE, e.g. batch=1 sequence=128."
+    )
     concurrency: int = Field(default=4, ge=1, le=64, description="Concurrent requests per session for the throughput objective.")
-    fixed_shape: bool = Field(default=False, description="The deployment always sends the shape measured (--dim sizes): "
-                                                         "also try a model fixed to it (it then accepts only that shape).")
-    max_batch: int = Field(default=32, ge=1, le=1024, description="Throughput objective: the largest batch size tried; "
-                                                                  "the best configuration is measured at 1, 2, 4, ... up to it.")
+    fixed_shape: bool = Field(
+        default=False,
+        description="The deployment always sends the shape measured (--dim sizes): "
+        "also try a model fixed to it (it then accepts only that shape).",
+    )
+    max_batch: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Throughput objective: the largest batch size tried; "
+        "the best configuration is measured at 1, 2, 4, ... up to it.",
+    )
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
-    time_source: bool = Field(default=True, description="Time the source model (PyTorch eager, scikit-learn, ...) beside the "
-                                                        "candidates, for the speedup over it.")
+    time_source: bool = Field(
+        default=True,
+        description="Time the source model (PyTorch eager, scikit-learn, ...) beside the candidates, for the speedup over it.",
+    )
     custom_ops: list[str] = _custom_ops_field()
 
 
@@ -192,6 +253,7 @@ def load_job(path: str | Path) -> JobSpec:
 def map_job_paths(job: JobSpec, fn: Callable[[str], str]) -> JobSpec:
     """A copy of ``job`` with ``fn`` applied to every file path it names except output_dir and tune_dir:
     the source (``file.py:name`` included), weights, data, translation tables, imports, custom ops."""
+
     def one(p: str | None) -> str | None:
         return None if p is None else fn(p)
 

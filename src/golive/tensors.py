@@ -40,12 +40,22 @@ Dim = int | str | None
 
 # Names users type, mapped to numpy dtype names.
 DTYPES: dict[str, str] = {
-    "float32": "float32", "float": "float32", "fp32": "float32",
-    "float16": "float16", "half": "float16", "fp16": "float16",
-    "float64": "float64", "double": "float64", "fp64": "float64",
-    "int64": "int64", "long": "int64",
-    "int32": "int32", "int": "int32",
-    "int16": "int16", "int8": "int8", "uint8": "uint8",
+    "float32": "float32",
+    "float": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "half": "float16",
+    "fp16": "float16",
+    "float64": "float64",
+    "double": "float64",
+    "fp64": "float64",
+    "int64": "int64",
+    "long": "int64",
+    "int32": "int32",
+    "int": "int32",
+    "int16": "int16",
+    "int8": "int8",
+    "uint8": "uint8",
     "bool": "bool",
 }
 
@@ -61,7 +71,8 @@ class TensorSpec(BaseModel):
     dtype: str = Field(description="numpy dtype name, e.g. float32 or int64")
     shape: list[Dim] | None = Field(default=None, description="None when the rank is unknown")
     int_range: tuple[int, int] | None = Field(
-        default=None, description="[low, high) for synthetic integer values (token ids: vocabulary size)")
+        default=None, description="[low, high) for synthetic integer values (token ids: vocabulary size)"
+    )
 
     def __str__(self) -> str:
         if self.shape is None:
@@ -109,8 +120,9 @@ def parse_input_spec(text: str) -> TensorSpec:
         raise InputSpecError(f"cannot read the input spec {text!r}", hint=_SPEC_HELP)
     dtype = DTYPES.get(m["dtype"].lower())
     if dtype is None:
-        raise InputSpecError(f"unknown element type {m['dtype']!r} in {text!r}",
-                             hint="use one of " + ", ".join(sorted(set(DTYPES.values()))))
+        raise InputSpecError(
+            f"unknown element type {m['dtype']!r} in {text!r}", hint="use one of " + ", ".join(sorted(set(DTYPES.values())))
+        )
     dims_text = m["dims"].strip()
     shape = [] if not dims_text else [_parse_dim(d, repr(text)) for d in dims_text.split(",")]
     return TensorSpec(name=m["name"], dtype=dtype, shape=shape)
@@ -143,8 +155,10 @@ def parse_int_range(text: str) -> tuple[str | None, int, int]:
     except ValueError:
         lo = hi = None
     if not sep or lo is None or hi is None or hi <= lo:
-        raise InputSpecError(f"cannot read the integer range {text!r}",
-                             hint="write it as [NAME=]LOW:HIGH with HIGH > LOW (HIGH is exclusive), e.g. input_ids=0:30522")
+        raise InputSpecError(
+            f"cannot read the integer range {text!r}",
+            hint="write it as [NAME=]LOW:HIGH with HIGH > LOW (HIGH is exclusive), e.g. input_ids=0:30522",
+        )
     return (name.strip() or None) if eq else None, lo, hi
 
 
@@ -158,8 +172,9 @@ def parse_dim_sizes(items: Iterable[str]) -> dict[str, list[int]]:
         except ValueError:
             parsed = []
         if not eq or not _IDENT_RE.match(name.strip()) or not parsed or min(parsed) < 1:
-            raise InputSpecError(f"cannot read the dimension sizes {text!r}",
-                                 hint="write it as DIMNAME=SIZE[,SIZE...], e.g. batch=1,7")
+            raise InputSpecError(
+                f"cannot read the dimension sizes {text!r}", hint="write it as DIMNAME=SIZE[,SIZE...], e.g. batch=1,7"
+            )
         sizes[name.strip()] = parsed
     return sizes
 
@@ -169,8 +184,9 @@ def apply_dynamic(specs: list[TensorSpec], dynamic: dict[str, dict[int, str]]) -
     by_name = {s.name: s for s in specs}
     unknown = sorted(set(dynamic) - set(by_name))
     if unknown:
-        raise InputSpecError(f"--dynamic names unknown input(s) {', '.join(unknown)}",
-                             hint="the model's inputs are " + ", ".join(by_name))
+        raise InputSpecError(
+            f"--dynamic names unknown input(s) {', '.join(unknown)}", hint="the model's inputs are " + ", ".join(by_name)
+        )
     out = []
     for spec in specs:
         axes = dynamic.get(spec.name)
@@ -194,8 +210,10 @@ def check_dim_names(specs: Iterable[TensorSpec], names: Iterable[str]) -> None:
     dims = dynamic_dims(specs)
     unknown = sorted(set(names) - set(dims))
     if unknown:
-        raise InputSpecError(f"--dim names {', '.join(unknown)}, which is not a dynamic axis of the model",
-                             hint="its dynamic axes are " + (", ".join(dims) or "none"))
+        raise InputSpecError(
+            f"--dim names {', '.join(unknown)}, which is not a dynamic axis of the model",
+            hint="its dynamic axes are " + (", ".join(dims) or "none"),
+        )
 
 
 def dynamic_dims(specs: Iterable[TensorSpec]) -> list[str]:
@@ -223,6 +241,7 @@ def dim_name(spec: TensorSpec, axis: int, dim: Dim) -> str | None:
 
 
 # ---------------------------------------------------------------- ONNX and arrays
+
 
 def specs_from_onnx(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Input and output specs of an ``onnx.ModelProto`` (initializers that are also inputs excluded)."""
@@ -268,6 +287,7 @@ def specs_from_arrays(arrays: dict[str, np.ndarray], *, dynamic_batch: bool = Tr
 
 # ---------------------------------------------------------------- synthetic inputs
 
+
 def resolve_sizes(specs: list[TensorSpec], overrides: dict[str, int] | None = None) -> dict[str, int]:
     """A concrete size for every dynamic dimension of ``specs``."""
     overrides = overrides or {}
@@ -280,8 +300,10 @@ def synthesize(specs: list[TensorSpec], sizes: dict[str, int], seed: int = 0) ->
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
         if spec.shape is None:
-            raise InputSpecError(f"the shape of input {spec.name} is unknown, so golive cannot make test inputs for it",
-                                 hint=f"give it with --input {spec.name}:{spec.dtype}[...] or pass --data")
+            raise InputSpecError(
+                f"the shape of input {spec.name} is unknown, so golive cannot make test inputs for it",
+                hint=f"give it with --input {spec.name}:{spec.dtype}[...] or pass --data",
+            )
         shape = tuple(d if isinstance(d, int) else sizes[dim_name(spec, i, d)] for i, d in enumerate(spec.shape))
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
@@ -292,13 +314,16 @@ def synthesize(specs: list[TensorSpec], sizes: dict[str, int], seed: int = 0) ->
             lo, hi = spec.int_range or (0, 10)
             arr = rng.integers(lo, hi, shape, dtype=np.int64).astype(dtype)
         else:
-            raise InputSpecError(f"golive cannot make synthetic values of type {spec.dtype} for input {spec.name}",
-                                 hint="pass real inputs with --data")
+            raise InputSpecError(
+                f"golive cannot make synthetic values of type {spec.dtype} for input {spec.name}",
+                hint="pass real inputs with --data",
+            )
         feeds[spec.name] = arr
     return feeds
 
 
 # ---------------------------------------------------------------- data on disk
+
 
 def load_data(path: str | Path, input_names: list[str], output_names: list[str] | None = None) -> list[Sample]:
     """Read test data: ``.npz`` (name -> array), ``.npy`` (one input), or ONNX test-data folders.
@@ -312,13 +337,15 @@ def load_data(path: str | Path, input_names: list[str], output_names: list[str] 
     if not path.exists():
         raise DataError(f"test data {path} does not exist")
     if path.is_dir():
-        sets = sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set")),
-                      key=lambda p: _natural_key(p.name))
+        sets = sorted(
+            (p for p in path.iterdir() if p.is_dir() and p.name.startswith("test_data_set")), key=lambda p: _natural_key(p.name)
+        )
         if not sets and any(path.glob("input_*.pb")):
             sets = [path]
         if not sets:
-            raise DataError(f"{path} holds no ONNX test data",
-                            hint="expected test_data_set_N/input_K.pb files, a .npz or a .npy file")
+            raise DataError(
+                f"{path} holds no ONNX test data", hint="expected test_data_set_N/input_K.pb files, a .npz or a .npy file"
+            )
         return [_read_pb_set(s, input_names, output_names) for s in sets]
     if path.suffix == ".npz":
         try:
@@ -332,15 +359,19 @@ def load_data(path: str | Path, input_names: list[str], output_names: list[str] 
         return [Sample(inputs=arrays, outputs=expected or None, label=path.name)]
     if path.suffix == ".npy":
         if len(input_names) != 1:
-            raise DataError(f"{path.name} holds one array, but the model has {len(input_names)} inputs "
-                            f"({', '.join(input_names)})", hint="save them in one .npz file, one array per input name")
+            raise DataError(
+                f"{path.name} holds one array, but the model has {len(input_names)} inputs ({', '.join(input_names)})",
+                hint="save them in one .npz file, one array per input name",
+            )
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:
             raise DataError(f"cannot read {path} as a .npy file: {exc}") from exc
         return [Sample(inputs={input_names[0]: arr}, label=path.name)]
-    raise DataError(f"golive does not know the data format of {path.name}",
-                    hint="use a .npz (name -> array), a .npy (single input) or an ONNX test_data_set folder")
+    raise DataError(
+        f"golive does not know the data format of {path.name}",
+        hint="use a .npz (name -> array), a .npy (single input) or an ONNX test_data_set folder",
+    )
 
 
 def _natural_key(name: str):
@@ -357,8 +388,10 @@ def _read_tensor(path: Path):
         folder = path.parent.resolve()
         for entry in tensor.external_data:
             if entry.key == "location" and folder not in (folder / entry.value).resolve().parents:
-                raise DataError(f"{path} keeps its data in {entry.value!r}, outside its folder",
-                                hint="keep a test_data_set's external data files beside its .pb files")
+                raise DataError(
+                    f"{path} keeps its data in {entry.value!r}, outside its folder",
+                    hint="keep a test_data_set's external data files beside its .pb files",
+                )
         return tensor.name, numpy_helper.to_array(tensor, base_dir=str(folder))
     except DataError:
         raise
@@ -414,11 +447,12 @@ def bind_inputs(arrays: dict[str, np.ndarray], specs: list[TensorSpec], where: s
         want = np.dtype(spec.dtype) if not spec.dtype.startswith("onnx:") else arr.dtype
         if arr.dtype != want:
             if not (arr.dtype.kind == want.kind or (arr.dtype.kind in "iu" and want.kind in "iuf")):
-                raise DataError(f"{where}: input {name} is {arr.dtype}, the model wants {want}",
-                                hint=f"save {name} as {want}")
+                raise DataError(f"{where}: input {name} is {arr.dtype}, the model wants {want}", hint=f"save {name} as {want}")
             arr = arr.astype(want)
         if spec.shape is not None:
-            if arr.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, arr.shape, strict=True)):
+            if arr.ndim != len(spec.shape) or any(
+                isinstance(d, int) and d != n for d, n in zip(spec.shape, arr.shape, strict=True)
+            ):
                 raise DataError(f"{where}: input {name} has shape {list(arr.shape)}, the model wants {spec}")
         out[name] = arr
     return out

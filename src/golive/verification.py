@@ -92,11 +92,14 @@ class VerifyReport(BaseModel):
                 lines.append(f"{run.label}: {run.error}")
             for o in run.outputs:
                 if not o.passed:
-                    lines.append(f"{run.label}: {o.name} {o.note or f'max abs error {o.max_abs:.3g}, {o.mismatch_share:.1%} mismatched'}")
+                    lines.append(
+                        f"{run.label}: {o.name} {o.note or f'max abs error {o.max_abs:.3g}, {o.mismatch_share:.1%} mismatched'}"
+                    )
         return lines
 
 
 # ---------------------------------------------------------------- comparison
+
 
 def _as_array(value) -> np.ndarray:
     """ORT returns a list of dicts for a ZipMap output; make it a (rows, classes) array by sorted class."""
@@ -194,14 +197,17 @@ def _pool(pairs: list[tuple[dict, dict]], tolerances: dict[str, tuple[float, flo
 
 # ---------------------------------------------------------------- planning and running
 
+
 def tolerances_for(outputs: list[TensorSpec], options: VerifyOptions) -> dict[str, tuple[float, float]]:
     """(rtol, atol) per output: defaults by dtype, then the global overrides, then per-output ones."""
     unknown = sorted(set(options.per_output) - {o.name for o in outputs})
     if unknown:
         from golive.errors import InputSpecError
 
-        raise InputSpecError(f"tolerance given for unknown output(s) {', '.join(unknown)}",
-                             hint="the model's outputs are " + ", ".join(o.name for o in outputs))
+        raise InputSpecError(
+            f"tolerance given for unknown output(s) {', '.join(unknown)}",
+            hint="the model's outputs are " + ", ".join(o.name for o in outputs),
+        )
     tol = {}
     for o in outputs:
         rtol, atol = default_tolerance(o.dtype)
@@ -235,8 +241,14 @@ def _describe(sizes: dict[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in sizes.items())
 
 
-def plan_samples(inputs: list[TensorSpec], options: VerifyOptions, base_sizes: dict[str, int],
-                 data: list[Sample] | None = None, *, alternates: bool = True) -> list[Sample]:
+def plan_samples(
+    inputs: list[TensorSpec],
+    options: VerifyOptions,
+    base_sizes: dict[str, int],
+    data: list[Sample] | None = None,
+    *,
+    alternates: bool = True,
+) -> list[Sample]:
     """User data as given (plus synthetic runs at other sizes), or ``options.batches`` synthetic batches."""
     from golive.tensors import bind_inputs, sizes_of
 
@@ -244,8 +256,9 @@ def plan_samples(inputs: list[TensorSpec], options: VerifyOptions, base_sizes: d
     if data:
         for i, s in enumerate(data):
             feeds = bind_inputs(s.inputs, inputs, where=s.label or f"sample {i}")
-            samples.append(Sample(inputs=feeds, outputs=s.outputs, label=s.label or f"data #{i + 1}",
-                                  sizes=sizes_of(feeds, inputs)))
+            samples.append(
+                Sample(inputs=feeds, outputs=s.outputs, label=s.label or f"data #{i + 1}", sizes=sizes_of(feeds, inputs))
+            )
         base_sizes = samples[0].sizes
         configs = size_configs(inputs, base_sizes, options)[1:] if alternates else []
         first = []
@@ -254,15 +267,27 @@ def plan_samples(inputs: list[TensorSpec], options: VerifyOptions, base_sizes: d
         first = [configs.pop(0)] * options.batches
     for i, sizes in enumerate(first + configs):
         seed = options.seed + i
-        samples.append(Sample(inputs=synthesize(inputs, sizes, seed=seed), sizes=sizes,
-                              label=f"synthetic {_describe(sizes) or 'static'} seed={seed}"))
+        samples.append(
+            Sample(
+                inputs=synthesize(inputs, sizes, seed=seed),
+                sizes=sizes,
+                label=f"synthetic {_describe(sizes) or 'static'} seed={seed}",
+            )
+        )
     return samples
 
 
-def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[float, float]], *,
-                 reference: Reference | None = None, reference_name: str = "expected outputs",
-                 session_config=None, on_progress: Callable[[int, int, str], None] | None = None,
-                 on_run: Callable[[int, int, RunResult], None] | None = None) -> VerifyReport:
+def verify_model(
+    model_path,
+    samples: list[Sample],
+    tolerances: dict[str, tuple[float, float]],
+    *,
+    reference: Reference | None = None,
+    reference_name: str = "expected outputs",
+    session_config=None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    on_run: Callable[[int, int, RunResult], None] | None = None,
+) -> VerifyReport:
     """Run ONNX Runtime on every sample and compare with ``reference(feeds)`` or the sample's stored outputs.
 
     ``on_progress`` is called before each sample (a step checks its cancel signal there), ``on_run`` after it.
@@ -280,8 +305,9 @@ def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[
         try:
             actual = run_session(session, feeds)
         except Exception as exc:
-            runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=False,
-                                  error=f"ONNX Runtime failed: {_line(exc)}"))
+            runs.append(
+                RunResult(label=sample.label, sizes=sample.sizes, passed=False, error=f"ONNX Runtime failed: {_line(exc)}")
+            )
             if on_run:
                 on_run(i, len(samples), runs[-1])
             continue
@@ -289,16 +315,23 @@ def verify_model(model_path, samples: list[Sample], tolerances: dict[str, tuple[
             try:
                 expected = reference(feeds)
             except Exception as exc:
-                runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=False,
-                                      error=f"the {reference_name} failed on these inputs: {_line(exc)}"))
+                runs.append(
+                    RunResult(
+                        label=sample.label,
+                        sizes=sample.sizes,
+                        passed=False,
+                        error=f"the {reference_name} failed on these inputs: {_line(exc)}",
+                    )
+                )
                 if on_run:
                     on_run(i, len(samples), runs[-1])
                 continue
         elif sample.outputs is not None:
             expected = sample.outputs
         else:
-            runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=False,
-                                  error="no reference outputs for this sample"))
+            runs.append(
+                RunResult(label=sample.label, sizes=sample.sizes, passed=False, error="no reference outputs for this sample")
+            )
             continue
         stats = _pool([(actual, expected)], tolerances)
         runs.append(RunResult(label=sample.label, sizes=sample.sizes, passed=all(s.passed for s in stats), outputs=stats))
@@ -320,11 +353,29 @@ def _line(exc: BaseException) -> str:
 def verify_html(report: VerifyReport) -> str:
     from golive._html import box, escape, table, verdict
 
-    rows = [(o.name, o.dtype, o.rtol, o.atol, o.max_abs, o.max_rel, f"{100 * o.mismatch_share:.2f}%",
-             o.label_agreement, "passed" if o.passed else "FAILED") for o in report.outputs]
+    rows = [
+        (
+            o.name,
+            o.dtype,
+            o.rtol,
+            o.atol,
+            o.max_abs,
+            o.max_rel,
+            f"{100 * o.mismatch_share:.2f}%",
+            o.label_agreement,
+            "passed" if o.passed else "FAILED",
+        )
+        for o in report.outputs
+    ]
     runs = [(r.label, "passed" if r.passed else "FAILED", r.error or "") for r in report.runs]
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
-    return box(f"verify: {verdict(report.passed)} against the {escape(report.reference)}",
-                table(["output", "dtype", "rtol", "atol", "max abs", "max rel", "mismatch", "label agreement", "verdict"], rows,
-                      "class='verify-outputs'")
-                + table(["run", "verdict", "error"], runs, "class='verify-runs'") + (f"<ul>{notes}</ul>" if notes else ""))
+    return box(
+        f"verify: {verdict(report.passed)} against the {escape(report.reference)}",
+        table(
+            ["output", "dtype", "rtol", "atol", "max abs", "max rel", "mismatch", "label agreement", "verdict"],
+            rows,
+            "class='verify-outputs'",
+        )
+        + table(["run", "verdict", "error"], runs, "class='verify-runs'")
+        + (f"<ul>{notes}</ul>" if notes else ""),
+    )

@@ -34,9 +34,15 @@ class _Viewer:
             self.port = s.getsockname()[1]
         self.token = secrets.token_urlsafe(24)
         env = {**os.environ, "GOLIVE_VIEWER_TOKEN": self.token}
-        self.proc = subprocess.Popen([sys.executable, "-m", "golive.web.viewer", str(self.port)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "golive.web.viewer", str(self.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
         assert self.proc.stdout is not None  # stdout=PIPE
         line = self.proc.stdout.readline()
         if not line.startswith("ready"):
@@ -54,9 +60,12 @@ class _Viewer:
         return self.proc.poll() is None
 
     def register(self, path: Path) -> str:
-        request = urllib.request.Request(self.url + "/api/register", data=json.dumps({"path": str(path)}).encode(),
-                                         headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-                                                  "Origin": self.url}, method="POST")
+        request = urllib.request.Request(
+            self.url + "/api/register",
+            data=json.dumps({"path": str(path)}).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", "Origin": self.url},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())["key"]
 
@@ -72,9 +81,11 @@ class View:
         self.url, self.model_url, self.summary, self.height = url, model_url, summary, height
 
     def _repr_html_(self) -> str:
-        return (f"<div class='golive-show' style='display:flex;gap:12px;align-items:flex-start'>"
-                f"<iframe src='{escape(self.url)}' title='Netron' style='flex:1;min-width:0;height:{self.height}px;"
-                f"border:1px solid #ccc'></iframe><div style='max-width:45%'>{self.summary._repr_html_()}</div></div>")
+        return (
+            f"<div class='golive-show' style='display:flex;gap:12px;align-items:flex-start'>"
+            f"<iframe src='{escape(self.url)}' title='Netron' style='flex:1;min-width:0;height:{self.height}px;"
+            f"border:1px solid #ccc'></iframe><div style='max-width:45%'>{self.summary._repr_html_()}</div></div>"
+        )
 
     def __repr__(self) -> str:
         return f"View({self.url})"
@@ -88,8 +99,10 @@ def model_file(model_or_dir: str | Path) -> Path:
     for candidate in (path, path / "model.onnx", path / "best" / "model.onnx"):
         if candidate.is_file() and candidate.suffix == ".onnx":
             return candidate.absolute()
-    raise GoliveError(f"{model_or_dir} is not an .onnx file, a convert folder or a tune folder",
-                      hint="golive.show('out/model.onnx'), golive.show('out'), golive.show('out-tuned')")
+    raise GoliveError(
+        f"{model_or_dir} is not an .onnx file, a convert folder or a tune folder",
+        hint="golive.show('out/model.onnx'), golive.show('out'), golive.show('out-tuned')",
+    )
 
 
 def show(model_or_dir: str | Path, *, height: int = 600) -> View:

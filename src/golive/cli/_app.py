@@ -17,6 +17,7 @@ from golive.spec import help_for as _declared_help
 
 __all__ = ["JsonOpt", "app", "err", "help_for", "out", "progress", "split", "state", "user_errors"]
 
+
 def help_for(model, field: str) -> str:
     """The help declared on the spec, escaped so that rich shows [DIM,...] as written."""
     return escape(_declared_help(model, field))
@@ -73,21 +74,30 @@ def user_errors():
 def progress():
     """Yield an event handler that shows the current step on stderr."""
     if not err.is_terminal:
+
         def log_event(event) -> None:
             if event.step != "verify" or event.done in (0, None):
                 err.print(f"{event.step}: {event.message}", markup=False, highlight=False)
+
         yield log_event
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = [SpinnerColumn(), TextColumn("{task.fields[step]}"), BarColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}")]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.fields[step]}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    ]
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("starting", total=None, step="")
 
         def show(event) -> None:
-            progress.update(task, description=escape(event.message[:80]), step=event.step,
-                            total=event.total, completed=event.done or 0)
+            progress.update(
+                task, description=escape(event.message[:80]), step=event.step, total=event.total, completed=event.done or 0
+            )
+
         yield show
 
 

@@ -15,10 +15,13 @@ from rich.markup import escape
 from golive.cli._app import JsonOpt, app, err, out, split, user_errors
 from golive.errors import GoliveError
 
-jobs_app = typer.Typer(help="The local job queue: submit jobs, watch them, cancel or retry them. `golive worker` runs them.",
-                       no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="The local job queue: submit jobs, watch them, cancel or retry them. `golive worker` runs them.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="golive home holding the job store (default: $GOLIVE_HOME or ~/.golive).")]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="golive home holding the job store (default: $GOLIVE_HOME or ~/.golive).")
+]
 
 
 def _when(ts: float | None) -> str:
@@ -47,7 +50,10 @@ def jobs_submit(
 def jobs_list(
     *,
     home: HomeOpt = None,
-    state: Annotated[list[str], typer.Option("--state", help="Only jobs in this state (repeat for several).", default_factory=list, show_default=False)],
+    state: Annotated[
+        list[str],
+        typer.Option("--state", help="Only jobs in this state (repeat for several).", default_factory=list, show_default=False),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Every job: state, attempt, times, run folder."""
@@ -65,14 +71,22 @@ def jobs_list(
         table.add_column(col)
     colors = {"succeeded": "green", "failed": "red", "running": "cyan", "cancelled": "yellow", "interrupted": "magenta"}
     for r in records:
-        table.add_row(r.id, f"[{colors.get(r.state, 'white')}]{r.state}[/]", str(r.attempt), _when(r.created),
-                      _seconds(r.duration), escape(r.run_dir), escape((r.error or "")[:70]))
+        table.add_row(
+            r.id,
+            f"[{colors.get(r.state, 'white')}]{r.state}[/]",
+            str(r.attempt),
+            _when(r.created),
+            _seconds(r.duration),
+            escape(r.run_dir),
+            escape((r.error or "")[:70]),
+        )
     out.print(table)
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")], home: HomeOpt = None,
-              as_json: JsonOpt = False) -> None:
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")], home: HomeOpt = None, as_json: JsonOpt = False
+) -> None:
     """One job: its record, attempts and summary."""
     with user_errors():
         from golive import jobs
@@ -85,22 +99,34 @@ def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique pr
         out.print_json(json.dumps(data))
         return
     out.print(f"[bold]{record.id}[/]  {record.state}  (attempt {record.attempt})", highlight=False)
-    for label, value in (("source", record.spec.source), ("run folder", record.run_dir), ("log", record.log_path),
-                         ("created", _when(record.created)), ("started", _when(record.started)),
-                         ("finished", _when(record.finished)), ("duration", _seconds(record.duration))):
+    for label, value in (
+        ("source", record.spec.source),
+        ("run folder", record.run_dir),
+        ("log", record.log_path),
+        ("created", _when(record.created)),
+        ("started", _when(record.started)),
+        ("finished", _when(record.finished)),
+        ("duration", _seconds(record.duration)),
+    ):
         out.print(f"  {label}: {escape(str(value))}", highlight=False)
     if record.error:
         out.print(f"  [red]error:[/] {escape(record.error)}", highlight=False)
     for key, value in record.summary.items():
         out.print(f"  {key}: {escape(str(value))}", highlight=False)
     for a in tries:
-        out.print(f"  attempt {a.attempt}: {a.state}, {_when(a.started)} → {_when(a.finished)}"
-                  + (f" ({escape(a.error[:80])})" if a.error else ""), highlight=False)
+        out.print(
+            f"  attempt {a.attempt}: {a.state}, {_when(a.started)} → {_when(a.finished)}"
+            + (f" ({escape(a.error[:80])})" if a.error else ""),
+            highlight=False,
+        )
 
 
 @jobs_app.command("logs")
-def jobs_logs(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")], home: HomeOpt = None,
-              follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job has finished.")] = False) -> None:
+def jobs_logs(
+    job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
+    home: HomeOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job has finished.")] = False,
+) -> None:
     """Print a job's log (everything it printed, and its progress)."""
     import time as _time
 
@@ -131,8 +157,10 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument(help="Job id (or a unique 
         from golive import jobs
 
         record = jobs.cancel(job_id, home=home)
-    out.print(f"{record.id}: {'cancelled' if record.state == 'cancelled' else 'cancel requested (its worker stops it)'}",
-              highlight=False)
+    out.print(
+        f"{record.id}: {'cancelled' if record.state == 'cancelled' else 'cancel requested (its worker stops it)'}",
+        highlight=False,
+    )
 
 
 @jobs_app.command("retry")

@@ -12,10 +12,16 @@ from rich.markup import escape
 from golive.cli._app import JsonOpt, app, err, out, user_errors
 from golive.errors import GoliveError
 
-pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile a job into a KFP v2 pipeline, run it here (kfp.local) or submit it.",
-                           no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="Kubeflow Pipelines: compile a job into a KFP v2 pipeline, run it here (kfp.local) or submit it.", no_args_is_help=True
+)
 app.add_typer(pipeline_app, name="pipeline")
-ImageOpt = Annotated[str | None, typer.Option(help="The golive image every step runs in (default: the job file's image:, else golive:0.1.0; see the Dockerfile).")]
+ImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The golive image every step runs in (default: the job file's image:, else golive:0.1.0; see the Dockerfile)."
+    ),
+]
 
 
 @pipeline_app.command("compile")
@@ -31,16 +37,25 @@ def pipeline_compile(
 
         spec = load_pipeline_job(job)
         path = compile_pipeline(job, output, image=image)
-    err.print(f"wrote {escape(str(path))}: {len(spec.items)} item(s) ({', '.join(i.name for i in spec.items)}), "
-              f"{'ParallelFor fan-out, ranked' if spec.fan_out else 'convert → tune → report'}", highlight=False)
+    err.print(
+        f"wrote {escape(str(path))}: {len(spec.items)} item(s) ({', '.join(i.name for i in spec.items)}), "
+        f"{'ParallelFor fan-out, ranked' if spec.fan_out else 'convert → tune → report'}",
+        highlight=False,
+    )
 
 
 @pipeline_app.command("run")
 def pipeline_run(
     job: Annotated[Path, typer.Argument(help="A job file: a JobSpec (one model), or models:/targets: for a fan-out.")],
-    local: Annotated[bool, typer.Option("--local", help="Run here with KFP's local runner (each step in a subprocess; no cluster, no Docker).")] = False,
-    output: Annotated[Path, typer.Option("--output", "-o", help="--local: the pipeline root, where each run's artifacts go.")] = Path("runs/pipelines"),
-    host: Annotated[str | None, typer.Option(help="The Kubeflow Pipelines endpoint to submit to, e.g. http://localhost:8080.")] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run here with KFP's local runner (each step in a subprocess; no cluster, no Docker).")
+    ] = False,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="--local: the pipeline root, where each run's artifacts go.")
+    ] = Path("runs/pipelines"),
+    host: Annotated[
+        str | None, typer.Option(help="The Kubeflow Pipelines endpoint to submit to, e.g. http://localhost:8080.")
+    ] = None,
     experiment: Annotated[str | None, typer.Option(help="--host: the KFP experiment to file the run under.")] = None,
     image: ImageOpt = None,
     as_json: JsonOpt = False,
@@ -72,7 +87,13 @@ def pipeline_run(
         table.add_column(col)
     for name, item in result["items"].items():
         m = item["metrics"]
-        table.add_row(name, item["best"], f"{m.get('p50_ms', 0):.3f}", f"{m.get('speedup', 0):.2f}×",
-                      f"{m['speedup_over_source']:.2f}×" if "speedup_over_source" in m else "-", item["tuned"])
+        table.add_row(
+            name,
+            item["best"],
+            f"{m.get('p50_ms', 0):.3f}",
+            f"{m.get('speedup', 0):.2f}×",
+            f"{m['speedup_over_source']:.2f}×" if "speedup_over_source" in m else "-",
+            item["tuned"],
+        )
     out.print(table)
     out.print(f"ranking: {escape(result['ranking'])}", highlight=False)

@@ -26,16 +26,23 @@ def _bytes(n: float) -> str:
 def render_convert(console: Console, result) -> None:
     record = result.record
     if result.skipped:
-        console.print(f"[dim]convert: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]",
-                      highlight=False)
+        console.print(
+            f"[dim]convert: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]", highlight=False
+        )
     console.print(f"[bold]{record.framework}[/] ({record.source_kind}) → [bold]{escape(str(result.model_path))}[/]")
     line = f"exporter: [bold]{record.exporter}[/]"
     if record.fallback_reason:
         line += f"  [yellow](fell back: {escape(record.fallback_reason)})[/]"
     console.print(line, highlight=False)
     opset = record.opset.get("ai.onnx")
-    console.print(f"opset: {opset}   inputs: " + ", ".join(str(s) for s in record.inputs)
-                  + "   outputs: " + ", ".join(str(s) for s in record.outputs), markup=False, highlight=False)
+    console.print(
+        f"opset: {opset}   inputs: "
+        + ", ".join(str(s) for s in record.inputs)
+        + "   outputs: "
+        + ", ".join(str(s) for s in record.outputs),
+        markup=False,
+        highlight=False,
+    )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.verification is None:
@@ -53,9 +60,16 @@ def render_verify(console: Console, report) -> None:
         verdict = "[green]pass[/]" if o.passed else f"[red]FAIL[/] {escape(o.note or '')}"
         tol = "exact" if o.rtol == o.atol == 0 else f"{_num(o.rtol)}/{_num(o.atol)}"
         table.add_row(
-            escape(o.name), _num(o.max_abs), _num(o.max_rel), _num(o.p99_abs), f"{o.mismatch_share:.2%}",
-            "-" if o.label_agreement is None else f"{o.label_agreement:.2%}", tol,
-            verdict, "" if o.passed or o.note else f"--atol {_num(o.atol_needed)} or --rtol {_num(o.rtol_needed)}")
+            escape(o.name),
+            _num(o.max_abs),
+            _num(o.max_rel),
+            _num(o.p99_abs),
+            f"{o.mismatch_share:.2%}",
+            "-" if o.label_agreement is None else f"{o.label_agreement:.2%}",
+            tol,
+            verdict,
+            "" if o.passed or o.note else f"--atol {_num(o.atol_needed)} or --rtol {_num(o.rtol_needed)}",
+        )
     console.print(table)
     sizes: dict[str, tuple[int, int]] = {}
     for run in report.runs:
@@ -67,16 +81,25 @@ def render_verify(console: Console, report) -> None:
         console.print(f"  [red]✗[/] {escape(line)}", highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]: the ONNX model does not compute "
-                  "what the reference computes (see above)")
+    console.print(
+        "[bold green]PASSED[/]"
+        if report.passed
+        else "[bold red]FAILED[/]: the ONNX model does not compute what the reference computes (see above)"
+    )
 
 
 def render_summary(console: Console, s) -> None:
-    console.print(f"[bold]{escape(s.path)}[/]  ({_bytes(s.file_bytes)}"
-                  + (f" + {_bytes(s.external_bytes)} external data in {', '.join(s.external_data)}" if s.external_data else "")
-                  + ")", highlight=False)
-    console.print(f"producer: {s.producer or '-'}   IR version: {s.ir_version}   opsets: "
-                  + ", ".join(f"{d} {v}" for d, v in s.opsets.items()), highlight=False)
+    console.print(
+        f"[bold]{escape(s.path)}[/]  ({_bytes(s.file_bytes)}"
+        + (f" + {_bytes(s.external_bytes)} external data in {', '.join(s.external_data)}" if s.external_data else "")
+        + ")",
+        highlight=False,
+    )
+    console.print(
+        f"producer: {s.producer or '-'}   IR version: {s.ir_version}   opsets: "
+        + ", ".join(f"{d} {v}" for d, v in s.opsets.items()),
+        highlight=False,
+    )
     io = Table(title="inputs and outputs", title_justify="left")
     for col in ("", "name", "type", "shape", *(("from",) if s.origins else ())):
         io.add_column(col)
@@ -85,9 +108,13 @@ def render_summary(console: Console, s) -> None:
             shape = "?" if t.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]"
             io.add_row(kind, escape(t.name), t.dtype, escape(shape), *((escape(s.origins.get(t.name, "")),) if s.origins else ()))
     console.print(io)
-    console.print(f"nodes: {s.node_count}" + (f" (+{s.subgraph_node_count} in subgraphs)" if s.subgraph_node_count else "")
-                  + f"   parameters: {s.parameters:,} in {s.initializers} initializers ({_bytes(s.parameter_bytes)})"
-                  + (f"   functions: {s.functions}" if s.functions else ""), highlight=False)
+    console.print(
+        f"nodes: {s.node_count}"
+        + (f" (+{s.subgraph_node_count} in subgraphs)" if s.subgraph_node_count else "")
+        + f"   parameters: {s.parameters:,} in {s.initializers} initializers ({_bytes(s.parameter_bytes)})"
+        + (f"   functions: {s.functions}" if s.functions else ""),
+        highlight=False,
+    )
     ops = Table(title="operators", title_justify="left")
     ops.add_column("op type")
     ops.add_column("count", justify="right")
@@ -95,8 +122,11 @@ def render_summary(console: Console, s) -> None:
         ops.add_row(op, str(n))
     console.print(ops)
     for domain, ops_in_domain in s.custom_ops.items():
-        console.print(f"[yellow]custom operators[/] {escape(domain)}: {escape(', '.join(ops_in_domain))} "
-                      "(ONNX Runtime runs them only with their implementation: --custom-ops)", highlight=False)
+        console.print(
+            f"[yellow]custom operators[/] {escape(domain)}: {escape(', '.join(ops_in_domain))} "
+            "(ONNX Runtime runs them only with their implementation: --custom-ops)",
+            highlight=False,
+        )
     if s.metadata:
         console.print("metadata: " + ", ".join(f"{k}={v}" for k, v in s.metadata.items()), markup=False, highlight=False)
 
@@ -104,13 +134,16 @@ def render_summary(console: Console, s) -> None:
 def render_tune(console: Console, result) -> None:
     report = result.report
     if result.skipped:
-        console.print(f"[dim]tune: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]",
-                      highlight=False)
+        console.print(
+            f"[dim]tune: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]", highlight=False
+        )
     import os
 
     model = os.path.normpath(result.output_dir / report.model)  # the report names it relative to the tune folder
-    table = Table(title=f"tuning {escape(model)} for {report.objective} "
-                        f"({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)", title_justify="left")
+    table = Table(
+        title=f"tuning {escape(model)} for {report.objective} ({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)",
+        title_justify="left",
+    )
     for col in ("#", "id", "transforms", "session", "p50 ms", "p99 ms", "items/s", "min cosine", "verdict"):
         table.add_column(col, justify="right" if col in ("#", "p50 ms", "p99 ms", "items/s", "min cosine") else "left")
     colors = {"passed": "green", "rejected": "red", "failed": "magenta", "invalid": "dim", "skipped": "dim"}
@@ -120,19 +153,32 @@ def render_tune(console: Console, result) -> None:
         cos = c.min_cosine
         mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
         verdict = f"[{colors.get(c.status, 'white')}]{c.status}[/]" + (f" {escape(c.reason[:60])}" if c.reason else "")
-        table.add_row(str(rank), c.id + mark, escape("+".join(c.transforms) or "original"), escape(c.session.describe()),
-                      _num(f.get("p50_ms")), _num(f.get("p99_ms")),
-                      "-" if not f.get("throughput") else f"{f['throughput']:.1f}", "-" if cos is None else f"{cos:.5f}",
-                      verdict)
+        table.add_row(
+            str(rank),
+            c.id + mark,
+            escape("+".join(c.transforms) or "original"),
+            escape(c.session.describe()),
+            _num(f.get("p50_ms")),
+            _num(f.get("p99_ms")),
+            "-" if not f.get("throughput") else f"{f['throughput']:.1f}",
+            "-" if cos is None else f"{cos:.5f}",
+            verdict,
+        )
     console.print(table)
     if len(report.candidates) > shown:
         counts: dict[str, int] = {}
         for c in report.candidates:
             counts[c.status] = counts.get(c.status, 0) + 1
-        console.print(f"… {len(report.candidates) - shown} more in report.json / report.html; all: "
-                      + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+        console.print(
+            f"… {len(report.candidates) - shown} more in report.json / report.html; all: "
+            + ", ".join(f"{n} {s}" for s, n in counts.items()),
+            highlight=False,
+        )
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     console.print(f"[bold]{escape(report.summary())}[/]")
-    console.print(f"best model: {escape(str(result.output_dir / 'best'))}  (golive.load_session({escape(repr(str(result.output_dir)))}))"
-                  f"\nreport: {escape(str(result.output_dir / 'report.html'))}", highlight=False)
+    console.print(
+        f"best model: {escape(str(result.output_dir / 'best'))}  (golive.load_session({escape(repr(str(result.output_dir)))}))"
+        f"\nreport: {escape(str(result.output_dir / 'report.html'))}",
+        highlight=False,
+    )

@@ -59,27 +59,54 @@ def _show_convert(result, as_json: bool) -> None:
     raise typer.Exit(0 if result.passed in (True, None) else 1)
 
 
-RtolOpt = Annotated[list[str], typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.", default_factory=list, show_default=False)]
-AtolOpt = Annotated[list[str], typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.", default_factory=list, show_default=False)]
+RtolOpt = Annotated[
+    list[str],
+    typer.Option("--rtol", help=help_for(V, "rtol") + " NAME=X sets one output.", default_factory=list, show_default=False),
+]
+AtolOpt = Annotated[
+    list[str],
+    typer.Option("--atol", help=help_for(V, "atol") + " NAME=Y sets one output.", default_factory=list, show_default=False),
+]
 DimOpt = Annotated[list[str], typer.Option("--dim", help=help_for(V, "dim_sizes"), default_factory=list, show_default=False)]
-CustomOpsOpt = Annotated[list[str], typer.Option("--custom-ops", help=help_for(V, "custom_ops") + " Repeat for several.", default_factory=list, show_default=False)]
+CustomOpsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--custom-ops", help=help_for(V, "custom_ops") + " Repeat for several.", default_factory=list, show_default=False
+    ),
+]
 
 
 @app.command()
 def convert(
-    source: Annotated[str, typer.Argument(help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.", metavar="SOURCE")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Model file, folder, import path (pkg.module:Net, file.py:Net) or pkg:PACKAGE/path.", metavar="SOURCE"
+        ),
+    ],
     *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
     framework: Annotated[str | None, typer.Option(help=help_for(C, "framework"))] = None,
-    input: Annotated[list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"), default_factory=list, show_default=False)],
+    input: Annotated[
+        list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"), default_factory=list, show_default=False)
+    ],
     dynamic: Annotated[list[str], typer.Option(help=help_for(C, "dynamic"), default_factory=list, show_default=False)],
-    output_names: Annotated[list[str], typer.Option(help=help_for(C, "output_names") + " Comma-separated or repeated.", default_factory=list, show_default=False)],
+    output_names: Annotated[
+        list[str],
+        typer.Option(
+            help=help_for(C, "output_names") + " Comma-separated or repeated.", default_factory=list, show_default=False
+        ),
+    ],
     opset: Annotated[int | None, typer.Option(help=help_for(C, "opset"))] = None,
     exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
     signature: Annotated[str | None, typer.Option(help=help_for(C, "signature"))] = None,
-    custom_translation: Annotated[list[str], typer.Option(help=help_for(C, "custom_translation"), default_factory=list, show_default=False)],
+    custom_translation: Annotated[
+        list[str], typer.Option(help=help_for(C, "custom_translation"), default_factory=list, show_default=False)
+    ],
     custom_ops: CustomOpsOpt,
-    imports: Annotated[list[str], typer.Option("--import", help=help_for(C, "imports"), default_factory=list, show_default=False)],
+    imports: Annotated[
+        list[str], typer.Option("--import", help=help_for(C, "imports"), default_factory=list, show_default=False)
+    ],
     constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
     weights: Annotated[str | None, typer.Option(help=help_for(C, "weights"))] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
@@ -99,11 +126,28 @@ def convert(
         vopts = _verify_options(rtol, atol, dim)
         with progress() as on_event:
             result = api.convert(
-                source, output, framework=framework, inputs=input, dynamic=dynamic, output_names=split(output_names),
-                opset=opset, exporter=exporter, signature=signature, custom_translation=custom_translation,
-                custom_ops=custom_ops, imports=imports, constant_folding=constant_folding, weights=weights,
-                trust_pickle=trust_pickle, zipmap=zipmap, int_ranges=int_range, data=data, verify=verify,
-                verify_options=vopts, on_event=on_event)
+                source,
+                output,
+                framework=framework,
+                inputs=input,
+                dynamic=dynamic,
+                output_names=split(output_names),
+                opset=opset,
+                exporter=exporter,
+                signature=signature,
+                custom_translation=custom_translation,
+                custom_ops=custom_ops,
+                imports=imports,
+                constant_folding=constant_folding,
+                weights=weights,
+                trust_pickle=trust_pickle,
+                zipmap=zipmap,
+                int_ranges=int_range,
+                data=data,
+                verify=verify,
+                verify_options=vopts,
+                on_event=on_event,
+            )
     _show_convert(result, as_json)
 
 
@@ -118,8 +162,12 @@ def verify(
     batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
     seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
     custom_ops: CustomOpsOpt,
-    source: Annotated[str | None, typer.Option(
-        help="Verify against this source model instead of the one golive.json records (a run folder that travelled without it).")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify against this source model instead of the one golive.json records (a run folder that travelled without it)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare ONNX Runtime with the source model (or stored expected outputs). Exit 0 pass, 1 fail, 2 bad input."""
@@ -127,9 +175,12 @@ def verify(
         from golive import api
 
         with progress() as on_event:
-            report = api.verify(target, source=source, on_event=on_event,
-                                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed,
-                                                  custom_ops=custom_ops))
+            report = api.verify(
+                target,
+                source=source,
+                on_event=on_event,
+                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed, custom_ops=custom_ops),
+            )
     if as_json:
         out.print_json(report.model_dump_json())
     else:
@@ -148,9 +199,25 @@ def tune(
     providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"), default_factory=list, show_default=False)],
     objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = "latency",
     data: Annotated[str | None, typer.Option(help=help_for(T, "data"))] = None,
-    metric: Annotated[list[str], typer.Option(help=help_for(T, "metrics") + " Each one given replaces that metric's default.", default_factory=list, show_default=False)],
-    transforms: Annotated[list[str], typer.Option(help=help_for(T, "transforms") + " Comma-separated or repeated; none: session settings only. Names: "
-                                                       + ", ".join(TRANSFORMS) + ".", default_factory=list, show_default=False)],
+    metric: Annotated[
+        list[str],
+        typer.Option(
+            help=help_for(T, "metrics") + " Each one given replaces that metric's default.",
+            default_factory=list,
+            show_default=False,
+        ),
+    ],
+    transforms: Annotated[
+        list[str],
+        typer.Option(
+            help=help_for(T, "transforms")
+            + " Comma-separated or repeated; none: session settings only. Names: "
+            + ", ".join(TRANSFORMS)
+            + ".",
+            default_factory=list,
+            show_default=False,
+        ),
+    ],
     dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"), default_factory=list, show_default=False)],
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
     max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
@@ -170,7 +237,9 @@ def tune(
             try:
                 metrics[name.strip()] = float(value)
             except ValueError:
-                raise GoliveError(f"cannot read --metric {item!r}", hint="write --metric cosine=0.999 (or label=0.99, max_abs=0.01)") from None
+                raise GoliveError(
+                    f"cannot read --metric {item!r}", hint="write --metric cosine=0.999 (or label=0.99, max_abs=0.01)"
+                ) from None
         sizes = {}
         for item in dim:
             name, _, value = item.partition("=")
@@ -178,10 +247,19 @@ def tune(
                 raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
             sizes[name.strip()] = int(value)
         chosen = split(transforms)
-        options: dict[str, Any] = {"budget": budget, "providers": split(providers), "objective": objective, "data": data,
-                   "transforms": None if not chosen else [] if chosen == ["none"] else chosen, "dim_sizes": sizes,
-                   "concurrency": concurrency, "max_batch": max_batch, "fixed_shape": fixed_shape, "metrics": {**T().metrics, **metrics},
-                   "custom_ops": custom_ops}
+        options: dict[str, Any] = {
+            "budget": budget,
+            "providers": split(providers),
+            "objective": objective,
+            "data": data,
+            "transforms": None if not chosen else [] if chosen == ["none"] else chosen,
+            "dim_sizes": sizes,
+            "concurrency": concurrency,
+            "max_batch": max_batch,
+            "fixed_shape": fixed_shape,
+            "metrics": {**T().metrics, **metrics},
+            "custom_ops": custom_ops,
+        }
         with progress() as on_event:
             result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
     if as_json:
@@ -212,8 +290,13 @@ def inspect(
 
 @app.command()
 def run(
-    job: Annotated[Path, typer.Argument(help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json; "
-                                             "or a saved step: TUNE_DIR/tune.json, OUT_DIR/verify.json.")],
+    job: Annotated[
+        Path,
+        typer.Argument(
+            help="A job file (YAML or JSON), e.g. examples/quickstart.yaml or OUT_DIR/job.json; "
+            "or a saved step: TUNE_DIR/tune.json, OUT_DIR/verify.json."
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Run a whole job from its JobSpec file: convert → verify → tune (when the job has a tune section).

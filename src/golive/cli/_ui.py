@@ -21,7 +21,9 @@ def ui(
     port: Annotated[int, typer.Option(help=help_for(S, "port"))] = _default["port"],
     home: Annotated[Path | None, typer.Option(help=help_for(S, "home"))] = None,
     workers: Annotated[int, typer.Option(help=help_for(S, "workers"))] = _default["workers"],
-    allow_root: Annotated[list[Path], typer.Option("--allow-root", help=help_for(S, "allow_roots"), default_factory=list, show_default=False)],
+    allow_root: Annotated[
+        list[Path], typer.Option("--allow-root", help=help_for(S, "allow_roots"), default_factory=list, show_default=False)
+    ],
     token: Annotated[str | None, typer.Option(help=help_for(S, "token"), envvar="GOLIVE_TOKEN")] = None,
     trust_pickle: Annotated[bool, typer.Option(help=help_for(S, "trust_pickle"))] = _default["trust_pickle"],
     max_upload_mb: Annotated[float, typer.Option(help=help_for(S, "max_upload_mb"))] = _default["max_upload_mb"],
@@ -35,10 +37,20 @@ def ui(
         from golive.web import serve
 
         try:
-            settings = S(home=home_dir(home), host=host, port=port, workers=workers, allow_roots=allow_root,
-                         token=token or None, trust_pickle=trust_pickle, max_upload_mb=max_upload_mb)
+            settings = S(
+                home=home_dir(home),
+                host=host,
+                port=port,
+                workers=workers,
+                allow_roots=allow_root,
+                token=token or None,
+                trust_pickle=trust_pickle,
+                max_upload_mb=max_upload_mb,
+            )
         except ValidationError as exc:
-            raise GoliveError(validation_problems(exc, name=lambda loc: "--" + "-".join(map(str, loc)).replace("_", "-"))) from None
+            raise GoliveError(
+                validation_problems(exc, name=lambda loc: "--" + "-".join(map(str, loc)).replace("_", "-"))
+            ) from None
 
         def ready(url: str) -> None:
             print(f"golive ui: {url}", flush=True)

@@ -33,20 +33,26 @@ def _tree(paths: list[tuple[list[str | int], str]], where: str) -> Any:
     if len(paths) == 1 and not paths[0][0]:
         return paths[0][1]
     if any(not p for p, _ in paths):
-        raise InputSpecError(f"{where} is named both as a tensor and as a tuple/dict of tensors",
-                             hint=f"name the parts {where}.0, {where}.1 (a tuple) or {where}.KEY (a dict), not {where} itself")
+        raise InputSpecError(
+            f"{where} is named both as a tensor and as a tuple/dict of tensors",
+            hint=f"name the parts {where}.0, {where}.1 (a tuple) or {where}.KEY (a dict), not {where} itself",
+        )
     groups: dict[str | int, list] = {}
     for path, leaf in paths:
         groups.setdefault(path[0], []).append((path[1:], leaf))
     keys = list(groups)
     if all(isinstance(k, int) for k in keys):
         if sorted(keys) != list(range(len(keys))):
-            raise InputSpecError(f"the parts of {where} are numbered {sorted(keys)}: a tuple's parts are 0, 1, ... without gaps",
-                                 hint=f"name them {where}.0, {where}.1, ...")
+            raise InputSpecError(
+                f"the parts of {where} are numbered {sorted(keys)}: a tuple's parts are 0, 1, ... without gaps",
+                hint=f"name them {where}.0, {where}.1, ...",
+            )
         return {"tuple": [_tree(groups[i], f"{where}.{i}") for i in range(len(keys))]}
     if any(isinstance(k, int) for k in keys):
-        raise InputSpecError(f"the parts of {where} mix numbers and names ({', '.join(map(str, keys))})",
-                             hint="a tuple's parts are numbered, a dict's parts are named")
+        raise InputSpecError(
+            f"the parts of {where} mix numbers and names ({', '.join(map(str, keys))})",
+            hint="a tuple's parts are numbered, a dict's parts are named",
+        )
     return {"dict": {k: _tree(groups[k], f"{where}.{k}") for k in keys}}
 
 
@@ -56,7 +62,9 @@ def input_structure(names: list[str], forward: Callable | None) -> dict[str, Any
     for name in names:
         path = _split(name)
         if not isinstance(path[0], str):
-            raise InputSpecError(f"input {name!r} starts with a number", hint="start with the forward() argument's name, e.g. hc.0")
+            raise InputSpecError(
+                f"input {name!r} starts with a number", hint="start with the forward() argument's name, e.g. hc.0"
+            )
         top.setdefault(path[0], []).append((path[1:], name))
     params = {}
     if forward is not None:
@@ -69,19 +77,24 @@ def input_structure(names: list[str], forward: Callable | None) -> dict[str, Any
     takes_varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
     unknown = [n for n in top if params and n not in params and not takes_varargs]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise InputSpecError(f"forward() has no argument {', '.join(unknown)}",
-                             hint="forward() takes " + ", ".join(params) + "; name each input after one of them")
+        raise InputSpecError(
+            f"forward() has no argument {', '.join(unknown)}",
+            hint="forward() takes " + ", ".join(params) + "; name each input after one of them",
+        )
     var_keyword = any(p.kind is p.VAR_KEYWORD for p in params.values())
     args_order = []
     for n in positional:  # positionally up to the first parameter not given; after a gap, by keyword
         if n not in top:
             break
         args_order.append(n)
-    after_gap = [n for n in positional[len(args_order):] if n in top]
+    after_gap = [n for n in positional[len(args_order) :] if n in top]
     only_positional = [n for n in after_gap if params[n].kind is params[n].POSITIONAL_ONLY]
     if only_positional:
-        raise InputSpecError(f"forward()'s positional-only argument {only_positional[0]} comes after one not given "
-                             f"({positional[len(args_order)]})", hint="give the inputs of every argument before it too")
+        raise InputSpecError(
+            f"forward()'s positional-only argument {only_positional[0]} comes after one not given "
+            f"({positional[len(args_order)]})",
+            hint="give the inputs of every argument before it too",
+        )
     extra = [n for n in top if n not in params]
     if takes_varargs and not var_keyword:
         args_order += extra  # forward(self, *args): the extra names are positional, in the order given
@@ -135,8 +148,9 @@ def output_structure(out: Any, name: str = "output") -> Any:
         if isinstance(value, (tuple, list)):
             kind = "tuple" if isinstance(value, tuple) else "list"
             return {kind: [walk(v, f"{path}.{i}" if path else f"{name}_{i}") for i, v in enumerate(value)]}
-        raise InputSpecError(f"the model returned a {type(value).__name__}; golive exports tensors and tuples, lists and "
-                             "dicts of tensors")
+        raise InputSpecError(
+            f"the model returned a {type(value).__name__}; golive exports tensors and tuples, lists and dicts of tensors"
+        )
 
     return walk(out, name if isinstance(out, torch.Tensor) else "")
 

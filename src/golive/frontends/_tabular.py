@@ -12,8 +12,10 @@ def feature_count(inputs: list[TensorSpec], framework: str) -> int:
     """N, the fixed width of a tabular model's one [batch, N] input; an InputSpecError when the input is not that."""
     shape = inputs[0].shape
     if not shape or len(shape) != 2 or not isinstance(shape[1], int):
-        raise InputSpecError(f"a {framework} model takes one [batch, features] input, not {inputs[0]}",
-                             hint="--input input:float32[batch,N] with N the number of features")
+        raise InputSpecError(
+            f"a {framework} model takes one [batch, features] input, not {inputs[0]}",
+            hint="--input input:float32[batch,N] with N the number of features",
+        )
     return shape[1]
 
 

@@ -27,8 +27,10 @@ def custom_op_domains(entries: list[str]) -> dict[str, str]:
     for entry in entries:
         op, eq, domain = entry.partition("=")
         if not eq or not re.fullmatch(r"\w+", op.strip()) or not re.fullmatch(r"[\w.]+", domain.strip()):
-            raise InputSpecError(f"--custom-translation {entry!r}: a TensorFlow model takes TF_OP=DOMAIN",
-                                 hint="e.g. --custom-translation MatrixInverse=ai.onnx.contrib, then --custom-ops with its implementation")
+            raise InputSpecError(
+                f"--custom-translation {entry!r}: a TensorFlow model takes TF_OP=DOMAIN",
+                hint="e.g. --custom-translation MatrixInverse=ai.onnx.contrib, then --custom-ops with its implementation",
+            )
         custom[op.strip()] = domain.strip()
     return custom
 
@@ -45,14 +47,21 @@ def check_converted(model, custom: dict[str, str]) -> None:
     """tf2onnx leaves ops it cannot convert in the graph under their TensorFlow names: name them, with the way out."""
     from onnx import defs
 
-    missing = sorted({n.op_type for n in model.graph.node
-                      if n.domain in ("", "ai.onnx") and not defs.has(n.op_type) and n.op_type not in custom})
+    missing = sorted(
+        {
+            n.op_type
+            for n in model.graph.node
+            if n.domain in ("", "ai.onnx") and not defs.has(n.op_type) and n.op_type not in custom
+        }
+    )
     if missing:
         raise ExportError(
             f"tf2onnx cannot convert the TensorFlow op{'s' if len(missing) > 1 else ''} {', '.join(missing)} to ONNX",
             hint=f"keep it as a custom-domain node with --custom-translation {missing[0]}=ai.onnx.contrib and give ONNX "
-                 "Runtime its implementation with --custom-ops (a Python module using onnxruntime_extensions.onnx_op, or "
-                 "a .so library)", operators=missing)
+            "Runtime its implementation with --custom-ops (a Python module using onnxruntime_extensions.onnx_op, or "
+            "a .so library)",
+            operators=missing,
+        )
 
 
 def tensor_name(name: str) -> str:
@@ -66,9 +75,11 @@ def strip_index(name: str) -> str:
 
 def in_output_order(names: list[str]) -> list[str]:
     """Converter output names in the model's output order: Identity:0, Identity_1:0 ... / output_0, output_1 ..."""
+
     def index(name: str) -> int:
         m = re.search(r"_(\d+)(?::\d+)?$", name)
         return int(m.group(1)) if m else 0
+
     return sorted(names, key=index)
 
 

@@ -34,11 +34,14 @@ def flatten_outputs(out) -> list:
         return [t for v in out for t in flatten_outputs(v)]
     if out is None:
         return []
-    raise ModelLoadError(f"the model returned a {type(out).__name__}; golive can export tensors, tuples, lists and dicts of tensors")
+    raise ModelLoadError(
+        f"the model returned a {type(out).__name__}; golive can export tensors, tuples, lists and dicts of tensors"
+    )
 
 
-def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-           path: Path, options: ConvertOptions) -> ExportResult:
+def export(
+    loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+) -> ExportResult:
     import torch
 
     from golive.frontends import _structure
@@ -54,8 +57,7 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
         args, kwargs = tuple(tensors[s.name] for s in inputs), {}
     input_names = [s.name for s in inputs]
     output_names = _output_names(loaded, args, options, kwargs)
-    axes = {s.name: {i: dim_name(s, i, d) for i, d in enumerate(s.shape or []) if not isinstance(d, int)}
-            for s in inputs}
+    axes = {s.name: {i: dim_name(s, i, d) for i, d in enumerate(s.shape or []) if not isinstance(d, int)} for s in inputs}
     axes = {k: v for k, v in axes.items() if v}
 
     translations = _translations(options)
@@ -72,8 +74,15 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
                 if note:
                     result.notes.append(note)
             elif structure is not None:  # the TorchScript exporter takes flat positional tensors: a wrapper nests them
-                _torchscript(_FlatCall(loaded.model, structure, input_names), tuple(tensors[n] for n in input_names), path,
-                             input_names, output_names, axes, options)
+                _torchscript(
+                    _FlatCall(loaded.model, structure, input_names),
+                    tuple(tensors[n] for n in input_names),
+                    path,
+                    input_names,
+                    output_names,
+                    axes,
+                    options,
+                )
             else:
                 _torchscript(loaded.model, args, path, input_names, output_names, axes, options)
         except Exception as exc:  # the exporters raise many types; each failure is recorded, then the next is tried
@@ -108,19 +117,24 @@ def export(loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.n
             f"PyTorch cannot export the operator{'s' if len(operators) > 1 else ''} {', '.join(operators)} to ONNX "
             f"(tried: {', '.join(a['exporter'] for a in result.attempts)}; reasons with --verbose)",
             hint=f"two ways out: (1) write an onnxscript function that computes it with existing ONNX ops, typed "
-                 f"(def f(x: FLOAT) -> FLOAT), and pass --custom-translation my_ops.py:TABLE with TABLE = "
-                 f"{{torch.ops.{operators[0].replace('::', '.')}.default: f}}; (2) have that function emit one "
-                 f"custom-domain node (onnxscript.values.Opset('ai.onnx.contrib', 1).MyOp(x)) and give ONNX Runtime "
-                 f"its implementation with --custom-ops (a .so library, or a Python module using "
-                 f"onnxruntime_extensions.onnx_op)",
-            operators=operators, attempts=result.attempts)
-    raise ExportError(f"no exporter could export the model ({tried})",
-                      hint="try --exporter torchscript or --exporter dynamo alone, and --debug for the full error",
-                      attempts=result.attempts)
+            f"(def f(x: FLOAT) -> FLOAT), and pass --custom-translation my_ops.py:TABLE with TABLE = "
+            f"{{torch.ops.{operators[0].replace('::', '.')}.default: f}}; (2) have that function emit one "
+            f"custom-domain node (onnxscript.values.Opset('ai.onnx.contrib', 1).MyOp(x)) and give ONNX Runtime "
+            f"its implementation with --custom-ops (a .so library, or a Python module using "
+            f"onnxruntime_extensions.onnx_op)",
+            operators=operators,
+            attempts=result.attempts,
+        )
+    raise ExportError(
+        f"no exporter could export the model ({tried})",
+        hint="try --exporter torchscript or --exporter dynamo alone, and --debug for the full error",
+        attempts=result.attempts,
+    )
 
 
-def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.ndarray], axes: dict[str, dict[int, str]],
-                   options: ConvertOptions) -> str | None:
+def _probe_dynamic(
+    path: Path, inputs: list[TensorSpec], sample: dict[str, np.ndarray], axes: dict[str, dict[int, str]], options: ConvertOptions
+) -> str | None:
     """Run the exported model at the traced sizes and with every dynamic axis one longer. Returns what went wrong
     when it cannot run at the second size (an exporter that baked a traced size into the graph); otherwise
     names the outputs' axes by what they follow (an exporter may record a traced size, or a made-up name, for
@@ -131,10 +145,16 @@ def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.nd
 
     exported = {i.name: i for i in onnx.load(str(path), load_external_data=False).graph.input}
     # only the axes the exported model left dynamic (an export may keep an axis static by decision)
-    axes = {name: {a: d for a, d in dims.items()
-                   if name in exported and a < len(exported[name].type.tensor_type.shape.dim)
-                   and not exported[name].type.tensor_type.shape.dim[a].HasField("dim_value")}
-            for name, dims in axes.items()}
+    axes = {
+        name: {
+            a: d
+            for a, d in dims.items()
+            if name in exported
+            and a < len(exported[name].type.tensor_type.shape.dim)
+            and not exported[name].type.tensor_type.shape.dim[a].HasField("dim_value")
+        }
+        for name, dims in axes.items()
+    }
     axes = {k: v for k, v in axes.items() if v}
     if not axes:
         return None
@@ -189,8 +209,10 @@ def _probe_dynamic(path: Path, inputs: list[TensorSpec], sample: dict[str, np.nd
 
 def _plan(loaded: LoadedModel, options: ConvertOptions, translations: bool = False) -> list[tuple[str, str | None]]:
     if options.exporter not in ("auto", "dynamo", "torchscript"):
-        raise ExportError(f"--exporter {options.exporter} is for TensorFlow models",
-                          hint="PyTorch models use --exporter auto, dynamo or torchscript")
+        raise ExportError(
+            f"--exporter {options.exporter} is for TensorFlow models",
+            hint="PyTorch models use --exporter auto, dynamo or torchscript",
+        )
     wanted = ["dynamo", "torchscript"] if options.exporter == "auto" else [options.exporter]
     plan = []
     for exporter in wanted:
@@ -202,8 +224,7 @@ def _plan(loaded: LoadedModel, options: ConvertOptions, translations: bool = Fal
         if exporter == "torchscript" and loaded.kind == "torch-export":
             reason = "a torch.export archive can only go through the dynamo exporter"
         if reason and options.exporter != "auto":
-            raise ExportError(f"--exporter {exporter} cannot export this source: {reason}",
-                              hint="use --exporter auto")
+            raise ExportError(f"--exporter {exporter} cannot export this source: {reason}", hint="use --exporter auto")
         plan.append((exporter, reason))
     return plan
 
@@ -224,8 +245,10 @@ def _call_structure(loaded: LoadedModel, names: list[str]) -> dict | None:
     if not _structure.is_nested(names) and not keyword_only & set(names):
         return None
     if loaded.kind not in ("import-path", "pickle"):
-        raise InputSpecError(f"nested inputs ({', '.join(n for n in names if '.' in n)}) need a model given as Python code",
-                             hint="give the model class as SOURCE (file.py:Class or package.module:Class) with --weights")
+        raise InputSpecError(
+            f"nested inputs ({', '.join(n for n in names if '.' in n)}) need a model given as Python code",
+            hint="give the model class as SOURCE (file.py:Class or package.module:Class) with --weights",
+        )
     return _structure.input_structure(names, forward)
 
 
@@ -234,6 +257,7 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwa
     import torch
 
     from golive.frontends import _structure
+
     model = loaded.model.module() if loaded.kind == "torch-export" else loaded.model
     try:
         with torch.no_grad():
@@ -241,9 +265,11 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwa
     except Exception as exc:
         flat = flatten_outputs((args, kwargs or {}))
         shapes = ", ".join(f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" for a in flat)
-        raise InputSpecError(f"the model fails on sample inputs of shapes {shapes}: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
-                             hint="check --input (names in forward() order, dtypes, shapes) or pass real inputs with --data") from exc
+        raise InputSpecError(
+            f"the model fails on sample inputs of shapes {shapes}: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
+            hint="check --input (names in forward() order, dtypes, shapes) or pass real inputs with --data",
+        ) from exc
     count = len(flatten_outputs(out))
     if options.output_names:
         if len(options.output_names) != count:
@@ -270,24 +296,31 @@ def _translations(options: ConvertOptions) -> dict | None:
     for path in options.custom_translation:
         obj = load_object(path, reuse=True)
         if not isinstance(obj, dict) or not obj:
-            raise ExportError(f"--custom-translation {path} is a {type(obj).__name__}, not a dict from torch operator "
-                              "to onnxscript function", hint="TABLE = {torch.ops.my_ns.my_op.default: my_onnxscript_function}")
+            raise ExportError(
+                f"--custom-translation {path} is a {type(obj).__name__}, not a dict from torch operator to onnxscript function",
+                hint="TABLE = {torch.ops.my_ns.my_op.default: my_onnxscript_function}",
+            )
         for op, functions in obj.items():
             for fn in functions if isinstance(functions, (list, tuple)) else [functions]:
                 python = getattr(fn, "function", None)
                 if python is None:
-                    raise ExportError(f"the translation for {op} in {path} is a {type(fn).__name__}, not an onnxscript "
-                                      "function", hint="decorate it with @onnxscript.script(onnxscript.values.Opset('my.domain', 1))")
+                    raise ExportError(
+                        f"the translation for {op} in {path} is a {type(fn).__name__}, not an onnxscript function",
+                        hint="decorate it with @onnxscript.script(onnxscript.values.Opset('my.domain', 1))",
+                    )
                 if inspect.signature(python).return_annotation is inspect.Signature.empty:
-                    raise ExportError(f"the translation {python.__name__} for {op} has no return type annotation; the "
-                                      "exporter would give its node no outputs",
-                                      hint=f"annotate it, e.g. def {python.__name__}(x: FLOAT) -> FLOAT (from onnxscript import FLOAT)")
+                    raise ExportError(
+                        f"the translation {python.__name__} for {op} has no return type annotation; the "
+                        "exporter would give its node no outputs",
+                        hint=f"annotate it, e.g. def {python.__name__}(x: FLOAT) -> FLOAT (from onnxscript import FLOAT)",
+                    )
         table.update(obj)
     return table
 
 
-def _dynamo(loaded, args, path, input_names, output_names, axes, options, translations=None, kwargs=None,
-            structure=None) -> str | None:
+def _dynamo(
+    loaded, args, path, input_names, output_names, axes, options, translations=None, kwargs=None, structure=None
+) -> str | None:
     import torch
 
     from golive.frontends import _structure
@@ -305,8 +338,10 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
         return {a: dim(n) for a, n in axes.get(name, {}).items()} or None
 
     if axes and structure is not None:  # by argument name: nested parts mirror their argument's structure
-        dynamic_shapes = {**{_top(node): _structure.map_leaves(node, spec) for node in structure["args"]},
-                          **{k: _structure.map_leaves(v, spec) for k, v in structure["kwargs"].items()}}
+        dynamic_shapes = {
+            **{_top(node): _structure.map_leaves(node, spec) for node in structure["args"]},
+            **{k: _structure.map_leaves(v, spec) for k, v in structure["kwargs"].items()},
+        }
     elif axes and loaded.kind != "torch-export":
         dynamic_shapes = tuple(spec(name) for name in input_names)
         if _takes_varargs(loaded.model):
@@ -315,9 +350,19 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
     def run(shapes):
         with captured_output(_NOISY_LOGGERS):
             program = torch.onnx.export(
-                loaded.model, args, None, kwargs=kwargs or None, dynamo=True, input_names=input_names, output_names=output_names,
-                opset_version=options.opset, dynamic_shapes=shapes, optimize=options.constant_folding, verbose=False,
-                custom_translation_table=translations)
+                loaded.model,
+                args,
+                None,
+                kwargs=kwargs or None,
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=options.opset,
+                dynamic_shapes=shapes,
+                optimize=options.constant_folding,
+                verbose=False,
+                custom_translation_table=translations,
+            )
         assert program is not None  # dynamo=True always returns an ONNXProgram
         if shapes is not None:  # fix up the in-memory model: no second parse of a large file
             _check_dynamic(program.model, axes)
@@ -333,8 +378,10 @@ def _dynamo(loaded, args, path, input_names, output_names, axes, options, transl
             raise
         # The dynamic batch axis was only our default and the model does not allow it: export the shapes declared.
         declared = loaded.details.get("declared_shapes", {})
-        args = tuple(a[: declared[n][0]] if n in declared and declared[n][0] < a.shape[0] else a
-                     for n, a in zip(input_names, args, strict=False))
+        args = tuple(
+            a[: declared[n][0]] if n in declared and declared[n][0] < a.shape[0] else a
+            for n, a in zip(input_names, args, strict=False)
+        )
         run(None)
         return f"the model does not allow a dynamic batch axis, so its shapes are static ({_summary(exc)})"
     return None
@@ -366,6 +413,7 @@ def _FlatCall(model, structure: dict, names: list[str]):
     import torch
 
     from golive.frontends._structure import nest
+
     class FlatCall(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -382,9 +430,17 @@ def _torchscript(model, args, path, input_names, output_names, axes, options) ->
     import torch
 
     with captured_output(_NOISY_LOGGERS):
-        torch.onnx.export(model, args, str(path), dynamo=False, input_names=input_names, output_names=output_names,
-                          dynamic_axes=axes or None, opset_version=options.opset or DEFAULT_TORCHSCRIPT_OPSET,
-                          do_constant_folding=options.constant_folding)
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=axes or None,
+            opset_version=options.opset or DEFAULT_TORCHSCRIPT_OPSET,
+            do_constant_folding=options.constant_folding,
+        )
 
 
 def _check_dynamic(model, axes: dict[str, dict[int, str]]) -> None:
@@ -396,8 +452,11 @@ def _check_dynamic(model, axes: dict[str, dict[int, str]]) -> None:
             if shape is not None and axis < len(shape) and isinstance(shape[axis], int):
                 static.append(f"{value.name} axis {axis} ({name}) became {shape[axis]}")
     if static:
-        raise SpecializedAxisError("torch.export specialized axes that were asked to be dynamic: " + "; ".join(static)
-                                   + " (the model's code depends on that size, e.g. a Python loop over it)")
+        raise SpecializedAxisError(
+            "torch.export specialized axes that were asked to be dynamic: "
+            + "; ".join(static)
+            + " (the model's code depends on that size, e.g. a Python loop over it)"
+        )
 
 
 def _rename_dims(model, axes: dict[str, dict[int, str]]) -> None:
@@ -415,15 +474,17 @@ def _rename_dims(model, axes: dict[str, dict[int, str]]) -> None:
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is None:
             continue
-        dims = [ir.SymbolicDim(renames[d.value]) if isinstance(d, ir.SymbolicDim) and d.value in renames else d
-                for d in value.shape]
+        dims = [
+            ir.SymbolicDim(renames[d.value]) if isinstance(d, ir.SymbolicDim) and d.value in renames else d for d in value.shape
+        ]
         value.shape = ir.Shape(dims)
 
 
 def _is_shape_constraint(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, SpecializedAxisError) or any(
-        s in text for s in ("inferred a static shape", "Constraints violated", "specialized", "Not all values of"))
+        s in text for s in ("inferred a static shape", "Constraints violated", "specialized", "Not all values of")
+    )
 
 
 def _summary(exc: BaseException) -> str:
@@ -440,10 +501,12 @@ def _summary(exc: BaseException) -> str:
 
 def _operators(errors: list[str]) -> list[str]:
     found: list[str] = []
-    patterns = (r"No ONNX function found for <OpOverload\(op='([\w.]+)'",
-                r"unrecognized namespace ([\w:.]+)",
-                r"Exporting the operator '?([\w:.]+)'? to ONNX",
-                r"Unsupported: ONNX export of operator ([\w:.]+)")
+    patterns = (
+        r"No ONNX function found for <OpOverload\(op='([\w.]+)'",
+        r"unrecognized namespace ([\w:.]+)",
+        r"Exporting the operator '?([\w:.]+)'? to ONNX",
+        r"Unsupported: ONNX export of operator ([\w:.]+)",
+    )
     for text in errors:
         for pat in patterns:
             for op in re.findall(pat, text):

@@ -66,8 +66,9 @@ class Frontend(Protocol):
 
     def load(self, source: str, options: ConvertOptions) -> LoadedModel: ...
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult: ...
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult: ...
 
     def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]: ...
 
@@ -88,7 +89,8 @@ def guess_framework(source: str) -> str:
     if not path.exists():
         raise SourceNotFoundError(
             f"source {source} does not exist",
-            hint="give a model file, a model folder, or an import path such as mypkg.models:Net or model.py:Net")
+            hint="give a model file, a model folder, or an import path such as mypkg.models:Net or model.py:Net",
+        )
     if path.is_dir():
         if path.suffix.lower() == ".mlpackage":
             return "coreml"
@@ -99,10 +101,13 @@ def guess_framework(source: str) -> str:
         if (path / "config.json").exists():
             return "pytorch"
         if (path / "model.onnx").exists():
-            raise FrameworkError(f"{source} is a folder; pass the model file inside it",
-                                 hint=f"golive convert {path / 'model.onnx'} ...")
-        raise FrameworkError(f"cannot tell which framework the folder {source} holds",
-                             hint="a Hugging Face model folder needs config.json; otherwise pass the model file itself")
+            raise FrameworkError(
+                f"{source} is a folder; pass the model file inside it", hint=f"golive convert {path / 'model.onnx'} ..."
+            )
+        raise FrameworkError(
+            f"cannot tell which framework the folder {source} holds",
+            hint="a Hugging Face model folder needs config.json; otherwise pass the model file itself",
+        )
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
@@ -125,8 +130,10 @@ def guess_framework(source: str) -> str:
         return "lightgbm"
     if zipfile.is_zipfile(path):
         return "pytorch"
-    raise FrameworkError(f"cannot tell the framework of {path.name} from its name or contents",
-                         hint="pass --framework (" + ", ".join(FRAMEWORKS) + ")")
+    raise FrameworkError(
+        f"cannot tell the framework of {path.name} from its name or contents",
+        hint="pass --framework (" + ", ".join(FRAMEWORKS) + ")",
+    )
 
 
 def _head(path: Path, n: int = 256) -> bytes:

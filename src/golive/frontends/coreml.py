@@ -39,11 +39,15 @@ def _adapt() -> None:
         onnx.onnx_proto = onnx  # type: ignore[attr-defined]
 
     if not hasattr(data_types, "find_type_conversion"):
+
         def find_type_conversion(source_type, target_type):
             if type(source_type) is type(target_type):
                 return "identity"
-            raise ExportError(f"onnxmltools cannot connect a {type(source_type).__name__} to a {type(target_type).__name__} "
-                              "inside this Core ML pipeline")
+            raise ExportError(
+                f"onnxmltools cannot connect a {type(source_type).__name__} to a {type(target_type).__name__} "
+                "inside this Core ML pipeline"
+            )
+
         data_types.find_type_conversion = find_type_conversion
 
     def _within(count: int, allowed) -> bool:
@@ -55,20 +59,33 @@ def _adapt() -> None:
         return (low is None or count >= low) and (high is None or count <= high)
 
     if not hasattr(utils, "check_input_and_output_numbers"):
+
         def check_input_and_output_numbers(operator, input_count_range=None, output_count_range=None):
-            for what, items, allowed in (("inputs", operator.inputs, input_count_range),
-                                         ("outputs", operator.outputs, output_count_range)):
+            for what, items, allowed in (
+                ("inputs", operator.inputs, input_count_range),
+                ("outputs", operator.outputs, output_count_range),
+            ):
                 if not _within(len(items), allowed):
-                    raise ExportError(f"Core ML layer {operator.full_name} has {len(items)} {what}; onnxmltools expects {allowed}")
+                    raise ExportError(
+                        f"Core ML layer {operator.full_name} has {len(items)} {what}; onnxmltools expects {allowed}"
+                    )
+
         utils.check_input_and_output_numbers = check_input_and_output_numbers
 
     if not hasattr(utils, "check_input_and_output_types"):
+
         def check_input_and_output_types(operator, good_input_types=None, good_output_types=None):
-            for what, items, good in (("input", operator.inputs, good_input_types), ("output", operator.outputs, good_output_types)):
+            for what, items, good in (
+                ("input", operator.inputs, good_input_types),
+                ("output", operator.outputs, good_output_types),
+            ):
                 for variable in items:
                     if good is not None and type(variable.type) not in good:
-                        raise ExportError(f"Core ML layer {operator.full_name}: its {what} {variable.raw_name} is a "
-                                          f"{type(variable.type).__name__}; onnxmltools converts {', '.join(t.__name__ for t in good)}")
+                        raise ExportError(
+                            f"Core ML layer {operator.full_name}: its {what} {variable.raw_name} is a "
+                            f"{type(variable.type).__name__}; onnxmltools converts {', '.join(t.__name__ for t in good)}"
+                        )
+
         utils.check_input_and_output_types = check_input_and_output_types
 
     import onnxmltools.convert.coreml.operator_converters.neural_network
@@ -84,9 +101,11 @@ class CoreMLFrontend:
         if not path.exists():
             raise SourceNotFoundError(f"source {source} does not exist")
         if path.suffix.lower() == ".mlpackage" or path.is_dir():
-            raise ModelLoadError(f"{path.name} is a Core ML package (an ML program): onnxmltools converts the neural-network "
-                                 "and classic-ML .mlmodel specs only",
-                                 hint="convert the model from its original framework (PyTorch, TensorFlow) instead")
+            raise ModelLoadError(
+                f"{path.name} is a Core ML package (an ML program): onnxmltools converts the neural-network "
+                "and classic-ML .mlmodel specs only",
+                hint="convert the model from its original framework (PyTorch, TensorFlow) instead",
+            )
         from golive._io import captured_output
 
         with captured_output(("coremltools",)):  # on import it warns about every framework version it has not tested
@@ -97,23 +116,33 @@ class CoreMLFrontend:
         try:
             spec.ParseFromString(path.read_bytes())
         except Exception as exc:
-            raise ModelLoadError(f"{path.name} is not a readable Core ML model: {exc}",
-                                 hint="save it with coremltools (model.save('model.mlmodel'))") from None
+            raise ModelLoadError(
+                f"{path.name} is not a readable Core ML model: {exc}",
+                hint="save it with coremltools (model.save('model.mlmodel'))",
+            ) from None
         kind = spec.WhichOneof("Type")
         if kind is None:
             raise ModelLoadError(f"{path.name} holds no Core ML model", hint="is it a .mlmodel written by coremltools?")
         if kind == "mlProgram":
-            raise ModelLoadError(f"{path.name} is an ML program: onnxmltools converts neural-network and classic-ML specs only",
-                                 hint="convert the model from its original framework instead")
+            raise ModelLoadError(
+                f"{path.name} is an ML program: onnxmltools converts neural-network and classic-ML specs only",
+                hint="convert the model from its original framework instead",
+            )
         declared = [_input_spec(f) for f in spec.description.input]
         inputs = [i for i in declared if i is not None]
-        return LoadedModel(framework=self.name, source=source, model=spec, kind=kind,
-                           inputs=inputs if len(inputs) == len(declared) else None,
-                           output_names=[o.name for o in spec.description.output],
-                           classifier=kind.endswith("Classifier"))
+        return LoadedModel(
+            framework=self.name,
+            source=source,
+            model=spec,
+            kind=kind,
+            inputs=inputs if len(inputs) == len(declared) else None,
+            output_names=[o.name for o in spec.description.output],
+            classifier=kind.endswith("Classifier"),
+        )
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         onnxmltools = require("onnxmltools", extra="coreml", purpose="Converting a Core ML model")
         _adapt()
         try:
@@ -121,18 +150,25 @@ class CoreMLFrontend:
         except ExportError:
             raise
         except Exception as exc:
-            raise ExportError(f"onnxmltools cannot convert this Core ML {loaded.kind} model: {type(exc).__name__}: {exc}",
-                              hint="onnxmltools converts Core ML neural networks (common layers) and classic-ML models") from None
+            raise ExportError(
+                f"onnxmltools cannot convert this Core ML {loaded.kind} model: {type(exc).__name__}: {exc}",
+                hint="onnxmltools converts Core ML neural networks (common layers) and classic-ML models",
+            ) from None
         name_batch_axis(onx)
         path.write_bytes(onx.SerializeToString())
-        return ExportResult(exporter="onnxmltools", attempts=[{"exporter": "onnxmltools", "ok": True}],
-                            notes=["onnxmltools' Core ML converter runs with golive's adapter (onnx/onnxmltools#735)"])
+        return ExportResult(
+            exporter="onnxmltools",
+            attempts=[{"exporter": "onnxmltools", "ok": True}],
+            notes=["onnxmltools' Core ML converter runs with golive's adapter (onnx/onnxmltools#735)"],
+        )
 
     def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         from golive.errors import DataError
 
-        raise DataError("Core ML cannot run predictions on Linux: there is no source model to compare with",
-                        hint="give inputs with their expected outputs (--data x.npz holding inputs and outputs), or --no-verify")
+        raise DataError(
+            "Core ML cannot run predictions on Linux: there is no source model to compare with",
+            hint="give inputs with their expected outputs (--data x.npz holding inputs and outputs), or --no-verify",
+        )
 
 
 def _input_spec(feature) -> TensorSpec | None:

@@ -29,13 +29,20 @@ class GbdtFrontend:
         else:
             booster, objective, n, classes = _load_lightgbm(path)
         classifier = classes > 0
-        return LoadedModel(framework=framework, source=source, model=booster, kind="booster",
-                           inputs=[tabular_input(n)], classifier=classifier,
-                           output_names=["label", "probabilities"] if classifier else ["variable"],
-                           details={"objective": objective, "classes": classes})
+        return LoadedModel(
+            framework=framework,
+            source=source,
+            model=booster,
+            kind="booster",
+            inputs=[tabular_input(n)],
+            classifier=classifier,
+            output_names=["label", "probabilities"] if classifier else ["variable"],
+            details={"objective": objective, "classes": classes},
+        )
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         onnxmltools = require("onnxmltools", extra="gbdt", purpose="Converting a gradient-boosted tree model")
         from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -45,11 +52,16 @@ class GbdtFrontend:
             if loaded.framework == "xgboost":
                 onx = onnxmltools.convert_xgboost(loaded.model, initial_types=initial, target_opset=options.opset)
             else:
-                onx = onnxmltools.convert_lightgbm(loaded.model, initial_types=initial, target_opset=options.opset,
-                                                   zipmap=bool(options.zipmap and loaded.classifier))
+                onx = onnxmltools.convert_lightgbm(
+                    loaded.model,
+                    initial_types=initial,
+                    target_opset=options.opset,
+                    zipmap=bool(options.zipmap and loaded.classifier),
+                )
         except Exception as exc:
-            raise ExportError(f"onnxmltools cannot convert this {loaded.framework} model "
-                              f"(objective {loaded.details['objective']}): {exc}") from exc
+            raise ExportError(
+                f"onnxmltools cannot convert this {loaded.framework} model (objective {loaded.details['objective']}): {exc}"
+            ) from exc
         name_batch_axis(onx)
         path.write_bytes(onx.SerializeToString())
         notes = []
@@ -76,8 +88,10 @@ def _load_lightgbm(path: Path):
     try:
         booster = lgb.Booster(model_file=str(path))
     except Exception as exc:
-        raise ModelLoadError(f"cannot load {path.name} as a LightGBM booster text file: {exc}",
-                             hint="save it with booster.save_model('model.txt'), or pass --framework") from exc
+        raise ModelLoadError(
+            f"cannot load {path.name} as a LightGBM booster text file: {exc}",
+            hint="save it with booster.save_model('model.txt'), or pass --framework",
+        ) from exc
     objective = str(booster.dump_model().get("objective", ""))
     name = objective.split()[0] if objective else ""
     classes = 0
@@ -94,8 +108,10 @@ def _load_xgboost(path: Path):
     try:
         booster.load_model(str(path))
     except Exception as exc:
-        raise ModelLoadError(f"cannot load {path.name} as an XGBoost model: {str(exc).splitlines()[0]}",
-                             hint="save it with booster.save_model('model.json') or 'model.ubj'") from exc
+        raise ModelLoadError(
+            f"cannot load {path.name} as an XGBoost model: {str(exc).splitlines()[0]}",
+            hint="save it with booster.save_model('model.json') or 'model.ubj'",
+        ) from exc
     learner = json.loads(booster.save_config())["learner"]
     objective = learner["objective"]["name"]
     classes = 0
@@ -104,8 +120,10 @@ def _load_xgboost(path: Path):
     elif objective.startswith("multi:"):
         classes = int(learner["learner_model_param"]["num_class"])
         if objective == "multi:softmax":
-            raise ModelLoadError("an XGBoost multi:softmax model gives labels only; golive needs multi:softprob",
-                                 hint="train with objective='multi:softprob'")
+            raise ModelLoadError(
+                "an XGBoost multi:softmax model gives labels only; golive needs multi:softprob",
+                hint="train with objective='multi:softprob'",
+            )
     return booster, objective, booster.num_features(), classes
 
 

@@ -31,8 +31,10 @@ def load_onnx(path: str | Path, *, load_external_data: bool = True):
     try:
         return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:
-        raise ModelLoadError(f"{path} is not a readable ONNX model (truncated or corrupt?): {str(exc).splitlines()[0][:200]}",
-                             hint="re-export or re-download the model") from exc
+        raise ModelLoadError(
+            f"{path} is not a readable ONNX model (truncated or corrupt?): {str(exc).splitlines()[0][:200]}",
+            hint="re-export or re-download the model",
+        ) from exc
 
 
 def check_onnx(path: str | Path) -> None:
@@ -51,8 +53,14 @@ def save_onnx(model, path: Path) -> None:
 
     size = sum(t.ByteSize() for t in model.graph.initializer)
     if size > _EXTERNAL_THRESHOLD:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=_EXTERNAL_TENSOR_MIN)
+        onnx.save(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=_EXTERNAL_TENSOR_MIN,
+        )
     else:
         onnx.save(model, str(path))
 
@@ -106,11 +114,13 @@ class OnnxFrontend:
         model = load_onnx(path)
         check_onnx(path)
         inputs, outputs = specs_from_onnx(model)
-        return LoadedModel(framework=self.name, source=source, model=model, kind="onnx", inputs=inputs,
-                           output_names=[o.name for o in outputs])
+        return LoadedModel(
+            framework=self.name, source=source, model=model, kind="onnx", inputs=inputs, output_names=[o.name for o in outputs]
+        )
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         notes = []
         if options.opset:
             notes.append("--opset is ignored for ONNX sources: the model is copied as it is")
@@ -124,8 +134,10 @@ class OnnxFrontend:
             try:
                 loaded.details["evaluator"] = ReferenceEvaluator(loaded.model)
             except Exception as exc:
-                raise ModelLoadError(f"the ONNX reference evaluator cannot run this model: {str(exc).splitlines()[0][:200]}",
-                                     hint="verify it against expected outputs instead: --data with test_data_set_N/output_K.pb") from exc
+                raise ModelLoadError(
+                    f"the ONNX reference evaluator cannot run this model: {str(exc).splitlines()[0][:200]}",
+                    hint="verify it against expected outputs instead: --data with test_data_set_N/output_K.pb",
+                ) from exc
         outs = loaded.details["evaluator"].run(output_names, feeds)
         return dict(zip(output_names, (np.asarray(o) for o in outs), strict=True))
 

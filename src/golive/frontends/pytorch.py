@@ -39,8 +39,10 @@ class PyTorchFrontend:
             if path.is_dir():
                 return _load_transformers(path)
             if options.weights:
-                raise FrameworkError("--weights goes with an import-path source (package.module:Class or file.py:Class)",
-                                     hint=f"{path.name} already holds its weights; drop --weights")
+                raise FrameworkError(
+                    "--weights goes with an import-path source (package.module:Class or file.py:Class)",
+                    hint=f"{path.name} already holds its weights; drop --weights",
+                )
             module, kind = _load_file(path, options.trust_pickle)
         if options.weights:
             _load_weights(module, options.weights)
@@ -52,8 +54,9 @@ class PyTorchFrontend:
         return loaded
 
     # ------------------------------------------------------------ export
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         from golive.frontends import _torch_export
 
         return _torch_export.export(loaded, inputs, sample, path, options)
@@ -84,6 +87,7 @@ class PyTorchFrontend:
 
 # ---------------------------------------------------------------- sources
 
+
 def _load_import_path(source: str):
     from golive._imports import load_object
 
@@ -96,8 +100,10 @@ def _load_import_path(source: str):
         try:
             built = obj()
         except TypeError as exc:
-            raise ModelLoadError(f"{attr}() needs arguments: {exc}",
-                                 hint="point at a class or factory function that builds the model with no arguments") from exc
+            raise ModelLoadError(
+                f"{attr}() needs arguments: {exc}",
+                hint="point at a class or factory function that builds the model with no arguments",
+            ) from exc
         if not isinstance(built, torch.nn.Module):
             raise FrameworkError(f"{attr}() returned a {type(built).__name__}, not a torch.nn.Module")
         return built
@@ -117,8 +123,10 @@ def _load_weights(module, weights: str) -> None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ModelLoadError(f"cannot load {path.name} as a state dict with weights_only=True: {_first_line(exc)}",
-                                 hint="save the weights with torch.save(model.state_dict(), path)") from exc
+            raise ModelLoadError(
+                f"cannot load {path.name} as a state dict with weights_only=True: {_first_line(exc)}",
+                hint="save the weights with torch.save(model.state_dict(), path)",
+            ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -126,8 +134,10 @@ def _load_weights(module, weights: str) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelLoadError(f"the weights in {path.name} do not fit the model: {_first_line(exc)}",
-                             hint="check that the import path names the class the weights were saved from") from exc
+        raise ModelLoadError(
+            f"the weights in {path.name} do not fit the model: {_first_line(exc)}",
+            hint="check that the import path names the class the weights were saved from",
+        ) from exc
 
 
 def _load_file(path: Path, trust_pickle: bool):
@@ -151,20 +161,25 @@ def _load_file(path: Path, trust_pickle: bool):
             raise UntrustedPickleError(
                 f"{path.name} is a pickled Python object (a whole nn.Module?); loading it would run arbitrary code",
                 hint="save the model with torch.export.save (.pt2) or torch.jit.save, or give its class as "
-                     "package.module:Class with --weights state_dict.pt; if you trust the file, pass --trust-pickle") from exc
+                "package.module:Class with --weights state_dict.pt; if you trust the file, pass --trust-pickle",
+            ) from exc
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
-            raise ModelLoadError(f"cannot unpickle {path.name}: {_first_line(exc2)}",
-                                 hint="the classes it was pickled with must be importable here") from exc2
+            raise ModelLoadError(
+                f"cannot unpickle {path.name}: {_first_line(exc2)}",
+                hint="the classes it was pickled with must be importable here",
+            ) from exc2
         if not isinstance(obj, torch.nn.Module):
             raise FrameworkError(f"{path.name} holds a {type(obj).__name__}, not a torch.nn.Module") from None
         return obj, "pickle"
     if isinstance(obj, torch.nn.Module):
         return obj, "pickle"
     if isinstance(obj, dict):
-        raise FrameworkError(f"{path.name} holds a state dict (weights only), not a model",
-                             hint=f"give the model class as SOURCE (package.module:Class or file.py:Class) and --weights {path}")
+        raise FrameworkError(
+            f"{path.name} holds a state dict (weights only), not a model",
+            hint=f"give the model class as SOURCE (package.module:Class or file.py:Class) and --weights {path}",
+        )
     raise FrameworkError(f"{path.name} holds a {type(obj).__name__}, not a model")
 
 
@@ -190,8 +205,9 @@ def _exported_program_inputs(ep) -> list[TensorSpec]:
         val = node.meta.get("val")
         if val is None or not hasattr(val, "shape"):
             continue
-        shape: list[Dim] = [int(d) if str(d).isdigit() else ("batch" if i == 0 else f"{node.name}_{i}")
-                 for i, d in enumerate(val.shape)]
+        shape: list[Dim] = [
+            int(d) if str(d).isdigit() else ("batch" if i == 0 else f"{node.name}_{i}") for i, d in enumerate(val.shape)
+        ]
         specs.append(TensorSpec(name=node.name, dtype=str(val.dtype).replace("torch.", ""), shape=shape))
     return specs
 
@@ -221,22 +237,30 @@ def _load_transformers(path: Path, attention: str | None = None) -> LoadedModel:
         extra = {"attn_implementation": attention} if attention else {}
         model = cls.from_pretrained(str(path), local_files_only=True, **extra)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the transformers model in {path}: {_first_line(exc)}",
-                             hint="the folder needs config.json and the weights (model.safetensors or pytorch_model.bin)") from exc
+        raise ModelLoadError(
+            f"cannot load the transformers model in {path}: {_first_line(exc)}",
+            hint="the folder needs config.json and the weights (model.safetensors or pytorch_model.bin)",
+        ) from exc
     model.eval()
     params = inspect.signature(model.forward).parameters
     vocab = getattr(config, "vocab_size", None)
-    specs = [TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"],
-                        int_range=(0, vocab) if vocab else None)]
+    specs = [TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"], int_range=(0, vocab) if vocab else None)]
     if "attention_mask" in params:
         specs.append(TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "sequence"], int_range=(1, 2)))
     if "token_type_ids" in params and getattr(config, "type_vocab_size", None):
-        specs.append(TensorSpec(name="token_type_ids", dtype="int64", shape=["batch", "sequence"],
-                                int_range=(0, config.type_vocab_size)))
+        specs.append(
+            TensorSpec(name="token_type_ids", dtype="int64", shape=["batch", "sequence"], int_range=(0, config.type_vocab_size))
+        )
     wrapper = _TransformersWrapper(model, [s.name for s in specs])
-    return LoadedModel(framework="pytorch", source=str(path), model=wrapper, kind="transformers", inputs=specs,
-                       dim_sizes={"batch": 2, "sequence": 16},
-                       details={"architecture": arch, "model_type": getattr(config, "model_type", None)})
+    return LoadedModel(
+        framework="pytorch",
+        source=str(path),
+        model=wrapper,
+        kind="transformers",
+        inputs=specs,
+        dim_sizes={"batch": 2, "sequence": 16},
+        details={"architecture": arch, "model_type": getattr(config, "model_type", None)},
+    )
 
 
 def _TransformersWrapper(model, input_names: list[str]):

@@ -45,17 +45,25 @@ class SklearnFrontend:
         try:
             check_is_fitted(model)
         except NotFittedError as exc:
-            raise ModelLoadError(f"the {type(model).__name__} in {path.name} is not fitted",
-                                 hint="fit the estimator before saving it") from exc
+            raise ModelLoadError(
+                f"the {type(model).__name__} in {path.name} is not fitted", hint="fit the estimator before saving it"
+            ) from exc
         n = _n_features(model)
         classifier = bool(is_classifier(model))
-        return LoadedModel(framework=self.name, source=source, model=model, kind=kind,
-                           inputs=[tabular_input(n)] if n else None, classifier=classifier,
-                           output_names=["label", "probabilities"] if classifier else ["variable"],
-                           details={"estimator": type(model).__name__})
+        return LoadedModel(
+            framework=self.name,
+            source=source,
+            model=model,
+            kind=kind,
+            inputs=[tabular_input(n)] if n else None,
+            classifier=classifier,
+            output_names=["label", "probabilities"] if classifier else ["variable"],
+            details={"estimator": type(model).__name__},
+        )
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         skl2onnx = require("skl2onnx", extra="sklearn", purpose="Converting a scikit-learn model")
         from skl2onnx.common.data_types import FloatTensorType
 
@@ -67,13 +75,19 @@ class SklearnFrontend:
             convert_options = {type(final): {"zipmap": bool(options.zipmap)}}
         target_opset = {"": options.opset, "ai.onnx.ml": 3} if options.opset else None
         try:
-            onx = skl2onnx.convert_sklearn(model, initial_types=[(inputs[0].name, FloatTensorType([None, n]))],
-                                           options=convert_options, target_opset=target_opset)
+            onx = skl2onnx.convert_sklearn(
+                model,
+                initial_types=[(inputs[0].name, FloatTensorType([None, n]))],
+                options=convert_options,
+                target_opset=target_opset,
+            )
         except Exception as exc:
             from golive.errors import ExportError
 
-            raise ExportError(f"skl2onnx cannot convert the {type(model).__name__}: {exc}",
-                              hint="skl2onnx lists the estimators it supports; a custom estimator needs a registered converter") from exc
+            raise ExportError(
+                f"skl2onnx cannot convert the {type(model).__name__}: {exc}",
+                hint="skl2onnx lists the estimators it supports; a custom estimator needs a registered converter",
+            ) from exc
         name_batch_axis(onx)
         _rename_outputs(onx, loaded.output_names if not options.zipmap else None)
         path.write_bytes(onx.SerializeToString())
@@ -110,15 +124,17 @@ def _load_skops(path: Path, trust: bool):
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
-        raise ModelLoadError(f"cannot read {path.name} as a skops file: {exc}",
-                             hint="save the model with skops.io.dump(model, 'model.skops')") from exc
+        raise ModelLoadError(
+            f"cannot read {path.name} as a skops file: {exc}", hint="save the model with skops.io.dump(model, 'model.skops')"
+        ) from exc
     # skops rebuilds objects with its own loaders instead of unpickling; classes of the libraries golive
     # already runs (scikit-learn's Tree, numpy, scipy) are safe to rebuild, anything else needs the opt-in.
     foreign = [t for t in untrusted if t.split(".")[0] not in _KNOWN_LIBRARIES]
     if foreign and not trust:
         raise UntrustedPickleError(
             f"{path.name} holds types from outside scikit-learn, numpy and scipy: {', '.join(foreign)}",
-            hint="loading them may run their code; if you trust the file, pass --trust-pickle")
+            hint="loading them may run their code; if you trust the file, pass --trust-pickle",
+        )
     try:
         return sio.load(path, trusted=untrusted or None)
     except Exception as exc:
@@ -129,7 +145,8 @@ def _load_pickle(path: Path, trust: bool):
     if not trust:
         raise UntrustedPickleError(
             f"{path.name} is a pickle file; loading it runs whatever code it holds",
-            hint="save the model with skops (skops.io.dump(model, 'model.skops')), or pass --trust-pickle if you trust the file")
+            hint="save the model with skops (skops.io.dump(model, 'model.skops')), or pass --trust-pickle if you trust the file",
+        )
     import joblib
 
     try:

@@ -41,16 +41,23 @@ def _spark():
         return _session
     require("pyspark", extra="spark", purpose="Loading a SparkML pipeline")
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-        raise ModelLoadError("PySpark needs Java, and there is no java on this machine",
-                             hint="install a Java runtime: apt-get install default-jre-headless (Debian/Ubuntu), or set JAVA_HOME")
+        raise ModelLoadError(
+            "PySpark needs Java, and there is no java on this machine",
+            hint="install a Java runtime: apt-get install default-jre-headless (Debian/Ubuntu), or set JAVA_HOME",
+        )
     from pyspark.sql import SparkSession
 
     from golive._io import captured_output
 
     with captured_output(("py4j", "pyspark")):  # the JVM's start-up chatter
-        _session = (SparkSession.builder.master("local[1]").appName("golive")
-                    .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-                    .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
+        _session = (
+            SparkSession.builder.master("local[1]")
+            .appName("golive")
+            .config("spark.ui.enabled", "false")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .getOrCreate()
+        )
         _session.sparkContext.setLogLevel("ERROR")
     atexit.register(_session.stop)
     return _session
@@ -91,45 +98,63 @@ class SparkFrontend:
         if not path.exists():
             raise SourceNotFoundError(f"source {source} does not exist")
         if not path.is_dir() or not is_spark_pipeline(path):
-            raise ModelLoadError(f"{path.name} is not a saved SparkML model (a folder with metadata/ and stages/)",
-                                 hint="save the fitted pipeline with pipeline_model.write().save(path)")
+            raise ModelLoadError(
+                f"{path.name} is not a saved SparkML model (a folder with metadata/ and stages/)",
+                hint="save the fitted pipeline with pipeline_model.write().save(path)",
+            )
         spark = _spark()
         from pyspark.ml import PipelineModel
 
         try:
             model = PipelineModel.load(str(path.absolute()))
         except Exception as exc:
-            raise ModelLoadError(f"Spark cannot load the pipeline in {path.name}: {str(exc).splitlines()[0][:300]}",
-                                 hint="save it with PipelineModel.write().save(path), with this Spark version") from None
+            raise ModelLoadError(
+                f"Spark cannot load the pipeline in {path.name}: {str(exc).splitlines()[0][:300]}",
+                hint="save it with PipelineModel.write().save(path), with this Spark version",
+            ) from None
         columns = _input_columns(model)
         inputs = [TensorSpec(name=c, dtype="float32", shape=[BATCH, 1]) for c in columns]
-        return LoadedModel(framework=self.name, source=source, model=model, kind="PipelineModel", inputs=inputs,
-                           details={"spark": spark, "stages": [type(s).__name__ for s in _stages(model)]})
+        return LoadedModel(
+            framework=self.name,
+            source=source,
+            model=model,
+            kind="PipelineModel",
+            inputs=inputs,
+            details={"spark": spark, "stages": [type(s).__name__ for s in _stages(model)]},
+        )
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         onnxmltools = require("onnxmltools", extra="spark", purpose="Converting a SparkML pipeline")
         require("pandas", extra="spark", purpose="onnxmltools' SparkML converter")
         from onnxmltools.convert.common.data_types import FloatTensorType
 
         initial = [(s.name, FloatTensorType([None, 1])) for s in inputs]
         try:
-            onx = onnxmltools.convert_sparkml(loaded.model, "spark-pipeline", initial, target_opset=options.opset,
-                                              spark_session=loaded.details["spark"])
+            onx = onnxmltools.convert_sparkml(
+                loaded.model, "spark-pipeline", initial, target_opset=options.opset, spark_session=loaded.details["spark"]
+            )
         except Exception as exc:
-            raise ExportError(f"onnxmltools' SparkML converter (alpha) cannot convert this pipeline "
-                              f"({' → '.join(loaded.details['stages'])}): {type(exc).__name__}: {str(exc)[:300]}",
-                              hint="it converts, among others: VectorAssembler, StandardScaler, MinMaxScaler, StringIndexer, "
-                                   "OneHotEncoder, Bucketizer, LogisticRegression, LinearRegression, DecisionTree*, "
-                                   "RandomForest*, GBT*, NaiveBayes") from None
+            raise ExportError(
+                f"onnxmltools' SparkML converter (alpha) cannot convert this pipeline "
+                f"({' → '.join(loaded.details['stages'])}): {type(exc).__name__}: {str(exc)[:300]}",
+                hint="it converts, among others: VectorAssembler, StandardScaler, MinMaxScaler, StringIndexer, "
+                "OneHotEncoder, Bucketizer, LogisticRegression, LinearRegression, DecisionTree*, "
+                "RandomForest*, GBT*, NaiveBayes",
+            ) from None
         notes = []
         fixed = _softmax_for_multinomial(onx, loaded.model)
         if fixed is None:
-            notes.append("the pipeline has a multinomial LogisticRegression, but its ONNX nodes could not be matched to its "
-                         "stages: its probabilities keep the converter's logistic post-transform (verify compares them with Spark's)")
+            notes.append(
+                "the pipeline has a multinomial LogisticRegression, but its ONNX nodes could not be matched to its "
+                "stages: its probabilities keep the converter's logistic post-transform (verify compares them with Spark's)"
+            )
         elif fixed:
-            notes.append(f"{fixed} multinomial LogisticRegression stage(s): probabilities set to softmax, as Spark computes "
-                         "them (onnxmltools writes a logistic post-transform)")
+            notes.append(
+                f"{fixed} multinomial LogisticRegression stage(s): probabilities set to softmax, as Spark computes "
+                "them (onnxmltools writes a logistic post-transform)"
+            )
         name_batch_axis(onx)
         path.write_bytes(onx.SerializeToString())
         return ExportResult(exporter="onnxmltools", attempts=[{"exporter": "onnxmltools", "ok": True}], notes=notes)

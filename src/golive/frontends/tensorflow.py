@@ -97,16 +97,24 @@ def _dim_names(name: str, dims: list[int | None] | None, integer: bool) -> list[
 
 def _golive_spec(name: str, dtype: str, dims: list[int | None] | None) -> TensorSpec:
     if dtype in ("string", "resource", "variant"):
-        raise InputSpecError(f"input {name} is a {dtype} tensor; golive converts models with numeric inputs only",
-                             hint="export a signature that takes the numeric tensors (e.g. token ids after the tokenizer)")
+        raise InputSpecError(
+            f"input {name} is a {dtype} tensor; golive converts models with numeric inputs only",
+            hint="export a signature that takes the numeric tensors (e.g. token ids after the tokenizer)",
+        )
     integer = np.dtype(dtype).kind in "iu"
     return TensorSpec(name=name, dtype=dtype, shape=_dim_names(name, dims, integer))
 
 
 def _tf_signature(specs: list[TensorSpec]):
     tf = _tensorflow()
-    return [tf.TensorSpec([d if isinstance(d, int) else None for d in s.shape] if s.shape is not None else None,
-                          tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    return [
+        tf.TensorSpec(
+            [d if isinstance(d, int) else None for d in s.shape] if s.shape is not None else None,
+            tf.as_dtype(s.dtype),
+            name=s.name,
+        )
+        for s in specs
+    ]
 
 
 def _keras_signature(model, inputs: list[TensorSpec]):
@@ -144,50 +152,69 @@ class TensorFlowFrontend:
             return self._load_keras(path, options)
         if suffix in GRAPH_SUFFIXES:
             return self._load_graph(path, options)
-        raise FrameworkError(f"{path.name} is not a TensorFlow model golive reads",
-                             hint="give a SavedModel folder, a Keras .keras/.h5 file or a frozen graph .pb")
+        raise FrameworkError(
+            f"{path.name} is not a TensorFlow model golive reads",
+            hint="give a SavedModel folder, a Keras .keras/.h5 file or a frozen graph .pb",
+        )
 
     def _load_saved_model(self, path: Path, options: ConvertOptions) -> LoadedModel:
         if not (path / "saved_model.pb").is_file() and not (path / "saved_model.pbtxt").is_file():
             raise FrameworkError(f"{path} is not a TensorFlow SavedModel folder (it has no saved_model.pb)")
         if not (path / "variables").is_dir():
-            raise ModelLoadError(f"the SavedModel {path} has no variables/ folder, so its weights are missing",
-                                 hint="copy the whole folder written by tf.saved_model.save or model.export, variables/ included")
+            raise ModelLoadError(
+                f"the SavedModel {path} has no variables/ folder, so its weights are missing",
+                hint="copy the whole folder written by tf.saved_model.save or model.export, variables/ included",
+            )
         tf = _tensorflow()
         try:
             with captured_output(_NOISY_LOGGERS):
                 saved = tf.saved_model.load(str(path))
         except Exception as exc:
-            raise ModelLoadError(f"TensorFlow cannot load the SavedModel {path}: {_first_line(exc)}",
-                                 hint="check that the folder is complete and was written by a compatible TensorFlow") from exc
+            raise ModelLoadError(
+                f"TensorFlow cannot load the SavedModel {path}: {_first_line(exc)}",
+                hint="check that the folder is complete and was written by a compatible TensorFlow",
+            ) from exc
         signatures = {k: v for k, v in saved.signatures.items() if not k.startswith("_")}
         if not signatures:
-            raise ModelLoadError(f"the SavedModel {path} has no serving signature",
-                                 hint="save it with tf.saved_model.save(obj, path, signatures=obj.f) or keras' model.export(path)")
+            raise ModelLoadError(
+                f"the SavedModel {path} has no serving signature",
+                hint="save it with tf.saved_model.save(obj, path, signatures=obj.f) or keras' model.export(path)",
+            )
         if options.signature:
             key = options.signature
             if key not in signatures:
-                raise InputSpecError(f"the SavedModel has no signature {key!r}",
-                                     hint="its signatures are " + ", ".join(sorted(signatures)))
+                raise InputSpecError(
+                    f"the SavedModel has no signature {key!r}", hint="its signatures are " + ", ".join(sorted(signatures))
+                )
         elif DEFAULT_SIGNATURE in signatures:
             key = DEFAULT_SIGNATURE
         elif len(signatures) == 1:
             key = next(iter(signatures))
         else:
-            raise InputSpecError(f"the SavedModel has several signatures and none is {DEFAULT_SIGNATURE}: "
-                                 + ", ".join(sorted(signatures)), hint="choose one with --signature NAME")
+            raise InputSpecError(
+                f"the SavedModel has several signatures and none is {DEFAULT_SIGNATURE}: " + ", ".join(sorted(signatures)),
+                hint="choose one with --signature NAME",
+            )
         function = signatures[key]
         _, kwargs = function.structured_input_signature
         # signatures take keyword arguments; keep the order of the function's own parameters
         order = [t.name.rsplit(":", 1)[0] for t in function.inputs]
         ordered = sorted(kwargs.items(), key=lambda kv: order.index(kv[1].name) if kv[1].name in order else len(order))
-        inputs = [_golive_spec(name, spec.dtype.name, spec.shape.as_list() if spec.shape.rank is not None else None)
-                  for name, spec in ordered]
+        inputs = [
+            _golive_spec(name, spec.dtype.name, spec.shape.as_list() if spec.shape.rank is not None else None)
+            for name, spec in ordered
+        ]
         outputs = function.structured_outputs
         output_names = sorted(outputs) if isinstance(outputs, dict) else None
-        return LoadedModel(framework=self.name, source=str(path), model=function, kind="saved-model", inputs=inputs,
-                           output_names=output_names,
-                           details={"signature": key, "signatures": sorted(signatures), "saved": saved})
+        return LoadedModel(
+            framework=self.name,
+            source=str(path),
+            model=function,
+            kind="saved-model",
+            inputs=inputs,
+            output_names=output_names,
+            details={"signature": key, "signatures": sorted(signatures), "saved": saved},
+        )
 
     def _load_keras(self, path: Path, options: ConvertOptions) -> LoadedModel:
         _tensorflow()
@@ -201,9 +228,12 @@ class TensorFlowFrontend:
             if "safe_mode" in text or "Lambda" in text:
                 raise UntrustedPickleError(
                     f"{path.name} holds Python code (a Lambda layer or a custom object) that Keras only loads outside safe mode",
-                    hint="loading it runs that code; if you trust the file, pass --trust-pickle") from exc
-            raise ModelLoadError(f"Keras cannot load {path.name}: {_first_line(exc)}",
-                                 hint="custom layers must be importable and registered (keras.saving.register_keras_serializable)") from exc
+                    hint="loading it runs that code; if you trust the file, pass --trust-pickle",
+                ) from exc
+            raise ModelLoadError(
+                f"Keras cannot load {path.name}: {_first_line(exc)}",
+                hint="custom layers must be importable and registered (keras.saving.register_keras_serializable)",
+            ) from exc
         if not getattr(model, "inputs", None):
             inputs = None  # a subclassed model that was never built: --input gives the shapes
         else:
@@ -214,13 +244,22 @@ class TensorFlowFrontend:
         if count is not None and len(names) != count:
             names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
         details: dict[str, Any] = {"class": type(model).__name__}
-        compute = {str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
-                   for layer in getattr(model, "layers", [])}
+        compute = {
+            str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+            for layer in getattr(model, "layers", [])
+        }
         low = sorted(compute & {"float16", "bfloat16"})
         if low:
             details["compute_dtype"] = low[-1] if "bfloat16" not in low else "bfloat16"
-        return LoadedModel(framework=self.name, source=str(path), model=model, kind="keras", inputs=inputs,
-                           output_names=names or None, details=details)
+        return LoadedModel(
+            framework=self.name,
+            source=str(path),
+            model=model,
+            kind="keras",
+            inputs=inputs,
+            output_names=names or None,
+            details=details,
+        )
 
     def _load_graph(self, path: Path, options: ConvertOptions) -> LoadedModel:
         tf = _tensorflow()
@@ -228,8 +267,10 @@ class TensorFlowFrontend:
         try:
             graph_def.ParseFromString(path.read_bytes())
         except Exception as exc:
-            raise ModelLoadError(f"{path.name} is not a TensorFlow GraphDef: {_first_line(exc)}",
-                                 hint="a frozen graph is written by tf.io.write_graph(frozen.graph.as_graph_def(), ...)") from exc
+            raise ModelLoadError(
+                f"{path.name} is not a TensorFlow GraphDef: {_first_line(exc)}",
+                hint="a frozen graph is written by tf.io.write_graph(frozen.graph.as_graph_def(), ...)",
+            ) from exc
         nodes = {n.name: n for n in graph_def.node}
         if not nodes:
             raise ModelLoadError(f"{path.name} holds an empty graph")
@@ -245,8 +286,9 @@ class TensorFlowFrontend:
                 dims = None if shape.unknown_rank else [d.size if d.size >= 0 else None for d in shape.dim]
                 inputs.append(_golive_spec(node.name, tf.as_dtype(node.attr["dtype"].type).name, dims))
             if not inputs:
-                raise InputSpecError(f"{path.name} has no Placeholder to feed",
-                                     hint="name the input tensors with --input NAME:DTYPE[DIM,...]")
+                raise InputSpecError(
+                    f"{path.name} has no Placeholder to feed", hint="name the input tensors with --input NAME:DTYPE[DIM,...]"
+                )
         if options.output_names:
             outputs = [strip_index(check_tensor(n, nodes, "output", sinks(graph_def))) for n in options.output_names]
         else:
@@ -256,27 +298,40 @@ class TensorFlowFrontend:
         graph = tf.Graph()
         with graph.as_default():
             tf.import_graph_def(graph_def, name="")
-        return LoadedModel(framework=self.name, source=str(path), model=graph_def, kind="frozen-graph", inputs=inputs,
-                           output_names=outputs, details={"graph": graph, "guessed_outputs": not options.output_names})
+        return LoadedModel(
+            framework=self.name,
+            source=str(path),
+            model=graph_def,
+            kind="frozen-graph",
+            inputs=inputs,
+            output_names=outputs,
+            details={"graph": graph, "guessed_outputs": not options.output_names},
+        )
 
     # ---------------------------------------------------------------- export
 
-    def export(self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray],
-               path: Path, options: ConvertOptions) -> ExportResult:
+    def export(
+        self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
+    ) -> ExportResult:
         if options.exporter not in ("auto", "tf2onnx", "keras"):
-            raise ExportError(f"--exporter {options.exporter} is a PyTorch exporter",
-                              hint="TensorFlow models use --exporter auto, tf2onnx or keras")
+            raise ExportError(
+                f"--exporter {options.exporter} is a PyTorch exporter",
+                hint="TensorFlow models use --exporter auto, tf2onnx or keras",
+            )
         custom = custom_op_domains(options.custom_translation)
         if loaded.kind == "keras":
             plan = ["keras", "tf2onnx"] if options.exporter == "auto" else [options.exporter]
             if custom and "keras" in plan:
                 if options.exporter == "keras":
-                    raise ExportError("--custom-translation needs the tf2onnx route; Keras' exporter takes no custom ops",
-                                      hint="use --exporter auto or tf2onnx")
+                    raise ExportError(
+                        "--custom-translation needs the tf2onnx route; Keras' exporter takes no custom ops",
+                        hint="use --exporter auto or tf2onnx",
+                    )
                 plan = ["tf2onnx"]
         elif options.exporter == "keras":
-            raise ExportError(f"--exporter keras needs a Keras model; this source is a {loaded.kind}",
-                              hint="use --exporter auto or tf2onnx")
+            raise ExportError(
+                f"--exporter keras needs a Keras model; this source is a {loaded.kind}", hint="use --exporter auto or tf2onnx"
+            )
         else:
             plan = ["tf2onnx"]
         if loaded.kind == "keras":
@@ -299,19 +354,28 @@ class TensorFlowFrontend:
             result.attempts.append({"exporter": route, "ok": True})
             result.exporter = route
             result.notes.extend(notes)
-            if not options.inputs and not options.dynamic and inputs and \
-                    all(s.shape and isinstance(s.shape[0], int) for s in inputs):
-                result.notes.append("the model fixes its batch size (" + ", ".join(f"{s.name}: {(s.shape or ['?'])[0]}" for s in inputs)
-                                    + "), so the ONNX model has static shapes; save it with a None batch dimension "
-                                      "for a dynamic batch")
+            if (
+                not options.inputs
+                and not options.dynamic
+                and inputs
+                and all(s.shape and isinstance(s.shape[0], int) for s in inputs)
+            ):
+                result.notes.append(
+                    "the model fixes its batch size ("
+                    + ", ".join(f"{s.name}: {(s.shape or ['?'])[0]}" for s in inputs)
+                    + "), so the ONNX model has static shapes; save it with a None batch dimension "
+                    "for a dynamic batch"
+                )
             failed = [a for a in result.attempts if not a["ok"]]
             if failed:
                 result.fallback_reason = f"{failed[0]['exporter']} route: {failed[0]['error']}"
             return result
         tried = "; ".join(f"{a['exporter']}: {a['error']}" for a in result.attempts)
-        raise ExportError(f"no route could convert the {loaded.kind} to ONNX ({tried})",
-                          hint="--debug shows the converters' full output; an op tf2onnx lacks can be kept as a "
-                               "custom-domain node with --custom-translation TF_OP=DOMAIN")
+        raise ExportError(
+            f"no route could convert the {loaded.kind} to ONNX ({tried})",
+            hint="--debug shows the converters' full output; an op tf2onnx lacks can be kept as a "
+            "custom-domain node with --custom-translation TF_OP=DOMAIN",
+        )
 
     def _call_once(self, loaded: LoadedModel, sample: dict[str, np.ndarray]) -> None:
         """Keras exports only a model that has been called; a clear error when the inputs do not fit."""
@@ -320,30 +384,39 @@ class TensorFlowFrontend:
                 self.run(loaded, sample, loaded.output_names or [])
         except Exception as exc:
             shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in sample.items())
-            raise InputSpecError(f"the Keras model fails on sample inputs ({shapes}): {_first_line(exc)}",
-                                 hint="check --input (names, dtypes, shapes) or pass real inputs with --data") from exc
+            raise InputSpecError(
+                f"the Keras model fails on sample inputs ({shapes}): {_first_line(exc)}",
+                hint="check --input (names, dtypes, shapes) or pass real inputs with --data",
+            ) from exc
 
-    def _route(self, route: str, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions,
-               custom: dict[str, str]):
+    def _route(self, route: str, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions, custom: dict[str, str]):
         notes: list[str] = []
         if loaded.kind == "frozen-graph":
             if loaded.details.get("guessed_outputs"):
-                notes.append(f"outputs taken from the graph's unconsumed nodes ({', '.join(loaded.output_names or [])}); "
-                             "name others with --output-names")
+                notes.append(
+                    f"outputs taken from the graph's unconsumed nodes ({', '.join(loaded.output_names or [])}); "
+                    "name others with --output-names"
+                )
             return self._from_graph(loaded, inputs, options, custom), notes
         if loaded.kind == "saved-model":
             return self._from_function(loaded.model, inputs, options, custom), notes
         with tempfile.TemporaryDirectory(prefix="golive-keras-") as tmp:
             if route == "keras":
                 target = Path(tmp) / "model.onnx"
-                loaded.model.export(str(target), format="onnx", verbose=False,
-                                    input_signature=_keras_signature(loaded.model, inputs), opset_version=options.opset)
+                loaded.model.export(
+                    str(target),
+                    format="onnx",
+                    verbose=False,
+                    input_signature=_keras_signature(loaded.model, inputs),
+                    opset_version=options.opset,
+                )
                 import onnx
 
                 return onnx.load(str(target)), notes
             folder = Path(tmp) / "saved_model"
-            loaded.model.export(str(folder), format="tf_saved_model", verbose=False,
-                                input_signature=_keras_signature(loaded.model, inputs))
+            loaded.model.export(
+                str(folder), format="tf_saved_model", verbose=False, input_signature=_keras_signature(loaded.model, inputs)
+            )
             tf = _tensorflow()
             saved = tf.saved_model.load(str(folder))
             function = saved.signatures[DEFAULT_SIGNATURE]
@@ -360,17 +433,27 @@ class TensorFlowFrontend:
         def call(*args):
             return function(**dict(zip(names, args, strict=True)))
 
-        model, _ = tf2onnx.convert.from_function(call, input_signature=_tf_signature(inputs), opset=options.opset,
-                                                 custom_ops=custom or None, extra_opset=extra_opsets(custom))
+        model, _ = tf2onnx.convert.from_function(
+            call,
+            input_signature=_tf_signature(inputs),
+            opset=options.opset,
+            custom_ops=custom or None,
+            extra_opset=extra_opsets(custom),
+        )
         return model
 
     def _from_graph(self, loaded: LoadedModel, inputs: list[TensorSpec], options: ConvertOptions, custom: dict[str, str]):
         tf2onnx = _tf2onnx()
         overrides = {tensor_name(s.name): [d if isinstance(d, int) else None for d in s.shape] for s in inputs if s.shape}
         model, _ = tf2onnx.convert.from_graph_def(
-            loaded.model, input_names=[tensor_name(s.name) for s in inputs],
-            output_names=[tensor_name(n) for n in loaded.output_names or []], opset=options.opset, shape_override=overrides,
-            custom_ops=custom or None, extra_opset=extra_opsets(custom))
+            loaded.model,
+            input_names=[tensor_name(s.name) for s in inputs],
+            output_names=[tensor_name(n) for n in loaded.output_names or []],
+            opset=options.opset,
+            shape_override=overrides,
+            custom_ops=custom or None,
+            extra_opset=extra_opsets(custom),
+        )
         return model
 
     def _finish(self, model, loaded: LoadedModel, inputs: list[TensorSpec], path: Path) -> None:

@@ -115,8 +115,10 @@ def wait(job_id: str, *, home: str | Path | None = None, timeout: float | None =
         if record.state in TERMINAL:
             return record
         if end is not None and time.monotonic() > end:
-            raise JobTimeoutError(f"job {record.id} is still {record.state} after {timeout:g} s",
-                                  hint="is a worker running? golive worker --home " + str(home_dir(home)))
+            raise JobTimeoutError(
+                f"job {record.id} is still {record.state} after {timeout:g} s",
+                hint="is a worker running? golive worker --home " + str(home_dir(home)),
+            )
         time.sleep(poll)
 
 

@@ -40,8 +40,15 @@ class _Running:
 class WorkerPool:
     """Run up to ``concurrency`` jobs at a time from the store under ``home`` until stopped."""
 
-    def __init__(self, home: str | Path, concurrency: int = 1, *, poll: float = 0.3, grace: float = GRACE_SECONDS,
-                 exit_when_idle: bool = False) -> None:
+    def __init__(
+        self,
+        home: str | Path,
+        concurrency: int = 1,
+        *,
+        poll: float = 0.3,
+        grace: float = GRACE_SECONDS,
+        exit_when_idle: bool = False,
+    ) -> None:
         if concurrency < 1:
             raise JobError("concurrency must be at least 1")
         self.store = JobStore(home)
@@ -107,10 +114,19 @@ class WorkerPool:
         log_path = Path(job.log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as f:
-            f.write(f"\n=== attempt {job.attempt} of job {job.id} started {time.strftime('%Y-%m-%d %H:%M:%S')} "
-                    f"by worker {self.pid} on {self.host} ===\n")
-        process = StepProcess("golive.jobs.runner:job_entry", {"job": job.spec.model_dump(mode="json")}, log_path=log_path, job_id=job.id,
-                              keep_failed=True, echo_log=True, keep_messages=False)
+            f.write(
+                f"\n=== attempt {job.attempt} of job {job.id} started {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                f"by worker {self.pid} on {self.host} ===\n"
+            )
+        process = StepProcess(
+            "golive.jobs.runner:job_entry",
+            {"job": job.spec.model_dump(mode="json")},
+            log_path=log_path,
+            job_id=job.id,
+            keep_failed=True,
+            echo_log=True,
+            keep_messages=False,
+        )
         try:
             process.start()
         except OSError as exc:
@@ -169,7 +185,10 @@ class WorkerPool:
             if r.cancel_requested:
                 state, error = "cancelled", "cancelled on request"
             else:
-                state, error = "interrupted", "interrupted: its worker was stopped; golive jobs retry resumes it from its finished steps"
+                state, error = (
+                    "interrupted",
+                    "interrupted: its worker was stopped; golive jobs retry resumes it from its finished steps",
+                )
         elif outcome is not None:
             error = str(decode_error(outcome["error"]))
         else:
@@ -182,6 +201,7 @@ class WorkerPool:
 
 def install_signal_handlers(pool: WorkerPool) -> None:
     """Ctrl-C / SIGTERM once: finish the running jobs, take no new ones. Twice: stop them (interrupted)."""
+
     def handler(signum, frame) -> None:
         if pool._draining.is_set():
             log.warning("stopping the running jobs; they become interrupted (golive jobs retry resumes them)")
@@ -192,4 +212,3 @@ def install_signal_handlers(pool: WorkerPool) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-

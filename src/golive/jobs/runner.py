@@ -21,17 +21,25 @@ def summarize(result) -> dict[str, Any]:
     """What the job monitor shows without opening the run folder: the figures that say how it went."""
     record = result.record
     summary: dict[str, Any] = {
-        "framework": record.framework, "exporter": record.exporter,
-        "passed": result.passed, "skipped": ["convert"] if result.skipped else [],
+        "framework": record.framework,
+        "exporter": record.exporter,
+        "passed": result.passed,
+        "skipped": ["convert"] if result.skipped else [],
     }
     if result.verification is not None:
         summary["max_abs"] = {o.name: o.max_abs for o in result.verification.outputs}
     if result.tuning is not None:
         report = result.tuning.report
-        summary.update({"tune_dir": str(result.tuning.output_dir), "speedup": report.speedup,
-                        "objective": report.objective, "best": report.best.label(),
-                        "best_p50_ms": report.best.figures.get("p50_ms"),
-                        "baseline_p50_ms": report.baseline.figures.get("p50_ms")})
+        summary.update(
+            {
+                "tune_dir": str(result.tuning.output_dir),
+                "speedup": report.speedup,
+                "objective": report.objective,
+                "best": report.best.label(),
+                "best_p50_ms": report.best.figures.get("p50_ms"),
+                "baseline_p50_ms": report.baseline.figures.get("p50_ms"),
+            }
+        )
         if result.tuning.skipped:
             summary["skipped"].append("tune")
     return summary

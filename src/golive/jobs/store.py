@@ -184,11 +184,14 @@ class JobStore:
                                 db.execute(statement)
                         db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif version > _SCHEMA_VERSION:
-                raise JobError(f"{self.path} was written by a newer golive (job store schema {version})",
-                               hint="upgrade golive, or use another --home")
+                raise JobError(
+                    f"{self.path} was written by a newer golive (job store schema {version})",
+                    hint="upgrade golive, or use another --home",
+                )
         except (OSError, sqlite3.Error) as exc:
-            raise JobError(f"cannot open the job store {self.path}: {exc}",
-                           hint="give a --home folder you can write to (or set GOLIVE_HOME)") from None
+            raise JobError(
+                f"cannot open the job store {self.path}: {exc}", hint="give a --home folder you can write to (or set GOLIVE_HOME)"
+            ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -201,8 +204,9 @@ class JobStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise JobError(f"the job store {self.path} stayed busy: {exc}",
-                               hint="another process holds it; try again") from None
+                raise JobError(
+                    f"the job store {self.path} stayed busy: {exc}", hint="another process holds it; try again"
+                ) from None
             try:
                 yield self._db
             except BaseException:
@@ -226,7 +230,9 @@ class JobStore:
         with self._lock:
             rows = self._db.execute("SELECT id FROM jobs WHERE id LIKE ? || '%' LIMIT 2", (job_id,)).fetchall()
         if not rows:
-            raise JobError(f"no job {job_id} in {self.home}", hint="golive jobs list shows the jobs (with --home if you used one)")
+            raise JobError(
+                f"no job {job_id} in {self.home}", hint="golive jobs list shows the jobs (with --home if you used one)"
+            )
         if len(rows) > 1:
             raise JobError(f"job id prefix {job_id} is ambiguous", hint="give more characters of the id")
         return rows[0][0]
@@ -255,17 +261,20 @@ class JobStore:
     def submit(self, spec: dict[str, Any], run_dir: str, name: str = "") -> JobRecord:
         job_id = uuid.uuid4().hex[:12]
         with self._tx() as db:
-            busy = db.execute("SELECT id, state FROM jobs WHERE run_dir=? AND state IN ('queued', 'running')",
-                              (run_dir,)).fetchone()
+            busy = db.execute(
+                "SELECT id, state FROM jobs WHERE run_dir=? AND state IN ('queued', 'running')", (run_dir,)
+            ).fetchone()
             if busy:
-                raise JobError(f"job {busy['id']} ({busy['state']}) already writes {run_dir}",
-                               hint="give this job another output_dir, or wait for that one (golive jobs show "
-                                    f"{busy['id']})")
+                raise JobError(
+                    f"job {busy['id']} ({busy['state']}) already writes {run_dir}",
+                    hint=f"give this job another output_dir, or wait for that one (golive jobs show {busy['id']})",
+                )
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("INSERT INTO jobs (id, seq, name, spec, state, created, run_dir, log_path) "
-                       "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-                       (job_id, seq, name, json.dumps(spec), time.time(), run_dir,
-                        str(self.home / "logs" / f"{job_id}.log")))
+            db.execute(
+                "INSERT INTO jobs (id, seq, name, spec, state, created, run_dir, log_path) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, seq, name, json.dumps(spec), time.time(), run_dir, str(self.home / "logs" / f"{job_id}.log")),
+            )
         return self.get(job_id)
 
     def request_cancel(self, job_id: str) -> JobRecord:
@@ -274,8 +283,10 @@ class JobStore:
         with self._tx() as db:
             row = db.execute("SELECT state FROM jobs WHERE id=?", (full,)).fetchone()
             if row["state"] == "queued":
-                db.execute("UPDATE jobs SET state='cancelled', finished=?, error='cancelled before it started' "
-                           "WHERE id=?", (time.time(), full))
+                db.execute(
+                    "UPDATE jobs SET state='cancelled', finished=?, error='cancelled before it started' WHERE id=?",
+                    (time.time(), full),
+                )
             elif row["state"] == "running":
                 db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (full,))
             else:
@@ -289,13 +300,17 @@ class JobStore:
             row = db.execute("SELECT state, run_dir FROM jobs WHERE id=?", (full,)).fetchone()
             if row["state"] not in RETRYABLE:
                 raise JobError(f"job {full} is {row['state']}", hint="only failed, cancelled or interrupted jobs can be retried")
-            busy = db.execute("SELECT id FROM jobs WHERE run_dir=? AND id<>? AND state IN ('queued', 'running')",
-                              (row["run_dir"], full)).fetchone()
+            busy = db.execute(
+                "SELECT id FROM jobs WHERE run_dir=? AND id<>? AND state IN ('queued', 'running')", (row["run_dir"], full)
+            ).fetchone()
             if busy:
                 raise JobError(f"job {busy['id']} is using {row['run_dir']} now", hint="wait for it, or cancel it")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("UPDATE jobs SET state='queued', seq=?, cancel_requested=0, error=NULL, signal=NULL, "
-                       "finished=NULL, started=NULL, heartbeat=NULL, worker_pid=NULL WHERE id=?", (seq, full))
+            db.execute(
+                "UPDATE jobs SET state='queued', seq=?, cancel_requested=0, error=NULL, signal=NULL, "
+                "finished=NULL, started=NULL, heartbeat=NULL, worker_pid=NULL WHERE id=?",
+                (seq, full),
+            )
         return self.get(full)
 
     # ------------------------------------------------------------ the worker's side
@@ -312,10 +327,15 @@ class JobStore:
             if row is None:
                 return None
             attempt = row["attempt"] + 1
-            db.execute("UPDATE jobs SET state='running', attempt=?, started=?, heartbeat=?, host=?, worker_pid=?, "
-                       "job_pid=NULL WHERE id=? AND state='queued'", (attempt, now, now, host, worker_pid, row["id"]))
-            db.execute("INSERT INTO attempts (job_id, attempt, state, started, host, worker_pid) "
-                       "VALUES (?, ?, 'running', ?, ?, ?)", (row["id"], attempt, now, host, worker_pid))
+            db.execute(
+                "UPDATE jobs SET state='running', attempt=?, started=?, heartbeat=?, host=?, worker_pid=?, "
+                "job_pid=NULL WHERE id=? AND state='queued'",
+                (attempt, now, now, host, worker_pid, row["id"]),
+            )
+            db.execute(
+                "INSERT INTO attempts (job_id, attempt, state, started, host, worker_pid) VALUES (?, ?, 'running', ?, ?, ?)",
+                (row["id"], attempt, now, host, worker_pid),
+            )
         return self.get(row["id"])
 
     def started(self, job_id: str, attempt: int, job_pid: int) -> None:
@@ -330,25 +350,41 @@ class JobStore:
             return [], []
         marks = ",".join("?" * len(job_ids))
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET heartbeat=? WHERE state='running' AND worker_pid=? AND id IN ({marks})",
-                       (time.time(), worker_pid, *job_ids))
-            rows = db.execute(f"SELECT id, state, worker_pid, cancel_requested FROM jobs WHERE id IN ({marks})",
-                              job_ids).fetchall()
+            db.execute(
+                f"UPDATE jobs SET heartbeat=? WHERE state='running' AND worker_pid=? AND id IN ({marks})",
+                (time.time(), worker_pid, *job_ids),
+            )
+            rows = db.execute(
+                f"SELECT id, state, worker_pid, cancel_requested FROM jobs WHERE id IN ({marks})", job_ids
+            ).fetchall()
         cancel = [r["id"] for r in rows if r["cancel_requested"]]
         mine = {r["id"] for r in rows if r["state"] == "running" and r["worker_pid"] == worker_pid}
         return cancel, [j for j in job_ids if j not in mine]
 
-    def finish(self, job_id: str, attempt: int, worker_pid: int, state: State, *, error: str | None = None,
-               signal: str | None = None, summary: dict[str, Any] | None = None) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        worker_pid: int,
+        state: State,
+        *,
+        error: str | None = None,
+        signal: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> bool:
         """Record how an attempt ended; False when the job is no longer this worker's (it was recovered)."""
         now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET state=?, finished=?, error=?, signal=?, summary=? "
-                             "WHERE id=? AND attempt=? AND state='running' AND worker_pid=?",
-                             (state, now, error, signal, json.dumps(summary or {}), job_id, attempt, worker_pid))
+            cur = db.execute(
+                "UPDATE jobs SET state=?, finished=?, error=?, signal=?, summary=? "
+                "WHERE id=? AND attempt=? AND state='running' AND worker_pid=?",
+                (state, now, error, signal, json.dumps(summary or {}), job_id, attempt, worker_pid),
+            )
             if cur.rowcount == 1:
-                db.execute("UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
-                           (state, now, error, job_id, attempt))
+                db.execute(
+                    "UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
+                    (state, now, error, job_id, attempt),
+                )
         return cur.rowcount == 1
 
     def recover(self, host: str, *, stale_after: float = STALE_AFTER) -> builtins.list[str]:
@@ -356,6 +392,7 @@ class JobStore:
 
         Gone means: on this machine, its worker process is dead; elsewhere, its heartbeat is older than
         ``stale_after`` (a worker on this machine whose process lives is never second-guessed)."""
+
         def lost(r) -> bool:
             if r["host"] == host:
                 return not pid_alive(r["worker_pid"])
@@ -374,13 +411,18 @@ class JobStore:
                     state, why = "cancelled", "cancelled on request (its worker stopped while it ran)"
                 else:
                     state = "interrupted"
-                    why = (f"interrupted: its worker (pid {r['worker_pid']} on {r['host']}) stopped while it ran; "
-                           "golive jobs retry resumes it from its finished steps")
+                    why = (
+                        f"interrupted: its worker (pid {r['worker_pid']} on {r['host']}) stopped while it ran; "
+                        "golive jobs retry resumes it from its finished steps"
+                    )
                 now = time.time()
-                db.execute("UPDATE jobs SET state=?, finished=?, error=? WHERE id=? AND state='running'",
-                           (state, now, why, r["id"]))
-                db.execute("UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
-                           (state, now, why, r["id"], r["attempt"]))
+                db.execute(
+                    "UPDATE jobs SET state=?, finished=?, error=? WHERE id=? AND state='running'", (state, now, why, r["id"])
+                )
+                db.execute(
+                    "UPDATE attempts SET state=?, finished=?, error=? WHERE job_id=? AND attempt=?",
+                    (state, now, why, r["id"], r["attempt"]),
+                )
                 found.append(r["id"])
         return found
 
@@ -402,7 +444,9 @@ def _job_row(j: JobRecord) -> tuple:
     from golive._html import when
 
     duration = f"{j.duration:.1f} s" if j.duration is not None else ""
-    result = (j.summary.get("best") and f"{j.summary.get('speedup', 0):.2f}× · {j.summary['best']}") or j.summary.get("framework", "")
+    result = (j.summary.get("best") and f"{j.summary.get('speedup', 0):.2f}× · {j.summary['best']}") or j.summary.get(
+        "framework", ""
+    )
     return (j.id, j.name, j.state, j.attempt, when(j.created), duration, result, j.error or "")
 
 

@@ -82,56 +82,134 @@ _REEXPORT = ("torchscript_export",)  # a new export comes first: it replaces the
 _FUSIONS = ("ort_fusion", "onnxscript_fusion")  # quantizing and fp16 come after fusing, never before
 _BEFORE_PRECISION = (*_REEXPORT, *_FUSIONS)
 _GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider")
-_PRECISION = ("int8_dynamic", "int8_dynamic_per_channel", "int8_per_token", "int8_blockwise", "int8_blockwise_128",
-              "int8_dynamic_keep_sensitive", "int8_static_qdq", "fp16")
+_PRECISION = (
+    "int8_dynamic",
+    "int8_dynamic_per_channel",
+    "int8_per_token",
+    "int8_blockwise",
+    "int8_blockwise_128",
+    "int8_dynamic_keep_sensitive",
+    "int8_static_qdq",
+    "fp16",
+)
 
-TRANSFORMS: dict[str, Transform] = {t.name: t for t in [
-    Transform("torchscript_export", "the PyTorch source exported again with the TorchScript exporter (Hugging Face models "
-              "with eager attention), whose graph ONNX Runtime's transformers optimizer fuses fully; needs the source",
-              "golive.optimize.reexport:torchscript_export"),
-    Transform("ort_fusion", "ONNX Runtime's transformers optimizer (Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu...; "
-              "fuses attention in TorchScript exports)", "golive.optimize.fusion:ort_fusion", after=_REEXPORT),
-    Transform("onnxscript_fusion", "onnxscript's ONNX Runtime fusions (attention in dynamo exports, SkipLayerNorm, BiasGelu)",
-              "golive.optimize.fusion:onnxscript_fusion", after=_REEXPORT),
-    Transform("int8_dynamic", "dynamic INT8 quantization of MatMul/Gemm weights, per tensor",
-              "golive.optimize.quantize:dynamic_per_tensor", precision="int8",
-              after=_BEFORE_PRECISION),
-    Transform("int8_dynamic_per_channel", "dynamic INT8 quantization, weights per output channel",
-              "golive.optimize.quantize:dynamic_per_channel", precision="int8",
-              after=_BEFORE_PRECISION),
-    Transform("int8_per_token", "INT8 GEMMs with activations quantized per token at run time, outlier input channels "
-              "kept in fp32 and SmoothQuant scales chosen per layer on the calibration inputs (Attention's QKV too): "
-              "the accuracy of MatMulNBits blocks at the speed of ONNX Runtime's u8s8 kernels",
-              "golive.optimize.pertoken:int8_per_token", precision="int8", providers=("CPUExecutionProvider",),
-              after=_BEFORE_PRECISION),
-    Transform("int8_blockwise", "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
-              "where per-tensor INT8 loses it", "golive.optimize.quantize:int8_blockwise", precision="int8",
-              after=_BEFORE_PRECISION),
-    Transform("int8_blockwise_128", "8-bit weights in blocks of 128 (MatMulNBits): fewer scales than blocks of 32",
-              "golive.optimize.quantize:int8_blockwise_128", precision="int8", after=_BEFORE_PRECISION),
-    Transform("gelu_approximation", "Gelu/BiasGelu replaced by FastGelu (tanh approximation); gated by cosine",
-              "golive.optimize.shape:gelu_approximation", precision="approx",
-              after=(*_BEFORE_PRECISION, *_PRECISION)),
-    Transform("int8_dynamic_keep_sensitive", "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
-              "golive.optimize.quantize:dynamic_keep_sensitive", precision="int8",
-              after=_BEFORE_PRECISION),
-    Transform("int8_static_qdq", "static INT8 (QDQ) with activation ranges calibrated on the given inputs",
-              "golive.optimize.quantize:static_qdq", precision="int8",
-              after=_BEFORE_PRECISION),
-    Transform("split_skip_layernorm", "SkipLayerNormalization split back into Add + LayerNormalization, and ONNX Runtime "
-              "told not to fuse them again: the fused CPU kernel measured slower than the two ops (onnxruntime 1.32, "
-              "[1, 128, 384]: 248 us against 40 us on one thread, 129 us against 77 us on two)", "golive.optimize.fusion:split_skip_layernorm",
-              providers=("CPUExecutionProvider",), after=(*_BEFORE_PRECISION, *_PRECISION), disables=("SkipLayerNormFusion",)),
-    Transform("fixed_shape", "every dynamic axis fixed to the size measured (--dim), for deployments that always send "
-              "that shape (tune --fixed-shape)", "golive.optimize.shape:fixed_shape",
-              after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "split_skip_layernorm")),
-    Transform("ort_optimized_graph", "ONNX Runtime's own graph optimizations, saved ahead of time so that start-up skips them",
-              "golive.optimize.fusion:ort_optimized_graph",
-              after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "fixed_shape", "split_skip_layernorm"), staged=False),
-    Transform("fp16", "float16 weights and activations (inputs and outputs stay float32)",
-              "golive.optimize.fp16:to_fp16", precision="fp16", providers=_GPU,
-              after=_BEFORE_PRECISION),
-]}
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in [
+        Transform(
+            "torchscript_export",
+            "the PyTorch source exported again with the TorchScript exporter (Hugging Face models "
+            "with eager attention), whose graph ONNX Runtime's transformers optimizer fuses fully; needs the source",
+            "golive.optimize.reexport:torchscript_export",
+        ),
+        Transform(
+            "ort_fusion",
+            "ONNX Runtime's transformers optimizer (Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu...; "
+            "fuses attention in TorchScript exports)",
+            "golive.optimize.fusion:ort_fusion",
+            after=_REEXPORT,
+        ),
+        Transform(
+            "onnxscript_fusion",
+            "onnxscript's ONNX Runtime fusions (attention in dynamo exports, SkipLayerNorm, BiasGelu)",
+            "golive.optimize.fusion:onnxscript_fusion",
+            after=_REEXPORT,
+        ),
+        Transform(
+            "int8_dynamic",
+            "dynamic INT8 quantization of MatMul/Gemm weights, per tensor",
+            "golive.optimize.quantize:dynamic_per_tensor",
+            precision="int8",
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "int8_dynamic_per_channel",
+            "dynamic INT8 quantization, weights per output channel",
+            "golive.optimize.quantize:dynamic_per_channel",
+            precision="int8",
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "int8_per_token",
+            "INT8 GEMMs with activations quantized per token at run time, outlier input channels "
+            "kept in fp32 and SmoothQuant scales chosen per layer on the calibration inputs (Attention's QKV too): "
+            "the accuracy of MatMulNBits blocks at the speed of ONNX Runtime's u8s8 kernels",
+            "golive.optimize.pertoken:int8_per_token",
+            precision="int8",
+            providers=("CPUExecutionProvider",),
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "int8_blockwise",
+            "8-bit weights in blocks of 32 (MatMulNBits) with int8 compute per block: keeps accuracy "
+            "where per-tensor INT8 loses it",
+            "golive.optimize.quantize:int8_blockwise",
+            precision="int8",
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "int8_blockwise_128",
+            "8-bit weights in blocks of 128 (MatMulNBits): fewer scales than blocks of 32",
+            "golive.optimize.quantize:int8_blockwise_128",
+            precision="int8",
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "gelu_approximation",
+            "Gelu/BiasGelu replaced by FastGelu (tanh approximation); gated by cosine",
+            "golive.optimize.shape:gelu_approximation",
+            precision="approx",
+            after=(*_BEFORE_PRECISION, *_PRECISION),
+        ),
+        Transform(
+            "int8_dynamic_keep_sensitive",
+            "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
+            "golive.optimize.quantize:dynamic_keep_sensitive",
+            precision="int8",
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "int8_static_qdq",
+            "static INT8 (QDQ) with activation ranges calibrated on the given inputs",
+            "golive.optimize.quantize:static_qdq",
+            precision="int8",
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
+            "split_skip_layernorm",
+            "SkipLayerNormalization split back into Add + LayerNormalization, and ONNX Runtime "
+            "told not to fuse them again: the fused CPU kernel measured slower than the two ops (onnxruntime 1.32, "
+            "[1, 128, 384]: 248 us against 40 us on one thread, 129 us against 77 us on two)",
+            "golive.optimize.fusion:split_skip_layernorm",
+            providers=("CPUExecutionProvider",),
+            after=(*_BEFORE_PRECISION, *_PRECISION),
+            disables=("SkipLayerNormFusion",),
+        ),
+        Transform(
+            "fixed_shape",
+            "every dynamic axis fixed to the size measured (--dim), for deployments that always send "
+            "that shape (tune --fixed-shape)",
+            "golive.optimize.shape:fixed_shape",
+            after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "split_skip_layernorm"),
+        ),
+        Transform(
+            "ort_optimized_graph",
+            "ONNX Runtime's own graph optimizations, saved ahead of time so that start-up skips them",
+            "golive.optimize.fusion:ort_optimized_graph",
+            after=(*_BEFORE_PRECISION, *_PRECISION, "gelu_approximation", "fixed_shape", "split_skip_layernorm"),
+            staged=False,
+        ),
+        Transform(
+            "fp16",
+            "float16 weights and activations (inputs and outputs stay float32)",
+            "golive.optimize.fp16:to_fp16",
+            precision="fp16",
+            providers=_GPU,
+            after=_BEFORE_PRECISION,
+        ),
+    ]
+}
+
 
 def get_transform(name: str) -> Transform:
     """A transform by its registered name, or a user's own as an import path ``module:function`` or
@@ -141,8 +219,10 @@ def get_transform(name: str) -> Transform:
         return t
     if is_import_path(name):
         return Transform(name, f"the user transform {name}", name, staged=False)
-    raise GoliveError(f"unknown transform {name!r}",
-                      hint="transforms: " + ", ".join(TRANSFORMS) + "; or your own as module:function or file.py:function")
+    raise GoliveError(
+        f"unknown transform {name!r}",
+        hint="transforms: " + ", ".join(TRANSFORMS) + "; or your own as module:function or file.py:function",
+    )
 
 
 def _folder_name(name: str) -> str:
@@ -164,8 +244,15 @@ def apply_in_this_process(name: str, src: str, dst: str, ctx: TransformContext) 
     return get_transform(name).apply(Path(src), Path(dst), ctx)
 
 
-def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext, *, timeout: float = 600.0,
-                should_stop: Callable[[], bool] | None = None) -> tuple[Path, list[dict]]:
+def apply_chain(
+    src: Path,
+    names: list[str],
+    work: Path,
+    ctx: TransformContext,
+    *,
+    timeout: float = 600.0,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Path, list[dict]]:
     """Apply transforms in order, caching each prefix of the chain under ``work``; returns the final path.
 
     Each transform runs in a worker process of its own, so one that crashes (or builds an ONNX Runtime
@@ -182,8 +269,9 @@ def apply_chain(src: Path, names: list[str], work: Path, ctx: TransformContext, 
             partial = folder.with_name(folder.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            ok, info = in_worker("golive.optimize:apply_in_this_process",
-                                 (name, str(path), str(partial / "model.onnx"), ctx), timeout, should_stop)
+            ok, info = in_worker(
+                "golive.optimize:apply_in_this_process", (name, str(path), str(partial / "model.onnx"), ctx), timeout, should_stop
+            )
             if not ok:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise TransformError(f"{name}: {info}")

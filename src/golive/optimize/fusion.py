@@ -27,8 +27,14 @@ def ort_fusion(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     heads, hidden, found_in = _attention_shape(src, ctx)
     # "bert" selects the encoder fusion passes
-    model = optimizer.optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0,
-                                     use_gpu=ctx.provider != "CPUExecutionProvider")
+    model = optimizer.optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=heads,
+        hidden_size=hidden,
+        opt_level=0,
+        use_gpu=ctx.provider != "CPUExecutionProvider",
+    )
     model.save_model_to_file(str(dst))
     fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
     return {"fused": fused, "num_heads": heads, "hidden_size": hidden, "heads_from": found_in}
@@ -76,8 +82,11 @@ def _heads_in_graph(src: Path) -> tuple[int, int] | None:
         elif node.op_type == "Identity" and node.input[0] in consts:
             consts[node.output[0]] = consts[node.input[0]]
     producers = {o: n for n in model.graph.node for o in n.output}
-    widths = collections.Counter(int(consts[n.input[1]].size) for n in model.graph.node
-                                 if n.op_type == "LayerNormalization" and len(n.input) > 1 and n.input[1] in consts)
+    widths = collections.Counter(
+        int(consts[n.input[1]].size)
+        for n in model.graph.node
+        if n.op_type == "LayerNormalization" and len(n.input) > 1 and n.input[1] in consts
+    )
     if not widths:
         return None
     hidden = widths.most_common(1)[0][0]
@@ -99,7 +108,11 @@ def _heads_in_graph(src: Path) -> tuple[int, int] | None:
         last: list[int | None]
         if shape is not None and shape.size == 4:
             last = [int(shape[2]), int(shape[3])]
-        elif node.input[1] in producers and producers[node.input[1]].op_type == "Concat" and len(producers[node.input[1]].input) == 4:
+        elif (
+            node.input[1] in producers
+            and producers[node.input[1]].op_type == "Concat"
+            and len(producers[node.input[1]].input) == 4
+        ):
             last = [scalar(i) for i in producers[node.input[1]].input[2:]]
         else:
             continue
@@ -152,8 +165,16 @@ def split_skip_layernorm(src: Path, dst: Path, ctx: TransformContext) -> dict[st
         nodes.append(helper.make_node("Add", [x, skip], [summed], name=f"{base}/add"))
         if bias:
             nodes.append(helper.make_node("Add", [summed, bias], [total], name=f"{base}/add_bias"))
-        nodes.append(helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [outs[0]],
-                                      name=f"{base}/layernorm", axis=-1, epsilon=eps))
+        nodes.append(
+            helper.make_node(
+                "LayerNormalization",
+                [total, gamma] + ([beta] if beta else []),
+                [outs[0]],
+                name=f"{base}/layernorm",
+                axis=-1,
+                epsilon=eps,
+            )
+        )
         split += 1
     if not split:
         raise ValueError("the model has no SkipLayerNormalization to split")
@@ -168,5 +189,7 @@ def ort_optimized_graph(src: Path, dst: Path, ctx: TransformContext) -> dict[str
     from golive.runtime import SessionConfig, save_optimized_graph
 
     level = ctx.graph_optimization_level
-    save_optimized_graph(src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level, custom_ops=ctx.custom_ops), dst)
+    save_optimized_graph(
+        src, SessionConfig(providers=[ctx.provider], graph_optimization_level=level, custom_ops=ctx.custom_ops), dst
+    )
     return {"saved_at_level": level, "provider": ctx.provider}

@@ -80,15 +80,23 @@ def _targets(model, constants: dict[str, Any]) -> list[tuple[int, Any, str]]:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         inputs = list(node.input) + [""] * (6 - len(node.input))
-        if (set(attrs) - _ATTENTION_ATTRS - {"qkv_hidden_sizes"} or len(node.input) > 6 or inputs[4] or len(node.output) != 1
-                or any(size != w.shape[1] // 3 for size in attrs.get("qkv_hidden_sizes", []))
-                or inputs[2] not in constants or _array(constants[inputs[2]]).shape != (w.shape[1],)):
+        if (
+            set(attrs) - _ATTENTION_ATTRS - {"qkv_hidden_sizes"}
+            or len(node.input) > 6
+            or inputs[4]
+            or len(node.output) != 1
+            or any(size != w.shape[1] // 3 for size in attrs.get("qkv_hidden_sizes", []))
+            or inputs[2] not in constants
+            or _array(constants[inputs[2]]).shape != (w.shape[1],)
+        ):
             continue
         out.append((i, node, "attention"))
     return out
 
 
-def _calibrate(source, names: list[str], ctx: TransformContext, scratch: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _calibrate(
+    source, names: list[str], ctx: TransformContext, scratch: Path
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-channel absolute maxima of each named activation over the calibration inputs, and a sample of its rows."""
     import onnx
 
@@ -167,8 +175,9 @@ def _weights(w: np.ndarray, smooth: np.ndarray, outliers: list[int], levels: int
     return np.clip(np.round(ws / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
 
 
-def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None, alpha: float,
-              levels: int) -> np.ndarray:
+def _simulate(
+    x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None, alpha: float, levels: int
+) -> np.ndarray:
     """What the rewritten GEMM computes, in numpy: used to choose the smoothing strength."""
     smooth = _smoothing(amax, w, outliers, alpha)
     xi = (x + shift if shift is not None else x) * _inverse(smooth, outliers)
@@ -187,8 +196,7 @@ def _simulate(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int
     return y
 
 
-def _best_alpha(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None,
-                levels: int) -> float:
+def _best_alpha(x: np.ndarray, w: np.ndarray, amax: np.ndarray, outliers: list[int], shift: float | None, levels: int) -> float:
     ref = x @ w
     errors = [float(np.square(_simulate(x, w, amax, outliers, shift, a, levels) - ref).sum()) for a in _ALPHAS]
     return _ALPHAS[int(np.argmin(errors))]
@@ -227,8 +235,9 @@ class _Builder:
         return out
 
 
-def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: float | None,
-                   outliers: list[int]) -> dict[str, Any]:
+def _quantize_rows(
+    b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: float | None, outliers: list[int]
+) -> dict[str, Any]:
     """Per-row INT8 of activation ``x`` (after smoothing), and its outlier channels gathered for the fp32 side."""
     from onnx import TensorProto, helper
 
@@ -247,12 +256,24 @@ def _quantize_rows(b: _Builder, x: str, k: int, inv: np.ndarray | None, shift: f
     # u8 with zero point 128 (symmetric int8 moved up): the u8s8 kernels are ONNX Runtime's fast ones on x86. Blocked
     # QuantizeLinear wants a zero point shaped like the scale.
     zero = b.op("ConstantOfShape", [b.op("Shape", [scale])], value=helper.make_tensor("v", TensorProto.UINT8, [1], [128]))
-    return {"q": b.op("QuantizeLinear", [x, scale, zero], axis=-1, block_size=k), "scale": scale, "zero": 128,
-            "outliers": gathered}
+    return {
+        "q": b.op("QuantizeLinear", [x, scale, zero], axis=-1, block_size=k),
+        "scale": scale,
+        "zero": 128,
+        "outliers": gathered,
+    }
 
 
-def _gemm(b: _Builder, quantized: dict[str, Any], w: np.ndarray, smooth: np.ndarray, outliers: list[int],
-          shift: float | None, levels: int, output: str | None = None) -> str:
+def _gemm(
+    b: _Builder,
+    quantized: dict[str, Any],
+    w: np.ndarray,
+    smooth: np.ndarray,
+    outliers: list[int],
+    shift: float | None,
+    levels: int,
+    output: str | None = None,
+) -> str:
     """The INT8 product scaled back per row, plus the shift's constant and the outliers' fp32 product."""
     wq, ws = _weights(w, smooth, outliers, levels)
     tail = []
@@ -260,8 +281,10 @@ def _gemm(b: _Builder, quantized: dict[str, Any], w: np.ndarray, smooth: np.ndar
         tail.append(b.const(-shift * np.delete(w, outliers, axis=0).sum(axis=0)))
     if outliers:
         tail.append(b.op("MatMul", [quantized["outliers"], b.const(w[outliers])]))
-    y = b.op("MatMulIntegerToFloat", [quantized["q"], b.const(wq, np.int8), b.const(1.0), b.const(ws),
-                                      b.const(quantized["zero"], np.uint8)])
+    y = b.op(
+        "MatMulIntegerToFloat",
+        [quantized["q"], b.const(wq, np.int8), b.const(1.0), b.const(ws), b.const(quantized["zero"], np.uint8)],
+    )
     y = b.op("Mul", [y, quantized["scale"]], None if tail else output)
     for i, t in enumerate(tail):
         y = b.op("Add", [y, t], output if i == len(tail) - 1 else None)
@@ -304,7 +327,9 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         try:
             model = version_converter.convert_version(model, 21)
         except Exception as exc:
-            raise ValueError(f"cannot move the model from opset {opset} to 21, which per-row QuantizeLinear needs: {exc}") from None
+            raise ValueError(
+                f"cannot move the model from opset {opset} to 21, which per-row QuantizeLinear needs: {exc}"
+            ) from None
     model.ir_version = max(model.ir_version, 10)
     constants = _constants(model)
     targets = _targets(model, constants)
@@ -348,8 +373,16 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
         nodes.append(helper.make_node("Split", [qkv, b.const([hidden] * 3, np.int64)], [q, k, v], name=b.name(), axis=-1))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "qkv_hidden_sizes"}
         inputs = list(node.input) + [""] * (6 - len(node.input))  # mask index (3) and attention bias (5) carry over
-        nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, inputs[2], inputs[3], inputs[5]], list(node.output),
-                                      name=b.name(), domain="com.microsoft", **attrs))
+        nodes.append(
+            helper.make_node(
+                "MultiHeadAttention",
+                [q, k, v, inputs[2], inputs[3], inputs[5]],
+                list(node.output),
+                name=b.name(),
+                domain="com.microsoft",
+                **attrs,
+            )
+        )
     del model.graph.node[:]
     model.graph.node.extend(_live(nodes, {o.name for o in model.graph.output}))
     still = _reads(model.graph.node) | {o.name for o in model.graph.output}
@@ -363,6 +396,13 @@ def int8_per_token(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst), save_as_external_data=model.ByteSize() > 1_900_000_000)
-    return {"quantized": len(targets) - attention, "attention": attention, "outlier_channels": outlier_total,
-            "shifted": shifted, "smoothing": {"min": min(alphas), "median": float(np.median(alphas)), "max": max(alphas)},
-            "calibration_batches": len(ctx.calibration), "opset": 21, "weight_levels": levels}
+    return {
+        "quantized": len(targets) - attention,
+        "attention": attention,
+        "outlier_channels": outlier_total,
+        "shifted": shifted,
+        "smoothing": {"min": min(alphas), "median": float(np.median(alphas)), "max": max(alphas)},
+        "calibration_batches": len(ctx.calibration),
+        "opset": 21,
+        "weight_levels": levels,
+    }

@@ -22,17 +22,35 @@ _EXTRA = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 _SENSITIVE_MAX_NODES = 48  # beyond this many candidates, only the largest weights are probed
 
 
-def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude: list[str] | None = None,
-                      only: list[str] | None = None) -> None:
+def _quantize_dynamic(
+    src: Path, dst: Path, per_channel: bool, exclude: list[str] | None = None, only: list[str] | None = None
+) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger("root").setLevel(logging.ERROR)
-    quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=exclude or None, nodes_to_quantize=only or None, extra_options=dict(_EXTRA))
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        per_channel=per_channel,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude or None,
+        nodes_to_quantize=only or None,
+        extra_options=dict(_EXTRA),
+    )
 
 
-_QUANTIZED_OPS = ("QAttention", "QEmbedLayerNormalization", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm",
-                  "QLinearMatMul", "MatMulNBits", "QuantizeLinear", "QLinearConv", "ConvInteger")
+_QUANTIZED_OPS = (
+    "QAttention",
+    "QEmbedLayerNormalization",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "QGemm",
+    "QLinearMatMul",
+    "MatMulNBits",
+    "QuantizeLinear",
+    "QLinearConv",
+    "ConvInteger",
+)
 
 
 def quantized_ops(path: Path) -> dict[str, int]:
@@ -125,9 +143,15 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
         if achieved >= threshold or k >= len(nodes) // 2:
             break
         k *= 2
-    return {"per_channel": True, "ops": quantized_ops(dst), "kept_fp32": keep, "quantized": len(nodes) - len(keep),
-            "probed": len(drops), "calibration_cosine": round(achieved, 6),
-            "worst_drops": {n: round(drops[n], 6) for n in ranked[:5]}}
+    return {
+        "per_channel": True,
+        "ops": quantized_ops(dst),
+        "kept_fp32": keep,
+        "quantized": len(nodes) - len(keep),
+        "probed": len(drops),
+        "calibration_cosine": round(achieved, 6),
+        "worst_drops": {n: round(drops[n], 6) for n in ranked[:5]},
+    }
 
 
 def int8_blockwise_128(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
@@ -146,8 +170,9 @@ def int8_blockwise(src: Path, dst: Path, ctx: TransformContext, block_size: int 
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4, bits=8)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
-                                     algo_config=config)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4, algo_config=config
+    )
     quantizer.process()
     quantized = sum(1 for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits")
     if not quantized:
@@ -178,8 +203,15 @@ def static_qdq(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
         log.info("quant_pre_process failed (%s); quantizing without it", exc)
         source = src
     logging.getLogger("root").setLevel(logging.ERROR)
-    quantize_static(str(source), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={**_EXTRA, "ActivationSymmetric": True})
+    quantize_static(
+        str(source),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={**_EXTRA, "ActivationSymmetric": True},
+    )
     pre.unlink(missing_ok=True)
     return {"format": "QDQ", "per_channel": True, "calibration_batches": len(ctx.calibration), "ops": quantized_ops(dst)}

@@ -34,5 +34,8 @@ def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str,
     loaded = load_for_torchscript(source, options)
     sample = synthesize(record.inputs, resolve_sizes(record.inputs, record.export_sizes or loaded.dim_sizes))
     result = FRONTEND.export(loaded, record.inputs, sample, dst, options)
-    return {"exporter": result.exporter, "source_kind": loaded.kind,
-            "attention": "eager" if loaded.kind == "transformers" else "as the model defines it"}
+    return {
+        "exporter": result.exporter,
+        "source_kind": loaded.kind,
+        "attention": "eager" if loaded.kind == "transformers" else "as the model defines it",
+    }

@@ -20,8 +20,9 @@ def gelu_approximation(src: Path, dst: Path, ctx: TransformContext) -> dict[str,
     model = onnx.load(str(src))
     replaced = 0
     for node in model.graph.node:
-        if (node.domain, node.op_type) in _EXACT_GELU and not any(a.name == "approximate" and a.s == b"tanh"
-                                                                  for a in node.attribute):
+        if (node.domain, node.op_type) in _EXACT_GELU and not any(
+            a.name == "approximate" and a.s == b"tanh" for a in node.attribute
+        ):
             node.op_type, node.domain = "FastGelu", "com.microsoft"
             del node.attribute[:]
             replaced += 1

@@ -49,14 +49,23 @@ def convert_item(item: str, model_dir: str) -> dict[str, Any]:
     with api.in_this_process():
         result = convert_step(job, _context())
     if result.passed is False:
-        raise GoliveError(f"{name}: the ONNX model does not compute what the source computes",
-                          hint="see the verify table in golive.json, in the step's model artifact")
+        raise GoliveError(
+            f"{name}: the ONNX model does not compute what the source computes",
+            hint="see the verify table in golive.json, in the step's model artifact",
+        )
     metrics: dict[str, Any] = {"verified": 1.0 if result.passed else 0.0}
     if result.verification is not None:
         metrics["max_abs_error"] = max((o.max_abs for o in result.verification.outputs), default=0.0)
-    return {"name": name, "metrics": metrics,
-            "metadata": {"framework": result.record.framework, "exporter": result.record.exporter,
-                         "opset": result.record.opset.get("ai.onnx", 0), "item": name}}
+    return {
+        "name": name,
+        "metrics": metrics,
+        "metadata": {
+            "framework": result.record.framework,
+            "exporter": result.record.exporter,
+            "opset": result.record.opset.get("ai.onnx", 0),
+            "item": name,
+        },
+    }
 
 
 def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
@@ -70,16 +79,19 @@ def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
     report = result.report
     best = report.best
     cosine = best.min_cosine if best.min_cosine is not None else 1.0
-    metrics = {"p50_ms": best.figures.get("p50_ms"), "p99_ms": best.figures.get("p99_ms"),
-               "baseline_p50_ms": report.baseline.figures.get("p50_ms"), "speedup": report.speedup,
-               "min_cosine": cosine}
+    metrics = {
+        "p50_ms": best.figures.get("p50_ms"),
+        "p99_ms": best.figures.get("p99_ms"),
+        "baseline_p50_ms": report.baseline.figures.get("p50_ms"),
+        "speedup": report.speedup,
+        "min_cosine": cosine,
+    }
     if report.objective == "throughput":
         metrics["items_per_s"] = best.figures.get("throughput")
     if report.speedup_over_source is not None:
         metrics["speedup_over_source"] = report.speedup_over_source
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
-    return {"name": name, "objective": report.objective, "best": best.label(), "metrics": metrics,
-            "summary": report.summary()}
+    return {"name": name, "objective": report.objective, "best": best.label(), "metrics": metrics, "summary": report.summary()}
 
 
 def report_html(tuned_dir: str) -> str:
@@ -100,14 +112,23 @@ def rank_html(summaries: list[str | dict[str, Any]], title: str = "golive pipeli
     body = []
     for rank, r in enumerate(sorted(rows, key=key), 1):
         m = r["metrics"]
-        cells = [str(rank), r["name"], r["objective"], r["best"], f"{m.get('p50_ms', 0):.3f}", f"{m.get('p99_ms', 0):.3f}",
-                 f"{m.get('items_per_s', 0):.1f}" if "items_per_s" in m else "-", f"{m.get('speedup', 0):.2f}×",
-                 f"{m['speedup_over_source']:.2f}×" if "speedup_over_source" in m else "-", f"{m.get('min_cosine', 1):.5f}"]
+        cells = [
+            str(rank),
+            r["name"],
+            r["objective"],
+            r["best"],
+            f"{m.get('p50_ms', 0):.3f}",
+            f"{m.get('p99_ms', 0):.3f}",
+            f"{m.get('items_per_s', 0):.1f}" if "items_per_s" in m else "-",
+            f"{m.get('speedup', 0):.2f}×",
+            f"{m['speedup_over_source']:.2f}×" if "speedup_over_source" in m else "-",
+            f"{m.get('min_cosine', 1):.5f}",
+        ]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}
 th{{background:#eee}}</style></head><body><h1>{html.escape(title)}: {len(rows)} tuned model(s)</h1>
 <table id="ranking"><tr><th>#</th><th>item</th><th>objective</th><th>best configuration</th><th>p50 ms</th><th>p99 ms</th>
 <th>items/s</th><th>speed-up over ORT default</th><th>speed-up over source</th><th>min cosine</th></tr>
-{''.join(body)}</table></body></html>
+{"".join(body)}</table></body></html>
 """

@@ -60,8 +60,10 @@ class StepResources(_Strict):
     @classmethod
     def _whole_cpus(cls, v: Resources) -> Resources:
         if v.cpu is not None and v.cpu != int(v.cpu):
-            raise ValueError(f"the tune step needs whole CPUs (cpu: {v.cpu:g}): tuning on a throttled share of a CPU "
-                             "measures the wrong machine")
+            raise ValueError(
+                f"the tune step needs whole CPUs (cpu: {v.cpu:g}): tuning on a throttled share of a CPU "
+                "measures the wrong machine"
+            )
         return v
 
 
@@ -135,24 +137,33 @@ def load_pipeline_job(path: str | Path) -> PipelineJob:
         shared = {k: raw.pop(k) for k in ("convert", "verify") if k in raw}
         raw.pop("version", None)
         if raw:
-            raise GoliveError(f"{path}: unknown field(s) {', '.join(sorted(raw))}",
-                              hint="a pipeline job has source/models, convert, verify, tune, targets, resources, name, image")
+            raise GoliveError(
+                f"{path}: unknown field(s) {', '.join(sorted(raw))}",
+                hint="a pipeline job has source/models, convert, verify, tune, targets, resources, name, image",
+            )
         target_list: list[Target | None] = [Target.model_validate(t) for t in targets] or [None]  # None: no target
         items = []
         for m in entries:
             for t in target_list:
-                name = _slug(m.name or _model_name(m.source)) + (f"-{_slug(t.name)}" if t is not None and len(target_list) > 1 else "")
-                job = JobSpec(source=m.source, output_dir="artifact",
-                              convert=m.convert or ConvertOptions.model_validate(shared.get("convert") or {}),
-                              verify=m.verify or VerifyOptions.model_validate(shared.get("verify") or {}),
-                              tune=TuneOptions.model_validate({**base_tune, **(t.tune if t else {})}))
+                name = _slug(m.name or _model_name(m.source)) + (
+                    f"-{_slug(t.name)}" if t is not None and len(target_list) > 1 else ""
+                )
+                job = JobSpec(
+                    source=m.source,
+                    output_dir="artifact",
+                    convert=m.convert or ConvertOptions.model_validate(shared.get("convert") or {}),
+                    verify=m.verify or VerifyOptions.model_validate(shared.get("verify") or {}),
+                    tune=TuneOptions.model_validate({**base_tune, **(t.tune if t else {})}),
+                )
                 job = _resolve_paths(job, path.parent.absolute())
                 job.output_dir = "artifact"  # each step writes into its KFP artifact's folder
                 items.append(Item(name=name, job=job))
         names = [i.name for i in items]
         if len(set(names)) != len(names):
-            raise GoliveError(f"{path}: two items are named alike ({', '.join(sorted({n for n in names if names.count(n) > 1}))})",
-                              hint="give each model (and target) its own name")
+            raise GoliveError(
+                f"{path}: two items are named alike ({', '.join(sorted({n for n in names if names.count(n) > 1}))})",
+                hint="give each model (and target) its own name",
+            )
         return PipelineJob(items=items, **{k: v for k, v in extra.items() if k not in ("models", "targets")})
     except ValidationError as exc:
         raise GoliveError(f"{path} is not a valid pipeline job: {validation_problems(exc)}") from None

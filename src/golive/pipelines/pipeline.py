@@ -105,16 +105,19 @@ def build_pipeline(job: PipelineJob, image: str | None = None, *, parallelism: i
         return tuned
 
     if job.fan_out:
+
         @dsl.pipeline(name=job.name, description=job.description or f"golive: convert and tune {len(items)} items")
         def pipeline(items: list = items):
             with dsl.ParallelFor(items, name="items", parallelism=parallelism or 0) as item:
                 tuned = branch(item)
             ops["rank"](summaries=dsl.Collected(tuned.outputs["Output"]), title=job.name).set_display_name("rank")
     else:
+
         @dsl.pipeline(name=job.name, description=job.description or "golive: convert, verify and tune a model")
         def pipeline(item: str = items[0]):
             tuned = branch(item)
             ops["report"](summary=tuned.outputs["Output"], title=job.name).set_display_name("report")
+
     return pipeline
 
 
@@ -124,7 +127,9 @@ def compile_pipeline(job: PipelineJob, output: str | Path, image: str | None = N
 
     output = Path(output)
     if output.suffix.lower() not in (".yaml", ".yml", ".json"):
-        raise GoliveError(f"{output}: a compiled pipeline is .yaml (or .json)", hint="golive pipeline compile job.yaml -o pipeline.yaml")
+        raise GoliveError(
+            f"{output}: a compiled pipeline is .yaml (or .json)", hint="golive pipeline compile job.yaml -o pipeline.yaml"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".partial-{output.name}")  # kfp wants the .yaml suffix
     try:
@@ -152,7 +157,9 @@ def run_local(job: PipelineJob, output_dir: str | Path) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message=r".*(have no effect in the current local runner|non-Python base image).*")
             build_pipeline(job, job.image or DEFAULT_IMAGE, parallelism=1)()
     except RuntimeError as exc:
-        raise GoliveError(f"the pipeline failed: {exc}", hint=f"the failed step's log is above; its files are under {root}") from None
+        raise GoliveError(
+            f"the pipeline failed: {exc}", hint=f"the failed step's log is above; its files are under {root}"
+        ) from None
     runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise GoliveError(f"the local run wrote nothing under {root}")
@@ -167,8 +174,13 @@ def collect(run: Path, job: PipelineJob) -> dict[str, Any]:
         if step.name != "tune" or not (step / "tuned").is_dir():
             continue
         figures = json.loads(json.loads(out.read_text())["parameterValues"]["Output"])
-        items[figures["name"]] = {"convert": str(step.parent / "convert" / "model"), "tuned": str(step / "tuned"),
-                                  "report": str(step / "report"), "metrics": figures["metrics"], "best": figures["best"]}
+        items[figures["name"]] = {
+            "convert": str(step.parent / "convert" / "model"),
+            "tuned": str(step / "tuned"),
+            "report": str(step / "report"),
+            "metrics": figures["metrics"],
+            "best": figures["best"],
+        }
     ranking = run / ("rank" if job.fan_out else "report") / "ranking"
     missing = sorted({i.name for i in job.items} - set(items))
     if missing:
@@ -183,12 +195,15 @@ def submit(job: PipelineJob, host: str, *, experiment: str | None = None, image:
 
     try:
         client = kfp.Client(host=host)
-        run = client.create_run_from_pipeline_func(build_pipeline(job, image), arguments={}, run_name=job.name,
-                                                   experiment_name=experiment)
+        run = client.create_run_from_pipeline_func(
+            build_pipeline(job, image), arguments={}, run_name=job.name, experiment_name=experiment
+        )
     except GoliveError:
         raise
     except Exception as exc:  # the kfp client raises urllib3, ApiException, ValueError... for an unreachable host
-        raise GoliveError(f"cannot submit to Kubeflow Pipelines at {host}: {type(exc).__name__}: {str(exc)[:300]}",
-                          hint="check the URL (the KFP API endpoint, e.g. http://localhost:8080 after a port-forward) "
-                               "and that you are signed in") from None
+        raise GoliveError(
+            f"cannot submit to Kubeflow Pipelines at {host}: {type(exc).__name__}: {str(exc)[:300]}",
+            hint="check the URL (the KFP API endpoint, e.g. http://localhost:8080 after a port-forward) "
+            "and that you are signed in",
+        ) from None
     return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}

@@ -14,9 +14,20 @@ from golive.serving.protocol import EXTENSIONS, from_bytes_tensor, to_bytes_tens
 
 __all__ = ["add_service"]
 
-_CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-             "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
 
 
 async def _abort(context, code, message: str) -> NoReturn:
@@ -25,16 +36,29 @@ async def _abort(context, code, message: str) -> NoReturn:
     raise AssertionError("grpc's context.abort returned")
 
 
-def add_service(server, models: dict[str, ServedModel], metrics, *, token: str | None = None, version: str = "0.1.0",
-                state: dict | None = None) -> None:
+def add_service(
+    server,
+    models: dict[str, ServedModel],
+    metrics,
+    *,
+    token: str | None = None,
+    version: str = "0.1.0",
+    state: dict | None = None,
+) -> None:
     """``state``: the HTTP side's; its ``ready`` turns false when the server starts draining, on both protocols."""
     shared: dict = state if state is not None else {"ready": True}
     import grpc
     from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-    codes = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-             415: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE}
+    codes = {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        404: grpc.StatusCode.NOT_FOUND,
+        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        415: grpc.StatusCode.INVALID_ARGUMENT,
+        500: grpc.StatusCode.INTERNAL,
+        503: grpc.StatusCode.UNAVAILABLE,
+    }
 
     async def check(context) -> None:
         if token is None:
@@ -76,9 +100,13 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
         async def ModelMetadata(self, request, context):
             await check(context)
             model = await model_of(request.name, request.version, context)
-            return service_pb2.ModelMetadataResponse(name=model.name, versions=[model.version], platform="onnxruntime_onnx",
-                                                     inputs=[tensor_meta(m) for m in model.inputs],
-                                                     outputs=[tensor_meta(m) for m in model.outputs])
+            return service_pb2.ModelMetadataResponse(
+                name=model.name,
+                versions=[model.version],
+                platform="onnxruntime_onnx",
+                inputs=[tensor_meta(m) for m in model.inputs],
+                outputs=[tensor_meta(m) for m in model.outputs],
+            )
 
         async def ModelConfig(self, request, context):
             await check(context)
@@ -88,8 +116,9 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
         async def ModelStatistics(self, request, context):
             await check(context)
             chosen = [await model_of(request.name, request.version, context)] if request.name else list(models.values())
-            return json_format.ParseDict({"model_stats": [m.stats.to_json(m.name, m.version) for m in chosen]},
-                                         service_pb2.ModelStatisticsResponse())
+            return json_format.ParseDict(
+                {"model_stats": [m.stats.to_json(m.name, m.version) for m in chosen]}, service_pb2.ModelStatisticsResponse()
+            )
 
         async def ModelInfer(self, request, context):
             await check(context)
@@ -103,7 +132,9 @@ def add_service(server, models: dict[str, ServedModel], metrics, *, token: str |
                 response = service_pb2.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
                 for name, array in results.items():
                     array = np.ascontiguousarray(array)
-                    datatype = "BYTES" if array.dtype.kind in "OSU" else next(k for k, t in DTYPES.items() if np.dtype(t) == array.dtype)
+                    datatype = (
+                        "BYTES" if array.dtype.kind in "OSU" else next(k for k, t in DTYPES.items() if np.dtype(t) == array.dtype)
+                    )
                     response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
                     response.raw_output_contents.append(to_bytes_tensor(array) if datatype == "BYTES" else array.tobytes())
                 outcome = "ok"
@@ -139,12 +170,15 @@ def _feeds(request) -> dict[str, np.ndarray]:
             else:
                 size = np.dtype(DTYPES[tensor.datatype]).itemsize
                 if len(raw[i]) != count * size:
-                    raise RequestError(f"input {tensor.name}: {len(raw[i])} bytes, but shape {shape} of {tensor.datatype} "
-                                       f"needs {count * size}")
+                    raise RequestError(
+                        f"input {tensor.name}: {len(raw[i])} bytes, but shape {shape} of {tensor.datatype} needs {count * size}"
+                    )
                 array = np.frombuffer(raw[i], dtype=DTYPES[tensor.datatype])
         else:
             if tensor.datatype not in _CONTENTS:
-                raise RequestError(f"input {tensor.name}: {tensor.datatype} has no typed contents field; send it in raw_input_contents")
+                raise RequestError(
+                    f"input {tensor.name}: {tensor.datatype} has no typed contents field; send it in raw_input_contents"
+                )
             values = list(getattr(tensor.contents, _CONTENTS[tensor.datatype]))
             if len(values) != count:
                 raise RequestError(f"input {tensor.name}: {len(values)} elements for shape {shape} ({count})")
@@ -156,12 +190,14 @@ def _feeds(request) -> dict[str, np.ndarray]:
 def triton_config(model: ServedModel, model_config_pb2):
     """The model's configuration as Triton's ModelConfig message."""
     config = model.config()
-    message = model_config_pb2.ModelConfig(name=config["name"], platform=config["platform"], backend=config["backend"],
-                                           max_batch_size=config["max_batch_size"])
+    message = model_config_pb2.ModelConfig(
+        name=config["name"], platform=config["platform"], backend=config["backend"], max_batch_size=config["max_batch_size"]
+    )
     for kind in ("input", "output"):
         for item in config[kind]:
-            getattr(message, kind).add(name=item["name"], data_type=model_config_pb2.DataType.Value(item["data_type"]),
-                                       dims=item["dims"])
+            getattr(message, kind).add(
+                name=item["name"], data_type=model_config_pb2.DataType.Value(item["data_type"]), dims=item["dims"]
+            )
     if config["dynamic_batching"] is not None:
         message.dynamic_batching.max_queue_delay_microseconds = config["dynamic_batching"]["max_queue_delay_microseconds"]
     for key, value in config["parameters"].items():

@@ -32,8 +32,15 @@ class ServingApp(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
-def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = None, max_body: int = 64 * 2**20,
-              server_name: str = "golive", version: str = "0.1.0") -> ServingApp:
+def build_app(
+    models: dict[str, ServedModel],
+    metrics,
+    *,
+    token: str | None = None,
+    max_body: int = 64 * 2**20,
+    server_name: str = "golive",
+    version: str = "0.1.0",
+) -> ServingApp:
     state = {"ready": True, "accepted": 0, "answered": 0}
     counters: dict[tuple[str, str], Any] = {}  # labelled metric children, looked up once
 
@@ -56,8 +63,7 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
         return model
 
     async def server_metadata(request: Request):
-        return JSONResponse({"name": server_name, "version": version,
-                             "extensions": list(EXTENSIONS)})
+        return JSONResponse({"name": server_name, "version": version, "extensions": list(EXTENSIONS)})
 
     async def live(request: Request):
         return Response(status_code=200)
@@ -106,7 +112,9 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
             outcome = "ok"
             if header_length is None:
                 return Response(data, media_type="application/json")
-            return Response(data, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)})
+            return Response(
+                data, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
+            )
         except RequestError as exc:
             outcome = "rejected" if exc.status in (400, 404, 413, 415) else "overloaded" if exc.status == 503 else "error"
             return _error(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 503 else None)
@@ -127,11 +135,21 @@ def build_app(models: dict[str, ServedModel], metrics, *, token: str | None = No
         assert isinstance(exc, RequestError)  # registered for RequestError only; Starlette types handlers for any Exception
         return _error(exc.status, exc.message)
 
-    routes = [Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
-              Route("/metrics", metrics_route), Route("/v2/models/stats", model_stats)]
+    routes = [
+        Route("/v2", server_metadata),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/metrics", metrics_route),
+        Route("/v2/models/stats", model_stats),
+    ]
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        routes += [Route(prefix, model_metadata), Route(prefix + "/ready", model_ready), Route(prefix + "/config", model_config),
-                   Route(prefix + "/stats", model_stats), Route(prefix + "/infer", infer, methods=["POST"])]
+        routes += [
+            Route(prefix, model_metadata),
+            Route(prefix + "/ready", model_ready),
+            Route(prefix + "/config", model_config),
+            Route(prefix + "/stats", model_stats),
+            Route(prefix + "/infer", infer, methods=["POST"]),
+        ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, RequestError: request_error})
     app.state.serving = state
     served: ServingApp = _InferFastPath(app, infer)
@@ -198,4 +216,3 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytearray:
     except zlib.error as exc:
         raise RequestError(f"the request body is not valid {encoding}: {exc}") from None
     return out
-

@@ -13,16 +13,24 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("golive_requests", "Inference requests by model, protocol and outcome",
-                                ["model", "protocol", "outcome"], registry=self.registry)
-        self.latency = Histogram("golive_request_seconds", "Request latency, received to answered", ["model"],
-                                 buckets=_LATENCY, registry=self.registry)
-        self.queue_time = Histogram("golive_queue_seconds", "Time a request waited for the session", ["model"],
-                                    buckets=_LATENCY, registry=self.registry)
-        self.compute_time = Histogram("golive_compute_seconds", "Time of one session run (one batch)", ["model"],
-                                      buckets=_LATENCY, registry=self.registry)
-        self.batch_size = Histogram("golive_batch_size", "Rows per session run", ["model"], buckets=_BATCH,
-                                    registry=self.registry)
+        self.requests = Counter(
+            "golive_requests",
+            "Inference requests by model, protocol and outcome",
+            ["model", "protocol", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "golive_request_seconds", "Request latency, received to answered", ["model"], buckets=_LATENCY, registry=self.registry
+        )
+        self.queue_time = Histogram(
+            "golive_queue_seconds", "Time a request waited for the session", ["model"], buckets=_LATENCY, registry=self.registry
+        )
+        self.compute_time = Histogram(
+            "golive_compute_seconds", "Time of one session run (one batch)", ["model"], buckets=_LATENCY, registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "golive_batch_size", "Rows per session run", ["model"], buckets=_BATCH, registry=self.registry
+        )
         self.pending = Gauge("golive_pending_requests", "Requests waiting or running", ["model"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:

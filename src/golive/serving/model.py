@@ -27,13 +27,37 @@ __all__ = ["DTYPES", "OIP_TYPES", "Overloaded", "RequestError", "ServedModel", "
 log = logging.getLogger(__name__)
 
 # ONNX Runtime element type -> Open Inference Protocol datatype
-OIP_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
-             "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
-             "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
-             "tensor(string)": "BYTES", "tensor(bfloat16)": "BF16"}
-DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
-          "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-          "UINT64": np.uint64, "BOOL": np.bool_, "BYTES": np.object_}
+OIP_TYPES = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int16)": "INT16",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+    "tensor(bfloat16)": "BF16",
+}
+DTYPES = {
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "FP16": np.float16,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "INT16": np.int16,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "BOOL": np.bool_,
+    "BYTES": np.object_,
+}
 
 
 class RequestError(GoliveError):
@@ -104,17 +128,37 @@ class Statistics:
         def duration(entry: list[int]) -> dict[str, int]:
             return {"count": entry[0], "ns": entry[1]}
 
-        return {"name": name, "version": version, "last_inference": self.last_inference,
-                "inference_count": self.inference_count, "execution_count": self.execution_count,
-                "inference_stats": {**{k: duration(v) for k, v in self.inference.items()},
-                                    "cache_hit": duration([0, 0]), "cache_miss": duration([0, 0])},
-                "batch_stats": [{"batch_size": size, **{k: duration(v) for k, v in phases.items()}}
-                                for size, phases in sorted(self.batches.items())]}
+        return {
+            "name": name,
+            "version": version,
+            "last_inference": self.last_inference,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                **{k: duration(v) for k, v in self.inference.items()},
+                "cache_hit": duration([0, 0]),
+                "cache_miss": duration([0, 0]),
+            },
+            "batch_stats": [
+                {"batch_size": size, **{k: duration(v) for k, v in phases.items()}}
+                for size, phases in sorted(self.batches.items())
+            ],
+        }
 
 
 class ServedModel:
-    def __init__(self, name: str, session, *, source: str, max_batch: int = 32, max_delay_ms: float = 0.0,
-                 max_queue: int = 1024, metrics=None, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        session,
+        *,
+        source: str,
+        max_batch: int = 32,
+        max_delay_ms: float = 0.0,
+        max_queue: int = 1024,
+        metrics=None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.name, self.version, self.session, self.source = name, "1", session, source
         self.max_batch, self.max_delay = max(1, max_batch), max(0.0, max_delay_ms) / 1000.0
         self.max_queue, self.metrics, self.settings = max_queue, metrics, settings or {}
@@ -144,12 +188,16 @@ class ServedModel:
         known = {m.name: m for m in self.inputs}
         unknown = sorted(set(feeds) - set(known))
         if unknown:
-            raise RequestError(f"model {self.name} has no input {', '.join(unknown)}; its inputs: "
-                               + ", ".join(f"{m.name} {m.datatype}{m.shape}" for m in self.inputs))
+            raise RequestError(
+                f"model {self.name} has no input {', '.join(unknown)}; its inputs: "
+                + ", ".join(f"{m.name} {m.datatype}{m.shape}" for m in self.inputs)
+            )
         missing = [n for n in known if n not in feeds]
         if missing:
-            raise RequestError(f"missing input(s) {', '.join(missing)} for model {self.name}; expected "
-                               + ", ".join(f"{known[n].name} {known[n].datatype}{known[n].shape}" for n in missing))
+            raise RequestError(
+                f"missing input(s) {', '.join(missing)} for model {self.name}; expected "
+                + ", ".join(f"{known[n].name} {known[n].datatype}{known[n].shape}" for n in missing)
+            )
         rows = None
         for name, array in feeds.items():
             meta = known[name]
@@ -157,9 +205,12 @@ class ServedModel:
                 raise RequestError(f"model {self.name}'s input {name} is {meta.datatype}, which this server cannot take", 500)
             if array.dtype != DTYPES[meta.datatype] and not (meta.datatype == "BYTES" and array.dtype.kind in "OSU"):
                 raise RequestError(f"input {name} is {_oip(array.dtype)}; model {self.name} expects {meta.datatype}")
-            if len(array.shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, array.shape, strict=True)):
-                raise RequestError(f"input {name} has shape {list(array.shape)}; model {self.name} expects {meta.shape} "
-                                   "(-1: any size)")
+            if len(array.shape) != len(meta.shape) or any(
+                m != -1 and m != s for m, s in zip(meta.shape, array.shape, strict=True)
+            ):
+                raise RequestError(
+                    f"input {name} has shape {list(array.shape)}; model {self.name} expects {meta.shape} (-1: any size)"
+                )
             if self.batchable:
                 if rows is not None and array.shape[0] != rows:
                     raise RequestError(f"inputs disagree on the batch size: {name} has {array.shape[0]} rows, others {rows}")
@@ -278,29 +329,45 @@ class ServedModel:
         start, answers = 0, []
         for p in group:
             end = start + p.rows
-            answers.append({n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results, strict=True) if n in p.outputs})
+            answers.append(
+                {n: (r[start:end] if len(group) > 1 else r) for n, r in zip(names, results, strict=True) if n in p.outputs}
+            )
             start = end
-        self.stats.execution(len(group), total, (int((prepared - started) * 1e9), int((ran - prepared) * 1e9),
-                                                 int((time.perf_counter() - ran) * 1e9)))
+        self.stats.execution(
+            len(group),
+            total,
+            (int((prepared - started) * 1e9), int((ran - prepared) * 1e9), int((time.perf_counter() - ran) * 1e9)),
+        )
         for p, out in zip(group, answers, strict=True):
             if not p.future.done():
                 p.future.set_result(out)
 
     def metadata(self) -> dict[str, Any]:
-        return {"name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
-                "inputs": [m.to_json() for m in self.inputs], "outputs": [m.to_json() for m in self.outputs]}
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [m.to_json() for m in self.inputs],
+            "outputs": [m.to_json() for m in self.outputs],
+        }
 
     def config(self) -> dict[str, Any]:
         """The model's configuration, in the shape of Triton's model config (JSON)."""
+
         def io(m: TensorMeta) -> dict[str, Any]:
             dims = m.shape[1:] if self.batchable else m.shape
             return {"name": m.name, "data_type": f"TYPE_{_TRITON_TYPE.get(m.datatype, m.datatype)}", "dims": dims}
 
-        return {"name": self.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
-                "max_batch_size": self.max_batch if self.batchable else 0,
-                "input": [io(m) for m in self.inputs], "output": [io(m) for m in self.outputs],
-                "dynamic_batching": {"max_queue_delay_microseconds": int(self.max_delay * 1e6)} if self.batchable else None,
-                "parameters": {k: {"string_value": str(v)} for k, v in self.settings.items()}}
+        return {
+            "name": self.name,
+            "platform": "onnxruntime_onnx",
+            "backend": "onnxruntime",
+            "max_batch_size": self.max_batch if self.batchable else 0,
+            "input": [io(m) for m in self.inputs],
+            "output": [io(m) for m in self.outputs],
+            "dynamic_batching": {"max_queue_delay_microseconds": int(self.max_delay * 1e6)} if self.batchable else None,
+            "parameters": {k: {"string_value": str(v)} for k, v in self.settings.items()},
+        }
 
     def close(self) -> None:
         if self._worker is not None:
@@ -308,9 +375,22 @@ class ServedModel:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-_TRITON_TYPE = {"FP32": "FP32", "FP64": "FP64", "FP16": "FP16", "INT64": "INT64", "INT32": "INT32", "INT16": "INT16",
-                "INT8": "INT8", "UINT8": "UINT8", "UINT16": "UINT16", "UINT32": "UINT32", "UINT64": "UINT64",
-                "BOOL": "BOOL", "BYTES": "STRING", "BF16": "BF16"}
+_TRITON_TYPE = {
+    "FP32": "FP32",
+    "FP64": "FP64",
+    "FP16": "FP16",
+    "INT64": "INT64",
+    "INT32": "INT32",
+    "INT16": "INT16",
+    "INT8": "INT8",
+    "UINT8": "UINT8",
+    "UINT16": "UINT16",
+    "UINT32": "UINT32",
+    "UINT64": "UINT64",
+    "BOOL": "BOOL",
+    "BYTES": "STRING",
+    "BF16": "BF16",
+}
 
 
 def _is_batch_name(name: str) -> bool:
@@ -356,7 +436,7 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
         config = configured(tuned.session)
         session = make_session(best / "model.onnx", config)
         settings = {"session": config.describe(), "transforms": "+".join(tuned.transforms) or "original"}
-        default_name = (path.parent.name if path.name == "best" else path.name)
+        default_name = path.parent.name if path.name == "best" else path.name
     elif path.is_dir() and (path / "golive.json").is_file():
         from golive.rundir import ConvertRecord, from_record
 
@@ -371,8 +451,10 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
         settings = {"session": config.describe(), "transforms": "original"}
         default_name = path.stem
     else:
-        raise GoliveError(f"{path} is not a tune folder, a convert folder or an .onnx file",
-                          hint="golive serve runs/mnist-tuned (or runs/mnist, or model.onnx)")
+        raise GoliveError(
+            f"{path} is not a tune folder, a convert folder or an .onnx file",
+            hint="golive serve runs/mnist-tuned (or runs/mnist, or model.onnx)",
+        )
     model_name = name or default_name
     if not model_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise GoliveError(f"{model_name!r} cannot be a model name in a URL", hint="give --name NAME (letters, digits, - _ .)")

@@ -36,7 +36,7 @@ def from_bytes_tensor(raw: bytes) -> list[bytes]:
         offset += 4
         if offset + n > len(raw):
             raise RequestError("a BYTES tensor's binary data ends inside an element")
-        items.append(raw[offset:offset + n])
+        items.append(raw[offset : offset + n])
         offset += n
     return items
 
@@ -49,7 +49,9 @@ def to_bytes_tensor(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str] | None, set[str]]:
+def decode_request(
+    body: bytes, header_length: str | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str] | None, set[str]]:
     """(the JSON header, the input arrays by name, the outputs asked for, those wanted as binary)."""
     if header_length is not None:
         try:
@@ -73,8 +75,11 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         if not isinstance(tensor, dict):
             raise RequestError("each input must be an object {name, shape, datatype, data}")
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
-        if (not isinstance(name, str) or not isinstance(shape, list)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        if (
+            not isinstance(name, str)
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
             raise RequestError(f"input {name!r}: needs a name and a shape (a list of non-negative ints)")
         if math.prod(shape) > _MAX_ELEMENTS:
             raise RequestError(f"input {name}: shape {shape} holds more than {_MAX_ELEMENTS} elements", 413)
@@ -89,8 +94,10 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-                raise RequestError(f"input {name}: binary_data_size {size} runs past the {len(binary) - offset} bytes left in the body")
-            raw = bytes(binary[offset:offset + size])
+                raise RequestError(
+                    f"input {name}: binary_data_size {size} runs past the {len(binary) - offset} bytes left in the body"
+                )
+            raw = bytes(binary[offset : offset + size])
             offset += size
             if datatype == "BYTES":
                 items = from_bytes_tensor(raw)
@@ -99,13 +106,15 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
                 array = np.array(items, dtype=np.object_).reshape(shape)
             else:
                 if size != count * _ELEMENT_SIZE[datatype]:
-                    raise RequestError(f"input {name}: binary_data_size {size} bytes, but shape {shape} of {datatype} "
-                                       f"needs {count * _ELEMENT_SIZE[datatype]}")
+                    raise RequestError(
+                        f"input {name}: binary_data_size {size} bytes, but shape {shape} of {datatype} "
+                        f"needs {count * _ELEMENT_SIZE[datatype]}"
+                    )
                 array = np.frombuffer(raw, dtype=DTYPES[datatype]).reshape(shape)
         else:
             data = tensor.get("data")
             if data is None:
-                raise RequestError(f"input {name}: no data (give \"data\", or binary data with parameters.binary_data_size)")
+                raise RequestError(f'input {name}: no data (give "data", or binary data with parameters.binary_data_size)')
             try:
                 array = np.array(data, dtype=np.object_ if datatype == "BYTES" else DTYPES[datatype])
             except (ValueError, TypeError, OverflowError) as exc:
@@ -114,7 +123,9 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
                 raise RequestError(f"input {name}: {array.size} elements for shape {shape} ({count})")
             array = array.reshape(shape)
             if datatype == "BYTES":
-                array = np.array([s.encode() if isinstance(s, str) else s for s in array.ravel()], dtype=np.object_).reshape(shape)
+                array = np.array([s.encode() if isinstance(s, str) else s for s in array.ravel()], dtype=np.object_).reshape(
+                    shape
+                )
         feeds[name] = array
     if offset != len(binary):
         raise RequestError(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
@@ -143,8 +154,9 @@ def _datatype(array: np.ndarray) -> str:
     raise RequestError(f"cannot send a {array.dtype} output", 500)
 
 
-def encode_response(model: str, version: str, request_id: str | None, results: dict[str, np.ndarray],
-                    binary_out: set[str]) -> tuple[bytes, int | None]:
+def encode_response(
+    model: str, version: str, request_id: str | None, results: dict[str, np.ndarray], binary_out: set[str]
+) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary data follows it."""
     outputs, chunks = [], []
     for name, array in results.items():

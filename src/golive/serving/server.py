@@ -36,10 +36,21 @@ def _server(config: uvicorn.Config) -> uvicorn.Server:
     return Server(config)
 
 
-def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
-          grpc_port: int | None = 8001, max_batch: int = 32, max_delay_ms: float = 0.0, max_queue: int = 1024,
-          token: str | None = None, max_body_mb: float = 64.0, on_ready: Callable[[dict], None] | None = None,
-          spinning: bool | None = False) -> None:
+def serve(
+    paths: list[str],
+    *,
+    names: list[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    grpc_port: int | None = 8001,
+    max_batch: int = 32,
+    max_delay_ms: float = 0.0,
+    max_queue: int = 1024,
+    token: str | None = None,
+    max_body_mb: float = 64.0,
+    on_ready: Callable[[dict], None] | None = None,
+    spinning: bool | None = False,
+) -> None:
     """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped. ``spinning``:
     see ``load_model`` (False: ONNX Runtime's threads do not spin-wait between runs; None: as tuned)."""
     from golive._net import check_port, is_loopback
@@ -48,8 +59,10 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
     if not paths:
         raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")
     if not is_loopback(host) and not token:
-        raise GoliveError(f"binding {host} lets other machines reach the server: it needs a token",
-                          hint="pass --token T (or set GOLIVE_TOKEN), or bind 127.0.0.1")
+        raise GoliveError(
+            f"binding {host} lets other machines reach the server: it needs a token",
+            hint="pass --token T (or set GOLIVE_TOKEN), or bind 127.0.0.1",
+        )
     names = list(names or [])
     if len(names) > len(paths):
         raise GoliveError(f"{len(names)} --name for {len(paths)} model(s)", hint="give at most one --name per model, in order")
@@ -61,8 +74,15 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
     metrics = Metrics()
     models = {}
     for i, path in enumerate(paths):
-        model = load_model(path, name=names[i] if i < len(names) else None, max_batch=max_batch,
-                           max_delay_ms=max_delay_ms, max_queue=max_queue, metrics=metrics, spinning=spinning)
+        model = load_model(
+            path,
+            name=names[i] if i < len(names) else None,
+            max_batch=max_batch,
+            max_delay_ms=max_delay_ms,
+            max_queue=max_queue,
+            metrics=metrics,
+            spinning=spinning,
+        )
         if model.name in models:
             raise GoliveError(f"two models are named {model.name}", hint="name them apart with --name")
         models[model.name] = model
@@ -73,8 +93,18 @@ def serve(paths: list[str], *, names: list[str] | None = None, host: str = "127.
         runner = uvloop.run
     except ImportError:  # uvicorn[standard] brings it; without it, plain asyncio
         runner = asyncio.run
-    runner(_main(models, metrics, host=host, port=port, grpc_port=grpc_port, token=token,
-                 max_body=int(max_body_mb * 2**20), on_ready=on_ready))
+    runner(
+        _main(
+            models,
+            metrics,
+            host=host,
+            port=port,
+            grpc_port=grpc_port,
+            token=token,
+            max_body=int(max_body_mb * 2**20),
+            on_ready=on_ready,
+        )
+    )
 
 
 async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_ready) -> None:
@@ -89,13 +119,23 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
 
         from golive.serving.grpc_service import add_service
 
-        grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body),
-                                               ("grpc.max_send_message_length", max_body)])
+        grpc_server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", max_body), ("grpc.max_send_message_length", max_body)]
+        )
         add_service(grpc_server, models, metrics, token=token, state=app.state.serving)
         grpc_server.add_insecure_port(f"{host}:{grpc_port}")
         await grpc_server.start()
-    config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=30, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="off",
+    )
     server = _server(config)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task] = []
@@ -118,9 +158,16 @@ async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_r
         if server.started and on_ready:
             bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
             shown = f"[{host}]" if ":" in host else host
-            on_ready({"http": f"http://{shown}:{bound}", "grpc": f"{shown}:{grpc_port}" if grpc_port else None,
-                      "models": {name: {"batching": m.batchable, "inputs": [i.to_json() for i in m.inputs],
-                                        "settings": m.settings} for name, m in models.items()}})
+            on_ready(
+                {
+                    "http": f"http://{shown}:{bound}",
+                    "grpc": f"{shown}:{grpc_port}" if grpc_port else None,
+                    "models": {
+                        name: {"batching": m.batchable, "inputs": [i.to_json() for i in m.inputs], "settings": m.settings}
+                        for name, m in models.items()
+                    },
+                }
+            )
 
     task = asyncio.create_task(announce())
     try:

@@ -20,8 +20,9 @@ __all__ = ["export_triton"]
 _LEVELS = {"basic": -1, "extended": 1, "disable": 2}
 
 
-def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int = 32,
-                  max_delay_ms: float = 0.0) -> Path:
+def export_triton(
+    tune_dir: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int = 32, max_delay_ms: float = 0.0
+) -> Path:
     """Write the model repository; returns the model's folder in it."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -32,21 +33,34 @@ def export_triton(tune_dir: str | Path, repo: str | Path, *, name: str | None = 
     from golive.serving.model import ServedModel
 
     if not (best_folder(tune_dir) / SESSION_RECORD).is_file():
-        raise GoliveError(f"{tune_dir} is not a finished tune folder (no best/session.json)",
-                          hint="export the output folder of golive tune")
+        raise GoliveError(
+            f"{tune_dir} is not a finished tune folder (no best/session.json)", hint="export the output folder of golive tune"
+        )
     best, record = tuned_record(tune_dir)
     if record.session.custom_ops:
-        raise GoliveError("the tuned model needs custom operators, which Triton's onnxruntime backend loads from its own "
-                          "configuration", hint="serve it with golive serve, or add the op library to Triton by hand")
+        raise GoliveError(
+            "the tuned model needs custom operators, which Triton's onnxruntime backend loads from its own configuration",
+            hint="serve it with golive serve, or add the op library to Triton by hand",
+        )
     model_name = name or (best.parent.name if best.name == "best" else best.name)
-    served = ServedModel(model_name, make_session(best / "model.onnx", record.session), source=str(tune_dir), max_batch=max_batch, max_delay_ms=max_delay_ms)
+    served = ServedModel(
+        model_name,
+        make_session(best / "model.onnx", record.session),
+        source=str(tune_dir),
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+    )
     config = triton_config(served, model_config_pb2)
     served.close()
     config.parameters.clear()
     s = record.session
-    params = {"intra_op_thread_count": s.intra_op_num_threads, "inter_op_thread_count": s.inter_op_num_threads,
-              "execution_mode": 1 if s.execution_mode == "parallel" else 0,
-              "enable_mem_arena": int(s.enable_cpu_mem_arena), "enable_mem_pattern": int(s.enable_mem_pattern)}
+    params = {
+        "intra_op_thread_count": s.intra_op_num_threads,
+        "inter_op_thread_count": s.inter_op_num_threads,
+        "execution_mode": 1 if s.execution_mode == "parallel" else 0,
+        "enable_mem_arena": int(s.enable_cpu_mem_arena),
+        "enable_mem_pattern": int(s.enable_mem_pattern),
+    }
     for key, value in params.items():
         config.parameters[key].string_value = str(value)
     # Triton's backend cannot leave out one optimizer (a tuned model may have undone a fusion that measured slower):

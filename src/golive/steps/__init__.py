@@ -32,7 +32,9 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
     out = Path(job.output_dir).absolute()
     tune_dir = job.tune_folder()
     if job.tune is not None and tune_dir == out:
-        raise GoliveError("tune_dir is the output folder itself", hint="leave tune_dir out (OUTPUT_DIR/tuned) or name another folder")
+        raise GoliveError(
+            "tune_dir is the output folder itself", hint="leave tune_dir out (OUTPUT_DIR/tuned) or name another folder"
+        )
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(out / EVENTS_FILE):
         done, key = finished_convert(out), convert_key(job)
         if done is not None and done.spec_key == key:
@@ -75,8 +77,9 @@ def replay(path: str | Path, ctx: StepContext):
     if kind == "tune":
         tuned = read_record(path, TuneRecord)
         verify_options = paths_from_record(tuned.verify_options, folder) if tuned.verify_options else None
-        return tune_unless_done(from_record(tuned.target, folder), folder, paths_from_record(tuned.options, folder),
-                                verify_options, ctx)
+        return tune_unless_done(
+            from_record(tuned.target, folder), folder, paths_from_record(tuned.options, folder), verify_options, ctx
+        )
     if kind == "verify":
         verified = read_record(path, VerifyRecord)
         return verify_step(folder, paths_from_record(verified.options, folder), ctx, source=from_record(verified.source, folder))
@@ -84,6 +87,7 @@ def replay(path: str | Path, ctx: StepContext):
 
 
 # ---------------------------------------------------------------- the worker's side (JSON in, JSON out)
+
 
 def _dump(value: Any) -> Any:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value

@@ -83,18 +83,27 @@ def _files_read(job: JobSpec) -> list[str | None]:
 
 
 def _recorded_options(options: ConvertOptions, folder: Path, custom_ops: list[str]) -> ConvertOptions:
-    return options.model_copy(update={
-        "weights": to_record(options.weights, folder), "data": to_record(options.data, folder),
-        "custom_translation": [to_record(t, folder) or t for t in options.custom_translation],
-        "imports": [to_record(m, folder) or m for m in options.imports], "custom_ops": custom_ops})
+    return options.model_copy(
+        update={
+            "weights": to_record(options.weights, folder),
+            "data": to_record(options.data, folder),
+            "custom_translation": [to_record(t, folder) or t for t in options.custom_translation],
+            "imports": [to_record(m, folder) or m for m in options.imports],
+            "custom_ops": custom_ops,
+        }
+    )
 
 
 def convert_key(job: JobSpec) -> str:
     """The convert step's identity: its spec as the run folder records it, and the bytes of what it reads."""
     out = Path(job.output_dir).absolute()
-    spec = {"source": to_record(job.source, out),
-            "convert": _recorded_options(job.convert, out, [to_record(c, out) or c for c in job.convert.custom_ops]).model_dump(mode="json"),
-            "verify": paths_to_record(_verify_options(job), out).model_dump(mode="json")}
+    spec = {
+        "source": to_record(job.source, out),
+        "convert": _recorded_options(job.convert, out, [to_record(c, out) or c for c in job.convert.custom_ops]).model_dump(
+            mode="json"
+        ),
+        "verify": paths_to_record(_verify_options(job), out).model_dump(mode="json"),
+    }
     return step_key(spec, _files_read(job))
 
 
@@ -169,8 +178,9 @@ def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = N
             return convert_step(job, ctx, folder=claimed, key=key)
     with ctx.writing_to(folder.path / EVENTS_FILE):
         if folder.swept:
-            ctx.emit("convert", f"swept {len(folder.swept)} partial folder(s) left by a killed run",
-                     payload={"swept": folder.swept})
+            ctx.emit(
+                "convert", f"swept {len(folder.swept)} partial folder(s) left by a killed run", payload={"swept": folder.swept}
+            )
         return _convert(job, ctx, folder, key or convert_key(job))
 
 
@@ -222,8 +232,10 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
     onnx_inputs = [s.model_copy(update={"int_range": ranges.get(s.name)}) for s in onnx_inputs]
     notes = list(result.notes)
     if [s.name for s in onnx_inputs] != [s.name for s in specs]:
-        notes.append(f"the ONNX model's inputs ({', '.join(s.name for s in onnx_inputs)}) differ from the "
-                     f"source's ({', '.join(s.name for s in specs)})")
+        notes.append(
+            f"the ONNX model's inputs ({', '.join(s.name for s in onnx_inputs)}) differ from the "
+            f"source's ({', '.join(s.name for s in specs)})"
+        )
     export_sizes = sizes_of(sample, onnx_inputs)
     external = sorted(p.name for p in stage.iterdir() if p.name != "model.onnx")
     report = None
@@ -233,19 +245,34 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
     custom_ops = carry_custom_ops(opts.custom_ops, stage)
     versions = _io.package_versions()
     record = ConvertRecord(
-        golive_version=versions.get("golive", "dev"), source=to_record(job.source, out) or job.source,
-        framework=framework, source_kind=loaded.kind, exporter=result.exporter, exporter_attempts=result.attempts,
-        fallback_reason=result.fallback_reason, notes=notes, options=_recorded_options(opts, out, custom_ops),
+        golive_version=versions.get("golive", "dev"),
+        source=to_record(job.source, out) or job.source,
+        framework=framework,
+        source_kind=loaded.kind,
+        exporter=result.exporter,
+        exporter_attempts=result.attempts,
+        fallback_reason=result.fallback_reason,
+        notes=notes,
+        options=_recorded_options(opts, out, custom_ops),
         verify_options=paths_to_record(vopts, out),
         opset={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
-        inputs=onnx_inputs, outputs=onnx_outputs, export_sizes=export_sizes, custom_ops=custom_ops,
-        input_structure=loaded.details.get("input_structure"), output_structure=loaded.details.get("output_structure"),
-        external_data=external, versions=versions, verification=report, spec_key=key)
+        inputs=onnx_inputs,
+        outputs=onnx_outputs,
+        export_sizes=export_sizes,
+        custom_ops=custom_ops,
+        input_structure=loaded.details.get("input_structure"),
+        output_structure=loaded.details.get("output_structure"),
+        external_data=external,
+        versions=versions,
+        verification=report,
+        spec_key=key,
+    )
     ctx.check()
     _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key
     old = finished_convert(out)
-    folder.commit(stage, CONVERT_RECORD, record,
-                  replaces=["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else [])])
+    folder.commit(
+        stage, CONVERT_RECORD, record, replaces=["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else [])]
+    )
     ctx.emit("done", f"wrote model.onnx ({record.exporter} exporter)", payload={"passed": report.passed if report else None})
     return ConvertResult(output_dir=out, model_path=out / "model.onnx", record=record)
 
@@ -266,9 +293,11 @@ def convert_html(result: ConvertResult) -> str:
 
     rec = result.record
     io = [("input", t.name, t.dtype, t.shape) for t in rec.inputs] + [("output", t.name, t.dtype, t.shape) for t in rec.outputs]
-    head = (f"convert: {escape(rec.framework)} → {escape(str(result.model_path))} with the {escape(rec.exporter)} exporter, "
-            f"opset {escape(', '.join(f'{k} {v}' for k, v in rec.opset.items()))}; {verdict(result.passed)}"
-            + (" (skipped: already done with this spec)" if result.skipped else ""))
+    head = (
+        f"convert: {escape(rec.framework)} → {escape(str(result.model_path))} with the {escape(rec.exporter)} exporter, "
+        f"opset {escape(', '.join(f'{k} {v}' for k, v in rec.opset.items()))}; {verdict(result.passed)}"
+        + (" (skipped: already done with this spec)" if result.skipped else "")
+    )
     body = table(["", "name", "dtype", "shape"], io, "class='convert-io'")
     if rec.fallback_reason:
         body += f"<p>{escape(rec.fallback_reason)}</p>"

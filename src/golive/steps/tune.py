@@ -53,8 +53,11 @@ def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, v
     target, out = Path(target).absolute(), Path(output_dir).absolute()
     model = target / "model.onnx" if target.is_dir() else target
     tolerances = (verify_options or VerifyOptions()).model_dump(mode="json", include={"rtol", "atol", "per_output"})
-    spec = {"target": to_record(str(target), out), "options": paths_to_record(options, out).model_dump(mode="json"),
-            "tolerances": tolerances}
+    spec = {
+        "target": to_record(str(target), out),
+        "options": paths_to_record(options, out).model_dump(mode="json"),
+        "tolerances": tolerances,
+    }
     return step_key(spec, [*model_files(model), options.data, *options.custom_ops])
 
 
@@ -63,8 +66,9 @@ def load_tune_result(out: Path) -> TuneResult:
     return TuneResult(output_dir=out, report=report, skipped=True)
 
 
-def tune_unless_done(target: str | Path, output_dir: str | Path, options: TuneOptions,
-                     verify_options: VerifyOptions | None, ctx: StepContext) -> TuneResult:
+def tune_unless_done(
+    target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None, ctx: StepContext
+) -> TuneResult:
     """The tune step, or its result as it stands when the folder is complete and its spec unchanged."""
     key = tune_key(target, output_dir, options, verify_options)
     finished = finished_tune(Path(output_dir))
@@ -74,8 +78,15 @@ def tune_unless_done(target: str | Path, output_dir: str | Path, options: TuneOp
     return tune_step(target, output_dir, options, verify_options, ctx, key=key)
 
 
-def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None,
-              ctx: StepContext, *, key: str | None = None) -> TuneResult:
+def tune_step(
+    target: str | Path,
+    output_dir: str | Path,
+    options: TuneOptions,
+    verify_options: VerifyOptions | None,
+    ctx: StepContext,
+    *,
+    key: str | None = None,
+) -> TuneResult:
     """Tune a convert folder or .onnx file into ``output_dir`` (best/, report.json, report.html, tune.json).
     ``key``: the step's tune_key, when the caller has computed it already."""
     from golive import _io
@@ -93,13 +104,29 @@ def tune_step(target: str | Path, output_dir: str | Path, options: TuneOptions, 
             ctx.emit("tune", f"swept {len(folder.swept)} partial folder(s) left by a killed run", payload={"swept": folder.swept})
         ctx.check()
         stage = folder.stage("tune")
-        report = tune_model(model, specs, base_sizes, stage, options, verify_options, ctx, folder=folder.path,
-                            source=target if target.is_dir() else None)
+        report = tune_model(
+            model,
+            specs,
+            base_sizes,
+            stage,
+            options,
+            verify_options,
+            ctx,
+            folder=folder.path,
+            source=target if target.is_dir() else None,
+        )
         ctx.check()
-        record = TuneRecord(golive_version=_io.package_versions().get("golive", "dev"), target=to_record(str(target), out),
-                            target_fingerprint=fingerprint(model), options=paths_to_record(given, out),
-                            verify_options=paths_to_record(verify_options, out) if verify_options else None, spec_key=key,
-                            elapsed_s=report.elapsed_s, best=report.best.id, speedup=report.speedup)
+        record = TuneRecord(
+            golive_version=_io.package_versions().get("golive", "dev"),
+            target=to_record(str(target), out),
+            target_fingerprint=fingerprint(model),
+            options=paths_to_record(given, out),
+            verify_options=paths_to_record(verify_options, out) if verify_options else None,
+            spec_key=key,
+            elapsed_s=report.elapsed_s,
+            best=report.best.id,
+            speedup=report.speedup,
+        )
         folder.commit(stage, TUNE_RECORD, record, replaces=_OUTPUTS)
         ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})
     return TuneResult(output_dir=out, report=report)

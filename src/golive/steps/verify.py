@@ -24,8 +24,9 @@ from golive.spec import ConvertOptions, VerifyOptions
 __all__ = ["verify_loaded", "verify_step"]
 
 
-def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, ctx: StepContext,
-                  session=None):
+def verify_loaded(
+    frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, ctx: StepContext, session=None
+):
     """Verify ``model_path`` against a loaded source model; one event per run, a cancel check before each."""
     from golive.tensors import load_data
     from golive.verification import default_tolerance, plan_samples, tolerances_for, verify_model
@@ -35,24 +36,31 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
     runs_here = getattr(frontend, "runs_here", True)
     stored_only = bool((loaded.framework == "onnx" or not runs_here) and data and all(s.outputs for s in data))
     if not runs_here and not stored_only:
-        raise DataError(f"nothing independent to verify against: a {loaded.framework} model cannot run on this machine",
-                        hint="give inputs with their expected outputs (--data x.npz holding inputs and outputs, or a "
-                             "test_data_set folder), or skip verification with --no-verify")
+        raise DataError(
+            f"nothing independent to verify against: a {loaded.framework} model cannot run on this machine",
+            hint="give inputs with their expected outputs (--data x.npz holding inputs and outputs, or a "
+            "test_data_set folder), or skip verification with --no-verify",
+        )
     if loaded.framework == "onnx" and not stored_only:
         from golive.runtime import custom_domains
 
         custom = custom_domains(loaded.model)
         if custom:
             ops = ", ".join(f"{domain}::{op}" for domain, in_domain in custom.items() for op in in_domain)
-            raise DataError(f"nothing independent to verify against: ONNX's reference evaluator does not implement the "
-                            f"custom operator(s) {ops}",
-                            hint="give inputs with their expected outputs (--data test_data_set_0/ with output_K.pb, or "
-                                 ".npz holding the outputs too), or skip verification with --no-verify")
+            raise DataError(
+                f"nothing independent to verify against: ONNX's reference evaluator does not implement the "
+                f"custom operator(s) {ops}",
+                hint="give inputs with their expected outputs (--data test_data_set_0/ with output_K.pb, or "
+                ".npz holding the outputs too), or skip verification with --no-verify",
+            )
     samples = plan_samples(inputs, options, base_sizes, data, alternates=not stored_only)
     output_names = [o.name for o in outputs]
     reference = None if stored_only else (lambda feeds: frontend.run(loaded, feeds, output_names))
-    ref_name = f"expected outputs in {Path(options.data).name}" if stored_only and options.data else (
-        "ONNX reference evaluator" if loaded.framework == "onnx" else f"{loaded.framework} source model")
+    ref_name = (
+        f"expected outputs in {Path(options.data).name}"
+        if stored_only and options.data
+        else ("ONNX reference evaluator" if loaded.framework == "onnx" else f"{loaded.framework} source model")
+    )
 
     def before(i: int, n: int, label: str) -> None:
         ctx.check()
@@ -61,19 +69,33 @@ def verify_loaded(frontend, loaded, model_path, inputs, outputs, base_sizes, opt
 
     def after(i: int, n: int, run) -> None:
         worst = {o.name: o.max_abs for o in run.outputs}
-        ctx.emit("verify", f"{run.label}: {'passed' if run.passed else 'FAILED'}", i + 1, n,
-                 payload={"run": run.label, "sizes": run.sizes, "passed": run.passed, "max_abs": worst,
-                          "error": run.error})
+        ctx.emit(
+            "verify",
+            f"{run.label}: {'passed' if run.passed else 'FAILED'}",
+            i + 1,
+            n,
+            payload={"run": run.label, "sizes": run.sizes, "passed": run.passed, "max_abs": worst, "error": run.error},
+        )
 
     note = None
     compute = loaded.details.get("compute_dtype")
     if compute and options.rtol is None and options.atol is None:
         rtol, atol = default_tolerance(compute)
         options = options.model_copy(update={"rtol": rtol, "atol": atol})
-        note = (f"the source computes in {compute} (its mixed-precision policy), so outputs are compared with "
-                f"{compute} tolerances (rtol {rtol:g}, atol {atol:g}); --rtol/--atol override them")
-    report = verify_model(model_path, samples, tolerances_for(outputs, options), reference=reference,
-                          reference_name=ref_name, session_config=session, on_progress=before, on_run=after)
+        note = (
+            f"the source computes in {compute} (its mixed-precision policy), so outputs are compared with "
+            f"{compute} tolerances (rtol {rtol:g}, atol {atol:g}); --rtol/--atol override them"
+        )
+    report = verify_model(
+        model_path,
+        samples,
+        tolerances_for(outputs, options),
+        reference=reference,
+        reference_name=ref_name,
+        session_config=session,
+        on_progress=before,
+        on_run=after,
+    )
     if note:
         report.notes.append(note)
     return report
@@ -105,10 +127,25 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
         loaded = frontend.load(src, copts)
         if record.input_structure:
             loaded.details["input_structure"] = record.input_structure
-        report = verify_loaded(frontend, loaded, folder.path / "model.onnx", record.inputs, record.outputs,
-                               record.export_sizes, options, ctx, session)
+        report = verify_loaded(
+            frontend,
+            loaded,
+            folder.path / "model.onnx",
+            record.inputs,
+            record.outputs,
+            record.export_sizes,
+            options,
+            ctx,
+            session,
+        )
         saved = paths_to_record(options, folder.path)
-        write_record(folder.path / VERIFY_RECORD, VerifyRecord(
-            options=saved, source=to_record(source, folder.path) if source else None,
-            model_fingerprint=fingerprint(folder.path / "model.onnx"), report=report))
+        write_record(
+            folder.path / VERIFY_RECORD,
+            VerifyRecord(
+                options=saved,
+                source=to_record(source, folder.path) if source else None,
+                model_fingerprint=fingerprint(folder.path / "model.onnx"),
+                report=report,
+            ),
+        )
         return report

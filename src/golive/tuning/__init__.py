@@ -52,8 +52,10 @@ def tune_html(result: TuneResult) -> str:
     from golive._html import box, escape
     from golive.tuning.report import render_html_fragment
 
-    return box(f"tune: {escape(str(result.output_dir))}" + (" (skipped: already done with this spec)" if result.skipped else ""),
-                render_html_fragment(result.report))
+    return box(
+        f"tune: {escape(str(result.output_dir))}" + (" (skipped: already done with this spec)" if result.skipped else ""),
+        render_html_fragment(result.report),
+    )
 
 
 def load_session(tune_dir: str | Path):
@@ -74,8 +76,9 @@ def _providers(options: TuneOptions, available: list[str]) -> list[str]:
     for name in options.providers:
         full = PROVIDER_ALIASES.get(name.lower(), name)
         if full not in available:
-            raise GoliveError(f"execution provider {name} is not available in this onnxruntime",
-                              hint="available: " + ", ".join(available))
+            raise GoliveError(
+                f"execution provider {name} is not available in this onnxruntime", hint="available: " + ", ".join(available)
+            )
         chosen.append(full)
     return chosen
 
@@ -167,6 +170,7 @@ def _measure_source(folder: Path | None, inputs: Path, seconds: float, notes: li
 
 def _route_notes(candidates, best) -> list[str]:
     """Which export route won, with the fusions each reached."""
+
     def fused(chain: list[str]) -> dict | None:
         c = next((c for c in candidates if c.transforms == chain and c.transform_info), None)
         return c.transform_info[-1].get("fused") if c else None
@@ -175,17 +179,28 @@ def _route_notes(candidates, best) -> list[str]:
     if again is None:
         return []
     won = "the TorchScript re-export" if best.transforms[:1] == ["torchscript_export"] else "the converted model"
-    return [f"export route: {won} won. ONNX Runtime's optimizer fused {_counts(again)} in the TorchScript re-export "
-            f"and {_counts(dynamo or {})} in the converted model"]
+    return [
+        f"export route: {won} won. ONNX Runtime's optimizer fused {_counts(again)} in the TorchScript re-export "
+        f"and {_counts(dynamo or {})} in the converted model"
+    ]
 
 
 def _counts(fused: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(fused.items())) or "nothing"
 
 
-def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int], stage: Path, options: TuneOptions,
-               verify_options: VerifyOptions | None, ctx: StepContext, *, folder: Path,
-               source: Path | None = None) -> TuneReport:
+def tune_model(
+    model: Path,
+    specs: list[TensorSpec],
+    base_sizes: dict[str, int],
+    stage: Path,
+    options: TuneOptions,
+    verify_options: VerifyOptions | None,
+    ctx: StepContext,
+    *,
+    folder: Path,
+    source: Path | None = None,
+) -> TuneReport:
     """Search, then write best/, report.json, report.html and inputs.npz into ``stage``, the partial folder
     of the tune folder ``folder``. ``options.custom_ops`` are absolute paths here; best/ gets copies, and
     the report names files relative to ``folder``."""
@@ -220,11 +235,15 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     if not options.data:
         notes.append("measured and calibrated on synthetic inputs; pass --data for your own")
     if scores and options.metrics.get("argmax", 0) > 0:
-        notes.append(f"{', '.join(sorted(scores))}: class scores, so INT8/FP16 candidates must also keep the top-1 class "
-                     f"of at least {options.metrics['argmax']:.0%} of the rows (--metric argmax=0 turns this off)")
+        notes.append(
+            f"{', '.join(sorted(scores))}: class scores, so INT8/FP16 candidates must also keep the top-1 class "
+            f"of at least {options.metrics['argmax']:.0%} of the rows (--metric argmax=0 turns this off)"
+        )
     if options.objective == "throughput":
-        notes.append(f"throughput: {options.concurrency} concurrent requests per session, batch of "
-                     f"{next(iter(feeds.values())).shape[0] if feeds else 1} per request")
+        notes.append(
+            f"throughput: {options.concurrency} concurrent requests per session, batch of "
+            f"{next(iter(feeds.values())).shape[0] if feeds else 1} per request"
+        )
     unavailable = [t for t in (options.transforms or []) if t == "fp16" and providers == ["CPUExecutionProvider"]]
     if unavailable:
         notes.append("fp16 is for GPU providers; none is available here, so it was not tried")
@@ -233,13 +252,29 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     work.mkdir()
     _io.save_npz(work / "inputs.npz", feeds)
     inputs_at = _batch_inputs(specs, base_sizes, options, work, notes)
-    state = SearchState(model=Path(model), work=work, options=options, providers=providers, available=available,
-                        tolerances=tolerances,
-                        ctx=TransformContext(calibration=calibration, provider=providers[0], work_dir=work,
-                                             custom_ops=options.custom_ops, source=str(source) if source else None,
-                                             gate=dict(options.metrics), deadline=started + options.budget,
-                                             fixed_sizes=sizes_of(feeds, specs)),
-                        step=ctx, started=started, deadline=started + options.budget, scores=scores, inputs_at=inputs_at)
+    state = SearchState(
+        model=Path(model),
+        work=work,
+        options=options,
+        providers=providers,
+        available=available,
+        tolerances=tolerances,
+        ctx=TransformContext(
+            calibration=calibration,
+            provider=providers[0],
+            work_dir=work,
+            custom_ops=options.custom_ops,
+            source=str(source) if source else None,
+            gate=dict(options.metrics),
+            deadline=started + options.budget,
+            fixed_sizes=sizes_of(feeds, specs),
+        ),
+        step=ctx,
+        started=started,
+        deadline=started + options.budget,
+        scores=scores,
+        inputs_at=inputs_at,
+    )
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))
     ctx.check()
@@ -248,29 +283,53 @@ def tune_model(model: Path, specs: list[TensorSpec], base_sizes: dict[str, int],
     else:
         source_figures = None
         notes.append("the source model was not timed: time_source is off")
-    speed = (best.figures["throughput"] / baseline.figures["throughput"] if options.objective == "throughput"
-             else baseline.figures["p50_ms"] / best.figures["p50_ms"])
+    speed = (
+        best.figures["throughput"] / baseline.figures["throughput"]
+        if options.objective == "throughput"
+        else baseline.figures["p50_ms"] / best.figures["p50_ms"]
+    )
     best_dir = stage / "best"
     copy_model(Path(best.model), best_dir)
     shutil.copy2(work / "outputs" / f"{best.id}.npz", best_dir / "outputs.npz")  # what was measured, for checks
     for c in state.candidates:  # the work folder goes away; the report names the model that stays
         c.model = "best/model.onnx" if c is best else ""
         c.session = c.session.model_copy(update={"custom_ops": [to_record(p, folder) or p for p in c.session.custom_ops]})
-    environment = {"cpus": available_cpus(), "cores": os.cpu_count(), "machine": platform.machine(), **cpu_features(),
-                   "onnxruntime": ort.__version__}
+    environment = {
+        "cpus": available_cpus(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        **cpu_features(),
+        "onnxruntime": ort.__version__,
+    }
     session = best.session.model_copy(update={"custom_ops": carry_custom_ops(options.custom_ops, best_dir)})
     best_inputs, best_outputs = specs_from_onnx(load_onnx(best_dir / "model.onnx", load_external_data=False))
     ranges = {s.name: s.int_range for s in specs}  # fixed_shape may have fixed the axes: the specs come from best/
-    write_record(best_dir / SESSION_RECORD, SessionRecord(
-        session=session, transforms=best.transforms, candidate=best.id, environment=environment,
-        figures=best.figures, inputs=[s.model_copy(update={"int_range": ranges.get(s.name)}) for s in best_inputs],
-        outputs=best_outputs))
+    write_record(
+        best_dir / SESSION_RECORD,
+        SessionRecord(
+            session=session,
+            transforms=best.transforms,
+            candidate=best.id,
+            environment=environment,
+            figures=best.figures,
+            inputs=[s.model_copy(update={"int_range": ranges.get(s.name)}) for s in best_inputs],
+            outputs=best_outputs,
+        ),
+    )
     report = TuneReport(
-        model=to_record(str(model), folder) or str(model), objective=options.objective, budget_s=options.budget,
-        elapsed_s=time.monotonic() - started, baseline=baseline, best=best, speedup=speed, source=source_figures,
+        model=to_record(str(model), folder) or str(model),
+        objective=options.objective,
+        budget_s=options.budget,
+        elapsed_s=time.monotonic() - started,
+        baseline=baseline,
+        best=best,
+        speedup=speed,
+        source=source_figures,
         speedup_over_source=source_figures["p50_ms"] / best.figures["p50_ms"] if source_figures else None,
-        candidates=state.candidates, notes=notes + state.notes,
-        environment={**environment, "providers": providers, "nodes": summarize(model).node_count})
+        candidates=state.candidates,
+        notes=notes + state.notes,
+        environment={**environment, "providers": providers, "nodes": summarize(model).node_count},
+    )
     _io.write_json(stage / "report.json", report.model_dump_json(indent=2))
     (stage / "report.html").write_text(render_html(report))
     _io.save_npz(stage / "inputs.npz", feeds)

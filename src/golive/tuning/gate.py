@@ -21,8 +21,19 @@ __all__ = ["GateResult", "class_score_outputs", "judge"]
 
 # What produces class scores: a final linear layer, a softmax, a sigmoid, or a classic-ML classifier.
 # (An embedding ends in Tanh, LayerNormalization, a pooling ReduceMean...: its argmax means nothing.)
-_SCORE_PRODUCERS = {"Gemm", "MatMul", "Add", "Softmax", "LogSoftmax", "Sigmoid", "LinearClassifier", "SVMClassifier",
-                    "TreeEnsembleClassifier", "Normalizer", "Div"}
+_SCORE_PRODUCERS = {
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Softmax",
+    "LogSoftmax",
+    "Sigmoid",
+    "LinearClassifier",
+    "SVMClassifier",
+    "TreeEnsembleClassifier",
+    "Normalizer",
+    "Div",
+}
 _PASS_THROUGH = {"Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 _NOT_SCORES = ("embed", "pool", "hidden", "feature", "vector", "encoding")
 
@@ -67,9 +78,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(vals.mean())
 
 
-def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], precision: str,
-          tolerances: dict[str, tuple[float, float]], metrics: dict[str, float],
-          scores: AbstractSet[str] = frozenset()) -> GateResult:
+def judge(
+    outputs: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    precision: str,
+    tolerances: dict[str, tuple[float, float]],
+    metrics: dict[str, float],
+    scores: AbstractSet[str] = frozenset(),
+) -> GateResult:
     """``scores``: the outputs that hold class scores (see ``class_score_outputs``), gated by top-1 agreement too."""
     figures: dict[str, dict[str, float]] = {}
     missing = sorted(set(reference) - set(outputs))
@@ -92,9 +108,12 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], prec
         bad = [s for s in stats if not s.passed]
         if bad:
             s = bad[0]
-            return GateResult(passed=False, metrics=figures,
-                              reason=f"{s.name}: max abs error {s.max_abs:.3g} exceeds rtol {s.rtol:g} / atol {s.atol:g} "
-                                     f"on {s.mismatch_share:.1%} of elements")
+            return GateResult(
+                passed=False,
+                metrics=figures,
+                reason=f"{s.name}: max abs error {s.max_abs:.3g} exceeds rtol {s.rtol:g} / atol {s.atol:g} "
+                f"on {s.mismatch_share:.1%} of elements",
+            )
         return GateResult(passed=True, metrics=figures)
     for name, f in figures.items():
         for metric, threshold in metrics.items():
@@ -104,6 +123,7 @@ def judge(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], prec
             ok = value <= threshold if metric == "max_abs" else value >= threshold
             if not ok:
                 op = "above" if metric == "max_abs" else "below"
-                return GateResult(passed=False, metrics=figures,
-                                  reason=f"{name}: {metric} {value:.4g} is {op} the gate's {threshold:g}")
+                return GateResult(
+                    passed=False, metrics=figures, reason=f"{name}: {metric} {value:.4g} is {op} the gate's {threshold:g}"
+                )
     return GateResult(passed=True, metrics=figures)

@@ -25,7 +25,9 @@ class TuneReport(BaseModel):
     baseline: Candidate
     best: Candidate
     speedup: float = Field(description="baseline p50 / best p50 (latency), or best / baseline items per second")
-    source: dict[str, Any] | None = Field(default=None, description="the source model (PyTorch eager, ...) timed on the same inputs")
+    source: dict[str, Any] | None = Field(
+        default=None, description="the source model (PyTorch eager, ...) timed on the same inputs"
+    )
     speedup_over_source: float | None = Field(default=None, description="source p50 / best p50, on the same inputs")
     candidates: list[Candidate]
     notes: list[str] = Field(default_factory=list)
@@ -33,8 +35,11 @@ class TuneReport(BaseModel):
     @property
     def throughput_by_batch(self) -> dict[int, float]:
         """Throughput objective: items/s of the best configuration at each batch size measured."""
-        return {c.batch: c.figures["throughput"] for c in self.candidates
-                if c.stage == "batch" and c.status == "passed" and c.batch is not None}
+        return {
+            c.batch: c.figures["throughput"]
+            for c in self.candidates
+            if c.stage == "batch" and c.status == "passed" and c.batch is not None
+        }
 
     def ranked(self) -> list[Candidate]:
         order = {"passed": 0, "rejected": 1, "failed": 2, "invalid": 3, "skipped": 4, "pending": 5}
@@ -46,20 +51,30 @@ class TuneReport(BaseModel):
             batches = ""
             if by_batch:
                 top = max(by_batch, key=lambda b: by_batch[b])
-                batches = ("; items/s by batch size: " + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(by_batch.items()))
-                           + f" (best at batch {top})")
-            return (f"best: {self.best.label()} — {self.best.figures.get('throughput', 0):.1f} items/s, "
-                    f"{self.speedup:.2f}× the baseline's {self.baseline.figures.get('throughput', 0):.1f}"
-                    + batches + self.source_summary())
-        return (f"best: {self.best.label()} — p50 {self.best.figures.get('p50_ms', 0):.3f} ms, "
-                f"{self.speedup:.2f}× faster than the baseline's {self.baseline.figures.get('p50_ms', 0):.3f} ms"
-                + self.source_summary())
+                batches = (
+                    "; items/s by batch size: "
+                    + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(by_batch.items()))
+                    + f" (best at batch {top})"
+                )
+            return (
+                f"best: {self.best.label()} — {self.best.figures.get('throughput', 0):.1f} items/s, "
+                f"{self.speedup:.2f}× the baseline's {self.baseline.figures.get('throughput', 0):.1f}"
+                + batches
+                + self.source_summary()
+            )
+        return (
+            f"best: {self.best.label()} — p50 {self.best.figures.get('p50_ms', 0):.3f} ms, "
+            f"{self.speedup:.2f}× faster than the baseline's {self.baseline.figures.get('p50_ms', 0):.3f} ms"
+            + self.source_summary()
+        )
 
     def source_summary(self) -> str:
         if not self.source or not self.speedup_over_source:
             return ""
-        return (f"; {self.speedup_over_source:.2f}× faster than the {self.source['framework']} source model's "
-                f"{self.source['p50_ms']:.3f} ms on the same inputs")
+        return (
+            f"; {self.speedup_over_source:.2f}× faster than the {self.source['framework']} source model's "
+            f"{self.source['p50_ms']:.3f} ms on the same inputs"
+        )
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -81,16 +96,22 @@ def render_html_fragment(report: TuneReport) -> str:
             f"<td>{html.escape(c.session.describe())}</td><td>{_fmt(f.get('p50_ms'))}</td><td>{_fmt(f.get('p90_ms'))}</td>"
             f"<td>{_fmt(f.get('p99_ms'))}</td><td>{_fmt(f.get('throughput'), 1)}</td><td>{_fmt(f.get('session_create_ms'), 0)}</td>"
             f"<td>{_fmt(cos, 5)}</td><td style='color:{colors.get(c.status, '#000')}'>{c.status}</td>"
-            f"<td>{html.escape(c.reason)}</td></tr>")
+            f"<td>{html.escape(c.reason)}</td></tr>"
+        )
     bars = []
     height = 22
     for i, c in enumerate(measured):
         width = 600 * c.figures["p50_ms"] / top
-        bars.append(f"<text x='0' y='{i * height + 15}' font-size='12'>{c.id}</text>"
-                    f"<rect x='60' y='{i * height + 3}' width='{width:.1f}' height='{height - 6}' fill='{colors[c.status]}'/>"
-                    f"<text x='{65 + width:.1f}' y='{i * height + 15}' font-size='12'>{c.figures['p50_ms']:.3f} ms</text>")
-    chart = (f"<svg width='780' height='{max(1, len(measured)) * height + 10}' xmlns='http://www.w3.org/2000/svg'>"
-             + "".join(bars) + "</svg>")
+        bars.append(
+            f"<text x='0' y='{i * height + 15}' font-size='12'>{c.id}</text>"
+            f"<rect x='60' y='{i * height + 3}' width='{width:.1f}' height='{height - 6}' fill='{colors[c.status]}'/>"
+            f"<text x='{65 + width:.1f}' y='{i * height + 15}' font-size='12'>{c.figures['p50_ms']:.3f} ms</text>"
+        )
+    chart = (
+        f"<svg width='780' height='{max(1, len(measured)) * height + 10}' xmlns='http://www.w3.org/2000/svg'>"
+        + "".join(bars)
+        + "</svg>"
+    )
     env = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in report.environment.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
     return f"""<div class="tune-report">
@@ -103,7 +124,7 @@ def render_html_fragment(report: TuneReport) -> str:
 <h2>All candidates, ranked</h2>
 <table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
 <th>items/s</th><th>session ms</th><th>min cosine</th><th>verdict</th><th>reason</th></tr>
-{''.join(rows)}
+{"".join(rows)}
 </table></div>"""
 
 

@@ -90,8 +90,7 @@ def _new(state: SearchState, stage: str, transforms: list[str], session: Session
         if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
             return c
     precision = next((get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"), "fp32")
-    c = Candidate(id=f"c{len(state.candidates):03d}", stage=stage, transforms=transforms, session=session,
-                  precision=precision)
+    c = Candidate(id=f"c{len(state.candidates):03d}", stage=stage, transforms=transforms, session=session, precision=precision)
     state.candidates.append(c)
     return c
 
@@ -110,16 +109,25 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
         return c
     state.progress(f"{c.stage}: {c.label()}")
     try:
-        path, info = apply_chain(state.model, c.transforms, state.work / "models", state.ctx,
-                                 timeout=max(120.0, state.left() + 60), should_stop=state.stopping)
+        path, info = apply_chain(
+            state.model,
+            c.transforms,
+            state.work / "models",
+            state.ctx,
+            timeout=max(120.0, state.left() + 60),
+            should_stop=state.stopping,
+        )
     except TransformError as exc:  # a transform that fails is a result of the search, not an error of the run
         state.step.check()
         c.status, c.reason = "failed", f"transform failed: {exc}"
         _report(state, c)
         return c
     c.transform_info, c.model = info, str(path)
-    if c.transforms and all(not i.get("fused", True) for i in info if i["transform"].endswith("_fusion")) \
-            and all(i["transform"].endswith("_fusion") for i in info):
+    if (
+        c.transforms
+        and all(not i.get("fused", True) for i in info if i["transform"].endswith("_fusion"))
+        and all(i["transform"].endswith("_fusion") for i in info)
+    ):
         c.status, c.reason = "invalid", "found nothing to fuse in this model"
         return c
     _measure(state, c, seconds)
@@ -131,9 +139,19 @@ def _report(state: SearchState, c: Candidate) -> None:
     """One event per candidate judged, carrying its row of the report."""
     f = c.figures
     cos = c.min_cosine
-    row = {"id": c.id, "stage": c.stage, "transforms": c.transforms, "session": c.session.describe(), "precision": c.precision,
-           "status": c.status, "reason": c.reason, "p50_ms": f.get("p50_ms"), "p99_ms": f.get("p99_ms"),
-           "throughput": f.get("throughput"), "min_cosine": cos}
+    row = {
+        "id": c.id,
+        "stage": c.stage,
+        "transforms": c.transforms,
+        "session": c.session.describe(),
+        "precision": c.precision,
+        "status": c.status,
+        "reason": c.reason,
+        "p50_ms": f.get("p50_ms"),
+        "p99_ms": f.get("p99_ms"),
+        "throughput": f.get("throughput"),
+        "min_cosine": cos,
+    }
     figure = f"p50 {f['p50_ms']:.3f} ms" if f.get("p50_ms") else c.reason[:80]
     state.progress(f"{c.id} {c.status}: {figure}", {"candidate": row})
 
@@ -141,9 +159,18 @@ def _report(state: SearchState, c: Candidate) -> None:
 def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     out_file = state.work / "outputs" / f"{c.id}.npz"
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    task = {"model": c.model, "session": c.session.model_dump(), "inputs": str(state.work / "inputs.npz"),
-            "outputs": str(out_file), "max_seconds": seconds, "warmup": 3, "min_runs": 20, "max_runs": 100_000,
-            "stable_within": _NOISE, "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1}
+    task = {
+        "model": c.model,
+        "session": c.session.model_dump(),
+        "inputs": str(state.work / "inputs.npz"),
+        "outputs": str(out_file),
+        "max_seconds": seconds,
+        "warmup": 3,
+        "min_runs": 20,
+        "max_runs": 100_000,
+        "stable_within": _NOISE,
+        "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1,
+    }
     state.step.check()
     ok, result = measure_in_worker(task, timeout=max(60.0, 6 * seconds + 60), should_stop=state.stopping)
     state.step.check()
@@ -198,13 +225,21 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
     bases = precision_bases(ranked)
     reduced: list[Candidate] = []
-    lower = [t for t in INT8_FIRST if allowed(state, t) and (t not in _CALIBRATED or state.ctx.calibration)
-             and get_transform(t).unavailable_for(provider) is None]
+    lower = [
+        t
+        for t in INT8_FIRST
+        if allowed(state, t)
+        and (t not in _CALIBRATED or state.ctx.calibration)
+        and get_transform(t).unavailable_for(provider) is None
+    ]
     if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
         lower.append("fp16")
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
-    accurate = named or (allowed(state, INT8_ACCURATE) and bool(state.ctx.calibration)
-                         and get_transform(INT8_ACCURATE).unavailable_for(provider) is None)
+    accurate = named or (
+        allowed(state, INT8_ACCURATE)
+        and bool(state.ctx.calibration)
+        and get_transform(INT8_ACCURATE).unavailable_for(provider) is None
+    )
     for chain in bases:
         here = [evaluate(state, _new(state, "model", [*chain, name], default), state.short_seconds) for name in lower]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
@@ -220,8 +255,11 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
 def _attention_fused(c: Candidate) -> bool:
     """Whether a fusion in the candidate's chain fused attention (ONNX Runtime's counts: Attention,
     MultiHeadAttention; onnxscript's: attention, mha1, mha2, gqa...)."""
-    return any(n and ("attention" in k.lower() or k.lower().startswith(("mha", "gqa")))
-               for info in c.transform_info for k, n in (info.get("fused") or {}).items())
+    return any(
+        n and ("attention" in k.lower() or k.lower().startswith(("mha", "gqa")))
+        for info in c.transform_info
+        for k, n in (info.get("fused") or {}).items()
+    )
 
 
 def precision_bases(ranked: list[Candidate]) -> list[list[str]]:
@@ -296,8 +334,9 @@ def stage_session(state: SearchState, start: Candidate) -> Candidate:
             update: dict[str, Any] = {knob: value}
             if knob == "execution_mode" and value == "parallel":
                 update["inter_op_num_threads"] = 2
-            c = evaluate(state, _new(state, "session", best.transforms, best.session.model_copy(update=update)),
-                         state.short_seconds)
+            c = evaluate(
+                state, _new(state, "session", best.transforms, best.session.model_copy(update=update)), state.short_seconds
+            )
             if c.status == "passed" and beats(state, c, best):
                 best = c
     return best
@@ -322,17 +361,28 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     folder = state.work / "models" / f"{best.id}-ort-optimized"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.onnx"
-    c = _new(state, "ahead-of-time", [*best.transforms, "ort_optimized_graph"],
-             best.session.model_copy(update={"graph_optimization_level": "disable"}))
+    c = _new(
+        state,
+        "ahead-of-time",
+        [*best.transforms, "ort_optimized_graph"],
+        best.session.model_copy(update={"graph_optimization_level": "disable"}),
+    )
     c.precision = best.precision
-    ok, why = in_worker("golive.runtime:save_optimized_graph", (best.model, best.session, str(target)),
-                        timeout=max(120.0, state.left() + 60), should_stop=state.stopping)
+    ok, why = in_worker(
+        "golive.runtime:save_optimized_graph",
+        (best.model, best.session, str(target)),
+        timeout=max(120.0, state.left() + 60),
+        should_stop=state.stopping,
+    )
     if not ok:
         state.step.check()
         c.status, c.reason = "failed", f"saving the optimized graph failed: {why}"
         return best
     c.model = str(target)
-    c.transform_info = [*best.transform_info, {"transform": "ort_optimized_graph", "saved_at_level": best.session.graph_optimization_level}]
+    c.transform_info = [
+        *best.transform_info,
+        {"transform": "ort_optimized_graph", "saved_at_level": best.session.graph_optimization_level},
+    ]
     # Measured in alternation with the model it came from: keep it only if it is not slower.
     if duel(state, best, c, prefer_challenger=True) is c:
         return c
@@ -341,8 +391,9 @@ def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     return best
 
 
-def duel(state: SearchState, incumbent: Candidate, challenger: Candidate, rounds: int = 2,
-         prefer_challenger: bool = False) -> Candidate:
+def duel(
+    state: SearchState, incumbent: Candidate, challenger: Candidate, rounds: int = 2, prefer_challenger: bool = False
+) -> Candidate:
     """The faster of two candidates, measured in alternation (challenger, incumbent, challenger, ...) whatever is
     left of the budget: on a small or shared machine a figure taken minutes earlier, in a slower or faster moment,
     decides nothing. A tie goes to the incumbent, or to the challenger when ``prefer_challenger``."""
@@ -360,13 +411,17 @@ def duel(state: SearchState, incumbent: Candidate, challenger: Candidate, rounds
 
 def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     """Returns (baseline, best)."""
-    baseline = evaluate(state, _new(state, "baseline", [], SessionConfig(custom_ops=state.options.custom_ops)),
-                        max(1.0, 2.5 * state.short_seconds))
+    baseline = evaluate(
+        state,
+        _new(state, "baseline", [], SessionConfig(custom_ops=state.options.custom_ops)),
+        max(1.0, 2.5 * state.short_seconds),
+    )
     if baseline.status != "passed":
         from golive.errors import GoliveError
 
-        raise GoliveError(f"the model does not run with a default ONNX Runtime session: {baseline.reason}",
-                          hint="golive verify it first")
+        raise GoliveError(
+            f"the model does not run with a default ONNX Runtime session: {baseline.reason}", hint="golive verify it first"
+        )
     per_provider = []
     for provider in state.providers:
         cands = stage_models(state, provider)
@@ -380,8 +435,9 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     if best.stage != "baseline" and state.left() > 0:
         best = stage_offline(state, best)
     elif best.stage != "baseline":
-        state.notes.append("ONNX Runtime's optimized graph was not saved ahead of time: the budget was spent "
-                           "(a larger --budget tries it)")
+        state.notes.append(
+            "ONNX Runtime's optimized graph was not saved ahead of time: the budget was spent (a larger --budget tries it)"
+        )
     if best is not baseline:
         best = confirm(state, baseline, best)
     stage_batch(state, best)
@@ -394,13 +450,29 @@ def stage_batch(state: SearchState, best: Candidate) -> None:
     if state.options.objective != "throughput" or state.inputs_at is None:
         return
     for size in [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= state.options.max_batch]:
-        c = Candidate(id=f"c{len(state.candidates):03d}", stage="batch", transforms=best.transforms, session=best.session,
-                      precision=best.precision, model=best.model, batch=size)
+        c = Candidate(
+            id=f"c{len(state.candidates):03d}",
+            stage="batch",
+            transforms=best.transforms,
+            session=best.session,
+            precision=best.precision,
+            model=best.model,
+            batch=size,
+        )
         state.candidates.append(c)
         state.step.check()
-        task = {"model": c.model, "session": c.session.model_dump(), "inputs": str(state.inputs_at(size)),
-                "outputs": str(state.work / "outputs" / f"{c.id}.npz"), "max_seconds": state.short_seconds, "warmup": 3,
-                "min_runs": 10, "max_runs": 100_000, "stable_within": _NOISE, "concurrency": state.options.concurrency}
+        task = {
+            "model": c.model,
+            "session": c.session.model_dump(),
+            "inputs": str(state.inputs_at(size)),
+            "outputs": str(state.work / "outputs" / f"{c.id}.npz"),
+            "max_seconds": state.short_seconds,
+            "warmup": 3,
+            "min_runs": 10,
+            "max_runs": 100_000,
+            "stable_within": _NOISE,
+            "concurrency": state.options.concurrency,
+        }
         ok, result = measure_in_worker(task, timeout=max(60.0, 6 * state.short_seconds + 60), should_stop=state.stopping)
         state.step.check()
         if ok:
@@ -424,12 +496,14 @@ def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: in
             samples[c.id].append(dict(c.figures))
     for c in (baseline, best):
         runs = sorted(samples[c.id], key=lambda f: c.score_of(f, state.options.objective))
-        c.figures = {**runs[len(runs) // 2], "confirm_rounds": rounds,
-                     "confirm_p50_ms": [round(f["p50_ms"], 4) for f in samples[c.id]]}
+        c.figures = {
+            **runs[len(runs) // 2],
+            "confirm_rounds": rounds,
+            "confirm_p50_ms": [round(f["p50_ms"], 4) for f in samples[c.id]],
+        }
     if best.score(state.options.objective) < baseline.score(state.options.objective) * (1 - _NOISE):
         return best
-    best.reason = ("measured faster during the search, but not faster than the baseline when both were "
-                   "re-measured in alternation")
+    best.reason = "measured faster during the search, but not faster than the baseline when both were re-measured in alternation"
     return baseline
 
 

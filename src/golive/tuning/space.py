@@ -14,9 +14,14 @@ __all__ = ["PROVIDER_ALIASES", "Candidate", "invalid_reason", "provider_options"
 Status = Literal["pending", "passed", "rejected", "failed", "invalid", "skipped"]
 
 PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider", "openvino": "OpenVINOExecutionProvider", "dnnl": "DnnlExecutionProvider",
-    "dml": "DmlExecutionProvider", "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
 }
 NOT_FOR_TUNING = {"AzureExecutionProvider"}  # remote inference, not a local accelerator
 
@@ -82,7 +87,6 @@ def session_knobs(cores: int | None = None) -> list[tuple[str, list[Any]]]:
     ]
 
 
-
 def invalid_reason(session: SessionConfig, transforms: list[str], available: list[str]) -> str | None:
     """Why a combination cannot run or cannot matter, decided before running it (None: it is valid)."""
     from golive.optimize import get_transform
@@ -95,13 +99,14 @@ def invalid_reason(session: SessionConfig, transforms: list[str], available: lis
         if why:
             return why
     if session.custom_ops and "int8_static_qdq" in transforms:
-        return ("static QDQ calibration runs in a session ONNX Runtime's calibrator makes itself, without the "
-                "custom-op registration")
+        return (
+            "static QDQ calibration runs in a session ONNX Runtime's calibrator makes itself, without the custom-op registration"
+        )
     precisions = [get_transform(t).precision for t in transforms if get_transform(t).precision in ("int8", "fp16")]
     if len(precisions) > 1:
         return "at most one precision change (int8 or fp16) per chain"
     for i, name in enumerate(transforms):
-        for later in transforms[i + 1:]:
+        for later in transforms[i + 1 :]:
             if later in get_transform(name).after:
                 return f"{name} must come after {later} (its result is not what {later} expects)"
     fusions = [t for t in transforms if t.endswith("_fusion")]

@@ -48,13 +48,20 @@ def time_runs(run, task: dict[str, Any]) -> dict[str, Any]:
         if n >= task["max_runs"]:
             break
         if n >= task["min_runs"] and n % 10 == 0 and time.perf_counter() >= min_until:
-            recent, whole = statistics.median(times[n // 2:]), statistics.median(times)
+            recent, whole = statistics.median(times[n // 2 :]), statistics.median(times)
             if abs(recent - whole) <= task["stable_within"] * whole:
                 break
     ordered = sorted(times)
-    return {"runs": len(times), "warmup_runs": warmups, "p50_ms": _percentile(ordered, 0.5),
-            "p90_ms": _percentile(ordered, 0.9), "p95_ms": _percentile(ordered, 0.95), "p99_ms": _percentile(ordered, 0.99),
-            "mean_ms": statistics.fmean(times), "times": times}
+    return {
+        "runs": len(times),
+        "warmup_runs": warmups,
+        "p50_ms": _percentile(ordered, 0.5),
+        "p90_ms": _percentile(ordered, 0.9),
+        "p95_ms": _percentile(ordered, 0.95),
+        "p99_ms": _percentile(ordered, 0.99),
+        "mean_ms": statistics.fmean(times),
+        "times": times,
+    }
 
 
 def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, Any]:

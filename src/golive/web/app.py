@@ -41,6 +41,8 @@ __all__ = ["Settings", "create_app"]
 MAX_FORM_BYTES = 256 * 1024
 
 STATIC = Path(__file__).parent / "static"
+
+
 def _error_status(exc: GoliveError) -> int:
     if isinstance(exc, UploadError):
         return exc.status
@@ -74,16 +76,20 @@ def create_app(settings: Settings) -> FastAPI:
     def refuse(request: Request, status: int, message: str, hint: str | None = None) -> Response:
         if request.url.path.startswith("/api/") or request.method != "GET":
             return JSONResponse({"error": message, "hint": hint}, status_code=status)
-        return HTMLResponse(templates.get_template("error.html").render(status=status, message=message, hint=hint, page=""),
-                            status_code=status)
+        return HTMLResponse(
+            templates.get_template("error.html").render(status=status, message=message, hint=hint, page=""), status_code=status
+        )
 
     @app.middleware("http")
     async def _gate(request: Request, call_next):
         host = request.headers.get("host")
-        for refusal in (gate.check_host(host),
-                        gate.check_token(request.headers.get("authorization"), request.cookies.get(TOKEN_COOKIE),
-                                         request.query_params.get("token")),
-                        gate.check_origin(request.method, request.headers.get("origin"), host)):
+        for refusal in (
+            gate.check_host(host),
+            gate.check_token(
+                request.headers.get("authorization"), request.cookies.get(TOKEN_COOKIE), request.query_params.get("token")
+            ),
+            gate.check_origin(request.method, request.headers.get("origin"), host),
+        ):
             if isinstance(refusal, Refusal):
                 return refuse(request, refusal.status, refusal.message, refusal.hint)
         response = await call_next(request)
@@ -134,8 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/convert", response_class=HTMLResponse)
     def convert_page():
-        return page("convert.html", convert_fields=forms.CONVERT_FIELDS, verify_fields=forms.VERIFY_FIELDS,
-                    tune_fields=forms.TUNE_FIELDS)
+        return page(
+            "convert.html", convert_fields=forms.CONVERT_FIELDS, verify_fields=forms.VERIFY_FIELDS, tune_fields=forms.TUNE_FIELDS
+        )
 
     @app.get("/perf", response_class=HTMLResponse)
     def perf_page(job: str | None = None):
@@ -166,8 +173,11 @@ def create_app(settings: Settings) -> FastAPI:
         if path is None:
             raise Answer(404, f"job {r.id} has no {name}", "it is written when the step that makes it finishes")
         inline = name.endswith(".html")
-        return FileResponse(path, media_type=JOB_FILES[name][1],
-                            filename=None if inline else f"{r.name}-{name}" if name != "model.onnx" else "model.onnx")
+        return FileResponse(
+            path,
+            media_type=JOB_FILES[name][1],
+            filename=None if inline else f"{r.name}-{name}" if name != "model.onnx" else "model.onnx",
+        )
 
     @app.get("/jobs/{job_id}/log")
     def job_log(job_id: str):
@@ -181,8 +191,12 @@ def create_app(settings: Settings) -> FastAPI:
             raise Answer(404, f"job {r.id} has no tuned best/ folder", "run a Perf Test and wait for it to succeed")
         tmp = Path(tempfile.mkdtemp(prefix="golive-best-"))
         archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=t, base_dir="best")
-        return FileResponse(archive, media_type="application/zip", filename=f"{r.name}-best.zip",
-                            background=BackgroundTask(shutil.rmtree, tmp, True))
+        return FileResponse(
+            archive,
+            media_type="application/zip",
+            filename=f"{r.name}-best.zip",
+            background=BackgroundTask(shutil.rmtree, tmp, True),
+        )
 
     @app.get("/models/{ref}/model.onnx")
     def model_file(ref: str):
@@ -197,7 +211,6 @@ def create_app(settings: Settings) -> FastAPI:
     # ------------------------------------------------------------ Netron, offline
 
     add_netron(app)
-
 
     # ------------------------------------------------------------ the API
 
@@ -235,8 +248,11 @@ def create_app(settings: Settings) -> FastAPI:
 
         if is_import_path(path) and not Path(path).exists():
             if not settings.trust_pickle:
-                raise Answer(403, f"{path} is an import path: importing it runs code, which this server does not do",
-                              "upload a saved model, or start golive ui with --trust-pickle")
+                raise Answer(
+                    403,
+                    f"{path} is an import path: importing it runs code, which this server does not do",
+                    "upload a saved model, or start golive ui with --trust-pickle",
+                )
             return path, path.rpartition(":")[2] or "model"
         resolved = under_roots(path, settings.allow_roots)
         return str(resolved), resolved.name.split(".")[0] or "model"
@@ -244,8 +260,11 @@ def create_app(settings: Settings) -> FastAPI:
     def code_paths(values: list[str]) -> list[str]:
         """Custom-op libraries and modules run code: only with --trust-pickle, and from allowed roots."""
         if values and not settings.trust_pickle:
-            raise Answer(403, "custom operators run code, which this server does not load",
-                          "start golive ui with --trust-pickle (and --allow-root for their folder)")
+            raise Answer(
+                403,
+                "custom operators run code, which this server does not load",
+                "start golive ui with --trust-pickle (and --allow-root for their folder)",
+            )
         return [v if v == "onnxruntime_extensions" else str(under_roots(v, settings.allow_roots)) for v in values]
 
     def new_run(name: str, suffix: str = "") -> Path:
@@ -262,8 +281,12 @@ def create_app(settings: Settings) -> FastAPI:
         source, name = source_of(body.get("model") or {})
         convert_values = dict(body.get("convert") or {})
         custom_ops = code_paths(forms._lines(convert_values.pop("custom_ops", "")))
-        convert = forms.parse_section(forms.CONVERT_FIELDS, ConvertOptions, convert_values,
-                                      {"trust_pickle": settings.trust_pickle, "custom_ops": custom_ops})
+        convert = forms.parse_section(
+            forms.CONVERT_FIELDS,
+            ConvertOptions,
+            convert_values,
+            {"trust_pickle": settings.trust_pickle, "custom_ops": custom_ops},
+        )
         verify = forms.parse_section(forms.VERIFY_FIELDS, VerifyOptions, body.get("verify") or {})
         if body.get("data"):
             data, _ = source_of(body["data"], "data")
@@ -281,8 +304,9 @@ def create_app(settings: Settings) -> FastAPI:
         if body.get("job"):
             base = record(str(body["job"]))
             if base.spec.tune is not None or base.state != "succeeded":
-                raise Answer(400, f"job {base.id} is not a succeeded convert job",
-                              "pick a converted model (a Convert job that succeeded)")
+                raise Answer(
+                    400, f"job {base.id} is not a succeeded convert job", "pick a converted model (a Convert job that succeeded)"
+                )
             from golive.api import fork_convert
 
             name = base.name
@@ -294,8 +318,11 @@ def create_app(settings: Settings) -> FastAPI:
         else:
             source, name = source_of(body.get("model") or {})
             if not source.endswith(".onnx"):
-                raise Answer(400, "a Perf Test takes a converted job or an .onnx model",
-                              "convert the model first (Convert page), then pick its job here")
+                raise Answer(
+                    400,
+                    "a Perf Test takes a converted job or an .onnx model",
+                    "convert the model first (Convert page), then pick its job here",
+                )
             spec = JobSpec(source=source, output_dir=str(new_run(name, "-perf")))
         spec.tune = tune
         spec.tune_dir = None  # OUTPUT_DIR/tuned
@@ -309,8 +336,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/jobs/{job_id}")
     def api_job(job_id: str):
         r = record(job_id)
-        return {**_jsonable(view(r)), "spec": r.spec.model_dump(mode="json"),
-                "attempts": [a.model_dump(mode="json") for a in jobs.attempts(r.id, home=home)]}
+        return {
+            **_jsonable(view(r)),
+            "spec": r.spec.model_dump(mode="json"),
+            "attempts": [a.model_dump(mode="json") for a in jobs.attempts(r.id, home=home)],
+        }
 
     @app.post("/api/jobs/{job_id}/cancel")
     def api_cancel(job_id: str):
@@ -323,8 +353,9 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/jobs/{job_id}/events")
     async def api_events(job_id: str, request: Request):
         r = await run_in_threadpool(record, job_id)
-        return StreamingResponse(_follow(r, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _follow(r, request), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     async def _follow(r: jobs.JobRecord, request: Request):
         """The job's log as it grows, its progress events and its state, until it ends."""
@@ -382,8 +413,11 @@ def _jsonable(v: dict[str, Any]) -> dict[str, Any]:
 async def _json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
-        raise Answer(413, f"a form submission is at most {MAX_FORM_BYTES // 1024} KB, with a Content-Length",
-                      "upload files through /api/uploads, and send their ids")
+        raise Answer(
+            413,
+            f"a form submission is at most {MAX_FORM_BYTES // 1024} KB, with a Content-Length",
+            "upload files through /api/uploads, and send their ids",
+        )
     try:
         body = await request.json()
     except ValueError:

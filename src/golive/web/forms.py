@@ -85,32 +85,74 @@ def _kind(annotation: Any) -> tuple[Kind, list[str], bool]:
     raise TypeError(f"no form kind for {annotation!r}")
 
 
-def _fields(section: str, model: type[BaseModel], names: list[str], *, advanced: AbstractSet[str] = frozenset(),
-            placeholders: dict[str, str] | None = None) -> list[Field]:
+def _fields(
+    section: str,
+    model: type[BaseModel],
+    names: list[str],
+    *,
+    advanced: AbstractSet[str] = frozenset(),
+    placeholders: dict[str, str] | None = None,
+) -> list[Field]:
     out = []
     for name in names:
         info = model.model_fields[name]
         kind, choices, optional = _kind(info.annotation)
         default = info.get_default(call_default_factory=True)
-        out.append(Field(section, name, kind, info.description or "", default, choices, optional, name in advanced,
-                         (placeholders or {}).get(name, "")))
+        out.append(
+            Field(
+                section,
+                name,
+                kind,
+                info.description or "",
+                default,
+                choices,
+                optional,
+                name in advanced,
+                (placeholders or {}).get(name, ""),
+            )
+        )
     return out
 
 
 CONVERT_FIELDS = _fields(
-    "convert", ConvertOptions,
-    ["framework", "inputs", "dynamic", "output_names", "int_ranges", "exporter", "opset", "signature", "constant_folding",
-     "zipmap", "verify", "custom_ops"],
+    "convert",
+    ConvertOptions,
+    [
+        "framework",
+        "inputs",
+        "dynamic",
+        "output_names",
+        "int_ranges",
+        "exporter",
+        "opset",
+        "signature",
+        "constant_folding",
+        "zipmap",
+        "verify",
+        "custom_ops",
+    ],
     advanced={"exporter", "opset", "signature", "constant_folding", "zipmap", "custom_ops", "int_ranges", "output_names"},
-    placeholders={"inputs": "x:float32[batch,1,28,28]", "dynamic": "input_ids:0=batch,1=sequence",
-                  "int_ranges": "input_ids=0:30522", "custom_ops": "onnxruntime_extensions, or a path under an allowed root"})
+    placeholders={
+        "inputs": "x:float32[batch,1,28,28]",
+        "dynamic": "input_ids:0=batch,1=sequence",
+        "int_ranges": "input_ids=0:30522",
+        "custom_ops": "onnxruntime_extensions, or a path under an allowed root",
+    },
+)
 VERIFY_FIELDS = _fields(
-    "verify", VerifyOptions, ["dim_sizes", "rtol", "atol", "batches", "seed"],
-    advanced={"rtol", "atol", "batches", "seed"}, placeholders={"dim_sizes": "batch=1,7"})
+    "verify",
+    VerifyOptions,
+    ["dim_sizes", "rtol", "atol", "batches", "seed"],
+    advanced={"rtol", "atol", "batches", "seed"},
+    placeholders={"dim_sizes": "batch=1,7"},
+)
 TUNE_FIELDS = _fields(
-    "tune", TuneOptions,
+    "tune",
+    TuneOptions,
     ["budget", "objective", "providers", "transforms", "metrics", "dim_sizes", "fixed_shape", "concurrency", "max_batch", "seed"],
-    advanced={"concurrency", "max_batch", "seed"}, placeholders={"dim_sizes": "batch=1\nsequence=128", "providers": "cpu"})
+    advanced={"concurrency", "max_batch", "seed"},
+    placeholders={"dim_sizes": "batch=1\nsequence=128", "providers": "cpu"},
+)
 
 
 def _transform_choices() -> None:
@@ -163,7 +205,9 @@ def parse_value(f: Field, raw: Any) -> Any:
             return str(text).strip()
         if f.kind == "lines":
             items = _lines(text)
-            return items if f.name in ("inputs", "dynamic") else [p.strip() for line in items for p in line.split(",") if p.strip()]
+            return (
+                items if f.name in ("inputs", "dynamic") else [p.strip() for line in items for p in line.split(",") if p.strip()]
+            )
         if f.kind == "sizes":
             return {k: [int(x) for x in v.split(",") if x.strip()] for k, v in _pairs(text, label)}
         if f.kind == "size":
@@ -171,8 +215,10 @@ def parse_value(f: Field, raw: Any) -> Any:
         if f.kind == "numbers":
             return {k: float(v) for k, v in _pairs(text, label)}
     except ValueError:
-        raise GoliveError(f"cannot read {label} {str(text).strip()!r}",
-                          hint=f"expected {'a number' if f.kind in ('int', 'float') else 'NAME=NUMBER lines'}: {f.help}") from None
+        raise GoliveError(
+            f"cannot read {label} {str(text).strip()!r}",
+            hint=f"expected {'a number' if f.kind in ('int', 'float') else 'NAME=NUMBER lines'}: {f.help}",
+        ) from None
     raise AssertionError(f.kind)
 
 

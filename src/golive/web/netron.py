@@ -53,8 +53,10 @@ def add_netron(app: FastAPI, *, framed_by: str = "'self'") -> None:
     def netron_index():
         if folder is None:
             return JSONResponse({"error": "the netron package is not installed", "hint": "pip install 'golive[ui]'"}, 501)
-        response = HTMLResponse(netron_index_html(folder), headers={
-            "Content-Security-Policy": f"connect-src 'self'; frame-ancestors {framed_by}", "Cache-Control": "no-store"})
+        response = HTMLResponse(
+            netron_index_html(folder),
+            headers={"Content-Security-Policy": f"connect-src 'self'; frame-ancestors {framed_by}", "Cache-Control": "no-store"},
+        )
         # the consent cookie answers Netron's cookie question: it neither asks ipinfo.io nor shows a dialog
         response.set_cookie("consent", str(int(time.time() * 1000)), max_age=30 * 86400, samesite="strict")
         return response

@@ -59,8 +59,11 @@ class Gate:
             return None  # bound to every address: the token (required there) is the guard
         name, port = _split_host(host_header or "")
         if name not in self.names or (port is not None and port != self.port):
-            return Refusal(421, f"this server does not answer to the host name {host_header!r}",
-                           f"open it as http://{self.host}:{self.port}/")
+            return Refusal(
+                421,
+                f"this server does not answer to the host name {host_header!r}",
+                f"open it as http://{self.host}:{self.port}/",
+            )
         return None
 
     def check_token(self, header: str | None, cookie: str | None, query: str | None) -> Refusal | None:
@@ -72,17 +75,24 @@ class Gate:
         given = given or cookie or query
         if given and hmac.compare_digest(given.encode(), self.token.encode()):
             return None
-        return Refusal(401, "this golive server needs its token",
-                       "open the URL that golive ui printed (it ends in ?token=...), or send Authorization: Bearer TOKEN")
+        return Refusal(
+            401,
+            "this golive server needs its token",
+            "open the URL that golive ui printed (it ends in ?token=...), or send Authorization: Bearer TOKEN",
+        )
 
     def check_origin(self, method: str, origin: str | None, host_header: str | None) -> Refusal | None:
         if method.upper() not in UNSAFE_METHODS:
             return None
         if not origin or origin == "null":
-            return Refusal(403, "a state-changing request needs an Origin header naming this server",
-                           "send it from the golive page itself, or add Origin: http://HOST:PORT")
+            return Refusal(
+                403,
+                "a state-changing request needs an Origin header naming this server",
+                "send it from the golive page itself, or add Origin: http://HOST:PORT",
+            )
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or parts.netloc.lower() != (host_header or "").lower():
-            return Refusal(403, f"cross-site request refused: Origin {origin} is not this server",
-                           "submit jobs from the golive page itself")
+            return Refusal(
+                403, f"cross-site request refused: Origin {origin} is not this server", "submit jobs from the golive page itself"
+            )
         return None

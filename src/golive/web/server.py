@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 def check_settings(settings) -> None:
     """Refuse what would be unsafe or cannot work, before anything starts."""
     if not is_loopback(settings.host) and not settings.token:
-        raise GoliveError(f"binding {settings.host} lets other machines reach golive ui: it needs a token",
-                          hint="pass --token T (or set GOLIVE_TOKEN), or bind 127.0.0.1")
+        raise GoliveError(
+            f"binding {settings.host} lets other machines reach golive ui: it needs a token",
+            hint="pass --token T (or set GOLIVE_TOKEN), or bind 127.0.0.1",
+        )
     for root in settings.allow_roots:
         if not root.is_dir():
             raise GoliveError(f"--allow-root {root} is not a folder")
@@ -57,8 +59,9 @@ def serve(settings, *, on_ready: Callable[[str], None] | None = None) -> None:
         worker = threading.Thread(target=run_pool, name="golive-ui-workers", daemon=True)
         worker.start()
         pool_ready.wait()
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=3
+    )
     server = uvicorn.Server(config)
 
     def announce() -> None:

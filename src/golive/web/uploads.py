@@ -82,22 +82,33 @@ class UploadStore:
             raise UploadError("the upload has no file name", hint="send ?name=FILE.EXT with the upload")
         suffix = _suffix(base)
         if suffix in PICKLE_SUFFIXES and not self.trust_code:
-            raise UploadError(f"{base} is a pickle: loading it runs any code it carries, so this server refuses it",
-                              hint="save the model in a safe format (skops, ONNX, TorchScript, a state dict), or start "
-                                   "golive ui with --trust-pickle if you trust every user of this server", status=415)
+            raise UploadError(
+                f"{base} is a pickle: loading it runs any code it carries, so this server refuses it",
+                hint="save the model in a safe format (skops, ONNX, TorchScript, a state dict), or start "
+                "golive ui with --trust-pickle if you trust every user of this server",
+                status=415,
+            )
         if suffix in CODE_SUFFIXES and not self.trust_code:
-            raise UploadError(f"{base} is code ({suffix}): this server does not run uploaded code",
-                              hint="start golive ui with --trust-pickle if you trust every user of this server", status=415)
+            raise UploadError(
+                f"{base} is code ({suffix}): this server does not run uploaded code",
+                hint="start golive ui with --trust-pickle if you trust every user of this server",
+                status=415,
+            )
         if not suffix:
-            raise UploadError(f"{base} has no file extension, so its format cannot be told",
-                              hint="name it after its format: .onnx, .pt, .keras, .skops, .txt, .json, .npz, .zip ...")
+            raise UploadError(
+                f"{base} has no file extension, so its format cannot be told",
+                hint="name it after its format: .onnx, .pt, .keras, .skops, .txt, .json, .npz, .zip ...",
+            )
         return base
 
     async def save(self, name: str, chunks: AsyncIterator[bytes], declared: int | None = None) -> Upload:
         base = self.check_name(name)
         if declared is not None and declared > self.max_bytes:
-            raise UploadError(f"the upload is {declared / 2**20:.1f} MB, over this server's limit of "
-                              f"{self.max_bytes / 2**20:.0f} MB", hint="start golive ui with a larger --max-upload-mb", status=413)
+            raise UploadError(
+                f"the upload is {declared / 2**20:.1f} MB, over this server's limit of {self.max_bytes / 2**20:.0f} MB",
+                hint="start golive ui with a larger --max-upload-mb",
+                status=413,
+            )
         upload_id = uuid.uuid4().hex
         folder = self.root / upload_id
         partial = self.root / f".{upload_id}.partial"
@@ -110,8 +121,11 @@ class UploadStore:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise UploadError(f"the upload is over this server's limit of {self.max_bytes / 2**20:.0f} MB",
-                                          hint="start golive ui with a larger --max-upload-mb", status=413)
+                        raise UploadError(
+                            f"the upload is over this server's limit of {self.max_bytes / 2**20:.0f} MB",
+                            hint="start golive ui with a larger --max-upload-mb",
+                            status=413,
+                        )
                     f.write(chunk)
             if size == 0:
                 raise UploadError(f"{base} is empty")
@@ -140,7 +154,10 @@ class UploadStore:
         def target_of(member: str) -> Path | None:
             p = PurePosixPath(member.replace("\\", "/"))
             if p.is_absolute() or re.match(r"^[A-Za-z]:", member) or ".." in p.parts:
-                raise UploadError(f"the archive member {member!r} points outside the archive", hint="archive the folder itself, with relative paths")
+                raise UploadError(
+                    f"the archive member {member!r} points outside the archive",
+                    hint="archive the folder itself, with relative paths",
+                )
             if p.parts and p.parts[0] == "__MACOSX":
                 return None
             return dest.joinpath(*p.parts) if p.parts else None
@@ -149,8 +166,11 @@ class UploadStore:
             nonlocal total
             total += n
             if total > limit:
-                raise UploadError(f"the archive unpacks to more than {limit / 2**20:.0f} MB", status=413,
-                                  hint="start golive ui with a larger --max-upload-mb")
+                raise UploadError(
+                    f"the archive unpacks to more than {limit / 2**20:.0f} MB",
+                    status=413,
+                    hint="start golive ui with a larger --max-upload-mb",
+                )
 
         try:
             if zipfile.is_zipfile(archive):
@@ -179,7 +199,9 @@ class UploadStore:
                             out.mkdir(parents=True, exist_ok=True)
                             continue
                         if not member.isfile():
-                            raise UploadError(f"the archive member {member.name!r} is not a file or folder (a link or device); refused")
+                            raise UploadError(
+                                f"the archive member {member.name!r} is not a file or folder (a link or device); refused"
+                            )
                         count(member.size)
                         out.parent.mkdir(parents=True, exist_ok=True)
                         reader = t.extractfile(member)
@@ -212,13 +234,19 @@ class UploadStore:
 def under_roots(path: str, roots: list[Path]) -> Path:
     """``path`` resolved (links followed) when it lies under one of ``roots``; otherwise a refusal."""
     if not roots:
-        raise UploadError("this server reads no paths of its own: upload the file instead",
-                          hint="start golive ui with --allow-root DIR to let it read models under DIR", status=403)
+        raise UploadError(
+            "this server reads no paths of its own: upload the file instead",
+            hint="start golive ui with --allow-root DIR to let it read models under DIR",
+            status=403,
+        )
     resolved = Path(os.path.realpath(os.path.expanduser(path)))
     for root in roots:
         if resolved == root or root in resolved.parents:
             if not resolved.exists():
                 raise UploadError(f"{path} does not exist", status=404)
             return resolved
-    raise UploadError(f"{path} is not under an allowed root ({', '.join(map(str, roots))})",
-                      hint="name a path under one of them, or start golive ui with --allow-root for its folder", status=403)
+    raise UploadError(
+        f"{path} is not under an allowed root ({', '.join(map(str, roots))})",
+        hint="name a path under one of them, or start golive ui with --allow-root for its folder",
+        status=403,
+    )

@@ -20,9 +20,13 @@ from golive.web.uploads import UploadStore
 __all__ = ["JOB_FILES", "Answer", "duration", "job_views"]
 
 JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
-    "model.onnx": ("run", "application/octet-stream"), "golive.json": ("run", "application/json"),
-    "job.json": ("run", "application/json"), "verify.json": ("run", "application/json"),
-    "report.html": ("tune", "text/html"), "report.json": ("tune", "application/json"), "tune.json": ("tune", "application/json"),
+    "model.onnx": ("run", "application/octet-stream"),
+    "golive.json": ("run", "application/json"),
+    "job.json": ("run", "application/json"),
+    "verify.json": ("run", "application/json"),
+    "report.html": ("tune", "text/html"),
+    "report.json": ("tune", "application/json"),
+    "tune.json": ("tune", "application/json"),
 }
 _REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})$")
 
@@ -53,10 +57,25 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
 
     def view(r: jobs.JobRecord) -> dict[str, Any]:
         kind = "perf test" if r.spec.tune is not None else "convert"
-        return {"duration_text": duration(r.duration), "id": r.id, "name": r.name, "kind": kind, "state": r.state, "created": r.created, "started": r.started,
-                "finished": r.finished, "duration": r.duration, "attempt": r.attempt, "error": r.error, "summary": r.summary,
-                "run_dir": r.run_dir, "tune_dir": str(tune_dir(r) or ""), "terminal": r.terminal,
-                "retryable": r.state in ("failed", "cancelled", "interrupted"), "cancellable": r.state in ("queued", "running")}
+        return {
+            "duration_text": duration(r.duration),
+            "id": r.id,
+            "name": r.name,
+            "kind": kind,
+            "state": r.state,
+            "created": r.created,
+            "started": r.started,
+            "finished": r.finished,
+            "duration": r.duration,
+            "attempt": r.attempt,
+            "error": r.error,
+            "summary": r.summary,
+            "run_dir": r.run_dir,
+            "tune_dir": str(tune_dir(r) or ""),
+            "terminal": r.terminal,
+            "retryable": r.state in ("failed", "cancelled", "interrupted"),
+            "cancellable": r.state in ("queued", "running"),
+        }
 
     def file_of(r: jobs.JobRecord, name: str) -> Path | None:
         where, _ = JOB_FILES[name]
@@ -95,7 +114,9 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         if kind == "upload":
             up = uploads.get(ident)
             if up.kind != "file" or up.path.suffix != ".onnx":
-                raise Answer(400, f"the upload {up.name} is not an .onnx file", "convert it first, then visualize the job's model")
+                raise Answer(
+                    400, f"the upload {up.name} is not an .onnx file", "convert it first, then visualize the job's model"
+                )
             return up.path, up.name
         r = record(ident)
         if kind == "job":
@@ -104,8 +125,11 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
             t = tune_dir(r)
             path, title = (t / "best" / "model.onnx" if t else Path("/nonexistent")), f"{r.name}, tuned best (job {r.id})"
         if not path.is_file():
-            raise Answer(404, f"job {r.id} has no {'converted' if kind == 'job' else 'tuned'} model yet",
-                          "wait for the job to succeed" if not r.terminal else "its job did not produce one")
+            raise Answer(
+                404,
+                f"job {r.id} has no {'converted' if kind == 'job' else 'tuned'} model yet",
+                "wait for the job to succeed" if not r.terminal else "its job did not produce one",
+            )
         return path, title
 
     def models_to_show() -> list[dict[str, str]]:
@@ -134,18 +158,34 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
             models.add(fingerprint(Path(r.run_dir) / "model.onnx"))
             columns.append((view(r), report))
         if len(models) > 1:
-            raise Answer(400, "these Perf Test jobs tuned different models",
-                          "compare Perf Tests of the same converted model")
+            raise Answer(400, "these Perf Test jobs tuned different models", "compare Perf Tests of the same converted model")
         rows: dict[str, dict[int, Any]] = {}  # candidate label -> column -> its candidate there
         for i, (_, report) in enumerate(columns):
             for c in report.candidates:
-                key = ("+".join(c.transforms) or "original") + " · " + c.session.describe() + (f" · batch {c.batch}" if c.batch else "")
+                key = (
+                    ("+".join(c.transforms) or "original")
+                    + " · "
+                    + c.session.describe()
+                    + (f" · batch {c.batch}" if c.batch else "")
+                )
                 rows.setdefault(key, {})[i] = c
         best = {i: report.best.id for i, (_, report) in enumerate(columns)}
         objective = columns[0][1].objective
-        order = sorted(rows, key=lambda k: min((c.score(objective) if c.figures and c.status == "passed" else float("inf"))
-                                                for c in rows[k].values()))
+        order = sorted(
+            rows,
+            key=lambda k: min(
+                (c.score(objective) if c.figures and c.status == "passed" else float("inf")) for c in rows[k].values()
+            ),
+        )
         return {"columns": columns, "rows": [(k, rows[k]) for k in order], "best": best}
 
-    return SimpleNamespace(record=record, tune_dir=tune_dir, view=view, file_of=file_of, results=results,
-                           model_path=model_path, models_to_show=models_to_show, compare=compare)
+    return SimpleNamespace(
+        record=record,
+        tune_dir=tune_dir,
+        view=view,
+        file_of=file_of,
+        results=results,
+        model_path=model_path,
+        models_to_show=models_to_show,
+        compare=compare,
+    )
