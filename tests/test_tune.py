@@ -110,10 +110,12 @@ def test_an_unknown_transform_fails_before_anything_is_measured(mnist_dir, tmp_p
 
 def test_an_over_aggressive_candidate_is_rejected(mnist_dir, tmp_path, cli):
     code, stdout, _ = cli(
-        "tune", mnist_dir, "-o", tmp_path / "t", "--budget", "8", "--transforms", "int8_dynamic", "--metric", "max_abs=1e-9"
-    )
+        "tune", mnist_dir, "-o", tmp_path / "t", "--budget", "8", "--transforms", "int8_dynamic", "--metric", "max_abs=1e-9",
+        "--no-time-source",
+    )  # fmt: skip
     assert code == 0 and "rejected" in stdout
     report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["source"] is None and "the source model was not timed: time_source is off" in report["notes"]
     int8 = [c for c in report["candidates"] if c["transforms"] == ["int8_dynamic"]]
     assert int8 and int8[0]["status"] == "rejected" and "max_abs" in int8[0]["reason"]
     assert int8[0]["figures"]["p50_ms"] > 0  # rejected with its figures, not hidden

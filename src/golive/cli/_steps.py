@@ -222,6 +222,7 @@ def tune(
     concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
     max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
     fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = False,
+    time_source: Annotated[bool, typer.Option(help=help_for(T, "time_source"))] = True,
     custom_ops: CustomOpsOpt,
     rtol: RtolOpt,
     atol: AtolOpt,
@@ -257,6 +258,7 @@ def tune(
             "concurrency": concurrency,
             "max_batch": max_batch,
             "fixed_shape": fixed_shape,
+            "time_source": time_source,
             "metrics": {**T().metrics, **metrics},
             "custom_ops": custom_ops,
         }
