@@ -21,6 +21,7 @@ __all__ = [
     "VerifyOptions",
     "__version__",
     "convert",
+    "devices",
     "inspect",
     "jobs",
     "load_session",
@@ -35,6 +36,7 @@ __all__ = [
 _LAZY = {
     "convert": "golive.api",
     "verify": "golive.api",
+    "devices": "golive.api",
     "inspect": "golive.api",
     "run": "golive.api",
     "tune": "golive.api",
@@ -51,7 +53,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from golive.api import convert, inspect, load_session, run, tune, verify
+    from golive.api import convert, devices, inspect, load_session, run, tune, verify
     from golive.errors import GoliveError
     from golive.events import CancelToken, Event
     from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions

@@ -247,6 +247,24 @@ def inspect(model: str | Path):
     return summary
 
 
+def devices():
+    """The execution providers and devices ONNX Runtime sees here, built-in and from installed plugin packages
+    (``golive devices``). Found in a worker process: registering plugin libraries stays out of the caller's."""
+    from golive._isolate import in_worker
+    from golive.runtime import Devices
+
+    ok, value = in_worker("golive.api:_devices_dump", (), timeout=300)
+    if not ok:
+        raise GoliveError(f"listing the execution provider devices failed: {value}")
+    return Devices.model_validate(value)
+
+
+def _devices_dump() -> dict[str, Any]:
+    from golive.runtime import devices as _devices
+
+    return _devices().model_dump()
+
+
 def load_session(tune_dir: str | Path):
     """The best configuration of a tuning run (a tune folder, or a copied best/ folder) as a ready
     ``onnxruntime.InferenceSession``, custom operators registered."""

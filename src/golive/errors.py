@@ -81,6 +81,14 @@ class ModelLoadError(GoliveError):
     """The source model exists but could not be loaded (corrupt, truncated, wrong format)."""
 
 
+class ProviderError(ModelLoadError):
+    """An execution provider a model or a search asks for is not here (not installed, or no device for it)."""
+
+
+class FallbackError(ModelLoadError):
+    """CPU fallback was turned off (--no-fallback) and the provider does not take every node of the model."""
+
+
 class ExportError(GoliveError):
     """The exporter could not translate the model to ONNX."""
 

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from golive.errors import GoliveError, ModelLoadError
+from golive.errors import FallbackError, GoliveError, ModelLoadError, ProviderError
 
 __all__ = [
+    "CPU",
+    "PLUGINS",
+    "Devices",
+    "EpDevice",
     "GraphLevel",
+    "Placement",
     "SessionConfig",
     "available_cpus",
+    "available_providers",
     "cpu_features",
     "custom_domains",
     "default_intra_threads",
+    "devices",
+    "ep_devices",
     "make_session",
+    "placement",
+    "provider_problem",
     "register_custom_ops",
+    "register_plugins",
     "resolve_custom_ops",
     "run_session",
     "save_optimized_graph",
+    "short_name",
 ]
+
+CPU = "CPUExecutionProvider"
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -49,11 +65,18 @@ class SessionConfig(BaseModel):
     custom_ops: list[str] = Field(default_factory=list)  # libraries and Python op modules, see register_custom_ops
     # ONNX Runtime graph optimizers not to run at load (a transform that undoes a fusion keeps it undone)
     disabled_optimizers: list[str] = Field(default_factory=list)
+    # A plugin provider (OpenVINO): which of its devices (CPU, GPU, NPU; None: the first it lists), and the
+    # device's own properties (OpenVINO: INFERENCE_PRECISION_HINT, PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_NUM_THREADS),
+    # passed as its load_config
+    device_type: str | None = None
+    device_properties: dict[str, str] = Field(default_factory=dict)
+    # Nodes the provider does not take run on the CPU provider; False: loading fails instead, naming them
+    cpu_fallback: bool = True
 
     def describe(self) -> str:
         """The settings that differ from ONNX Runtime's defaults, on one line."""
         default = SessionConfig()
-        parts = [p.replace("ExecutionProvider", "") for p in self.providers]
+        parts = [short_name(p) for p in self.providers]
         for name in type(self).model_fields:
             if name in ("providers", "log_severity_level", "custom_ops"):
                 continue
@@ -62,6 +85,9 @@ class SessionConfig(BaseModel):
                 short = _SHORT.get(name, name)
                 if name == "disabled_optimizers":
                     value = ",".join(value)
+                if name == "device_properties":
+                    parts.extend(f"{_PROPERTY_SHORT.get(k, k)}={v}" for k, v in value.items())
+                    continue
                 parts.append(short if value is False else f"{short}={value}")
         return " ".join(parts)
 
@@ -77,7 +103,261 @@ _SHORT = {
     "enable_mem_pattern": "no-mem-pattern",
     "provider_options": "options",
     "disabled_optimizers": "without",
+    "device_type": "device",
+    "cpu_fallback": "no-fallback",
 }
+_PROPERTY_SHORT = {
+    "INFERENCE_PRECISION_HINT": "precision",
+    "PERFORMANCE_HINT": "hint",
+    "NUM_STREAMS": "streams",
+    "INFERENCE_NUM_THREADS": "threads",
+}
+
+
+def short_name(provider: str) -> str:
+    """CPUExecutionProvider -> CPU, OpenVINOExecutionProvider -> OpenVINO."""
+    return provider.replace("ExecutionProvider", "")
+
+
+class Plugin(NamedTuple):
+    """An execution provider shipped as a pip package of its own (ONNX Runtime's plugin EPs)."""
+
+    provider: str
+    module: str  # the package's module: get_library_path() gives the library ONNX Runtime registers
+    package: str  # pip name
+    extra: str  # golive's extra that installs it
+    devices: str  # what it runs on, for the message when it lists no device
+
+
+PLUGINS = {
+    "OpenVINOExecutionProvider": Plugin(
+        "OpenVINOExecutionProvider",
+        "onnxruntime_ep_openvino",
+        "onnxruntime-ep-openvino",
+        "openvino",
+        "Intel CPUs, GPUs and NPUs (it lists no device on other vendors' CPUs)",
+    ),
+}
+# Built-in providers that come with another build of ONNX Runtime than the CPU one
+_BUILDS = {
+    "CUDAExecutionProvider": "onnxruntime-gpu (and CUDA 12 with cuDNN 9 on the machine)",
+    "TensorrtExecutionProvider": "onnxruntime-gpu with TensorRT 10 on the machine",
+    "DmlExecutionProvider": "onnxruntime-directml (Windows)",
+    "CoreMLExecutionProvider": "onnxruntime on macOS",
+    "DnnlExecutionProvider": "an onnxruntime built with --use_dnnl",
+}
+_registered: dict[str, str] = {}  # provider -> what registering its plugin gave, in this process
+_register_lock = threading.Lock()
+
+
+def register_plugins() -> dict[str, str]:
+    """Register every installed plugin EP package with ONNX Runtime, once per process (workers do it again
+    in theirs). Returns provider -> "registered", or why not ("not installed", or the error)."""
+    with _register_lock:
+        if len(_registered) == len(PLUGINS):
+            return dict(_registered)
+        import importlib
+
+        import onnxruntime as ort
+
+        for name, plugin in PLUGINS.items():
+            if name in _registered:
+                continue
+            try:
+                module = importlib.import_module(plugin.module)
+            except ImportError:
+                _registered[name] = "not installed"
+                continue
+            try:
+                ort.register_execution_provider_library(name, module.get_library_path())
+                _registered[name] = "registered"
+            except Exception as exc:  # a broken or mismatched plugin: said, not fatal for the other providers
+                _registered[name] = f"failed: {str(exc).strip()[:300]}"
+        return dict(_registered)
+
+
+class EpDevice(BaseModel):
+    """One device an execution provider can run on, as ONNX Runtime's device API lists it."""
+
+    provider: str
+    device_type: str  # CPU, GPU, NPU
+    vendor: str
+    vendor_id: int
+    device_id: int
+    plugin: str | None = None  # the pip package that brought the provider, when it is a plugin
+    ep_metadata: dict[str, str] = Field(default_factory=dict)
+    device_metadata: dict[str, str] = Field(default_factory=dict)
+
+
+def _device_type(device: Any) -> str:
+    return str(device.type).rsplit(".", 1)[-1]
+
+
+def ep_devices() -> list[EpDevice]:
+    """Every (provider, device) pair ONNX Runtime sees, built-in and from installed plugin packages."""
+    import onnxruntime as ort
+
+    register_plugins()
+    return [
+        EpDevice(
+            provider=d.ep_name,
+            device_type=_device_type(d.device),
+            vendor=d.device.vendor,
+            vendor_id=d.device.vendor_id,
+            device_id=d.device.device_id,
+            plugin=PLUGINS[d.ep_name].package if d.ep_name in PLUGINS else None,
+            ep_metadata={str(k): str(v) for k, v in dict(d.ep_metadata).items()},
+            device_metadata={str(k): str(v) for k, v in dict(d.device.metadata).items()},
+        )
+        for d in ort.get_ep_devices()
+    ]
+
+
+def available_providers() -> list[str]:
+    """The providers a session can be built with here: this onnxruntime's own, and plugin providers that
+    list at least one device."""
+    import onnxruntime as ort
+
+    register_plugins()
+    found = list(ort.get_available_providers())
+    for d in ort.get_ep_devices():
+        if d.ep_name in PLUGINS and d.ep_name not in found:
+            found.append(d.ep_name)
+    return found
+
+
+class PluginState(BaseModel):
+    provider: str
+    package: str
+    extra: str
+    state: str  # registered | not installed | failed: ...
+    devices: int  # devices it lists here (a registered plugin may list none: OpenVINO on a non-Intel CPU)
+    runs_on: str
+
+
+class Devices(BaseModel):
+    """What ``golive devices`` shows: the providers a session can use here and the devices under them."""
+
+    version: Literal[1] = 1
+    onnxruntime: str
+    providers: list[str]
+    devices: list[EpDevice]
+    plugins: list[PluginState]
+    cpu: dict[str, Any]
+
+
+def devices() -> Devices:
+    """Every execution provider device here, the state of each plugin package golive knows, and the CPU."""
+    import onnxruntime as ort
+
+    states = register_plugins()
+    found = ep_devices()
+    return Devices(
+        onnxruntime=ort.__version__,
+        providers=available_providers(),
+        devices=found,
+        plugins=[
+            PluginState(
+                provider=name,
+                package=p.package,
+                extra=p.extra,
+                state=states[name],
+                devices=sum(d.provider == name for d in found),
+                runs_on=p.devices,
+            )
+            for name, p in PLUGINS.items()
+        ],
+        cpu={**cpu_features(), "cpus": available_cpus()},
+    )
+
+
+def provider_problem(provider: str) -> tuple[str, str] | None:
+    """Why ``provider`` cannot build a session here, and what to install or change (None: it can)."""
+    import onnxruntime as ort
+
+    if provider in PLUGINS:
+        plugin, state = PLUGINS[provider], register_plugins()[provider]
+        if state == "not installed":
+            return (
+                f"{provider} comes from the plugin package {plugin.package}, which is not installed",
+                f"pip install 'golive[{plugin.extra}]' (or pip install {plugin.package})",
+            )
+        if state != "registered":
+            return f"{plugin.package} is installed but ONNX Runtime cannot register it: {state[8:]}", (
+                f"reinstall {plugin.package} for this onnxruntime ({ort.__version__})"
+            )
+        if not any(d.ep_name == provider for d in ort.get_ep_devices()):
+            return (
+                f"{plugin.package} is installed but {short_name(provider)} lists no device on this machine",
+                f"it runs on {plugin.devices}; `golive devices` shows what this machine has",
+            )
+        return None
+    if provider in ort.get_available_providers():
+        return None
+    build = _BUILDS.get(provider)
+    return (
+        f"execution provider {provider} is not available in this onnxruntime ({ort.__version__})",
+        (f"it needs {build}; " if build else "")
+        + "available here: "
+        + ", ".join(available_providers())
+        + " (`golive devices` lists them)",
+    )
+
+
+def _plugin_devices(provider: str, device_type: str | None) -> list[Any]:
+    import onnxruntime as ort
+
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == provider]
+    if device_type:
+        devices = [d for d in devices if _device_type(d.device) == device_type.upper()]
+    if not devices:
+        listed = sorted({_device_type(d.device) for d in ort.get_ep_devices() if d.ep_name == provider})
+        raise ProviderError(
+            f"{short_name(provider)} has no {device_type} device on this machine",
+            hint=f"its devices here: {', '.join(listed) or 'none'}; `golive devices` lists them",
+        )
+    return devices[:1]
+
+
+class Placement(BaseModel):
+    """Which provider ran which nodes of the graph ONNX Runtime runs (after its optimizations)."""
+
+    provider: str  # the provider asked for
+    nodes: int
+    by_provider: dict[str, int]
+    fallback: dict[str, int] = Field(default_factory=dict)  # op type -> nodes that ran elsewhere than on `provider`
+
+    def describe(self) -> str:
+        """E.g. '412 of 420 nodes on OpenVINO; 8 fell back to CPU: 6 Gather, 2 Shape'."""
+        here = self.by_provider.get(self.provider, 0)
+        if here == self.nodes:
+            return (
+                f"all {self.nodes} nodes on {short_name(self.provider)}"
+                if self.nodes != 1
+                else f"its one node on {short_name(self.provider)}"
+            )
+        others = ", ".join(short_name(p) for p in self.by_provider if p != self.provider)
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.fallback.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"{here} of {self.nodes} nodes on {short_name(self.provider)}; {self.nodes - here} fell back to {others}: {ops}"
+
+
+def placement(session: Any, provider: str) -> Placement | None:
+    """Where each node ran, for a session made with ``record_placement=True`` (None when it recorded nothing)."""
+    by_provider: dict[str, int] = {}
+    fallback: dict[str, int] = {}
+    try:
+        subgraphs = session.get_provider_graph_assignment_info()
+    except Exception:  # an onnxruntime without the API, or a session made without recording
+        return None
+    for sub in subgraphs:
+        nodes = sub.get_nodes()
+        by_provider[sub.ep_name] = by_provider.get(sub.ep_name, 0) + len(nodes)
+        if sub.ep_name != provider:
+            for node in nodes:
+                fallback[node.op_type] = fallback.get(node.op_type, 0) + 1
+    if not by_provider:
+        return None
+    return Placement(provider=provider, nodes=sum(by_provider.values()), by_provider=by_provider, fallback=fallback)
 
 
 def save_optimized_graph(model: str | Path, config: SessionConfig, target: str | Path) -> None:
@@ -85,11 +365,44 @@ def save_optimized_graph(model: str | Path, config: SessionConfig, target: str |
     make_session(model, config, optimized_model_path=target)
 
 
-def make_session(model: str | Path | bytes, config: SessionConfig | None = None, *, optimized_model_path=None):
-    """An InferenceSession for ``model``; ``optimized_model_path`` also saves ORT's optimized graph there."""
+def make_session(
+    model: str | Path | bytes,
+    config: SessionConfig | None = None,
+    *,
+    optimized_model_path: str | Path | None = None,
+    record_placement: bool = False,
+):
+    """An InferenceSession for ``model``; ``optimized_model_path`` also saves ORT's optimized graph there;
+    ``record_placement`` keeps which provider took which node (read it with :func:`placement`)."""
+    config = config or SessionConfig()
+    provider = config.providers[0]
+    if not config.cpu_fallback and provider != CPU:
+        try:
+            return _make_session(model, config, optimized_model_path, record_placement)
+        except FallbackError:
+            raise
+        except ModelLoadError as exc:
+            if "fallback" not in str(exc).lower() and "CPU" not in str(exc):
+                raise
+            # ONNX Runtime refused: load again with fallback allowed, to name the nodes it would have moved
+            allowed = config.model_copy(update={"cpu_fallback": True})
+            where = placement(_make_session(model, allowed, None, True), provider)
+            if where is None or not where.fallback:
+                raise
+            _raise_fallback(where)
+    return _make_session(model, config, optimized_model_path, record_placement)
+
+
+def _raise_fallback(where: Placement) -> None:
+    raise FallbackError(
+        f"{where.describe()}; CPU fallback is off",
+        hint="allow the fallback (drop --no-fallback), or change the model so the provider takes these operators",
+    )
+
+
+def _make_session(model: str | Path | bytes, config: SessionConfig, optimized_model_path, record_placement: bool):
     import onnxruntime as ort
 
-    config = config or SessionConfig()
     so = ort.SessionOptions()
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -107,25 +420,28 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
     so.enable_mem_pattern = config.enable_mem_pattern
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.intra_op_spinning else "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "1" if config.inter_op_spinning else "0")
+    provider = config.providers[0]
+    if record_placement or not config.cpu_fallback:
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if not config.cpu_fallback and provider != CPU:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
     register_custom_ops(so, config.custom_ops)
-    available = ort.get_available_providers()
-    missing = [p for p in config.providers if p not in available]
-    if missing:
-        raise ModelLoadError(
-            f"execution provider(s) {', '.join(missing)} are not available in this onnxruntime",
-            hint="available here: " + ", ".join(available),
-        )
+    problem = provider_problem(provider) or next(filter(None, (provider_problem(p) for p in config.providers[1:])), None)
+    if problem:
+        raise ProviderError(problem[0], hint=problem[1])
+    kwargs: dict[str, Any] = {"disabled_optimizers": config.disabled_optimizers} if config.disabled_optimizers else {}
+    if provider in PLUGINS:  # a plugin provider: ONNX Runtime's device API (the CPU provider is its fallback)
+        devices = _plugin_devices(provider, config.device_type)
+        options = {str(k): str(v) for k, v in (config.provider_options[0] if config.provider_options else {}).items()}
+        if config.device_properties:
+            options["load_config"] = json.dumps({_device_type(devices[0].device): config.device_properties})
+        so.add_provider_for_devices(devices, options)
+    else:
+        kwargs.update(providers=config.providers, provider_options=config.provider_options or None)
     try:
-        extra = {"disabled_optimizers": config.disabled_optimizers} if config.disabled_optimizers else {}
-        return ort.InferenceSession(
-            model if isinstance(model, bytes) else str(model),
-            sess_options=so,
-            providers=config.providers,
-            provider_options=config.provider_options or None,
-            **extra,
-        )
+        session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so, **kwargs)
     except Exception as exc:
         text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
         missing_op = re.search(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op", text)
@@ -138,6 +454,11 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None,
                 f"{EXTENSIONS} for the operators onnxruntime-extensions ships",
             ) from exc
         raise ModelLoadError(f"ONNX Runtime cannot load the model: {text}") from exc
+    if not config.cpu_fallback and provider != CPU:
+        where = placement(session, provider)
+        if where is not None and where.fallback:  # ONNX Runtime let it pass (a node it keeps on CPU by design)
+            _raise_fallback(where)
+    return session
 
 
 def run_session(session, feeds: dict) -> dict:
