@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from golive._imports import is_import_path, split_file_attr
 from golive.errors import DataError, GoliveError, OutputDirError, RunFolderBusyError, SourceNotFoundError, validation_problems
-from golive.runtime import SessionConfig
+from golive.runtime import Placement, SessionConfig
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.verification import VerifyReport
@@ -158,9 +158,10 @@ class TuneRecord(_Record):
 class SessionRecord(_Record):
     """best/session.json: everything needed to load the tuned model, with custom-op paths relative to best/."""
 
-    session: SessionConfig
+    session: SessionConfig  # the provider, its device and options, and the session settings
     transforms: list[str] = Field(default_factory=list)
     candidate: str = ""
+    placement: Placement | None = None  # which provider ran which nodes when it was measured
     environment: dict[str, Any] = Field(default_factory=dict)
     figures: dict[str, Any] = Field(default_factory=dict)
     inputs: list[TensorSpec] = Field(default_factory=list)

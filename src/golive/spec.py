@@ -152,7 +152,9 @@ class VerifyOptions(_Strict):
 class TuneOptions(_Strict):
     budget: float = Field(default=120.0, gt=0, description="Seconds to spend searching, transforms and measurements included.")
     providers: list[str] = Field(
-        default_factory=list, description="Execution providers to try, e.g. cpu,cuda (default: every one this onnxruntime has)."
+        default_factory=list,
+        description="Execution providers to try, e.g. cpu,openvino,cuda (default: every one with a device here; "
+        "`golive devices` lists them).",
     )
     objective: Literal["latency", "throughput"] = Field(
         default="latency",
@@ -201,6 +203,11 @@ class TuneOptions(_Strict):
     time_source: bool = Field(
         default=True,
         description="Time the source model (PyTorch eager, scikit-learn, ...) beside the candidates, for the speedup over it.",
+    )
+    cpu_fallback: bool = Field(
+        default=True,
+        description="Nodes a provider other than the CPU's does not take may run on the CPU provider; "
+        "off: such a candidate is rejected, naming the operators.",
     )
     custom_ops: list[str] = _custom_ops_field()
 

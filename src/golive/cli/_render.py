@@ -177,6 +177,8 @@ def render_tune(console: Console, result) -> None:
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     console.print(f"[bold]{escape(report.summary())}[/]")
+    for line in report.placement_lines():
+        console.print(f"placement: {escape(line)}", highlight=False)
     console.print(
         f"best model: {escape(str(result.output_dir / 'best'))}  (golive.load_session({escape(repr(str(result.output_dir)))}))"
         f"\nreport: {escape(str(result.output_dir / 'report.html'))}",

@@ -223,6 +223,7 @@ def tune(
     max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
     fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = False,
     time_source: Annotated[bool, typer.Option(help=help_for(T, "time_source"))] = True,
+    fallback: Annotated[bool, typer.Option(help=help_for(T, "cpu_fallback"))] = True,
     custom_ops: CustomOpsOpt,
     rtol: RtolOpt,
     atol: AtolOpt,
@@ -259,6 +260,7 @@ def tune(
             "max_batch": max_batch,
             "fixed_shape": fixed_shape,
             "time_source": time_source,
+            "cpu_fallback": fallback,
             "metrics": {**T().metrics, **metrics},
             "custom_ops": custom_ops,
         }

@@ -90,8 +90,13 @@ _PRECISION = (
     "int8_blockwise_128",
     "int8_dynamic_keep_sensitive",
     "int8_static_qdq",
+    "int8_qdq_matmul",
     "fp16",
 )
+# Where the results run: ONNX Runtime's contrib operators (fusions) have CPU and CUDA kernels; its QOperator and
+# MatMulNBits INT8 are the CPU provider's; OpenVINO and TensorRT take standard operators and QDQ.
+_CPU = ("CPUExecutionProvider",)
+_ORT = ("CPUExecutionProvider", "CUDAExecutionProvider")
 
 TRANSFORMS: dict[str, Transform] = {
     t.name: t
@@ -107,12 +112,14 @@ TRANSFORMS: dict[str, Transform] = {
             "ONNX Runtime's transformers optimizer (Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu...; "
             "fuses attention in TorchScript exports)",
             "golive.optimize.fusion:ort_fusion",
+            providers=_ORT,
             after=_REEXPORT,
         ),
         Transform(
             "onnxscript_fusion",
             "onnxscript's ONNX Runtime fusions (attention in dynamo exports, SkipLayerNorm, BiasGelu)",
             "golive.optimize.fusion:onnxscript_fusion",
+            providers=_ORT,
             after=_REEXPORT,
         ),
         Transform(
@@ -120,6 +127,7 @@ TRANSFORMS: dict[str, Transform] = {
             "dynamic INT8 quantization of MatMul/Gemm weights, per tensor",
             "golive.optimize.quantize:dynamic_per_tensor",
             precision="int8",
+            providers=_CPU,
             after=_BEFORE_PRECISION,
         ),
         Transform(
@@ -127,6 +135,7 @@ TRANSFORMS: dict[str, Transform] = {
             "dynamic INT8 quantization, weights per output channel",
             "golive.optimize.quantize:dynamic_per_channel",
             precision="int8",
+            providers=_CPU,
             after=_BEFORE_PRECISION,
         ),
         Transform(
@@ -136,7 +145,7 @@ TRANSFORMS: dict[str, Transform] = {
             "the accuracy of MatMulNBits blocks at the speed of ONNX Runtime's u8s8 kernels",
             "golive.optimize.pertoken:int8_per_token",
             precision="int8",
-            providers=("CPUExecutionProvider",),
+            providers=_CPU,
             after=_BEFORE_PRECISION,
         ),
         Transform(
@@ -145,6 +154,7 @@ TRANSFORMS: dict[str, Transform] = {
             "where per-tensor INT8 loses it",
             "golive.optimize.quantize:int8_blockwise",
             precision="int8",
+            providers=_CPU,
             after=_BEFORE_PRECISION,
         ),
         Transform(
@@ -152,6 +162,7 @@ TRANSFORMS: dict[str, Transform] = {
             "8-bit weights in blocks of 128 (MatMulNBits): fewer scales than blocks of 32",
             "golive.optimize.quantize:int8_blockwise_128",
             precision="int8",
+            providers=_CPU,
             after=_BEFORE_PRECISION,
         ),
         Transform(
@@ -159,6 +170,7 @@ TRANSFORMS: dict[str, Transform] = {
             "Gelu/BiasGelu replaced by FastGelu (tanh approximation); gated by cosine",
             "golive.optimize.shape:gelu_approximation",
             precision="approx",
+            providers=_ORT,
             after=(*_BEFORE_PRECISION, *_PRECISION),
         ),
         Transform(
@@ -166,6 +178,7 @@ TRANSFORMS: dict[str, Transform] = {
             "dynamic INT8 per channel, leaving the nodes whose quantization moves the output most in fp32",
             "golive.optimize.quantize:dynamic_keep_sensitive",
             precision="int8",
+            providers=_CPU,
             after=_BEFORE_PRECISION,
         ),
         Transform(
@@ -176,12 +189,21 @@ TRANSFORMS: dict[str, Transform] = {
             after=_BEFORE_PRECISION,
         ),
         Transform(
+            "int8_qdq_matmul",
+            "static INT8 (QDQ) on MatMuls only, weights per channel, unsigned activations calibrated on the given "
+            "inputs: the INT8 form OpenVINO compiles into its own kernels",
+            "golive.optimize.quantize:qdq_matmul",
+            precision="int8",
+            providers=("OpenVINOExecutionProvider",),
+            after=_BEFORE_PRECISION,
+        ),
+        Transform(
             "split_skip_layernorm",
             "SkipLayerNormalization split back into Add + LayerNormalization, and ONNX Runtime "
             "told not to fuse them again: the fused CPU kernel measured slower than the two ops (onnxruntime 1.32, "
             "[1, 128, 384]: 248 us against 40 us on one thread, 129 us against 77 us on two)",
             "golive.optimize.fusion:split_skip_layernorm",
-            providers=("CPUExecutionProvider",),
+            providers=_CPU,
             after=(*_BEFORE_PRECISION, *_PRECISION),
             disables=("SkipLayerNormFusion",),
         ),

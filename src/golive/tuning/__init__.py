@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from golive.errors import GoliveError
+from golive.errors import GoliveError, ProviderError
 from golive.events import StepContext
 from golive.rundir import SESSION_RECORD
 from golive.spec import TuneOptions, VerifyOptions
@@ -67,19 +67,26 @@ def load_session(tune_dir: str | Path):
     return make_session(best / "model.onnx", record.session)
 
 
-def _providers(options: TuneOptions, available: list[str]) -> list[str]:
+def _providers(options: TuneOptions, available: list[str], notes: list[str]) -> list[str]:
+    """The providers to search: the ones asked for (each must be here, or exit 2 naming what to install), or every
+    one with a device here; a plugin installed without a device here is said in the notes."""
+    from golive.runtime import PLUGINS, provider_problem, short_name
     from golive.tuning.space import NOT_FOR_TUNING, PROVIDER_ALIASES
 
     if not options.providers:
+        for name in PLUGINS:
+            problem = provider_problem(name)
+            if problem and "not installed" not in problem[0]:
+                notes.append(f"{short_name(name)} was not searched: {problem[0]} ({problem[1].split(';')[0]})")
         return [p for p in available if p not in NOT_FOR_TUNING]
     chosen = []
     for name in options.providers:
         full = PROVIDER_ALIASES.get(name.lower(), name)
-        if full not in available:
-            raise GoliveError(
-                f"execution provider {name} is not available in this onnxruntime", hint="available: " + ", ".join(available)
-            )
-        chosen.append(full)
+        problem = provider_problem(full)
+        if problem:
+            raise ProviderError(problem[0], hint=problem[1])
+        if full not in chosen:
+            chosen.append(full)
     return chosen
 
 
@@ -209,9 +216,9 @@ def tune_model(
     from golive import _io
     from golive.frontends.onnxfile import load_onnx
     from golive.inspection import summarize
-    from golive.optimize import TransformContext, check_transforms
+    from golive.optimize import TransformContext, check_transforms, get_transform
     from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
-    from golive.runtime import available_cpus, cpu_features
+    from golive.runtime import available_cpus, available_providers, cpu_features
     from golive.tensors import sizes_of, specs_from_onnx
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
@@ -221,8 +228,8 @@ def tune_model(
     check_transforms(options.transforms)  # an unknown name fails before anything is measured
     started = time.monotonic()
     notes: list[str] = []
-    available = ort.get_available_providers()
-    providers = _providers(options, available)
+    available = available_providers()
+    providers = _providers(options, available, notes)
     feeds, calibration = _inputs(specs, base_sizes, options)
     folder_source = source
     source, why_not = _reexport_source(source)
@@ -244,9 +251,10 @@ def tune_model(
             f"throughput: {options.concurrency} concurrent requests per session, batch of "
             f"{next(iter(feeds.values())).shape[0] if feeds else 1} per request"
         )
-    unavailable = [t for t in (options.transforms or []) if t == "fp16" and providers == ["CPUExecutionProvider"]]
-    if unavailable:
-        notes.append("fp16 is for GPU providers; none is available here, so it was not tried")
+    for name in options.transforms or []:  # asked for by name, and for no provider searched here
+        transform = get_transform(name)
+        if transform.providers and not set(transform.providers) & set(providers):
+            notes.append(f"{name} was not tried: {transform.unavailable_for(providers[0])}, not searched here")
 
     work = stage / "work"
     work.mkdir()
@@ -310,6 +318,7 @@ def tune_model(
             session=session,
             transforms=best.transforms,
             candidate=best.id,
+            placement=best.placement,
             environment=environment,
             figures=best.figures,
             inputs=[s.model_copy(update={"int_range": ranges.get(s.name)}) for s in best_inputs],

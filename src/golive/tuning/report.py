@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from golive.runtime import short_name
 from golive.tuning.space import Candidate
 
 __all__ = ["TuneReport", "render_html"]
@@ -68,6 +69,19 @@ class TuneReport(BaseModel):
             + self.source_summary()
         )
 
+    def placement_lines(self) -> list[str]:
+        """Where the nodes ran: the best, and the fastest passing candidate of every other provider searched."""
+        lines = []
+        if self.best.placement:
+            lines.append(f"best ({self.best.id}): {self.best.placement.describe()}")
+        seen = {self.best.session.providers[0]}
+        for c in self.ranked():
+            provider = c.session.providers[0]
+            if c.status == "passed" and c.placement and provider not in seen:
+                seen.add(provider)
+                lines.append(f"{short_name(provider)}'s fastest ({c.id}, {c.label()}): {c.placement.describe()}")
+        return lines
+
     def source_summary(self) -> str:
         if not self.source or not self.speedup_over_source:
             return ""
@@ -79,6 +93,13 @@ class TuneReport(BaseModel):
 
 def _fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _placed(c: Candidate) -> str:
+    p = c.placement
+    if p is None:
+        return "-"
+    return f"{p.by_provider.get(p.provider, 0)}/{p.nodes}"
 
 
 def render_html_fragment(report: TuneReport) -> str:
@@ -95,7 +116,8 @@ def render_html_fragment(report: TuneReport) -> str:
             f"<tr><td>{rank}</td><td>{c.id}{mark}</td><td>{html.escape('+'.join(c.transforms) or 'original')}</td>"
             f"<td>{html.escape(c.session.describe())}</td><td>{_fmt(f.get('p50_ms'))}</td><td>{_fmt(f.get('p90_ms'))}</td>"
             f"<td>{_fmt(f.get('p99_ms'))}</td><td>{_fmt(f.get('throughput'), 1)}</td><td>{_fmt(f.get('session_create_ms'), 0)}</td>"
-            f"<td>{_fmt(cos, 5)}</td><td style='color:{colors.get(c.status, '#000')}'>{c.status}</td>"
+            f"<td>{_fmt(cos, 5)}</td><td>{html.escape(_placed(c))}</td>"
+            f"<td style='color:{colors.get(c.status, '#000')}'>{c.status}</td>"
             f"<td>{html.escape(c.reason)}</td></tr>"
         )
     bars = []
@@ -114,16 +136,19 @@ def render_html_fragment(report: TuneReport) -> str:
     )
     env = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in report.environment.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
+    placed = "".join(f"<li>{html.escape(n)}</li>" for n in report.placement_lines())
     return f"""<div class="tune-report">
 <p><b>{html.escape(report.summary())}</b></p>
 <p>objective: {report.objective}; budget {report.budget_s:.0f} s, used {report.elapsed_s:.0f} s; {len(report.candidates)} candidates. {env}</p>
 <ul>{notes}</ul>
+<h2>Where the nodes ran</h2>
+<ul>{placed}</ul>
 <h2>Median latency (p50) of measured candidates</h2>
 <p>green: passed the accuracy gate; red: rejected by it.</p>
 {chart}
 <h2>All candidates, ranked</h2>
 <table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
-<th>items/s</th><th>session ms</th><th>min cosine</th><th>verdict</th><th>reason</th></tr>
+<th>items/s</th><th>session ms</th><th>min cosine</th><th>nodes on provider</th><th>verdict</th><th>reason</th></tr>
 {"".join(rows)}
 </table></div>"""
 

@@ -25,10 +25,18 @@ from golive._isolate import in_worker
 from golive.errors import TransformError
 from golive.events import StepContext
 from golive.optimize import TransformContext, apply_chain, get_transform
-from golive.runtime import SessionConfig
+from golive.runtime import CPU, Placement, SessionConfig, short_name
 from golive.spec import TuneOptions
 from golive.tuning.gate import judge
-from golive.tuning.space import Candidate, invalid_reason, provider_options, session_knobs
+from golive.tuning.space import (
+    Candidate,
+    default_session,
+    invalid_reason,
+    knob_value,
+    session_knobs,
+    session_precision,
+    with_knob,
+)
 from golive.tuning.worker import measure_in_worker
 
 log = logging.getLogger(__name__)
@@ -36,7 +44,7 @@ log = logging.getLogger(__name__)
 _NOISE = 0.02  # a change must beat the best by more than this share to replace it
 FUSIONS = ["ort_fusion", "onnxscript_fusion"]
 REEXPORT = "torchscript_export"
-INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq"]
+INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq", "int8_qdq_matmul"]
 # Per-token INT8 runs the same GEMMs as dynamic INT8 plus its quantizing ops: tried on a base where dynamic INT8 fails
 # the gate (all-MiniLM-L6-v2), not where it passes (the 3-layer BERT: 11.6 ms against 10.6), unless asked for by name.
 INT8_ACCURATE = "int8_per_token"
@@ -61,13 +69,14 @@ class SearchState:
     notes: list[str] = field(default_factory=list)  # what the search left out, and why
     scores: set[str] = field(default_factory=set)  # outputs holding class scores: gated by top-1 agreement too
     inputs_at: Callable[[int], Path] | None = None  # throughput: measurement inputs at another batch size
+    share_deadline: float | None = None  # the end of the current provider's share of the budget
 
     @property
     def short_seconds(self) -> float:
         return float(min(max(self.options.budget / 40, 0.4), 8.0))
 
     def left(self) -> float:
-        return self.deadline - time.monotonic()
+        return min(self.deadline, self.share_deadline or self.deadline) - time.monotonic()
 
     def progress(self, message: str, payload: dict[str, Any] | None = None) -> None:
         """A tune event: done/total are seconds spent of the budget."""
@@ -77,7 +86,10 @@ class SearchState:
         return self.step.cancel.is_set()
 
 
-def allowed(state: SearchState, name: str) -> bool:
+def allowed(state: SearchState, name: str, provider: str | None = None) -> bool:
+    """Whether the search may try ``name`` (on ``provider``: one it suits; the others cannot help there)."""
+    if provider is not None and get_transform(name).unavailable_for(provider):
+        return False
     return state.options.transforms is None or name in state.options.transforms
 
 
@@ -90,6 +102,8 @@ def _new(state: SearchState, stage: str, transforms: list[str], session: Session
         if c.transforms == transforms and c.session == session and c.stage != "ahead-of-time":
             return c
     precision = next((get_transform(t).precision for t in transforms if get_transform(t).precision != "fp32"), "fp32")
+    if precision == "fp32":  # the provider computing in lower precision (OpenVINO's bf16 hint, TensorRT's fp16)
+        precision = session_precision(session) or precision
     c = Candidate(id=f"c{len(state.candidates):03d}", stage=stage, transforms=transforms, session=session, precision=precision)
     state.candidates.append(c)
     return c
@@ -175,9 +189,14 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     ok, result = measure_in_worker(task, timeout=max(60.0, 6 * seconds + 60), should_stop=state.stopping)
     state.step.check()
     if not ok:
-        c.status, c.reason = "failed", str(result)
+        if str(result).startswith("FallbackError: "):  # --no-fallback: the provider does not take every node
+            c.status, c.reason = "rejected", "--no-fallback: " + str(result).removeprefix("FallbackError: ")
+        else:
+            c.status, c.reason = "failed", str(result)
         return c
     assert isinstance(result, dict)  # ok: the worker's figures (a failure is a message)
+    where = result.pop("placement", None)
+    c.placement = Placement.model_validate(where) if where else c.placement
     c.figures = {**result, "measured_seconds": seconds}
     with np.load(out_file, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
@@ -204,19 +223,28 @@ def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candida
 
 
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
-    default = SessionConfig(providers=[provider], custom_ops=state.options.custom_ops)
+    default = default_session(
+        provider,
+        custom_ops=state.options.custom_ops,
+        cpu_fallback=state.options.cpu_fallback or provider == CPU,
+    )
+    _note_unsuited(state, provider)
     tried = [evaluate(state, _new(state, "model", [], default), state.short_seconds)]
     # asked for by name and not placed by the stages below (a user's own transform, say): tried alone
     extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
     for name in [*FUSIONS, *extra]:
-        if allowed(state, name):
+        if allowed(state, name, provider):
             tried.append(evaluate(state, _new(state, "model", [name], default), state.short_seconds))
-    # The export route: a transformer (a fusion found something to fuse) whose PyTorch source is at hand is
-    # exported again with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully.
-    transformer = any(c.status == "passed" and c.transforms[:1] in ([f] for f in FUSIONS) for c in tried)
+    # The export route: a transformer (a fusion found something to fuse, on this provider or another; where no
+    # fusion suits the provider, a graph with Softmax and MatMul) whose PyTorch source is at hand is exported again
+    # with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully and OpenVINO reads as plain ops.
+    fused = any(c.status == "passed" and c.transforms[:1] in ([f] for f in FUSIONS) for c in state.candidates)
+    attention = {"Softmax", "MatMul"} <= _op_types(str(state.model))
+    transformer = fused or (not any(allowed(state, f, provider) for f in FUSIONS) and attention)
     asked = state.options.transforms is not None and REEXPORT in state.options.transforms
-    if state.ctx.source and allowed(state, REEXPORT) and (transformer or asked):
-        tried.append(evaluate(state, _new(state, "model", [REEXPORT, "ort_fusion"], default), state.short_seconds))
+    if state.ctx.source and allowed(state, REEXPORT, provider) and (transformer or asked):
+        route = [REEXPORT, "ort_fusion"] if get_transform("ort_fusion").unavailable_for(provider) is None else [REEXPORT]
+        tried.append(evaluate(state, _new(state, "model", route, default), state.short_seconds))
     _remeasure(state, tried, 2 * state.short_seconds)
     # Lower precision on two correct fp32 variants: which fusion quantizes best is measured, not guessed. The first is
     # the fastest with attention fused, when one has it: only a fused Attention quantizes whole (QAttention, or its
@@ -225,31 +253,34 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
     bases = precision_bases(ranked)
     reduced: list[Candidate] = []
-    lower = [
-        t
-        for t in INT8_FIRST
-        if allowed(state, t)
-        and (t not in _CALIBRATED or state.ctx.calibration)
-        and get_transform(t).unavailable_for(provider) is None
-    ]
-    if provider != "CPUExecutionProvider" and allowed(state, "fp16"):
+    lower = [t for t in INT8_FIRST if allowed(state, t, provider) and (t not in _CALIBRATED or state.ctx.calibration)]
+    if allowed(state, "fp16", provider):
         lower.append("fp16")
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
-    accurate = named or (
-        allowed(state, INT8_ACCURATE)
-        and bool(state.ctx.calibration)
-        and get_transform(INT8_ACCURATE).unavailable_for(provider) is None
-    )
+    accurate = (named and provider == CPU) or (allowed(state, INT8_ACCURATE, provider) and bool(state.ctx.calibration))
     for chain in bases:
         here = [evaluate(state, _new(state, "model", [*chain, name], default), state.short_seconds) for name in lower]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
         if accurate and (named or not dynamic_passed):
             here.append(evaluate(state, _new(state, "model", [*chain, INT8_ACCURATE], default), state.short_seconds))
         reduced.extend(here)
-    if allowed(state, INT8_RESCUE) and not any(c.status == "passed" and c.precision == "int8" for c in reduced):
+    if allowed(state, INT8_RESCUE, provider) and not any(c.status == "passed" and c.precision == "int8" for c in reduced):
         reduced.append(evaluate(state, _new(state, "model", [*bases[0], INT8_RESCUE], default), state.short_seconds))
     _remeasure(state, reduced, 2 * state.short_seconds)
     return tried + reduced + refine(state, tried + reduced, default)
+
+
+def _note_unsuited(state: SearchState, provider: str) -> None:
+    """Say once per provider which transforms the search leaves out there, and why."""
+    if provider == CPU:
+        return
+    names = state.options.transforms if state.options.transforms is not None else [*FUSIONS, *INT8_FIRST, INT8_ACCURATE]
+    unsuited = [t for t in names if get_transform(t).unavailable_for(provider)]
+    if unsuited:
+        state.notes.append(
+            f"{short_name(provider)}: {', '.join(unsuited)} not tried there (they make ONNX Runtime's own contrib or "
+            "QOperator INT8 operators, which that provider does not run; its INT8 route is QDQ)"
+        )
 
 
 def _attention_fused(c: Candidate) -> bool:
@@ -282,7 +313,7 @@ def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -
     steps: list[tuple[str, Callable[[list[str]], list[str]]]] = []
     if "int8_blockwise" in best.transforms:
         steps.append(("int8_blockwise_128", lambda ch: [t if t != "int8_blockwise" else "int8_blockwise_128" for t in ch]))
-    if "SkipLayerNormalization" in ops and best.session.providers[0] == "CPUExecutionProvider":
+    if "SkipLayerNormalization" in ops:
         steps.append(("split_skip_layernorm", lambda ch: [*ch, "split_skip_layernorm"]))
     if ops & {"Gelu", "BiasGelu"}:
         steps.append(("gelu_approximation", lambda ch: [*ch, "gelu_approximation"]))
@@ -290,7 +321,7 @@ def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -
         steps.append(("fixed_shape", lambda ch: [*ch, "fixed_shape"]))
     tried = []
     for name, vary in steps:
-        if not allowed(state, name) or state.left() <= 0:
+        if not allowed(state, name, best.session.providers[0]) or state.left() <= 0:
             continue
         c = evaluate(state, _new(state, "model", vary(best.transforms), default), state.short_seconds)
         tried.append(c)
@@ -323,19 +354,14 @@ def _op_types(model: str) -> set[str]:
 def stage_session(state: SearchState, start: Candidate) -> Candidate:
     """Coordinate descent over session knobs from ``start``; returns the best candidate found."""
     best = start
-    knobs = list(session_knobs())
     provider = start.session.providers[0]
-    for opts in provider_options(provider)[1:]:
-        knobs.insert(0, ("provider_options", [[], [opts]]))
-    for knob, values in knobs:
+    for knob, values in session_knobs(provider, objective=state.options.objective):
         for value in values:
-            if getattr(best.session, knob) == value:
+            current = knob_value(best.session, knob)
+            if (values[0] if current is None else current) == value:
                 continue
-            update: dict[str, Any] = {knob: value}
-            if knob == "execution_mode" and value == "parallel":
-                update["inter_op_num_threads"] = 2
             c = evaluate(
-                state, _new(state, "session", best.transforms, best.session.model_copy(update=update)), state.short_seconds
+                state, _new(state, "session", best.transforms, with_knob(best.session, knob, value)), state.short_seconds
             )
             if c.status == "passed" and beats(state, c, best):
                 best = c
@@ -423,7 +449,9 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
             f"the model does not run with a default ONNX Runtime session: {baseline.reason}", hint="golive verify it first"
         )
     per_provider = []
-    for provider in state.providers:
+    for i, provider in enumerate(state.providers):
+        # each provider gets an equal share of what is left, so the first cannot spend the second's
+        state.share_deadline = time.monotonic() + max(0.0, state.deadline - time.monotonic()) / (len(state.providers) - i)
         cands = stage_models(state, provider)
         ranked = sorted((c for c in cands if c.status == "passed"), key=lambda c: c.score(state.options.objective))
         tuned = [stage_session(state, c) for c in ranked[:2]]
@@ -431,8 +459,17 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
             tuned = [duel(state, tuned[0], tuned[1])]
         if tuned:
             per_provider.append(tuned[0])
+    state.share_deadline = None
+    if len(per_provider) > 1:  # across providers, the winner is decided in alternation too
+        per_provider = [_duel_all(state, per_provider)]
     best = best_of(state, per_provider) or baseline
-    if best.stage != "baseline" and state.left() > 0:
+    if best.session.providers[0] != CPU and best.stage != "baseline":
+        # another provider compiles the graph itself: ONNX Runtime's graph saved for the CPU is not what it runs
+        state.notes.append(
+            f"ONNX Runtime's optimized graph is not saved ahead of time for {short_name(best.session.providers[0])}: "
+            "that provider compiles the graph itself when the session is made"
+        )
+    elif best.stage != "baseline" and state.left() > 0:
         best = stage_offline(state, best)
     elif best.stage != "baseline":
         state.notes.append(
@@ -442,6 +479,15 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
         best = confirm(state, baseline, best)
     stage_batch(state, best)
     return baseline, best
+
+
+def _duel_all(state: SearchState, finalists: list[Candidate]) -> Candidate:
+    ranked = sorted(finalists, key=lambda c: c.score(state.options.objective))
+    winner = ranked[0]
+    for challenger in ranked[1:]:
+        if state.left() > 0:
+            winner = duel(state, winner, challenger)
+    return winner
 
 
 def stage_batch(state: SearchState, best: Candidate) -> None:
@@ -477,6 +523,7 @@ def stage_batch(state: SearchState, best: Candidate) -> None:
         state.step.check()
         if ok:
             assert isinstance(result, dict)  # ok: the worker's figures (a failure is a message)
+            result.pop("placement", None)  # the same as the candidate it varies
             c.figures, c.status = {**result, "measured_seconds": state.short_seconds}, "passed"
             c.reason = f"{best.id} at batch {size} (same model and settings; gated at the search's batch size)"
         else:

@@ -7,9 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from golive.runtime import SessionConfig
+from golive.runtime import CPU, PLUGINS, Placement, SessionConfig
 
-__all__ = ["PROVIDER_ALIASES", "Candidate", "invalid_reason", "provider_options", "session_knobs"]
+__all__ = [
+    "PROVIDER_ALIASES",
+    "Candidate",
+    "default_session",
+    "invalid_reason",
+    "knob_value",
+    "session_knobs",
+    "session_precision",
+    "with_knob",
+]
 
 Status = Literal["pending", "passed", "rejected", "failed", "invalid", "skipped"]
 
@@ -39,6 +48,7 @@ class Candidate(BaseModel):
     transform_info: list[dict[str, Any]] = Field(default_factory=list)
     model: str = ""
     batch: int | None = Field(default=None, description="batch size of a throughput 'batch' stage candidate")
+    placement: Placement | None = Field(default=None, description="which provider ran which nodes, as measured")
 
     def label(self) -> str:
         chain = "+".join(self.transforms) or "original"
@@ -62,21 +72,44 @@ class Candidate(BaseModel):
         return figures.get("p50_ms", float("inf"))
 
 
-def provider_options(provider: str) -> list[dict[str, Any]]:
-    """The main options worth trying per provider (the first is the provider's default)."""
-    if provider == "CUDAExecutionProvider":
-        return [{}, {"cudnn_conv_algo_search": "EXHAUSTIVE"}]
-    if provider == "TensorrtExecutionProvider":
-        return [{}, {"trt_fp16_enable": "True"}]
-    return [{}]
+# Each provider's knobs, declared once: (knob, values), the first value being the provider's default. A knob is a
+# SessionConfig field, or "provider_options.KEY" / "device_properties.KEY" for one entry of those dicts.
+Knobs = list[tuple[str, list[Any]]]
 
 
-def session_knobs(cores: int | None = None) -> list[tuple[str, list[Any]]]:
+def session_knobs(
+    provider: str = CPU, cores: int | None = None, isa: list[str] | None = None, objective: str = "latency"
+) -> Knobs:
     """Session settings tried one knob at a time, each starting from the best so far."""
-    from golive.runtime import available_cpus
+    from golive.runtime import available_cpus, cpu_features
 
     cores = cores or available_cpus()
+    isa = cpu_features()["isa"] if isa is None else isa  # type: ignore[assignment]
     threads = sorted({0, 1, max(1, cores // 2), cores})
+    if provider == "OpenVINOExecutionProvider":
+        # OpenVINO's own properties (its load_config): ONNX Runtime's thread and graph settings do not reach inside
+        # the subgraphs it compiles. bf16 only where the CPU computes it natively (AVX512_BF16, AMX): elsewhere
+        # OpenVINO would emulate it, slower than f32. Its default precision on an AMX CPU is bf16: f32 is tried too.
+        precisions = ["f32", *(["bf16"] if {"avx512_bf16", "amx_bf16"} & set(isa or []) else [])]
+        knobs: Knobs = [
+            ("device_properties.INFERENCE_PRECISION_HINT", precisions),
+            ("device_properties.PERFORMANCE_HINT", ["LATENCY", "THROUGHPUT"]),
+            ("device_properties.INFERENCE_NUM_THREADS", [str(t) for t in threads if t]),
+        ]
+        if objective == "throughput":
+            knobs.append(("device_properties.NUM_STREAMS", ["1", *(str(n) for n in (2, cores) if 1 < n <= cores)]))
+        return knobs
+    if provider == "CUDAExecutionProvider":
+        return [
+            ("provider_options.cudnn_conv_algo_search", ["HEURISTIC", "EXHAUSTIVE"]),
+            ("provider_options.prefer_nhwc", ["0", "1"]),
+            ("graph_optimization_level", ["all", "extended"]),
+        ]
+    if provider == "TensorrtExecutionProvider":
+        return [
+            ("provider_options.trt_fp16_enable", ["False", "True"]),
+            ("provider_options.trt_builder_optimization_level", ["3", "5"]),
+        ]
     return [
         ("intra_op_num_threads", threads),
         ("execution_mode", ["sequential", "parallel"]),
@@ -85,6 +118,56 @@ def session_knobs(cores: int | None = None) -> list[tuple[str, list[Any]]]:
         ("enable_mem_pattern", [True, False]),
         ("enable_cpu_mem_arena", [True, False]),
     ]
+
+
+def session_precision(session: SessionConfig) -> str | None:
+    """The precision a provider computes in when its settings lower it (None: as the model says)."""
+    hint = session.device_properties.get("INFERENCE_PRECISION_HINT", "").lower()
+    if hint in ("bf16", "f16"):
+        return "bf16" if hint == "bf16" else "fp16"
+    options = session.provider_options[0] if session.provider_options else {}
+    if str(options.get("trt_fp16_enable", "")).lower() == "true":
+        return "fp16"
+    return None
+
+
+def default_session(provider: str, **fields: Any) -> SessionConfig:
+    """A provider's starting point: its first value of every knob (OpenVINO's precision pinned to f32, its
+    default being bf16 on some CPUs; the search decides)."""
+    config = SessionConfig(providers=[provider], **fields)
+    if provider in PLUGINS:  # the device it runs on, named in session.json (a plugin may list CPU, GPU and NPU)
+        from golive.runtime import ep_devices
+
+        config.device_type = next((d.device_type for d in ep_devices() if d.provider == provider), None)
+    for knob, values in session_knobs(provider, cores=1, isa=[]):
+        if "." in knob and knob.startswith("device_properties.INFERENCE_PRECISION"):
+            config = with_knob(config, knob, values[0])
+    return config
+
+
+def knob_value(session: SessionConfig, knob: str) -> Any:
+    """The knob's value in ``session`` (a provider or device entry not set reads as its default, the first value)."""
+    field, _, key = knob.partition(".")
+    if not key:
+        return getattr(session, field)
+    entries = session.provider_options[0] if field == "provider_options" and session.provider_options else {}
+    if field == "device_properties":
+        entries = session.device_properties
+    return entries.get(key)
+
+
+def with_knob(session: SessionConfig, knob: str, value: Any) -> SessionConfig:
+    field, _, key = knob.partition(".")
+    if not key:
+        update: dict[str, Any] = {field: value}
+        if field == "execution_mode" and value == "parallel":
+            update["inter_op_num_threads"] = 2
+        return session.model_copy(update=update)
+    if field == "device_properties":
+        return session.model_copy(update={"device_properties": {**session.device_properties, key: value}})
+    options = dict(session.provider_options[0]) if session.provider_options else {}
+    options[key] = value
+    return session.model_copy(update={"provider_options": [options]})
 
 
 def invalid_reason(session: SessionConfig, transforms: list[str], available: list[str]) -> str | None:

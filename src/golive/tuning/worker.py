@@ -101,11 +101,13 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from golive._io import save_npz
-    from golive.runtime import SessionConfig, make_session
+    from golive.runtime import SessionConfig, make_session, placement
 
     started = time.perf_counter()
-    session = make_session(task["model"], SessionConfig(**task["session"]))
+    config = SessionConfig(**task["session"])
+    session = make_session(task["model"], config, record_placement=True)
     create_ms = (time.perf_counter() - started) * 1000
+    where = placement(session, config.providers[0])
     with np.load(task["inputs"], allow_pickle=False) as z:
         feeds = {i.name: z[i.name] for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
@@ -119,6 +121,8 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     if task.get("concurrency", 1) > 1:
         result.update(_concurrent(session, names, feeds, task["concurrency"], max(0.5, task["max_seconds"] / 3), batch))
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if where is not None:
+        result["placement"] = where.model_dump()
     return result
 
 
