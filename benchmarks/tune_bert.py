@@ -33,7 +33,7 @@ import onnx
 import torch
 
 import golive
-from golive.runtime import SessionConfig, make_session
+from golive.runtime import SessionConfig, available_providers, make_session, placement
 from golive.tuning.gate import cosine
 from golive.tuning.worker import measure_in_worker
 
@@ -120,6 +120,48 @@ _COUNTED = (
     "MatMulNBits",
     "MatMul",
 )
+
+
+def _qdq_matmul(fp32: Path, feeds: dict[str, np.ndarray], out: Path) -> Path:
+    """OpenVINO's INT8 recipe by hand: ORT's quantize_static, QDQ, MatMuls only, weights per channel, activations
+    calibrated on 16 random rows."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(1)
+    rows = [{k: (rng.integers(0, 1000, v.shape) if k == "input_ids" else v).astype(v.dtype) for k, v in feeds.items()}]
+    rows *= 16
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(rows)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    path = out / "openvino_qdq_int8.onnx"
+    quantize_static(
+        str(fp32),
+        str(path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return path
+
+
+def _precision(path: str, config: SessionConfig) -> str:
+    ops = {n.op_type for n in onnx.load(path, load_external_data=False).graph.node}
+    int8 = ops & {"QuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "MatMulNBits"}
+    hint = config.device_properties.get("INFERENCE_PRECISION_HINT")
+    return "+".join(filter(None, ["int8" if int8 else "", hint or ("" if int8 else "fp32")]))
+
+
+def _placed(path: str, config: SessionConfig) -> str:
+    where = placement(make_session(path, config, record_placement=True), config.providers[0])
+    return where.describe() if where else "-"
 
 
 def _op_counts(path: str) -> str:
@@ -221,12 +263,27 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
         f"best practice (INT8 {chosen})": (str(practice[chosen]), two_threads),
         "golive tune best": (str(out / "tuned" / "best" / "model.onnx"), SessionConfig(**saved["session"])),
     }
+    # OpenVINO by hand, where it lists a device: the plain TorchScript export at f32 and at its default precision
+    # (bf16 on an AMX CPU), and the QDQ INT8 model; every figure beside the others, in the same rounds
+    if "OpenVINOExecutionProvider" in available_providers():
+        plain = str(out / "best_practice_fp32.onnx")
+        ov = SessionConfig(providers=["OpenVINOExecutionProvider"])
+        ort_contenders["OpenVINO, TorchScript export, f32"] = (
+            plain,
+            ov.model_copy(update={"device_properties": {"INFERENCE_PRECISION_HINT": "f32"}}),
+        )
+        ort_contenders["OpenVINO, TorchScript export, its default"] = (plain, ov)
+        qdq = _qdq_matmul(out / "best_practice_fp32.onnx", feeds, out)
+        ort_contenders["OpenVINO, QDQ INT8 (MatMul, per channel)"] = (str(qdq), ov)
+    else:
+        print("OpenVINO: no device here (golive devices says why); its contenders are left out")
     print(
         f"best practice: per tensor {statistics.median(picks['per tensor']):.2f} ms, per channel "
         f"{statistics.median(picks['per channel']):.2f} ms (2 intra-op threads): {chosen} taken"
     )
     for k, (path, config) in ort_contenders.items():
-        print(f"  {k:<36} {_op_counts(path)}  [{config.describe()}]")
+        print(f"  {k:<42} {_op_counts(path)}  [{config.describe()}]")
+        print(f"  {'':<42} precision {_precision(path, config)}; {_placed(path, config)}")
     accuracy = {"PyTorch eager": 1.0}
     for k, (path, config) in ort_contenders.items():
         outs = make_session(path, config).run(None, feeds)
@@ -246,10 +303,10 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
         time.sleep(2)  # a pause between rounds: a slow moment spreads over every contender, not one
     eager_ms = statistics.median(times["PyTorch eager"])
     print(f"golive tune: {len(result.report.candidates)} candidates in {tune_wall:.0f} s; {result.report.summary()}")
-    print(f"{'contender':<36} {'median ms':>10} {'vs eager':>9} {'min cosine':>11} gate(0.999)")
+    print(f"{'contender':<42} {'median ms':>10} {'vs eager':>9} {'min cosine':>11} gate(0.999)")
     for k, v in times.items():
         ms = statistics.median(v)
-        print(f"{k:<36} {ms:10.2f} {eager_ms / ms:8.2f}x {accuracy[k]:11.5f} {'pass' if accuracy[k] >= 0.999 else 'FAIL'}")
+        print(f"{k:<42} {ms:10.2f} {eager_ms / ms:8.2f}x {accuracy[k]:11.5f} {'pass' if accuracy[k] >= 0.999 else 'FAIL'}")
     hand_ms = statistics.median(times[f"best practice (INT8 {chosen})"])
     best_ms = statistics.median(times["golive tune best"])
     print(
@@ -273,6 +330,8 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
         f"golive best spends {best_ms - floor:.2f} ms beyond them"
     )
     print("the report: " + result.report.summary())
+    for line in result.report.placement_lines():
+        print("  placement: " + line)
     for note in result.report.notes:
         print("  note: " + note)
     passed = sorted((c for c in result.report.candidates if c.status == "passed"), key=lambda c: c.figures["p50_ms"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from golive.errors import GoliveError
 
@@ -28,7 +29,7 @@ def export_triton(
     from tritonclient.grpc import model_config_pb2
 
     from golive.rundir import SESSION_RECORD, best_folder, tuned_record
-    from golive.runtime import make_session
+    from golive.runtime import CPU, make_session
     from golive.serving.grpc_service import triton_config
     from golive.serving.model import ServedModel
 
@@ -43,9 +44,14 @@ def export_triton(
             hint="serve it with golive serve, or add the op library to Triton by hand",
         )
     model_name = name or (best.parent.name if best.name == "best" else best.name)
+    # the inputs and outputs come from a CPU session of the same model: the tuned provider need not be on this
+    # machine, only on Triton's (the accelerator below asks for it there)
+    on_cpu = record.session.model_copy(
+        update={"providers": [CPU], "provider_options": [], "device_type": None, "device_properties": {}, "cpu_fallback": True}
+    )
     served = ServedModel(
         model_name,
-        make_session(best / "model.onnx", record.session),
+        make_session(best / "model.onnx", on_cpu),
         source=str(tune_dir),
         max_batch=max_batch,
         max_delay_ms=max_delay_ms,
@@ -69,7 +75,9 @@ def export_triton(
     level = "disable" if ahead else s.graph_optimization_level
     if level in _LEVELS:
         config.optimization.graph.level = _LEVELS[level]
-    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=1)
+    gpu = _accelerate(config, s)
+    kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if gpu else model_config_pb2.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=kind, count=1)
     repo = Path(repo)
     folder = repo / model_name
     if folder.exists():
@@ -79,7 +87,7 @@ def export_triton(
     (partial / "1").mkdir(parents=True)
     try:
         if ahead:
-            make_session(best / "model.onnx", s, optimized_model_path=partial / "1" / "model.onnx")
+            make_session(best / "model.onnx", on_cpu, optimized_model_path=partial / "1" / "model.onnx")
         else:
             for f in best.iterdir():
                 if f.name == "model.onnx" or f.name in _external(best / "model.onnx"):
@@ -90,6 +98,30 @@ def export_triton(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return folder
+
+
+def _accelerate(config: Any, session: Any) -> bool:
+    """Triton's execution accelerator for the tuned provider (its onnxruntime backend's names); True for a GPU one.
+    OpenVINO's accelerator takes no properties in Triton: its precision and threads are OpenVINO's defaults there."""
+    provider = session.providers[0]
+    options = {str(k): str(v) for k, v in (session.provider_options[0] if session.provider_options else {}).items()}
+    accelerators = config.optimization.execution_accelerators
+    if provider == "OpenVINOExecutionProvider":
+        accelerators.cpu_execution_accelerator.add(name="openvino")
+        return False
+    if provider == "TensorrtExecutionProvider":
+        trt = accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        if options.pop("trt_fp16_enable", "").lower() == "true":
+            trt.parameters["precision_mode"] = "FP16"
+        for key, value in options.items():
+            trt.parameters[key] = value
+        return True
+    if provider == "CUDAExecutionProvider":
+        cuda = accelerators.gpu_execution_accelerator.add(name="cuda")
+        for key, value in options.items():
+            cuda.parameters[key] = value
+        return True
+    return False
 
 
 def _external(model: Path) -> set[str]:

@@ -1,0 +1,334 @@
+"""Execution providers: ONNX Runtime's device API, plugin packages (OpenVINO), the placement audit, and a tuned
+provider followed by everything that loads it.
+
+OpenVINO's plugin lists devices on Intel CPUs, GPUs and NPUs only: on other CPUs the tests that need it to run a
+model are skipped with that reason, and the ones below check what such a machine says instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import golive
+from golive.runtime import CPU, PLUGINS, SessionConfig, make_session, placement
+
+OPENVINO = "OpenVINOExecutionProvider"
+
+
+def _openvino_state() -> tuple[str, int]:
+    """(plugin state, devices it lists) for this machine."""
+    found = golive.devices()
+    plugin = next(p for p in found.plugins if p.provider == OPENVINO)
+    return plugin.state, plugin.devices
+
+
+@pytest.fixture(scope="module")
+def openvino():
+    state, count = _openvino_state()
+    return {"state": state, "devices": count}
+
+
+needs_openvino = pytest.mark.skipif(
+    _openvino_state()[1] == 0,
+    reason="OpenVINO's plugin lists no device on this machine (it runs on Intel CPUs, GPUs and NPUs; "
+    "`golive devices` says which state it is in here)",
+)
+
+
+def _stub_without(tmp_path: Path, module: str) -> dict[str, str]:
+    """An environment in which ``module`` cannot be imported, as on a machine without the package."""
+    stub = tmp_path / "stub" / module
+    stub.mkdir(parents=True)
+    message = f"No module named {module!r}"
+    (stub / "__init__.py").write_text(f"raise ImportError({message!r}, name={module!r})\n")
+    return {**os.environ, "PYTHONPATH": str(tmp_path / "stub")}
+
+
+def _matmul_relu(path: Path, k: int = 16, n: int = 8) -> Path:
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(k, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n])],
+        [w],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tuned_relu(tmp_path_factory) -> Path:
+    from conftest import relu_onnx
+
+    root = tmp_path_factory.mktemp("providers")
+    golive.tune(relu_onnx(root / "m.onnx"), root / "tuned", budget=3, transforms=[])
+    return root / "tuned"
+
+
+def _naming_openvino(tuned: Path, dst: Path) -> Path:
+    """A copy of a tuned folder whose session.json names OpenVINO (as one tuned on an Intel machine does)."""
+    import shutil
+
+    shutil.copytree(tuned, dst)
+    record = json.loads((dst / "best" / "session.json").read_text())
+    record["session"].update(providers=[OPENVINO], device_type="CPU", device_properties={"INFERENCE_PRECISION_HINT": "f32"})
+    (dst / "best" / "session.json").write_text(json.dumps(record))
+    return dst
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_devices_lists_the_cpu_provider_and_the_openvino_plugin(cli, openvino):
+    code, stdout, _ = cli("devices", "--json")
+    assert code == 0
+    found = json.loads(stdout)
+    cpu = [d for d in found["devices"] if d["provider"] == CPU]
+    assert cpu and cpu[0]["device_type"] == "CPU" and cpu[0]["plugin"] is None and CPU in found["providers"]
+    plugin = next(p for p in found["plugins"] if p["provider"] == OPENVINO)
+    assert plugin["package"] == "onnxruntime-ep-openvino" and plugin["extra"] == "openvino"
+    ov = [d for d in found["devices"] if d["provider"] == OPENVINO]
+    assert plugin["state"] == openvino["state"] and plugin["devices"] == len(ov)
+    assert (OPENVINO in found["providers"]) == bool(ov)  # a plugin counts as available only with a device
+    if ov:
+        assert all(d["plugin"] == "onnxruntime-ep-openvino" for d in ov)
+    code, stdout, _ = cli("devices")
+    assert code == 0 and "CPUExecutionProvider" in stdout and "OpenVINOExecutionProvider" in stdout
+    if plugin["state"] == "registered" and not ov:  # e.g. an AMD CPU: installed, and why it shows nothing
+        assert "lists no device here" in " ".join(stdout.split()) and "Intel" in stdout
+
+
+def test_without_the_plugin_package_devices_says_what_to_install(tmp_path):
+    env = _stub_without(tmp_path, PLUGINS[OPENVINO].module)
+    run = subprocess.run([sys.executable, "-m", "golive", "devices"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "not installed: pip install 'golive[openvino]'" in " ".join(run.stdout.split())
+
+
+# ---------------------------------------------------------------- a session.json that names a provider not here
+
+
+def test_a_tune_folder_naming_openvino_where_the_plugin_is_missing_exits_2(tuned_relu, tmp_path):
+    folder = _naming_openvino(tuned_relu, tmp_path / "from-intel")
+    env = _stub_without(tmp_path, PLUGINS[OPENVINO].module)
+    run = subprocess.run(
+        [sys.executable, "-m", "golive", "serve", str(folder), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    message = " ".join(run.stderr.split())
+    assert run.returncode == 2, run.stderr
+    assert "onnxruntime-ep-openvino, which is not installed" in message and "pip install 'golive[openvino]'" in message
+    script = "import golive, sys\ntry:\n    golive.load_session(sys.argv[1])\nexcept golive.GoliveError as e:\n    print(e)\n    sys.exit(2)\n"
+    run = subprocess.run([sys.executable, "-c", script, str(folder)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "golive[openvino]" in run.stdout  # nothing silently runs on CPU
+
+
+def test_a_tune_folder_naming_openvino_here(tuned_relu, tmp_path, cli, openvino):
+    """With the plugin installed: where OpenVINO has a device the session loads on it; where it has none (a non-Intel
+    CPU) loading is exit 2 saying so."""
+    folder = _naming_openvino(tuned_relu, tmp_path / "from-intel")
+    if openvino["devices"]:
+        session = golive.load_session(folder)
+        assert session.get_providers()[0] == OPENVINO
+        return
+    code, _, err = cli("serve", folder, "--port", "0")
+    message = " ".join(err.split())
+    assert code == 2 and "lists no device on this machine" in message and "golive devices" in message
+
+
+def test_tune_asked_for_a_provider_that_is_not_here_exits_2(tuned_relu, tmp_path, cli, openvino):
+    code, _, err = cli("tune", tuned_relu / "best" / "model.onnx", "-o", tmp_path / "t", "--providers", "cuda")
+    message = " ".join(err.split())
+    assert code == 2 and "CUDAExecutionProvider is not available" in message and "onnxruntime-gpu" in message
+    assert not (tmp_path / "t").exists()
+    if not openvino["devices"]:
+        code, _, err = cli("tune", tuned_relu / "best" / "model.onnx", "-o", tmp_path / "t", "--providers", "openvino")
+        assert code == 2 and ("lists no device" in " ".join(err.split()) or "not installed" in err)
+
+
+def test_export_triton_asks_for_the_openvino_accelerator(tuned_relu, tmp_path, cli):
+    """Exporting needs the model's inputs and outputs, not the provider: it works on a machine without it."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    folder = _naming_openvino(tuned_relu, tmp_path / "from-intel")
+    code, _, err = cli("export-triton", folder, "-o", tmp_path / "repo", "--name", "relu")
+    assert code == 0, err
+    config = text_format.Parse((tmp_path / "repo" / "relu" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    accelerators = config.optimization.execution_accelerators
+    assert [a.name for a in accelerators.cpu_execution_accelerator] == ["openvino"]
+    assert (
+        not accelerators.gpu_execution_accelerator
+        and config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    )
+
+
+# ---------------------------------------------------------------- placement audit
+
+
+def test_the_tune_report_and_session_json_say_where_the_nodes_ran(tuned_relu):
+    report = json.loads((tuned_relu / "report.json").read_text())
+    best = report["best"]
+    assert best["placement"] == {
+        "provider": CPU,
+        "nodes": 1,
+        "by_provider": {CPU: 1},
+        "fallback": {},
+    }
+    assert all(c["placement"]["nodes"] == 1 for c in report["candidates"] if c["status"] == "passed")
+    record = json.loads((tuned_relu / "best" / "session.json").read_text())
+    assert record["placement"] == best["placement"] and record["session"]["providers"] == [CPU]
+    html = (tuned_relu / "report.html").read_text()
+    assert "Where the nodes ran" in html and "its one node on CPU" in html
+
+
+def test_placement_counts_nodes_by_provider_and_names_the_fallback_ops(tmp_path):
+    model = _matmul_relu(tmp_path / "m.onnx")
+    where = placement(make_session(model, SessionConfig(), record_placement=True), CPU)
+    assert where is not None and where.nodes == 2 and where.by_provider == {CPU: 2} and where.describe() == "all 2 nodes on CPU"
+    # as an OpenVINO session would report a Shape and a Gather it did not take
+    other = where.model_copy(
+        update={"provider": OPENVINO, "nodes": 10, "by_provider": {OPENVINO: 7, CPU: 3}, "fallback": {"Gather": 2, "Shape": 1}}
+    )
+    assert other.describe() == "7 of 10 nodes on OpenVINO; 3 fell back to CPU: 2 Gather, 1 Shape"
+
+
+# ---------------------------------------------------------------- the search space per provider
+
+
+def test_each_provider_has_its_own_knobs_and_transforms():
+    from golive.optimize import get_transform
+    from golive.tuning.space import default_session, session_knobs, session_precision, with_knob
+
+    ov = dict(session_knobs(OPENVINO, cores=2, isa=["avx2"]))
+    assert ov["device_properties.INFERENCE_PRECISION_HINT"] == ["f32"]  # no native bf16: not offered
+    amx = dict(session_knobs(OPENVINO, cores=2, isa=["amx_bf16"]))
+    assert amx["device_properties.INFERENCE_PRECISION_HINT"] == ["f32", "bf16"]
+    assert "device_properties.PERFORMANCE_HINT" in ov and "intra_op_num_threads" not in ov
+    assert "device_properties.NUM_STREAMS" in dict(session_knobs(OPENVINO, cores=2, isa=[], objective="throughput"))
+    assert "intra_op_num_threads" in dict(session_knobs(CPU, cores=2, isa=[]))
+    bf16 = with_knob(SessionConfig(providers=[OPENVINO]), "device_properties.INFERENCE_PRECISION_HINT", "bf16")
+    assert session_precision(bf16) == "bf16" and "precision=bf16" in bf16.describe()
+    assert session_precision(SessionConfig()) is None
+    trt = with_knob(SessionConfig(providers=["TensorrtExecutionProvider"]), "provider_options.trt_fp16_enable", "True")
+    assert trt.provider_options == [{"trt_fp16_enable": "True"}] and session_precision(trt) == "fp16"
+    assert default_session(CPU) == SessionConfig()
+    # contrib-op fusions and QOperator INT8 are the CPU provider's; OpenVINO's INT8 is QDQ
+    for name in ("ort_fusion", "int8_dynamic", "int8_per_token", "int8_blockwise", "split_skip_layernorm"):
+        assert get_transform(name).unavailable_for(OPENVINO), name
+    for name in ("torchscript_export", "int8_qdq_matmul", "int8_static_qdq", "fixed_shape"):
+        assert get_transform(name).unavailable_for(OPENVINO) is None, name
+    assert get_transform("int8_qdq_matmul").unavailable_for(CPU)
+
+
+def test_the_qdq_matmul_transform_quantizes_only_matmuls(tmp_path):
+    from golive.optimize import TransformContext, get_transform
+    from golive.tuning.gate import cosine
+
+    model = _matmul_relu(tmp_path / "m.onnx", k=64, n=32)
+    rng = np.random.default_rng(1)
+    calibration = [{"x": rng.normal(size=(4, 64)).astype(np.float32)} for _ in range(8)]
+    ctx = TransformContext(calibration=calibration, work_dir=tmp_path)
+    info = get_transform("int8_qdq_matmul").apply(model, tmp_path / "q.onnx", ctx)
+    assert info["op_types"] == ["MatMul"] and info["activations"] == "uint8"
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node]
+    assert ops.count("QuantizeLinear") >= 1 and "MatMul" in ops and "Relu" in ops
+    feeds = {"x": rng.normal(size=(4, 64)).astype(np.float32)}
+    ref = make_session(model).run(None, feeds)[0]
+    got = make_session(tmp_path / "q.onnx").run(None, feeds)[0]
+    assert cosine(got, ref) > 0.99
+
+
+def test_a_plugin_transform_asked_for_where_its_provider_is_not_searched_is_said(tmp_path):
+    from conftest import relu_onnx
+
+    result = golive.tune(
+        relu_onnx(tmp_path / "m.onnx"), tmp_path / "t", budget=3, transforms=["int8_qdq_matmul"], providers=["cpu"]
+    )
+    assert any(n.startswith("int8_qdq_matmul was not tried: int8_qdq_matmul is for OpenVINO only") for n in result.report.notes)
+    assert not any("int8_qdq_matmul" in c.transforms for c in result.report.candidates)
+
+
+# ---------------------------------------------------------------- OpenVINO at work (Intel machines)
+
+
+@needs_openvino
+def test_a_tiny_bert_is_tuned_across_cpu_and_openvino(tmp_path_factory, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch = pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("ov-bert")
+    torch.manual_seed(0)
+    BertModel(
+        BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
+    ).eval().save_pretrained(root / "bert")
+    golive.convert(root / "bert", root / "onnx")
+    result = golive.tune(root / "onnx", tmp_path / "t", budget=60, providers=["cpu", "openvino"], time_source=False)
+    providers = {c.session.providers[0] for c in result.report.candidates if c.status == "passed"}
+    assert providers == {CPU, OPENVINO}
+    lines = result.report.placement_lines()
+    assert lines and any("OpenVINO" in line for line in lines)
+    ov = [c for c in result.report.candidates if c.session.providers[0] == OPENVINO and c.status == "passed"]
+    assert all(c.placement and c.placement.provider == OPENVINO and c.placement.by_provider.get(OPENVINO) for c in ov)
+    # the best, whichever provider won, reloaded in a fresh process and served, with the outputs it was tuned with
+    feeds = dict(np.load(tmp_path / "t" / "inputs.npz"))
+    expected = dict(np.load(tmp_path / "t" / "best" / "outputs.npz"))
+    script = (
+        "import golive, numpy as np, sys\n"
+        "s = golive.load_session(sys.argv[1])\n"
+        "feeds = dict(np.load(sys.argv[2]))\n"
+        "np.savez(sys.argv[3], **dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds))))\n"
+        "print(s.get_providers()[0])\n"
+    )
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "t"), str(tmp_path / "feeds.npz"), str(tmp_path / "fresh.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == result.report.best.session.providers[0]
+    fresh = dict(np.load(tmp_path / "fresh.npz"))
+    for name, value in expected.items():
+        np.testing.assert_allclose(fresh[name], value, rtol=1e-4, atol=1e-4)
+
+
+@needs_openvino
+def test_no_fallback_rejects_a_candidate_naming_the_op_openvino_does_not_take(tmp_path):
+    """A model with an operator from ONNX Runtime's own domain next to standard ones: OpenVINO leaves it to the CPU
+    provider, and with --no-fallback the candidate on OpenVINO is rejected, the operator named."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["h"], name="relu"),
+            helper.make_node("FastGelu", ["h"], ["y"], name="gelu", domain="com.microsoft"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    save(model, tmp_path / "m.onnx")
+    with pytest.raises(golive.GoliveError, match="FastGelu"):
+        make_session(tmp_path / "m.onnx", SessionConfig(providers=[OPENVINO], cpu_fallback=False))
+    result = golive.tune(
+        tmp_path / "m.onnx", tmp_path / "t", budget=10, providers=["openvino"], cpu_fallback=False, transforms=[]
+    )
+    ov = [c for c in result.report.candidates if c.session.providers[0] == OPENVINO]
+    assert ov and all(c.status == "rejected" and "FastGelu" in c.reason and "--no-fallback" in c.reason for c in ov)
