@@ -26,6 +26,7 @@ __all__ = [
     "jobs",
     "load_session",
     "pipelines",
+    "profile",
     "run",
     "show",
     "tune",
@@ -37,6 +38,7 @@ _LAZY = {
     "convert": "golive.api",
     "verify": "golive.api",
     "devices": "golive.api",
+    "profile": "golive.api",
     "inspect": "golive.api",
     "run": "golive.api",
     "tune": "golive.api",
@@ -53,7 +55,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from golive.api import convert, devices, inspect, load_session, run, tune, verify
+    from golive.api import convert, devices, inspect, load_session, profile, run, tune, verify
     from golive.errors import GoliveError
     from golive.events import CancelToken, Event
     from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions

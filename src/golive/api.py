@@ -247,6 +247,36 @@ def inspect(model: str | Path):
     return summary
 
 
+def profile(
+    target: str | Path,
+    output_dir: str | Path | None = None,
+    *,
+    dim_sizes: dict[str, int] | None = None,
+    data: str | Path | None = None,
+    runs: int = 20,
+    on_event: EventHandler | None = None,
+    cancel: CancelToken | None = None,
+):
+    """Where the time goes: ONNX Runtime's per-node profile of a model.onnx, a convert folder, or a tune folder (its
+    best with its recorded session settings, and its baseline), drawn on the optimized graph ONNX Runtime runs.
+    Writes OUTPUT_DIR (default TARGET/profile, or MODEL-profile beside a model file): profile.json, overlay.json and
+    the optimized graphs. Returns a :class:`golive.profiling.ProfileReport` (its ``_repr_html_`` shows the tables)."""
+    from golive.profiling import ProfileReport
+
+    value = _call(
+        "profile_entry",
+        "profiling",
+        on_event,
+        cancel,
+        target=str(Path(target).absolute()),
+        output_dir=str(Path(output_dir).absolute()) if output_dir else None,
+        dim_sizes=dict(dim_sizes or {}),
+        data=str(data) if data else None,
+        runs=runs,
+    )
+    return ProfileReport.model_validate(value)
+
+
 def devices():
     """The execution providers and devices ONNX Runtime sees here, built-in and from installed plugin packages
     (``golive devices``). Found in a worker process: registering plugin libraries stays out of the caller's."""

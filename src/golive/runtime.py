@@ -371,14 +371,16 @@ def make_session(
     *,
     optimized_model_path: str | Path | None = None,
     record_placement: bool = False,
+    profile_prefix: str | None = None,
 ):
     """An InferenceSession for ``model``; ``optimized_model_path`` also saves ORT's optimized graph there;
-    ``record_placement`` keeps which provider took which node (read it with :func:`placement`)."""
+    ``record_placement`` keeps which provider took which node (read it with :func:`placement`); ``profile_prefix``
+    turns ONNX Runtime's profiler on, its trace written at that path prefix (``session.end_profiling()``)."""
     config = config or SessionConfig()
     provider = config.providers[0]
     if not config.cpu_fallback and provider != CPU:
         try:
-            return _make_session(model, config, optimized_model_path, record_placement)
+            return _make_session(model, config, optimized_model_path, record_placement, profile_prefix)
         except FallbackError:
             raise
         except ModelLoadError as exc:
@@ -386,11 +388,11 @@ def make_session(
                 raise
             # ONNX Runtime refused: load again with fallback allowed, to name the nodes it would have moved
             allowed = config.model_copy(update={"cpu_fallback": True})
-            where = placement(_make_session(model, allowed, None, True), provider)
+            where = placement(_make_session(model, allowed, None, True, None), provider)
             if where is None or not where.fallback:
                 raise
             _raise_fallback(where)
-    return _make_session(model, config, optimized_model_path, record_placement)
+    return _make_session(model, config, optimized_model_path, record_placement, profile_prefix)
 
 
 def _raise_fallback(where: Placement) -> None:
@@ -400,7 +402,9 @@ def _raise_fallback(where: Placement) -> None:
     )
 
 
-def _make_session(model: str | Path | bytes, config: SessionConfig, optimized_model_path, record_placement: bool):
+def _make_session(
+    model: str | Path | bytes, config: SessionConfig, optimized_model_path, record_placement: bool, profile_prefix: str | None
+):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -427,6 +431,9 @@ def _make_session(model: str | Path | bytes, config: SessionConfig, optimized_mo
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     register_custom_ops(so, config.custom_ops)
     problem = provider_problem(provider) or next(filter(None, (provider_problem(p) for p in config.providers[1:])), None)
     if problem:

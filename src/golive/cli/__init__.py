@@ -15,6 +15,7 @@ from golive.cli._app import app, state
 # isort: off
 # each module registers its commands on the app; the order here is the order `golive --help` lists them
 from golive.cli import _steps  # noqa: F401  convert, verify, tune, inspect, run
+from golive.cli import _profile  # noqa: F401  profile
 from golive.cli import _devices  # noqa: F401  devices
 from golive.cli import _jobs  # noqa: F401  jobs ..., worker
 from golive.cli import _ui  # noqa: F401  ui

@@ -179,8 +179,46 @@ def render_tune(console: Console, result) -> None:
     console.print(f"[bold]{escape(report.summary())}[/]")
     for line in report.placement_lines():
         console.print(f"placement: {escape(line)}", highlight=False)
+    if report.time_by_op:
+        shown = report.time_by_op[:6]
+        console.print(
+            "where the time goes (ms per run, baseline → best): "
+            + ", ".join(f"{escape(r['op_type'])} {_num(r['baseline_ms'])} → {_num(r['best_ms'])}" for r in shown),
+            highlight=False,
+        )
     console.print(
         f"best model: {escape(str(result.output_dir / 'best'))}  (golive.load_session({escape(repr(str(result.output_dir)))}))"
         f"\nreport: {escape(str(result.output_dir / 'report.html'))}",
         highlight=False,
     )
+
+
+def render_profile(console: Console, report) -> None:
+    from golive.profiling import _ms, node_rows, op_type_rows, summary_line
+
+    rows = report.comparison()
+    if rows:
+        table = Table(title="where the time goes, by op type (ms per run)", title_justify="left")
+        for col in ("op type", "baseline", "best"):
+            table.add_column(col, justify="left" if col == "op type" else "right")
+        for op, a, b in rows[:15]:
+            table.add_row(escape(op), _ms(a * 1000 if a is not None else None), _ms(b * 1000 if b is not None else None))
+        console.print(table)
+    for p in report.profiles:
+        console.print(f"[bold]{escape(summary_line(p))}[/]")
+        ops = Table(title=f"{p.label}: op types", title_justify="left")
+        for col in ("op type", "nodes", "ms", "share"):
+            ops.add_column(col, justify="left" if col == "op type" else "right")
+        for row in op_type_rows(p)[:12]:
+            ops.add_row(*(escape(str(c)) for c in row))
+        console.print(ops)
+        nodes = Table(title=f"{p.label}: slowest nodes", title_justify="left")
+        for col in ("node", "op type", "provider", "ms", "share", "inputs", "stands for"):
+            nodes.add_column(col, justify="right" if col in ("ms", "share") else "left")
+        for row in node_rows(p, 10):
+            nodes.add_row(*(escape(str(c)) for c in row))
+        console.print(nodes)
+        if p.not_timed:
+            console.print(
+                f"{len(p.not_timed)} node(s) of the optimized graph not timed: {escape(p.not_timed[0].why)}", highlight=False
+            )

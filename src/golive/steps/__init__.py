@@ -112,3 +112,11 @@ def verify_entry(ctx: StepContext, target: str, options: dict, source: str | Non
 def tune_entry(ctx: StepContext, target: str, output_dir: str, options: dict, verify_options: dict | None) -> dict:
     verify = VerifyOptions.model_validate(verify_options) if verify_options is not None else None
     return _dump(tune_step(target, output_dir, TuneOptions.model_validate(options), verify, ctx))
+
+
+def profile_entry(
+    ctx: StepContext, target: str, output_dir: str | None, dim_sizes: dict[str, int], data: str | None, runs: int
+) -> dict:
+    from golive.steps.profile import profile_step
+
+    return _dump(profile_step(target, output_dir, ctx, dim_sizes=dim_sizes, data=data, runs=runs))

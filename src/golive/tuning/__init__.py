@@ -7,6 +7,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -65,6 +66,28 @@ def load_session(tune_dir: str | Path):
 
     best, record = tuned_record(tune_dir)
     return make_session(best / "model.onnx", record.session)
+
+
+def _where_the_time_goes(model: Path, baseline, best, work: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Baseline and best profiled per node (ONNX Runtime's profiler, in a worker), summed by op type: what the
+    tuning changed, in ms per run. Outside the budget; a failure is a note, not a failed tune."""
+    from golive._isolate import in_worker
+    from golive.profiling import ProfileRecord, compare
+
+    folder = work / "profile"
+    folder.mkdir(exist_ok=True)
+    records = {}
+    for label, c, origin in (("baseline", baseline, None), ("best", best, str(model))):
+        ok, value = in_worker(
+            "golive.profiling:profile_dump",
+            (c.model, c.session.model_dump(), str(work / "inputs.npz"), str(folder), label, 10, origin),
+            timeout=600,
+        )
+        if not ok:
+            notes.append(f"where the time goes: profiling the {label} failed: {value}")
+            return []
+        records[label] = ProfileRecord.model_validate(value)
+    return [{"op_type": op, "baseline_ms": a, "best_ms": b} for op, a, b in compare(records["baseline"], records["best"])]
 
 
 def _providers(options: TuneOptions, available: list[str], notes: list[str]) -> list[str]:
@@ -299,6 +322,14 @@ def tune_model(
     best_dir = stage / "best"
     copy_model(Path(best.model), best_dir)
     shutil.copy2(work / "outputs" / f"{best.id}.npz", best_dir / "outputs.npz")  # what was measured, for checks
+    origin = Path(model)
+    if best.transforms[:1] == ["torchscript_export"]:  # a new graph: its nodes are traced back to the re-export
+        from golive.profiling import ORIGIN_GRAPH, save_graph_only
+
+        origin = best_dir / ORIGIN_GRAPH
+        save_graph_only(work / "models" / "torchscript_export" / "model.onnx", origin)
+    ctx.emit("tune", "profiling the baseline and the best per operator (outside the budget)")
+    time_by_op = _where_the_time_goes(origin, baseline, best, work, notes)
     for c in state.candidates:  # the work folder goes away; the report names the model that stays
         c.model = "best/model.onnx" if c is best else ""
         c.session = c.session.model_copy(update={"custom_ops": [to_record(p, folder) or p for p in c.session.custom_ops]})
@@ -336,6 +367,7 @@ def tune_model(
         source=source_figures,
         speedup_over_source=source_figures["p50_ms"] / best.figures["p50_ms"] if source_figures else None,
         candidates=state.candidates,
+        time_by_op=time_by_op,
         notes=notes + state.notes,
         environment={**environment, "providers": providers, "nodes": summarize(model).node_count},
     )

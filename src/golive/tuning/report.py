@@ -31,6 +31,10 @@ class TuneReport(BaseModel):
     )
     speedup_over_source: float | None = Field(default=None, description="source p50 / best p50, on the same inputs")
     candidates: list[Candidate]
+    time_by_op: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="where the time goes: baseline and best per op type (ms per run, ONNX Runtime's profiler), largest first",
+    )
     notes: list[str] = Field(default_factory=list)
 
     @property
@@ -137,12 +141,23 @@ def render_html_fragment(report: TuneReport) -> str:
     env = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in report.environment.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
     placed = "".join(f"<li>{html.escape(n)}</li>" for n in report.placement_lines())
+    by_op = "".join(
+        f"<tr><td>{html.escape(r['op_type'])}</td><td>{_fmt(r['baseline_ms'])}</td><td>{_fmt(r['best_ms'])}</td></tr>"
+        for r in report.time_by_op[:15]
+    )
+    time_table = (
+        "<h2>Where the time goes</h2><p>ms per run by op type, ONNX Runtime's profiler (golive profile TUNE_DIR shows every node)</p>"
+        f"<table class='time-by-op'><tr><th>op type</th><th>baseline ms</th><th>best ms</th></tr>{by_op}</table>"
+        if by_op
+        else ""
+    )
     return f"""<div class="tune-report">
 <p><b>{html.escape(report.summary())}</b></p>
 <p>objective: {report.objective}; budget {report.budget_s:.0f} s, used {report.elapsed_s:.0f} s; {len(report.candidates)} candidates. {env}</p>
 <ul>{notes}</ul>
 <h2>Where the nodes ran</h2>
 <ul>{placed}</ul>
+{time_table}
 <h2>Median latency (p50) of measured candidates</h2>
 <p>green: passed the accuracy gate; red: rejected by it.</p>
 {chart}

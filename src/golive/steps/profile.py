@@ -1,0 +1,148 @@
+"""The profile step: a model.onnx, a convert folder, or a tune folder (its best and its baseline) profiled per node
+into a folder of its own: profile.json, overlay.json (what the viewer colours the graph by) and the optimized graphs
+the figures are drawn on. The folder is written beside itself and renamed into place: nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from golive.errors import DataError, GoliveError
+from golive.events import StepContext
+from golive.profiling import ORIGIN_GRAPH, PROFILE_RECORD, ProfileRecord, ProfileReport, profile_model
+from golive.runtime import SessionConfig
+
+__all__ = ["profile_step", "profile_targets"]
+
+OVERLAY = "overlay.json"
+
+
+Job = tuple[str, Path, SessionConfig, Path | None]  # label, model, session, the model its nodes are traced back to
+
+
+def profile_targets(target: Path) -> tuple[list[Job], Path | None, Path]:
+    """(label, model, session, origin) to profile, the inputs a tune measured on (None: none saved), and the default output
+    folder, for a model.onnx, a convert folder, a tune folder or a copied best/ folder."""
+    from golive.rundir import SESSION_RECORD, ConvertRecord, from_record, read_record, tuned_record
+
+    if not target.exists():
+        raise GoliveError(f"{target} does not exist", hint="profile a model.onnx, a convert folder or a tune folder")
+    if target.is_file():
+        if target.suffix != ".onnx":
+            raise GoliveError(f"{target} is not an .onnx file", hint="profile a model.onnx, a convert folder or a tune folder")
+        return [("model", target, SessionConfig(), None)], None, target.with_name(f"{target.stem}-profile")
+    if (target / "best").exists() or (target / "tune.json").exists() or (target / SESSION_RECORD).exists():
+        best, record = tuned_record(target)  # an unfinished tune folder is an error that says so
+        jobs: list[Job] = [("best", best / "model.onnx", record.session, None)]
+        report = target / "report.json"
+        if report.is_file():
+            baseline = Path(from_record(json.loads(report.read_text())["model"], target))
+            if baseline.is_file():  # the best's nodes are traced back to the model it was tuned from (or re-exported)
+                origin = best / ORIGIN_GRAPH if (best / ORIGIN_GRAPH).is_file() else baseline
+                jobs = [("best", best / "model.onnx", record.session, origin)]
+                jobs.append(("baseline", baseline, SessionConfig(custom_ops=record.session.custom_ops), None))
+        inputs = target / "inputs.npz"
+        return jobs, inputs if inputs.is_file() else None, target / "profile"
+    if (target / "golive.json").is_file():
+        convert = read_record(target / "golive.json", ConvertRecord)
+        custom = [from_record(c, target) for c in convert.custom_ops]
+        return [("model", target / "model.onnx", SessionConfig(custom_ops=custom), None)], None, target / "profile"
+    raise GoliveError(
+        f"{target} is neither a model.onnx, a convert folder (golive.json) nor a tune folder (best/)",
+        hint="profile what golive convert or golive tune wrote, or an .onnx file",
+    )
+
+
+def _feeds(model: Path, data: str | None, saved: Path | None, dim_sizes: dict[str, int]) -> dict[str, Any]:
+    import numpy as np
+
+    from golive.frontends.onnxfile import load_onnx
+    from golive.tensors import bind_inputs, check_dim_names, load_data, resolve_sizes, specs_from_onnx, synthesize
+
+    specs, outputs = specs_from_onnx(load_onnx(model, load_external_data=False))
+    check_dim_names(specs, dim_sizes)
+    if data:
+        samples = load_data(data, [s.name for s in specs], [o.name for o in outputs])
+        if not samples:
+            raise DataError(f"{data} holds no inputs")
+        return bind_inputs(samples[0].inputs, specs, str(data))
+    if saved is not None and not dim_sizes:
+        with np.load(saved, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return synthesize(specs, resolve_sizes(specs, dim_sizes))
+
+
+def profile_step(
+    target: str | Path,
+    output_dir: str | Path | None,
+    ctx: StepContext,
+    *,
+    dim_sizes: dict[str, int] | None = None,
+    data: str | None = None,
+    runs: int = 20,
+) -> ProfileReport:
+    from golive.rundir import to_record
+
+    if runs < 1:
+        raise GoliveError(f"--runs {runs}: at least one run is needed", hint="e.g. --runs 20")
+    target = Path(target).absolute()
+    jobs, saved, default_out = profile_targets(target)
+    out = Path(output_dir).absolute() if output_dir else default_out
+    if out == target:
+        raise GoliveError(f"the profile folder {out} would replace what it profiles", hint="choose another -o folder")
+    feeds = _feeds(jobs[0][1], data, saved, dim_sizes or {})
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        profiles: list[ProfileRecord] = []
+        for i, (label, model, session, origin) in enumerate(jobs):
+            ctx.check()
+            ctx.emit("profile", f"profiling {label}: {model}", i, len(jobs))
+            record = profile_model(model, session, feeds, partial, label=label, runs=runs, origin=origin)
+            record.model = to_record(str(model), out)
+            record.origin = to_record(str(origin), out) if origin else None
+            profiles.append(record)
+        report = ProfileReport(target=to_record(str(target), out), profiles=profiles)
+        (partial / PROFILE_RECORD).write_text(report.model_dump_json(indent=2))
+        (partial / OVERLAY).write_text(json.dumps(overlay(report), indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    ctx.emit("profile", f"profile written to {out}", len(jobs), len(jobs))
+    return report
+
+
+def overlay(report: ProfileReport) -> dict[str, Any]:
+    """What the viewer draws per node of each optimized graph: share of the time (its colour), figures, origin."""
+    return {
+        "version": 1,
+        "graphs": {
+            p.label: {
+                "model": p.optimized_model,
+                "nodes": {
+                    n.name: {
+                        "op_type": n.op_type,
+                        "provider": n.provider,
+                        "mean_us": round(n.mean_us, 3),
+                        "share": round(n.share, 5),
+                        "replaced": n.replaced,
+                    }
+                    for n in p.nodes
+                },
+            }
+            for p in report.profiles
+        },
+    }
+
+
+def load_profile(folder: str | Path) -> ProfileReport:
+    """profile.json of a profile folder (moved or not: its paths are relative)."""
+    from golive.rundir import read_record
+
+    return read_record(Path(folder) / PROFILE_RECORD, ProfileReport)
