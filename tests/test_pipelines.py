@@ -160,6 +160,10 @@ def test_local_run_of_one_model(mnist_job, tmp_path, cli):
     logged = out["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert logged["speedup"] == pytest.approx(item["metrics"]["speedup"]) and "p99_ms" in logged
     assert "1 tuned model(s)" in Path(run["ranking"]).read_text()
+    # the tune component's HTML, as the KFP UI shows it, says where the time goes by op type
+    from golive.pipelines.components import report_html
+
+    assert "Where the time goes" in report_html(item["tuned"]) and "<td>Conv</td>" in report_html(item["tuned"])
 
 
 def test_local_run_of_a_two_model_fan_out(fanout_job, tmp_path):

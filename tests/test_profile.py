@@ -126,7 +126,7 @@ def test_a_tuned_bert_shows_its_fused_ops_and_what_they_replaced(tuned_bert, tmp
     skip = [n for n in baseline.nodes if n.op_type == "SkipLayerNormalization"]
     assert skip and all(n.replaced and n.replaced != [n.name] for n in skip)
     assert any(n.replaced_ops.get("LayerNormalization") for n in skip)
-    assert report.comparison() and "<table" in report._repr_html_()
+    assert report.comparison() and "<table" in report._repr_html_() and "<svg" in report._repr_html_()
     # the tune report's own "where the time goes", written by tune for its best
     tuned = json.loads((tuned_bert / "report.json").read_text())
     ops = {r["op_type"] for r in tuned["time_by_op"]}

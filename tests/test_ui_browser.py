@@ -251,3 +251,45 @@ def test_a_job_interrupted_by_a_killed_server_completes_on_retry(browser, tmp_pa
         shot(page, "retried")
     finally:
         server.stop()
+
+
+def test_profile_a_job_and_see_the_hottest_node(browser, ui, tmp_path):
+    """Profile from the job page: a job on the queue; the graph is drawn with the planted dominant MatMul in the
+    hottest colour, a click shows its figures, the switch and the Visualize page show it too; nothing leaves 127.0.0.1."""
+    from golive.profiling import _HEAT
+    from test_profile import _dominant
+
+    shot = Shots("profile_a_job")
+    context = browser.new_context()
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    model = _dominant(tmp_path / "dominant.onnx")
+    page.goto(ui.url + "/convert")
+    page.set_input_files("#model-file", str(model))
+    page.wait_for_selector("#model-status:has-text('uploaded')")
+    page.click("#submit")
+    page.wait_for_url("**/jobs/*")
+    watch_log(page, "succeeded")
+    page.wait_for_selector("#profile-job")
+    shot(page, "converted")
+    converted = page.url
+    page.click("#profile-job")
+    page.wait_for_url(lambda url: url != converted)
+    watch_log(page, "succeeded")
+    page.wait_for_selector("#profile .pnode")
+    hot = page.locator(".pnode[data-name='big_matmul']")
+    assert hot.get_attribute("data-fill") == _HEAT[-1]  # the hottest colour is the dominant node's
+    fills = page.locator(".pnode").evaluate_all("nodes => nodes.map(n => n.dataset.fill)")
+    assert fills.count(_HEAT[-1]) == 1
+    hot.click()
+    panel = page.inner_text("#profile-panel")
+    assert "big_matmul (MatMul)" in panel and "% of the time" in panel and "ms mean" in panel
+    shot(page, "profile")
+    profiled_job = page.url.rsplit("/", 1)[1]
+    page.goto(f"{ui.url}/visualize?model=job-{profiled_job}")
+    page.wait_for_selector("#profile .pnode[data-name='big_matmul']")
+    shot(page, "visualize-profile")
+    hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
+    assert hosts == {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
+    context.close()

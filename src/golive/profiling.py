@@ -29,6 +29,7 @@ __all__ = [
     "ProfileRecord",
     "ProfileReport",
     "profile_model",
+    "render_graph_svg",
     "save_graph_only",
     "trace_back",
 ]
@@ -55,6 +56,14 @@ class OpTypeTime(BaseModel):
     nodes: int
     total_us: float
     share: float
+
+
+class GraphNode(BaseModel):
+    """A node of the optimized graph, for drawing it: its op type and the nodes it reads from."""
+
+    name: str
+    op_type: str
+    after: list[str] = Field(default_factory=list)
 
 
 class NotTimed(BaseModel):
@@ -84,6 +93,7 @@ class ProfileRecord(BaseModel):
     original_nodes: int  # nodes of the model its nodes are traced back to
     optimized_nodes: int
     origin: str | None = None  # that model, when not the one profiled (a tune's best: the model it was tuned from)
+    graph: list[GraphNode] = Field(default_factory=list)  # the optimized graph's nodes and edges, in order
 
     def top(self, n: int = 10) -> list[NodeTime]:
         return self.nodes[:n]
@@ -175,6 +185,14 @@ def trace_back(original: Any, optimized: Any, limit: int = 64) -> dict[str, list
     for name, (_, _, owner) in claims.items():
         result[owner].append(name)
     return result
+
+
+def _graph_nodes(graph: Any) -> list[GraphNode]:
+    producer = {out: n.name for n in graph.node for out in n.output if out}
+    return [
+        GraphNode(name=n.name, op_type=n.op_type, after=sorted({producer[t] for t in n.input if t in producer}))
+        for n in graph.node
+    ]
 
 
 # ---------------------------------------------------------------- measuring
@@ -346,6 +364,7 @@ def profile_model(
         not_timed=not_timed,
         original_nodes=len(original.node),
         origin=str(origin) if origin is not None else None,
+        graph=_graph_nodes(optimized),
         optimized_nodes=len(optimized.node),
     )
 
@@ -402,6 +421,68 @@ def node_rows(p: ProfileRecord, n: int = 15) -> list[list[Any]]:
     return rows
 
 
+_HEAT = ["#fff7ec", "#fdd49e", "#fc8d59", "#d7301f", "#7f0000"]  # cold to hot: share of the time, relative to the top
+
+
+def heat(fraction: float) -> str:
+    """The heat colour of a node whose time is ``fraction`` (0..1) of the slowest node's."""
+    return _HEAT[min(len(_HEAT) - 1, max(0, round(fraction * (len(_HEAT) - 1))))]
+
+
+def render_graph_svg(p: ProfileRecord, width: int = 140, height: int = 24, gap: int = 14) -> str:
+    """The optimized graph drawn in layers (a node below every node it reads from), each node filled by its share
+    of the time; each node carries its figures as data attributes and a tooltip; a legend gives the scale."""
+    times = {n.name: n for n in p.nodes}
+    top = max((n.share for n in p.nodes), default=0.0) or 1.0
+    rank: dict[str, int] = {}
+    for g in p.graph:  # the saved graph is in topological order
+        rank[g.name] = 1 + max((rank.get(a, 0) for a in g.after), default=-1)
+    rows: dict[int, list[str]] = {}
+    for g in p.graph:
+        rows.setdefault(rank[g.name], []).append(g.name)
+    where: dict[str, tuple[float, float]] = {}
+    for r, names in rows.items():
+        for i, name in enumerate(names):
+            where[name] = (10 + i * (width + gap), 40 + r * (height + gap))
+    w = 20 + max((len(v) for v in rows.values()), default=1) * (width + gap)
+    h = 60 + (max(rows, default=0) + 1) * (height + gap)
+    parts = [
+        f"<svg class='profile-graph' data-label='{html.escape(p.label)}' width='{max(w, 420)}' height='{h}' "
+        f"xmlns='http://www.w3.org/2000/svg' font-family='sans-serif' font-size='11'>"
+    ]
+    for i, colour in enumerate(_HEAT):  # the legend
+        parts.append(f"<rect x='{10 + i * 40}' y='8' width='40' height='12' fill='{colour}' stroke='#999'/>")
+    parts.append(f"<text x='{20 + len(_HEAT) * 40}' y='18'>0 → {top:.1%} of the time per node</text>")
+    for g in p.graph:
+        x1, y1 = where[g.name]
+        for a in g.after:
+            x0, y0 = where[a]
+            parts.append(
+                f"<line x1='{x0 + width / 2:.0f}' y1='{y0 + height:.0f}' x2='{x1 + width / 2:.0f}' y2='{y1:.0f}' stroke='#bbb'/>"
+            )
+    for g in p.graph:
+        x, y = where[g.name]
+        t = times.get(g.name)
+        share = t.share if t else 0.0
+        fill = heat(share / top) if t else "#eeeeee"
+        figures = (
+            f"{t.mean_us / 1000:.3f} ms mean, {t.min_us / 1000:.3f} ms min, {t.share:.1%} of the time, "
+            f"{short_name(t.provider)}; stands for: {', '.join(t.replaced) or 'not traced'}"
+            if t
+            else "not timed"
+        )
+        parts.append(
+            f"<g class='pnode' data-name='{html.escape(g.name)}' data-op='{html.escape(g.op_type)}' "
+            f"data-share='{share:.5f}' data-fill='{fill}' data-figures='{html.escape(figures)}'>"
+            f"<title>{html.escape(g.name)} ({html.escape(g.op_type)}): {html.escape(figures)}</title>"
+            f"<rect x='{x:.0f}' y='{y:.0f}' width='{width}' height='{height}' rx='4' fill='{fill}' stroke='#555'/>"
+            f"<text x='{x + 6:.0f}' y='{y + 16:.0f}' fill='{'#fff' if share / top > 0.6 else '#000'}'>"
+            f"{html.escape(g.op_type[:18])}{f' {share:.0%}' if t and share >= 0.01 else ''}</text></g>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def render_html(report: ProfileReport) -> str:
     """The op-type tables (and baseline vs best for a tune folder), the top nodes, and the graph coloured by time."""
     parts = [f"<div class='golive-profile'><h3>Where the time goes: {html.escape(report.target)}</h3>"]
@@ -418,5 +499,7 @@ def render_html(report: ProfileReport) -> str:
         parts.append(f"<p><b>{html.escape(summary_line(p))}</b></p>")
         parts.append(table(["op type", "nodes", "ms", "share"], op_type_rows(p)))
         parts.append(table(["node", "op type", "provider", "ms", "share", "inputs", "stands for"], node_rows(p, 10)))
+        if p.graph:
+            parts.append(f"<div style='overflow:auto;max-height:600px'>{render_graph_svg(p)}</div>")
     parts.append("</div>")
     return "".join(parts)

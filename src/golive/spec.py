@@ -21,6 +21,7 @@ __all__ = [
     "SPEC_VERSION",
     "ConvertOptions",
     "JobSpec",
+    "ProfileOptions",
     "Tolerance",
     "TuneOptions",
     "VerifyOptions",
@@ -212,6 +213,13 @@ class TuneOptions(_Strict):
     custom_ops: list[str] = _custom_ops_field()
 
 
+class ProfileOptions(_Strict):
+    runs: int = Field(default=20, ge=1, le=10_000, description="Timed runs (after 5 warm-up runs).")
+    dim_sizes: dict[str, int] = Field(
+        default_factory=dict, description="Size of each dynamic axis, DIMNAME=SIZE (default: the tune's inputs, or 1)."
+    )
+
+
 class JobSpec(_Strict):
     """A whole run: where the model comes from, where results go, and how each step runs."""
 
@@ -222,6 +230,11 @@ class JobSpec(_Strict):
     verify: VerifyOptions = Field(default_factory=VerifyOptions)
     tune: TuneOptions | None = Field(default=None, description="Tune after converting (left out: convert and verify only).")
     tune_dir: str | None = Field(default=None, description="Folder for the tuning results (default: OUTPUT_DIR/tuned).")
+    profile: ProfileOptions | None = Field(
+        default=None,
+        description="Profile per operator after the other steps: the tuned best and baseline (TUNE_DIR/profile), "
+        "or the converted model (OUTPUT_DIR/profile).",
+    )
 
     def tune_folder(self) -> Path:
         """Where the tuning results go: ``tune_dir``, or OUTPUT_DIR/tuned."""

@@ -52,6 +52,11 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
             result.record.notes.append("tuning skipped: the converted model failed verification")
         elif job.tune is not None:
             result.tuning = tune_unless_done(out, tune_dir, job.tune, job.verify, ctx)
+        if job.profile is not None and result.passed is not False:
+            from golive.steps.profile import profile_step
+
+            profiled = tune_dir if job.tune is not None else out
+            profile_step(profiled, None, ctx, dim_sizes=job.profile.dim_sizes, runs=job.profile.runs)
         _io.write_json(out / JOB_FILE, job_record(job, out).to_json())
     return result
 

@@ -151,11 +151,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/visualize", response_class=HTMLResponse)
     def visualize_page(model: str | None = None):
-        summary, title = None, None
+        summary, title, profile = None, None, None
         if model:
             path, title = model_path(model)
             summary = _inspect(path)
-        return page("visualize.html", model=model, title=title, summary=summary, models=models_to_show())
+            profile = views.profile_of(model)
+        return page("visualize.html", model=model, title=title, summary=summary, models=models_to_show(), profile=profile)
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare_page(request: Request):
@@ -341,6 +342,19 @@ def create_app(settings: Settings) -> FastAPI:
             "spec": r.spec.model_dump(mode="json"),
             "attempts": [a.model_dump(mode="json") for a in jobs.attempts(r.id, home=home)],
         }
+
+    @app.post("/api/jobs/{job_id}/profile")
+    def api_profile(job_id: str):
+        """A job on the queue that profiles what this job made (its tuned best and baseline, or its converted model):
+        the same spec with profiling on, so its finished convert and tune steps are skipped."""
+        from golive.spec import ProfileOptions
+
+        base = record(job_id)
+        if base.state != "succeeded":
+            raise Answer(400, f"job {base.id} has not succeeded", "profile a job once it has succeeded")
+        spec = base.spec.model_copy(deep=True)
+        spec.profile = ProfileOptions()
+        return submit(spec, base.name)
 
     @app.post("/api/jobs/{job_id}/cancel")
     def api_cancel(job_id: str):

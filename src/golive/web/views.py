@@ -5,6 +5,7 @@ Everything here reads the job store (golive.jobs) and the run folders' records; 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -103,7 +104,49 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
             out["best"] = (t / "best").is_dir()
             session = t / "best" / "session.json"
             out["session"] = json.loads(session.read_text()) if session.is_file() else None
+        out["profile"] = profile_section(r)
         return out
+
+    def profile_section(r: jobs.JobRecord) -> Markup | None:
+        """The job's profile (what golive profile wrote for it), as the heat-coloured graphs with a switch between
+        them and a panel for the clicked node; None when it has none."""
+        from golive.profiling import PROFILE_RECORD, ProfileReport, compare, render_graph_svg
+
+        t = tune_dir(r)
+        for folder in ([t / "profile"] if t else []) + [Path(r.run_dir) / "profile"]:
+            if (folder / PROFILE_RECORD).is_file():
+                break
+        else:
+            return None
+        report = ProfileReport.model_validate_json((folder / PROFILE_RECORD).read_text())
+        switch = "".join(
+            f"<label><input type='radio' name='profile-graph' value='{p.label}' {'checked' if i == 0 else ''}> {p.label}</label> "
+            for i, p in enumerate(report.profiles)
+        )
+        graphs = "".join(
+            f"<div class='profile-view' data-label='{p.label}' {'' if i == 0 else 'hidden'}>"
+            f"<p>{html.escape(_summary(p))}</p>{render_graph_svg(p)}</div>"
+            for i, p in enumerate(report.profiles)
+        )
+        rows = "".join(
+            f"<tr><td>{html.escape(op)}</td><td>{_ms(a)}</td><td>{_ms(b)}</td></tr>"
+            for op, a, b in compare(report.get("baseline"), report.get("best"))[:12]
+        )
+        table = (
+            f"<table id='profile-ops'><tr><th>op type</th><th>baseline ms</th><th>best ms</th></tr>{rows}</table>" if rows else ""
+        )
+        return Markup(
+            f"<section id='profile'><h2>Where the time goes</h2>{table}<p class='profile-switch'>{switch}</p>"
+            "<div class='profile-body'><div class='profile-graphs'>" + graphs + "</div>"
+            "<aside id='profile-panel'><p>click a node for its figures</p></aside></div></section>"
+        )
+
+    def profile_of(ref: str) -> Markup | None:
+        """The profile section of the job a model reference names (job-ID or best-ID), if it was profiled."""
+        m = _REF_RE.match(ref)
+        if not m or m.group(1) == "upload":
+            return None
+        return profile_section(record(m.group(2)))
 
     def model_path(ref: str) -> tuple[Path, str]:
         """The .onnx file a model reference names, and a title for it."""
@@ -185,7 +228,18 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         view=view,
         file_of=file_of,
         results=results,
+        profile_of=profile_of,
         model_path=model_path,
         models_to_show=models_to_show,
         compare=compare,
     )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _summary(p: Any) -> str:
+    from golive.profiling import summary_line
+
+    return summary_line(p)

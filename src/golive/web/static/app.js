@@ -135,3 +135,29 @@ if (jobBox) {
   $("#retry").addEventListener("click", () => act("retry"));
   follow();
 }
+
+// Where the time goes: the switch between the profiled graphs, the panel of a clicked node, the Profile action
+document.addEventListener("change", (e) => {
+  if (e.target.name !== "profile-graph") return;
+  for (const view of document.querySelectorAll(".profile-view")) view.hidden = view.dataset.label !== e.target.value;
+});
+document.addEventListener("click", async (e) => {
+  const node = e.target.closest && e.target.closest(".pnode");
+  if (node) {
+    const panel = document.getElementById("profile-panel");
+    panel.replaceChildren();
+    const title = document.createElement("h3");
+    title.textContent = node.dataset.name + " (" + node.dataset.op + ")";
+    const figures = document.createElement("p");
+    figures.className = "figures";
+    figures.textContent = node.dataset.figures;
+    panel.append(title, figures);
+    return;
+  }
+  if (e.target.id === "profile-job") {
+    e.target.disabled = true;
+    const response = await fetch("/api/jobs/" + e.target.dataset.job + "/profile", { method: "POST" });
+    const body = await answer(response);
+    if (response.ok) { window.location = body.url; } else { e.target.disabled = false; alert(errorText(body)); }
+  }
+});
