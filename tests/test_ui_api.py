@@ -99,6 +99,15 @@ def test_every_page_renders(done):
         assert r.status_code == 200 and text in r.text, url
     assert c.get("/", follow_redirects=False).headers["location"] == "/jobs"
 
+def test_perf_test_from_the_menu_preselects_the_newest_converted_model(done):
+    import re
+
+    c, cid = done["client"], done["convert"]
+    page = c.get("/perf").text  # no ?job=: the menu's link
+    chosen = re.findall(r'<option value="([0-9a-f]+)" selected>', page)
+    assert chosen == [cid]
+    assert '<option value="">(upload an ONNX model instead)</option>' in page  # still offered
+
 
 def test_the_form_fields_come_from_the_spec_declarations(done):
     from golive.spec import ConvertOptions, TuneOptions, help_for

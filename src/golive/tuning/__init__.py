@@ -328,7 +328,8 @@ def tune_model(
 
         origin = best_dir / ORIGIN_GRAPH
         save_graph_only(work / "models" / "torchscript_export" / "model.onnx", origin)
-    ctx.emit("tune", "profiling the baseline and the best per operator (outside the budget)")
+    budget = int(options.budget)  # the budget is spent: progress stays full while the profile runs outside it
+    ctx.emit("tune", "profiling the baseline and the best per operator (outside the budget)", budget, budget)
     time_by_op = _where_the_time_goes(origin, baseline, best, work, notes)
     for c in state.candidates:  # the work folder goes away; the report names the model that stays
         c.model = "best/model.onnx" if c is best else ""

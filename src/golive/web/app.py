@@ -146,8 +146,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/perf", response_class=HTMLResponse)
     def perf_page(job: str | None = None):
-        converted = [view(r) for r in reversed(jobs.list(home=home, states=["succeeded"])) if r.spec.tune is None]
-        return page("perf.html", tune_fields=forms.TUNE_FIELDS, converted=converted, chosen=job)
+        converted = [
+            view(r)
+            for r in reversed(jobs.list(home=home, states=["succeeded"]))
+            if r.spec.tune is None and r.spec.profile is None
+        ]
+        # the model just converted is the one most users test next: the newest succeeded convert is preselected
+        chosen = job or (converted[0]["id"] if converted else None)
+        return page("perf.html", tune_fields=forms.TUNE_FIELDS, converted=converted, chosen=chosen)
 
     @app.get("/visualize", response_class=HTMLResponse)
     def visualize_page(model: str | None = None):
