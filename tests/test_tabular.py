@@ -140,3 +140,23 @@ def test_a_tree_model_needs_a_fixed_feature_count(tmp_path, iris, cli):
     code, _, err = cli("convert", tmp_path / "model.txt", "-o", tmp_path / "o", "--input", "input:float32[batch,features]")
     assert code == 2 and "LightGBM model takes one [batch, features] input" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_tuning_a_tree_ensemble_says_which_transforms_cannot_apply(tmp_path, iris):
+    """An XGBoost classifier has no MatMul, no standard ONNX operator for ORT's fusions or quantizers: those are
+    not tried and the report says why in one sentence, instead of rows failed with their raw exceptions. The
+    table's first row is the best, whatever a single figure of another row said."""
+    x, y = iris
+    model = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y)
+    model.save_model(tmp_path / "m.json")
+    golive.convert(tmp_path / "m.json", tmp_path / "o")
+    result = golive.tune(tmp_path / "o", tmp_path / "t", budget=6, time_source=False)
+    report = result.report
+    assert not [c for c in report.candidates if c.status == "failed"], [c.reason for c in report.candidates]
+    assert all(not c.transforms or c.transforms == ["ort_optimized_graph"] for c in report.candidates)
+    notes = [n for n in report.notes if n.startswith("not applicable, so not tried: ")]
+    assert notes and "ort_fusion" in " ".join(notes) and "int8_dynamic" in " ".join(notes)
+    assert any("only ai.onnx.ml" in n or "no standard ONNX operators" in n for n in notes)
+    ranked = report.ranked()
+    assert ranked[0].id == report.best.id
+    assert all(report.measured(c).startswith(f"{len(c.p50_runs)}×") for c in ranked if c.p50_runs)

@@ -99,6 +99,7 @@ def test_every_page_renders(done):
         assert r.status_code == 200 and text in r.text, url
     assert c.get("/", follow_redirects=False).headers["location"] == "/jobs"
 
+
 def test_perf_test_from_the_menu_preselects_the_newest_converted_model(done):
     import re
 

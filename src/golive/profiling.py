@@ -370,12 +370,19 @@ def profile_model(
 
 
 def profile_dump(
-    model: str, config: dict[str, Any], inputs: str, folder: str, label: str, runs: int, origin: str | None = None
+    model: str,
+    config: dict[str, Any],
+    inputs: str,
+    folder: str,
+    label: str,
+    runs: int,
+    origin: str | None = None,
+    warmup: int = 5,
 ) -> dict[str, Any]:
     """The worker's side of :func:`profile_model`: JSON in and out, inputs from an .npz."""
     with np.load(inputs, allow_pickle=False) as z:
         feeds = {k: z[k] for k in z.files}
-    record = profile_model(model, SessionConfig(**config), feeds, folder, label=label, runs=runs, origin=origin)
+    record = profile_model(model, SessionConfig(**config), feeds, folder, label=label, runs=runs, warmup=warmup, origin=origin)
     return record.model_dump(mode="json")
 
 

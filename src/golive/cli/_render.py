@@ -144,7 +144,7 @@ def render_tune(console: Console, result) -> None:
         title=f"tuning {escape(model)} for {report.objective} ({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)",
         title_justify="left",
     )
-    for col in ("#", "id", "transforms", "session", "p50 ms", "p99 ms", "items/s", "min cosine", "verdict"):
+    for col in ("#", "id", "transforms", "session", "p50 ms", "measured", "p99 ms", "items/s", "min cosine", "verdict"):
         table.add_column(col, justify="right" if col in ("#", "p50 ms", "p99 ms", "items/s", "min cosine") else "left")
     colors = {"passed": "green", "rejected": "red", "failed": "magenta", "invalid": "dim", "skipped": "dim"}
     shown = 12
@@ -158,13 +158,20 @@ def render_tune(console: Console, result) -> None:
             c.id + mark,
             escape("+".join(c.transforms) or "original"),
             escape(c.session.describe()),
-            _num(f.get("p50_ms")),
+            _num(c.shown_p50()),
+            escape(report.measured(c)),
             _num(f.get("p99_ms")),
             "-" if not f.get("throughput") else f"{f['throughput']:.1f}",
             "-" if cos is None else f"{cos:.5f}",
             verdict,
         )
     console.print(table)
+    console.print(
+        "[dim]rows in the order of the decision: ★ best first (won in alternating rounds, confirmed against the baseline), "
+        "then passed by the median of their measurements; 'measured': how many times, ± half their range; noisy: taken "
+        "in a noisy spell[/]",
+        highlight=False,
+    )
     if len(report.candidates) > shown:
         counts: dict[str, int] = {}
         for c in report.candidates:

@@ -22,7 +22,16 @@ from golive.errors import GoliveError, TransformError
 if TYPE_CHECKING:
     from golive.runtime import GraphLevel
 
-__all__ = ["TRANSFORMS", "Transform", "TransformContext", "TransformError", "apply_chain", "check_transforms", "get_transform"]
+__all__ = [
+    "TRANSFORMS",
+    "ModelFacts",
+    "Transform",
+    "TransformContext",
+    "TransformError",
+    "apply_chain",
+    "check_transforms",
+    "get_transform",
+]
 
 
 @dataclass
@@ -70,6 +79,22 @@ class Transform:
         finally:
             os.chdir(here)
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def not_applicable(self, facts: ModelFacts) -> str | None:
+        """Why this transform has nothing to do on a model with these facts (None: it may apply), decided from the
+        graph before anything is tried."""
+        needs = _NEEDS.get(self.name)
+        if needs is None:
+            return None
+        if not facts.standard:
+            return "the model has no standard ONNX operators (only " + ", ".join(sorted(facts.domains)) + ")"
+        if needs == "weights" and not facts.weighted:
+            return "the model has no MatMul, Gemm or Conv with a constant weight to quantize"
+        if needs == "matmul_weights" and not facts.matmul_weights:
+            return "the model has no MatMul with a constant weight"
+        if needs == "fusable" and not facts.op_types & _FUSABLE:
+            return "the model has no MatMul, normalization or GELU for the fusions to combine"
+        return None
 
     def unavailable_for(self, provider: str) -> str | None:
         """Why this transform cannot be used with ``provider`` (None when it can)."""
@@ -230,6 +255,56 @@ TRANSFORMS: dict[str, Transform] = {
             after=_BEFORE_PRECISION,
         ),
     ]
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What decides whether a transform can apply, read from the graph once."""
+
+    op_types: frozenset[str]
+    domains: frozenset[str]  # of the nodes ("" is ai.onnx)
+    standard: bool  # the model has ai.onnx operators (not only ai.onnx.ml: a tree ensemble, a linear classifier)
+    weighted: bool  # a MatMul, Gemm or Conv with a constant weight
+    matmul_weights: bool  # a MatMul with a constant weight
+
+    @classmethod
+    def of(cls, model: str | Path) -> ModelFacts:
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+        constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        weighted = [
+            n for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and len(n.input) > 1 and n.input[1] in constants
+        ]
+        domains = frozenset(n.domain or "" for n in graph.node)
+        return cls(
+            op_types=frozenset(n.op_type for n in graph.node),
+            domains=frozenset(d or "ai.onnx" for d in domains),
+            standard="" in domains or "ai.onnx" in domains,
+            weighted=bool(weighted),
+            matmul_weights=any(n.op_type == "MatMul" for n in weighted),
+        )
+
+
+_FUSABLE = frozenset(
+    {"MatMul", "Gemm", "LayerNormalization", "SkipLayerNormalization", "ReduceMean", "Gelu", "Erf", "Softmax", "Attention"}
+)
+# What each transform needs in the graph to have anything to do
+_NEEDS = {
+    "ort_fusion": "fusable",
+    "onnxscript_fusion": "fusable",
+    "int8_dynamic": "weights",
+    "int8_dynamic_per_channel": "weights",
+    "int8_dynamic_keep_sensitive": "weights",
+    "int8_static_qdq": "weights",
+    "int8_qdq_matmul": "matmul_weights",
+    "int8_per_token": "matmul_weights",
+    "int8_blockwise": "matmul_weights",
+    "int8_blockwise_128": "matmul_weights",
+    "fp16": "standard",
+    "gelu_approximation": "standard",
+    "split_skip_layernorm": "standard",
 }
 
 

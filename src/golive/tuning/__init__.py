@@ -80,7 +80,7 @@ def _where_the_time_goes(model: Path, baseline, best, work: Path, notes: list[st
     for label, c, origin in (("baseline", baseline, None), ("best", best, str(model))):
         ok, value = in_worker(
             "golive.profiling:profile_dump",
-            (c.model, c.session.model_dump(), str(work / "inputs.npz"), str(folder), label, 10, origin),
+            (c.model, c.session.model_dump(), str(work / "inputs.npz"), str(folder), label, 8, origin, 2),
             timeout=600,
         )
         if not ok:

@@ -47,8 +47,24 @@ class TuneReport(BaseModel):
         }
 
     def ranked(self) -> list[Candidate]:
+        """The table's order, which agrees with the decision: the best first (chosen in alternating rounds against its
+        rivals and confirmed against the baseline), then the passed ones by the median of their measurements, then
+        the rest by verdict."""
         order = {"passed": 0, "rejected": 1, "failed": 2, "invalid": 3, "skipped": 4, "pending": 5}
-        return sorted(self.candidates, key=lambda c: (order[c.status], c.score(self.objective) if c.figures else 0))
+
+        def key(c: Candidate):
+            shown = c.shown_p50()
+            value = -c.figures.get("throughput", 0.0) if self.objective == "throughput" else (shown or float("inf"))
+            return (c.id != self.best.id, order[c.status], value if c.figures else 0)
+
+        return sorted(self.candidates, key=key)
+
+    def measured(self, c: Candidate) -> str:
+        """How a row's figure was taken: how many measurements, how far apart, and whether in a noisy spell."""
+        if not c.p50_runs:
+            return "-"
+        text = f"{len(c.p50_runs)}×" + (f" ±{c.spread / 2:.0%}" if c.spread is not None else "")
+        return text + (" noisy" if c.noisy else "")
 
     def summary(self) -> str:
         if self.objective == "throughput":
@@ -118,7 +134,8 @@ def render_html_fragment(report: TuneReport) -> str:
         mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
         rows.append(
             f"<tr><td>{rank}</td><td>{c.id}{mark}</td><td>{html.escape('+'.join(c.transforms) or 'original')}</td>"
-            f"<td>{html.escape(c.session.describe())}</td><td>{_fmt(f.get('p50_ms'))}</td><td>{_fmt(f.get('p90_ms'))}</td>"
+            f"<td>{html.escape(c.session.describe())}</td><td>{_fmt(c.shown_p50())}</td><td>{html.escape(report.measured(c))}</td>"
+            f"<td>{_fmt(f.get('p90_ms'))}</td>"
             f"<td>{_fmt(f.get('p99_ms'))}</td><td>{_fmt(f.get('throughput'), 1)}</td><td>{_fmt(f.get('session_create_ms'), 0)}</td>"
             f"<td>{_fmt(cos, 5)}</td><td>{html.escape(_placed(c))}</td>"
             f"<td style='color:{colors.get(c.status, '#000')}'>{c.status}</td>"
@@ -162,7 +179,11 @@ def render_html_fragment(report: TuneReport) -> str:
 <p>green: passed the accuracy gate; red: rejected by it.</p>
 {chart}
 <h2>All candidates, ranked</h2>
-<table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
+<p>Rows in the order of the decision: the ★ best first (it won alternating rounds against its rivals and was confirmed
+against the baseline), then the passed candidates by the median of their measurements. p50 is that median (the best's
+and the baseline's: the median of their confirm rounds); "measured" says how many times and how far apart (±, half the
+range over the median): a row marked noisy was measured in a noisy spell of the machine, and its figure is uncertain.</p>
+<table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>measured</th><th>p90 ms</th><th>p99 ms</th>
 <th>items/s</th><th>session ms</th><th>min cosine</th><th>nodes on provider</th><th>verdict</th><th>reason</th></tr>
 {"".join(rows)}
 </table></div>"""

@@ -24,11 +24,12 @@ import numpy as np
 from golive._isolate import in_worker
 from golive.errors import TransformError
 from golive.events import StepContext
-from golive.optimize import TransformContext, apply_chain, get_transform
+from golive.optimize import ModelFacts, TransformContext, apply_chain, get_transform
 from golive.runtime import CPU, Placement, SessionConfig, short_name
 from golive.spec import TuneOptions
 from golive.tuning.gate import judge
 from golive.tuning.space import (
+    NOISY,
     Candidate,
     default_session,
     invalid_reason,
@@ -70,6 +71,8 @@ class SearchState:
     scores: set[str] = field(default_factory=set)  # outputs holding class scores: gated by top-1 agreement too
     inputs_at: Callable[[int], Path] | None = None  # throughput: measurement inputs at another batch size
     share_deadline: float | None = None  # the end of the current provider's share of the budget
+    facts: ModelFacts | None = None  # read from the model's graph when first needed
+    not_applicable: dict[str, list[str]] = field(default_factory=dict)  # why -> transforms with nothing to do here
 
     @property
     def short_seconds(self) -> float:
@@ -87,10 +90,21 @@ class SearchState:
 
 
 def allowed(state: SearchState, name: str, provider: str | None = None) -> bool:
-    """Whether the search may try ``name`` (on ``provider``: one it suits; the others cannot help there)."""
+    """Whether the search may try ``name`` (on ``provider``: one it suits; the others cannot help there). A transform
+    with nothing to do on this model (decided from its graph) is not tried: the report says which, and why."""
     if provider is not None and get_transform(name).unavailable_for(provider):
         return False
-    return state.options.transforms is None or name in state.options.transforms
+    if state.options.transforms is not None and name not in state.options.transforms:
+        return False
+    if state.facts is None:
+        state.facts = ModelFacts.of(state.model)
+    why = get_transform(name).not_applicable(state.facts)
+    if why:
+        state.not_applicable.setdefault(why, [])
+        if name not in state.not_applicable[why]:
+            state.not_applicable[why].append(name)
+        return False
+    return True
 
 
 def _new(state: SearchState, stage: str, transforms: list[str], session: SessionConfig) -> Candidate:
@@ -198,6 +212,7 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     where = result.pop("placement", None)
     c.placement = Placement.model_validate(where) if where else c.placement
     c.figures = {**result, "measured_seconds": seconds}
+    c.p50_runs.append(round(float(result["p50_ms"]), 5))
     with np.load(out_file, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
     if c.stage == "baseline":
@@ -257,7 +272,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     if allowed(state, "fp16", provider):
         lower.append("fp16")
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
-    accurate = (named and provider == CPU) or (allowed(state, INT8_ACCURATE, provider) and bool(state.ctx.calibration))
+    accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
     for chain in bases:
         here = [evaluate(state, _new(state, "model", [*chain, name], default), state.short_seconds) for name in lower]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
@@ -478,6 +493,8 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     if best is not baseline:
         best = confirm(state, baseline, best)
     stage_batch(state, best)
+    for why, names in state.not_applicable.items():
+        state.notes.append(f"not applicable, so not tried: {', '.join(names)} ({why})")
     return baseline, best
 
 
@@ -535,12 +552,30 @@ def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: in
     """Re-measure the winner and the baseline in alternation: on a busy or small machine a single
     measurement can crown noise. Both keep the median of their rounds; the winner must still win."""
     samples: dict[str, list[dict]] = {baseline.id: [], best.id: []}
-    for _ in range(rounds):
+
+    def noisy() -> bool:  # the rounds of either lie far apart: a busy spell; more rounds outvote it
+        return any(_spread([f["p50_ms"] for f in samples[c.id]]) > NOISY for c in (baseline, best))
+
+    done = 0
+    while done < rounds or (done < rounds + 4 and noisy()):
         for c in (baseline, best):
             _measure(state, c, state.short_seconds)
             if c.status != "passed":
                 return baseline if c is best else best
             samples[c.id].append(dict(c.figures))
+        done += 1
+    rounds = done
+    if noisy():
+        state.notes.append(
+            f"the machine was busy while the best and the baseline were re-measured ({rounds} alternating rounds, "
+            f"spread {max(_spread([f['p50_ms'] for f in samples[c.id]]) for c in (baseline, best)):.0%}): the speed-up is "
+            "uncertain; tune again on a quieter machine"
+        )
+    else:
+        state.notes.append(
+            f"steady figures: the best and the baseline re-measured in {rounds} alternating rounds lay within "
+            f"±{max(_spread([f['p50_ms'] for f in samples[c.id]]) for c in (baseline, best)) / 2:.0%}"
+        )
     for c in (baseline, best):
         runs = sorted(samples[c.id], key=lambda f: c.score_of(f, state.options.objective))
         c.figures = {
@@ -552,6 +587,14 @@ def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: in
         return best
     best.reason = "measured faster during the search, but not faster than the baseline when both were re-measured in alternation"
     return baseline
+
+
+def _spread(values: list[float]) -> float:
+    """(max - min) / median; 0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    mid = sorted(values)[len(values) // 2]
+    return (max(values) - min(values)) / mid if mid else 0.0
 
 
 def copy_model(src: Path, dst_dir: Path) -> Path:

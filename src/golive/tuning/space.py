@@ -3,6 +3,7 @@ impossible combinations before anything runs."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -32,7 +33,8 @@ PROVIDER_ALIASES = {
     "dml": "DmlExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
 }
-NOT_FOR_TUNING = {"AzureExecutionProvider"}  # remote inference, not a local accelerator
+NOT_FOR_TUNING = {"AzureExecutionProvider"}
+NOISY = 0.15  # a candidate whose repeated p50s spread more than this was measured in a noisy spell  # remote inference, not a local accelerator
 
 
 class Candidate(BaseModel):
@@ -49,6 +51,7 @@ class Candidate(BaseModel):
     model: str = ""
     batch: int | None = Field(default=None, description="batch size of a throughput 'batch' stage candidate")
     placement: Placement | None = Field(default=None, description="which provider ran which nodes, as measured")
+    p50_runs: list[float] = Field(default_factory=list, description="p50 of every measurement of it, in order (ms)")
 
     def label(self) -> str:
         chain = "+".join(self.transforms) or "original"
@@ -60,6 +63,25 @@ class Candidate(BaseModel):
         if not self.gate:
             return None
         return min((m.get("cosine", 1.0) for m in self.gate.get("metrics", {}).values()), default=None)
+
+    @property
+    def spread(self) -> float | None:
+        """How far its repeated measurements lie apart: (max - min) / median of its p50s (None: measured once)."""
+        if len(self.p50_runs) < 2:
+            return None
+        mid = statistics.median(self.p50_runs)
+        return (max(self.p50_runs) - min(self.p50_runs)) / mid if mid else None
+
+    @property
+    def noisy(self) -> bool:
+        """Its measurements spread more than 15%: taken in a noisy spell of the machine."""
+        return (self.spread or 0.0) > NOISY
+
+    def shown_p50(self) -> float | None:
+        """The p50 a report shows: the median of its confirm rounds (best and baseline), else of its measurements."""
+        if "confirm_rounds" in self.figures or not self.p50_runs:
+            return self.figures.get("p50_ms")
+        return statistics.median(self.p50_runs)
 
     def score(self, objective: str) -> float:
         """Lower is better: median latency, or negated throughput."""
