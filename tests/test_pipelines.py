@@ -96,6 +96,22 @@ def test_fan_out_compiles_to_a_parallel_for_and_a_ranking(fanout_job, tmp_path):
     assert spec["deploymentSpec"]["executors"]["exec-tune"]["container"]["resources"]["resourceMemoryLimit"] == "4Gi"
 
 
+def test_the_users_model_names_are_kept(tmp_path):
+    from golive.pipelines.components import rank_html
+
+    path = write_job(
+        tmp_path / "j.yaml",
+        {"models": [{"name": "hidden_alpha", "source": "a.onnx"}, {"name": "hidden_beta", "source": "b.onnx"}]},
+    )
+    spec = pipelines.load_pipeline_job(path)
+    assert [i.name for i in spec.items] == ["hidden_alpha", "hidden_beta"]
+    compiled = pipelines.compile(path, tmp_path / "p.yaml")  # KFP takes them as they are
+    items = yaml.safe_load(compiled.read_text())["root"]["inputDefinitions"]["parameters"]["items"]
+    assert [json.loads(i)["name"] for i in items["defaultValue"]] == ["hidden_alpha", "hidden_beta"]
+    row = {"name": "hidden_alpha", "objective": "latency", "best": "original", "metrics": {"p50_ms": 1.0}, "summary": ""}
+    assert "<td>hidden_alpha</td>" in rank_html([row, {**row, "name": "hidden_beta"}])
+
+
 def test_targets_multiply_the_items(tmp_path):
     job = write_job(
         tmp_path / "t.yaml",
