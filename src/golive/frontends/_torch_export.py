@@ -73,6 +73,8 @@ def export(
                 note = _dynamo(loaded, args, path, input_names, output_names, axes, options, translations, kwargs, structure)
                 if note:
                     result.notes.append(note)
+                if loaded.details.get("axis_note"):
+                    result.notes.append(loaded.details["axis_note"])
             elif structure is not None:  # the TorchScript exporter takes flat positional tensors: a wrapper nests them
                 _torchscript(
                     _FlatCall(loaded.model, structure, input_names),
@@ -364,9 +366,9 @@ def _dynamo(
                 custom_translation_table=translations,
             )
         assert program is not None  # dynamo=True always returns an ONNXProgram
-        if shapes is not None:  # fix up the in-memory model: no second parse of a large file
+        if shapes is not None or loaded.kind == "torch-export":  # fix up the in-memory model: no second parse
             _check_dynamic(program.model, axes)
-            _rename_dims(program.model, axes)
+            _rename_dims(program.model, axes)  # a saved program's own symbols (s77) become the names golive gave
         with captured_output(_NOISY_LOGGERS):
             program.save(str(path))
 

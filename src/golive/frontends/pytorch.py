@@ -51,6 +51,13 @@ class PyTorchFrontend:
         loaded = LoadedModel(framework=self.name, source=source, model=module, kind=kind)
         if kind == "torch-export":
             loaded.inputs = _exported_program_inputs(module)
+            named = sorted({d for spec in loaded.inputs for d in spec.shape or [] if isinstance(d, str)})
+            if named:
+                loaded.details["axis_note"] = (
+                    "the .pt2 keeps only symbols for its dynamic axes, not the names of its Dims: they are named "
+                    + ", ".join(named)
+                    + " (a leading dynamic axis is batch; others INPUT_AXIS), the names --dim takes"
+                )
         return loaded
 
     # ------------------------------------------------------------ export
@@ -196,18 +203,28 @@ def _is_legacy_pickle(path: Path) -> bool:
 
 
 def _exported_program_inputs(ep) -> list[TensorSpec]:
-    """Input specs of an ExportedProgram, from the fake tensors on its user-input placeholders."""
+    """Input specs of an ExportedProgram, from the fake tensors on its user-input placeholders. A saved program keeps
+    only symbols for its dynamic axes (s77), not the names of the Dims it was exported with: they are named as
+    golive's other PyTorch routes name them (a leading dynamic axis is batch, another INPUT_AXIS), one name per
+    symbol, so an axis shared by several inputs keeps one name."""
     user_inputs = set(ep.graph_signature.user_inputs)
     specs = []
+    names: dict[str, str] = {}  # symbol -> the name given to it
     for node in ep.graph.nodes:
         if node.op != "placeholder" or node.name not in user_inputs:
             continue
         val = node.meta.get("val")
         if val is None or not hasattr(val, "shape"):
             continue
-        shape: list[Dim] = [
-            int(d) if str(d).isdigit() else ("batch" if i == 0 else f"{node.name}_{i}") for i, d in enumerate(val.shape)
-        ]
+        shape: list[Dim] = []
+        for i, d in enumerate(val.shape):
+            if str(d).isdigit():
+                shape.append(int(d))
+                continue
+            symbol = str(d)
+            if symbol not in names:
+                names[symbol] = "batch" if i == 0 and "batch" not in names.values() else f"{node.name}_{i}"
+            shape.append(names[symbol])
         specs.append(TensorSpec(name=node.name, dtype=str(val.dtype).replace("torch.", ""), shape=shape))
     return specs
 

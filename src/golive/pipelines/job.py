@@ -147,9 +147,7 @@ def load_pipeline_job(path: str | Path) -> PipelineJob:
             for t in target_list:
                 # the user's own names as they wrote them (hidden_alpha stays hidden_alpha in every report and metric):
                 # items are data to KFP, not identifiers; only a name golive makes up is slugged
-                name = (m.name or _slug(_model_name(m.source))) + (
-                    f"-{t.name}" if t is not None and len(target_list) > 1 else ""
-                )
+                name = (m.name or _slug(_model_name(m.source))) + (f"-{t.name}" if t is not None and len(target_list) > 1 else "")
                 job = JobSpec(
                     source=m.source,
                     output_dir="artifact",
