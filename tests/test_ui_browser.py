@@ -186,6 +186,8 @@ def test_convert_watch_visualize_tune_and_download(browser, ui, mnist_pt, tmp_pa
     assert len([n for n in lengths if n > 0]) >= 3, lengths  # the log grew while the job ran, without reloading the page
     page.wait_for_selector("#tune-summary")
     assert "All candidates, ranked" in page.inner_text("#results")
+    results = page.inner_text("#results")
+    assert results.index("faster than the baseline") < results.index("Conversion")  # the speed-up and chart first
     assert "golive.load_session(" in page.inner_text("#snippet")
     shot(page, "perf-job")
     with page.expect_download() as download:
@@ -293,3 +295,24 @@ def test_profile_a_job_and_see_the_hottest_node(browser, ui, tmp_path):
     hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
     assert hosts == {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
     context.close()
+
+
+def test_every_page_on_a_fresh_home_says_what_to_do_first(browser, ui):
+    """Empty states on a new home, screenshotted page by page for a reviewer: each says what to do first."""
+    shot = Shots("every_page_fresh")
+    page = browser.new_page()
+    expected = {
+        "/jobs": ("#empty-jobs", "No jobs yet"),
+        "/perf": ("#empty-perf", "No converted model yet"),
+        "/visualize": ("#empty-visualize", "No model to show yet"),
+    }
+    for url, (selector, text) in expected.items():
+        page.goto(ui.url + url)
+        assert text in page.inner_text(selector)
+        shot(page, url.strip("/"))
+    page.goto(ui.url + "/convert")
+    assert page.locator("details summary", has_text="Advanced settings").is_visible()
+    assert not page.locator("#convert\\.opset").is_visible()  # the advanced fields wait behind their summary
+    shot(page, "convert")
+    # the stylesheet is golive's own, served from this server: no external font or CDN
+    assert page.evaluate("getComputedStyle(document.querySelector('#submit')).backgroundColor") == "rgb(31, 95, 174)"
