@@ -20,16 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import golive
+from golive.profiling import _timed  # the profiler's own wall-time measure: median of single runs, in µs
 from golive.runtime import SessionConfig, available_cpus, cpu_features, make_session
-
-
-def _median_run_us(session, feeds: dict[str, np.ndarray], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - t) * 1e6)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -69,8 +61,8 @@ def main() -> None:
                 s.run(None, feeds)
         rounds: dict[str, list[float]] = {"without profiler": [], "with profiler": []}
         for _ in range(args.rounds):
-            rounds["without profiler"].append(_median_run_us(plain, feeds, 30))
-            rounds["with profiler"].append(_median_run_us(profiled, feeds, 30))
+            rounds["without profiler"].append(_timed(plain, feeds, 30))
+            rounds["with profiler"].append(_timed(profiled, feeds, 30))
         profiled.end_profiling()
         a, b = (statistics.median(v) for v in rounds.values())
         ratios = [w / o for o, w in zip(rounds["without profiler"], rounds["with profiler"], strict=True)]

@@ -15,7 +15,7 @@ from rich.markup import escape
 from golive.errors import GoliveError
 from golive.spec import help_for as _declared_help
 
-__all__ = ["JsonOpt", "app", "err", "help_for", "out", "progress", "split", "state", "user_errors"]
+__all__ = ["JsonOpt", "app", "dim_sizes", "err", "help_for", "out", "progress", "split", "state", "user_errors"]
 
 
 def help_for(model, field: str) -> str:
@@ -104,6 +104,17 @@ def progress():
 def split(items: list[str]) -> list[str]:
     """Comma-separated or repeated option values, as one list."""
     return [p.strip() for item in items for p in item.split(",") if p.strip()]
+
+
+def dim_sizes(items: list[str]) -> dict[str, int]:
+    """--dim NAME=SIZE options (one size per axis) as a dict, or a user error naming the one that cannot be read."""
+    sizes = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
+        sizes[name.strip()] = int(value)
+    return sizes
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from golive.cli._app import JsonOpt, app, out, progress, user_errors
-from golive.errors import GoliveError
+from golive.cli._app import JsonOpt, app, dim_sizes, out, progress, user_errors
 
 
 @app.command()
@@ -38,12 +37,7 @@ def profile(
     with user_errors():
         from golive import api
 
-        sizes = {}
-        for item in dim:
-            name, _, value = item.partition("=")
-            if not value.isdigit():
-                raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
-            sizes[name.strip()] = int(value)
+        sizes = dim_sizes(dim)
         with progress() as on_event:
             report = api.profile(target, output, dim_sizes=sizes, data=data, runs=runs, on_event=on_event)
     if as_json:

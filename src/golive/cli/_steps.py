@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from golive.cli._app import JsonOpt, app, help_for, out, progress, split, user_errors
+from golive.cli._app import JsonOpt, app, dim_sizes, help_for, out, progress, split, user_errors
 from golive.errors import GoliveError
 from golive.optimize import TRANSFORMS
 from golive.spec import ConvertOptions as C
@@ -242,12 +242,7 @@ def tune(
                 raise GoliveError(
                     f"cannot read --metric {item!r}", hint="write --metric cosine=0.999 (or label=0.99, max_abs=0.01)"
                 ) from None
-        sizes = {}
-        for item in dim:
-            name, _, value = item.partition("=")
-            if not value.isdigit():
-                raise GoliveError(f"cannot read --dim {item!r}", hint="write --dim sequence=128")
-            sizes[name.strip()] = int(value)
+        sizes = dim_sizes(dim)
         chosen = split(transforms)
         options: dict[str, Any] = {
             "budget": budget,
