@@ -13,13 +13,13 @@ import golive
 from golive.profiling import ProfileReport
 
 
-def _dominant(path: Path) -> Path:
+def _dominant(path: Path, size: int = 1024) -> Path:
     """A large MatMul beside cheap ops: it must dominate any honest profile."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     rng = np.random.default_rng(0)
-    big = numpy_helper.from_array(rng.normal(size=(1024, 1024)).astype(np.float32), "w_big")
-    small = numpy_helper.from_array(rng.normal(size=(1024,)).astype(np.float32), "b_small")
+    big = numpy_helper.from_array(rng.normal(size=(size, size)).astype(np.float32), "w_big")
+    small = numpy_helper.from_array(rng.normal(size=(size,)).astype(np.float32), "b_small")
     graph = helper.make_graph(
         [
             helper.make_node("Relu", ["x"], ["r"], name="cheap_relu"),
@@ -28,8 +28,8 @@ def _dominant(path: Path) -> Path:
             helper.make_node("Mul", ["s", "b_small"], ["y"], name="cheap_mul"),
         ],
         "dominant",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1024])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1024])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", size])],
         [big, small],
     )
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
