@@ -102,7 +102,7 @@ def relu_onnx(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
     )
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
     return path
 
 

@@ -1,8 +1,10 @@
 """Execution providers: ONNX Runtime's device API, plugin packages (OpenVINO), the placement audit, and a tuned
 provider followed by everything that loads it.
 
-OpenVINO's plugin lists devices on Intel CPUs, GPUs and NPUs only: on other CPUs the tests that need it to run a
-model are skipped with that reason, and the ones below check what such a machine says instead."""
+OpenVINO's plugin lists devices on Intel CPUs, GPUs and NPUs only. The onnxruntime-openvino build has the provider
+built in and runs on any x86-64 CPU: ``make install-dev`` puts it in .venv/ort-openvino, and
+test_openvino_in_the_onnxruntime_openvino_build runs the OpenVINO cases of this file again in a process whose
+onnxruntime is that build, so they run on every x86-64 machine, Intel or not."""
 
 from __future__ import annotations
 
@@ -36,9 +38,16 @@ def openvino():
 
 needs_openvino = pytest.mark.skipif(
     _openvino_state()[1] == 0,
-    reason="OpenVINO's plugin lists no device on this machine (it runs on Intel CPUs, GPUs and NPUs; "
-    "`golive devices` says which state it is in here)",
+    reason="OpenVINO lists no device in this process (its plugin runs on Intel CPUs, GPUs and NPUs); "
+    "test_openvino_in_the_onnxruntime_openvino_build runs this case with the onnxruntime-openvino build",
 )
+# The onnxruntime-openvino build beside the venv's onnxruntime (make install-dev; x86-64 Linux)
+ORT_OPENVINO = Path(sys.prefix) / "ort-openvino"
+OPENVINO_CASES = [
+    "test_devices_lists_the_cpu_provider_and_the_openvino_plugin",
+    "test_a_tiny_bert_is_tuned_across_cpu_and_openvino",
+    "test_no_fallback_rejects_a_candidate_naming_the_op_openvino_does_not_take",
+]
 
 
 def _stub_without(tmp_path: Path, module: str) -> dict[str, str]:
@@ -61,7 +70,7 @@ def _matmul_relu(path: Path, k: int = 16, n: int = 8) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n])],
         [w],
     )
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
     return path
 
 
@@ -99,12 +108,15 @@ def test_devices_lists_the_cpu_provider_and_the_openvino_plugin(cli, openvino):
     ov = [d for d in found["devices"] if d["provider"] == OPENVINO]
     assert plugin["state"] == openvino["state"] and plugin["devices"] == len(ov)
     assert (OPENVINO in found["providers"]) == bool(ov)  # a plugin counts as available only with a device
-    if ov:
+    if ov and plugin["state"] == "registered":
         assert all(d["plugin"] == "onnxruntime-ep-openvino" for d in ov)
+    if plugin["state"] == "built in":  # the onnxruntime-openvino build: the CPU listed, the plugin not used
+        assert [(d["device_type"], d["plugin"], d["ep_metadata"]) for d in ov] == [("CPU", None, {"built_in": "true"})]
     code, stdout, _ = cli("devices")
     assert code == 0 and "CPUExecutionProvider" in stdout and "OpenVINOExecutionProvider" in stdout
     if plugin["state"] == "registered" and not ov:  # e.g. an AMD CPU: installed, and why it shows nothing
         assert "lists no device here" in " ".join(stdout.split()) and "Intel" in stdout
+        assert "onnxruntime-openvino build" in " ".join(stdout.split())  # and where to get it for this CPU
 
 
 def test_without_the_plugin_package_devices_says_what_to_install(tmp_path):
@@ -277,7 +289,7 @@ def test_a_tiny_bert_is_tuned_across_cpu_and_openvino(tmp_path_factory, tmp_path
         BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
     ).eval().save_pretrained(root / "bert")
     golive.convert(root / "bert", root / "onnx")
-    result = golive.tune(root / "onnx", tmp_path / "t", budget=60, providers=["cpu", "openvino"], time_source=False)
+    result = golive.tune(root / "onnx", tmp_path / "t", budget=40, providers=["cpu", "openvino"], time_source=False)
     providers = {c.session.providers[0] for c in result.report.candidates if c.status == "passed"}
     assert providers == {CPU, OPENVINO}
     lines = result.report.placement_lines()
@@ -306,6 +318,59 @@ def test_a_tiny_bert_is_tuned_across_cpu_and_openvino(tmp_path_factory, tmp_path
     fresh = dict(np.load(tmp_path / "fresh.npz"))
     for name, value in expected.items():
         np.testing.assert_allclose(fresh[name], value, rtol=1e-4, atol=1e-4)
+    served = _served_outputs(tmp_path / "t", feeds, tmp_path)
+    for name, value in expected.items():
+        np.testing.assert_allclose(served[name], value, rtol=1e-4, atol=1e-4)
+
+
+def _served_outputs(folder: Path, feeds: dict[str, np.ndarray], logs: Path) -> dict[str, np.ndarray]:
+    """The outputs ``golive serve`` gives for ``feeds`` over KServe v2 HTTP (the server started and stopped here)."""
+    import signal
+    import urllib.request
+
+    from conftest import free_port
+
+    http, grpc = free_port(), free_port()
+    with open(logs / "serve.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "golive",
+                "serve",
+                str(folder),
+                "--name",
+                "bert",
+                "--port",
+                str(http),
+                "--grpc-port",
+                str(grpc),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line.startswith(f"golive serve: http://127.0.0.1:{http}"), (line, (logs / "serve.log").read_text())
+            kinds = {np.dtype("int64"): "INT64", np.dtype("int32"): "INT32", np.dtype("float32"): "FP32"}
+            body = {
+                "inputs": [
+                    {"name": k, "shape": list(v.shape), "datatype": kinds[v.dtype], "data": v.ravel().tolist()}
+                    for k, v in feeds.items()
+                ]
+            }
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http}/v2/models/bert/infer",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                outputs = json.loads(answer.read())["outputs"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    return {o["name"]: np.asarray(o["data"], dtype=np.float32).reshape(o["shape"]) for o in outputs}
 
 
 @needs_openvino
@@ -323,7 +388,9 @@ def test_no_fallback_rejects_a_candidate_naming_the_op_openvino_does_not_take(tm
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=10
+    )
     save(model, tmp_path / "m.onnx")
     with pytest.raises(golive.GoliveError, match="FastGelu"):
         make_session(tmp_path / "m.onnx", SessionConfig(providers=[OPENVINO], cpu_fallback=False))
@@ -332,3 +399,36 @@ def test_no_fallback_rejects_a_candidate_naming_the_op_openvino_does_not_take(tm
     )
     ov = [c for c in result.report.candidates if c.session.providers[0] == OPENVINO]
     assert ov and all(c.status == "rejected" and "FastGelu" in c.reason and "--no-fallback" in c.reason for c in ov)
+
+
+@pytest.mark.skipif(
+    not (ORT_OPENVINO / "onnxruntime").is_dir() or _openvino_state()[0] == "built in",
+    reason="no onnxruntime-openvino build beside this venv (make install-dev puts it there on x86-64 Linux), "
+    "or this process runs it already",
+)
+def test_openvino_in_the_onnxruntime_openvino_build(tmp_path):
+    """The OpenVINO cases again, in a process whose onnxruntime is the onnxruntime-openvino build (OpenVINO built
+    in): golive names the provider the classic way there, and it runs on this CPU whatever its vendor."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "0",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(tmp_path / "t"),
+            "-k",
+            " or ".join(OPENVINO_CASES),
+            __file__,
+        ],
+        env={**os.environ, "PYTHONPATH": str(ORT_OPENVINO)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert f"{len(OPENVINO_CASES)} passed" in run.stdout, run.stdout[-2000:]

@@ -127,6 +127,9 @@ class Plugin(NamedTuple):
     package: str  # pip name
     extra: str  # golive's extra that installs it
     devices: str  # what it runs on, for the message when it lists no device
+    # another build of onnxruntime with the provider built in (it replaces the onnxruntime package), for where the
+    # plugin lists no device: OpenVINO's plugin takes Intel devices only, the onnxruntime-openvino build any x86 CPU
+    build: str = ""
 
 
 PLUGINS = {
@@ -136,6 +139,7 @@ PLUGINS = {
         "onnxruntime-ep-openvino",
         "openvino",
         "Intel CPUs, GPUs and NPUs (it lists no device on other vendors' CPUs)",
+        "onnxruntime-openvino",
     ),
 }
 # Built-in providers that come with another build of ONNX Runtime than the CPU one
@@ -150,9 +154,18 @@ _registered: dict[str, str] = {}  # provider -> what registering its plugin gave
 _register_lock = threading.Lock()
 
 
+def built_in(provider: str) -> bool:
+    """True when this onnxruntime has ``provider`` built in (e.g. OpenVINO in the onnxruntime-openvino build):
+    sessions then name it the classic way, and its plugin package, if any, is not registered."""
+    import onnxruntime as ort
+
+    return provider in ort.get_available_providers()
+
+
 def register_plugins() -> dict[str, str]:
     """Register every installed plugin EP package with ONNX Runtime, once per process (workers do it again
-    in theirs). Returns provider -> "registered", or why not ("not installed", or the error)."""
+    in theirs). Returns provider -> "registered", "built in" (this onnxruntime has it already), or why not
+    ("not installed", or the error)."""
     with _register_lock:
         if len(_registered) == len(PLUGINS):
             return dict(_registered)
@@ -162,6 +175,9 @@ def register_plugins() -> dict[str, str]:
 
         for name, plugin in PLUGINS.items():
             if name in _registered:
+                continue
+            if built_in(name):
+                _registered[name] = "built in"
                 continue
             try:
                 module = importlib.import_module(plugin.module)
@@ -198,19 +214,24 @@ def ep_devices() -> list[EpDevice]:
     import onnxruntime as ort
 
     register_plugins()
-    return [
+    found = [
         EpDevice(
             provider=d.ep_name,
             device_type=_device_type(d.device),
             vendor=d.device.vendor,
             vendor_id=d.device.vendor_id,
             device_id=d.device.device_id,
-            plugin=PLUGINS[d.ep_name].package if d.ep_name in PLUGINS else None,
+            plugin=PLUGINS[d.ep_name].package if d.ep_name in PLUGINS and not built_in(d.ep_name) else None,
             ep_metadata={str(k): str(v) for k, v in dict(d.ep_metadata).items()},
             device_metadata={str(k): str(v) for k, v in dict(d.device.metadata).items()},
         )
         for d in ort.get_ep_devices()
     ]
+    cpu = next((d for d in found if d.provider == CPU), None)
+    for name in PLUGINS:  # built into this onnxruntime: the device API does not list it; its sessions run on the CPU
+        if built_in(name) and cpu is not None and not any(d.provider == name for d in found):
+            found.append(cpu.model_copy(update={"provider": name, "ep_metadata": {"built_in": "true"}, "device_metadata": {}}))
+    return found
 
 
 def available_providers() -> list[str]:
@@ -230,9 +251,10 @@ class PluginState(BaseModel):
     provider: str
     package: str
     extra: str
-    state: str  # registered | not installed | failed: ...
+    state: str  # registered | built in | not installed | failed: ...
     devices: int  # devices it lists here (a registered plugin may list none: OpenVINO on a non-Intel CPU)
     runs_on: str
+    build: str = ""  # the onnxruntime build that has it built in, where there is one
 
 
 class Devices(BaseModel):
@@ -264,6 +286,7 @@ def devices() -> Devices:
                 state=states[name],
                 devices=sum(d.provider == name for d in found),
                 runs_on=p.devices,
+                build=p.build,
             )
             for name, p in PLUGINS.items()
         ],
@@ -275,12 +298,13 @@ def provider_problem(provider: str) -> tuple[str, str] | None:
     """Why ``provider`` cannot build a session here, and what to install or change (None: it can)."""
     import onnxruntime as ort
 
-    if provider in PLUGINS:
+    if provider in PLUGINS and not built_in(provider):
         plugin, state = PLUGINS[provider], register_plugins()[provider]
+        swap = f"pip uninstall -y onnxruntime && pip install {plugin.build}"
         if state == "not installed":
             return (
                 f"{provider} comes from the plugin package {plugin.package}, which is not installed",
-                f"pip install 'golive[{plugin.extra}]' (or pip install {plugin.package})",
+                f"pip install 'golive[{plugin.extra}]' (or pip install {plugin.package}){f'; or {swap}, a build with it built in' if plugin.build else ''}",
             )
         if state != "registered":
             return f"{plugin.package} is installed but ONNX Runtime cannot register it: {state[8:]}", (
@@ -289,7 +313,9 @@ def provider_problem(provider: str) -> tuple[str, str] | None:
         if not any(d.ep_name == provider for d in ort.get_ep_devices()):
             return (
                 f"{plugin.package} is installed but {short_name(provider)} lists no device on this machine",
-                f"it runs on {plugin.devices}; `golive devices` shows what this machine has",
+                f"it runs on {plugin.devices}"
+                + (f"; here use the {plugin.build} build of onnxruntime, which has it built in: {swap}" if plugin.build else "")
+                + "; `golive devices` shows what this machine has",
             )
         return None
     if provider in ort.get_available_providers():
@@ -439,12 +465,20 @@ def _make_session(
     if problem:
         raise ProviderError(problem[0], hint=problem[1])
     kwargs: dict[str, Any] = {"disabled_optimizers": config.disabled_optimizers} if config.disabled_optimizers else {}
-    if provider in PLUGINS:  # a plugin provider: ONNX Runtime's device API (the CPU provider is its fallback)
+    options = {str(k): str(v) for k, v in (config.provider_options[0] if config.provider_options else {}).items()}
+    if provider in PLUGINS and not built_in(provider):
+        # a plugin provider: ONNX Runtime's device API (the CPU provider is its fallback)
         devices = _plugin_devices(provider, config.device_type)
-        options = {str(k): str(v) for k, v in (config.provider_options[0] if config.provider_options else {}).items()}
         if config.device_properties:
             options["load_config"] = json.dumps({_device_type(devices[0].device): config.device_properties})
         so.add_provider_for_devices(devices, options)
+    elif provider in PLUGINS:  # the same provider built into this onnxruntime: its device and properties as options
+        device = (config.device_type or "CPU").upper()
+        options["device_type"] = device
+        if config.device_properties:
+            options["load_config"] = json.dumps({device: config.device_properties})
+        rest = config.provider_options[1:] + [{}] * (len(config.providers) - max(1, len(config.provider_options)))
+        kwargs.update(providers=config.providers, provider_options=[options, *rest])
     else:
         kwargs.update(providers=config.providers, provider_options=config.provider_options or None)
     try:

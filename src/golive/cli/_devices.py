@@ -23,14 +23,22 @@ def devices(as_json: JsonOpt = False) -> None:
         table.add_column(col)
     for d in found.devices:
         details = ", ".join(f"{k}={v}" for k, v in {**d.ep_metadata, **d.device_metadata}.items())
-        table.add_row(d.provider, d.device_type, d.vendor, d.plugin or "onnxruntime", escape(details[:80]))
+        table.add_row(
+            d.provider,
+            d.device_type,
+            d.vendor,
+            d.plugin or ("onnxruntime (built in)" if d.ep_metadata.get("built_in") else "onnxruntime"),
+            escape(details[:80]),
+        )
     out.print(table)
     listed = {d.provider for d in found.devices}
     for p in found.plugins:
-        if p.state == "registered" and p.devices:
+        if p.state in ("registered", "built in") and p.devices:
             continue
         if p.state == "registered":
             line = f"installed ({p.package}), but it lists no device here: it runs on {p.runs_on}"
+            if p.build:
+                line += f"; the {p.build} build of onnxruntime has it built in and runs on any x86-64 CPU"
         elif p.state == "not installed":
             line = f"not installed: pip install 'golive[{p.extra}]'"
         else:
