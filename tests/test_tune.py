@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,6 +63,58 @@ def test_tune_mnist_small_budget(mnist_dir, tmp_path):
         tuple(c.transforms[:-1]) in passed for c in result.report.candidates if c.transforms[-1:] == ["int8_per_token"]
     )
     assert not (tmp_path / "t" / "work").exists()
+
+
+def _matmul_stack(path, width: int = 384, depth: int = 6):
+    """MatMul + Relu layers: runs of milliseconds, long enough for a busy machine to show in their median."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    nodes, weights, name = [], [], "x"
+    for i in range(depth):
+        weights.append(numpy_helper.from_array((rng.standard_normal((width, width)) / width**0.5).astype(np.float32), f"w{i}"))
+        nodes += [helper.make_node("MatMul", [name, f"w{i}"], [f"h{i}"]), helper.make_node("Relu", [f"h{i}"], [f"y{i}"])]
+        name = f"y{i}"
+    graph = helper.make_graph(
+        nodes,
+        "stack",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])],
+        weights,
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    return path
+
+
+def test_a_busy_spell_during_the_search_is_seen_by_the_baseline_beside_the_candidates(tmp_path):
+    """Three busy-looping processes start once the first candidate beside the baseline has been measured and stop
+    three candidates later: the baseline timed beside those candidates sees the machine slow down, they are measured
+    again after a pause, and the report says the search ran on a busy machine."""
+    hogs: list[subprocess.Popen] = []
+    judged: list[str] = []
+
+    def on_event(event) -> None:
+        row = event.payload.get("candidate")
+        if not row or row["stage"] not in ("model", "session") or row["status"] == "invalid":
+            return
+        judged.append(row["id"])
+        if len(judged) == 1:
+            hogs.extend(subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3))
+        if len(judged) == 4:
+            for hog in hogs:
+                hog.kill()
+
+    try:
+        model = _matmul_stack(tmp_path / "stack.onnx")
+        result = golive.tune(model, tmp_path / "t", budget=12, dim_sizes={"batch": 128}, on_event=on_event)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    # the yardstick's figures stay on the candidates last measured beside it (duels and confirm alternate instead)
+    assert any(c.figures.get("beside_p50_ms", 0) > 0 for c in result.report.candidates if c.stage == "model")
+    note = next(n for n in result.report.notes if n.startswith(("a busy machine", "a steady machine")))
+    assert note.startswith("a busy machine") and "measured again after a pause" in note, note
 
 
 def test_tune_minilm_small_budget(minilm_dir, tmp_path, monkeypatch):

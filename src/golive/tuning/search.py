@@ -43,6 +43,9 @@ from golive.tuning.worker import measure_in_worker
 log = logging.getLogger(__name__)
 
 _NOISE = 0.02  # a change must beat the best by more than this share to replace it
+# The baseline timed beside a candidate this much slower than its median so far: the machine is busy. On a quiet 2-core
+# EPYC a sub-millisecond yardstick moves between two levels 30% apart; three busy-looping processes made it 70% slower.
+BUSY = 0.4
 FUSIONS = ["ort_fusion", "onnxscript_fusion"]
 REEXPORT = "torchscript_export"
 INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq", "int8_qdq_matmul"]
@@ -73,6 +76,9 @@ class SearchState:
     share_deadline: float | None = None  # the end of the current provider's share of the budget
     facts: ModelFacts | None = None  # read from the model's graph when first needed
     not_applicable: dict[str, list[str]] = field(default_factory=dict)  # why -> transforms with nothing to do here
+    baseline: Candidate | None = None  # the yardstick re-measured beside the search's candidates (latency)
+    beside: list[float] = field(default_factory=list)  # the baseline's p50 beside each measurement, in order (ms)
+    busy: set[str] = field(default_factory=set)  # candidates first measured while the machine ran slow
 
     @property
     def short_seconds(self) -> float:
@@ -158,7 +164,7 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     ):
         c.status, c.reason = "invalid", "found nothing to fuse in this model"
         return c
-    _measure(state, c, seconds)
+    _measure(state, c, seconds, beside=c.stage in ("model", "session"))
     _report(state, c)
     return c
 
@@ -184,7 +190,10 @@ def _report(state: SearchState, c: Candidate) -> None:
     state.progress(f"{c.id} {c.status}: {figure}", {"candidate": row})
 
 
-def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
+def _measure(state: SearchState, c: Candidate, seconds: float, beside: bool = False, retry: bool = True) -> Candidate:
+    """Measure ``c`` in a worker and gate it. ``beside``: the baseline is timed right after it in the same worker,
+    so its figure can be ranked against candidates measured at other, busier or quieter, moments; one taken while
+    the machine ran more than 15% slower than at its quietest is measured again after a pause."""
     out_file = state.work / "outputs" / f"{c.id}.npz"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     task = {
@@ -199,8 +208,11 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
         "stable_within": _NOISE,
         "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1,
     }
+    yardstick = state.baseline if beside and state.options.objective == "latency" and c is not state.baseline else None
+    if yardstick is not None and yardstick.model:
+        task["beside"] = {"model": yardstick.model, "session": yardstick.session.model_dump(), "seconds": max(0.25, seconds / 4)}
     state.step.check()
-    ok, result = measure_in_worker(task, timeout=max(60.0, 6 * seconds + 60), should_stop=state.stopping)
+    ok, result = measure_in_worker(task, timeout=max(60.0, 8 * seconds + 60), should_stop=state.stopping)
     state.step.check()
     if not ok:
         if str(result).startswith("FallbackError: "):  # --no-fallback: the provider does not take every node
@@ -212,6 +224,17 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
     where = result.pop("placement", None)
     c.placement = Placement.model_validate(where) if where else c.placement
     c.figures = {**result, "measured_seconds": seconds}
+    if "beside_p50_ms" in result:
+        now = float(result["beside_p50_ms"])
+        usual = float(np.median(state.beside)) if state.beside else now
+        state.beside.append(now)
+        if now > usual * (1 + BUSY):
+            if retry and state.left() > seconds:  # the machine is busy now: wait a moment and measure again, once
+                state.busy.add(c.id)
+                time.sleep(min(2.0, max(0.0, state.left() / 20)))
+                return _measure(state, c, seconds, beside=True, retry=False)
+            # still busy: ranked by its time scaled by how much slower the baseline ran beside it than usually
+            c.figures["usual_beside_ms"] = usual
     c.p50_runs.append(round(float(result["p50_ms"]), 5))
     with np.load(out_file, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
@@ -225,16 +248,26 @@ def _measure(state: SearchState, c: Candidate, seconds: float) -> Candidate:
 
 def _remeasure(state: SearchState, cands: list[Candidate], seconds: float) -> None:
     """Successive halving: the better half of the passing candidates gets a longer measurement."""
-    passing = sorted((c for c in cands if c.status == "passed"), key=lambda c: c.score(state.options.objective))
+    passing = sorted((c for c in cands if c.status == "passed"), key=lambda c: rank_score(state, c))
     for c in passing[: max(1, (len(passing) + 1) // 2)]:
         if state.left() <= seconds:
             break
-        _measure(state, c, seconds)
+        _measure(state, c, seconds, beside=True)
 
 
 def best_of(state: SearchState, cands: list[Candidate] | None = None) -> Candidate | None:
     passing = [c for c in (cands if cands is not None else state.candidates) if c.status == "passed"]
-    return min(passing, key=lambda c: c.score(state.options.objective)) if passing else None
+    return min(passing, key=lambda c: rank_score(state, c)) if passing else None
+
+
+def rank_score(state: SearchState, c: Candidate) -> float:
+    """The score candidates measured at different moments are ranked by (lower is better): a latency taken in a busy
+    spell that did not pass is scaled by how much slower the baseline beside it ran than usually, so the spell does
+    not decide the order; other figures as measured (a quiet machine's yardstick wavers too much to scale by)."""
+    usual, beside = c.figures.get("usual_beside_ms"), c.figures.get("beside_p50_ms")
+    if usual and beside and "p50_ms" in c.figures:
+        return float(c.figures["p50_ms"]) * float(usual) / float(beside)
+    return c.score(state.options.objective)
 
 
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
@@ -265,7 +298,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     # the fastest with attention fused, when one has it: only a fused Attention quantizes whole (QAttention, or its
     # QKV GEMM under per-token INT8), and the fp32 routes measure too close together (MiniLM: 17.0 to 20.7 ms) for
     # their order to pick the INT8 base (there the fused route's INT8 ran 8.6-10 ms against 12.0-12.5 without).
-    ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: c.score(state.options.objective))
+    ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: rank_score(state, c))
     bases = precision_bases(ranked)
     reduced: list[Candidate] = []
     lower = [t for t in INT8_FIRST if allowed(state, t, provider) and (t not in _CALIBRATED or state.ctx.calibration)]
@@ -390,11 +423,10 @@ def beats(state: SearchState, challenger: Candidate, incumbent: Candidate) -> bo
     moments; figures taken back to back are the ones worth comparing.
     """
     if state.left() > 0:  # with the budget spent, the figures at hand decide (confirm() re-measures the winner)
-        _measure(state, incumbent, state.short_seconds)
+        _measure(state, incumbent, state.short_seconds, beside="beside_p50_ms" in challenger.figures)
     if incumbent.status != "passed":
         return True
-    objective = state.options.objective
-    return challenger.score(objective) < incumbent.score(objective) * (1 - _NOISE)
+    return rank_score(state, challenger) < rank_score(state, incumbent) * (1 - _NOISE)
 
 
 def stage_offline(state: SearchState, best: Candidate) -> Candidate:
@@ -457,6 +489,7 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
         _new(state, "baseline", [], SessionConfig(custom_ops=state.options.custom_ops)),
         max(1.0, 2.5 * state.short_seconds),
     )
+    state.baseline = baseline
     if baseline.status != "passed":
         from golive.errors import GoliveError
 
@@ -468,7 +501,7 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
         # each provider gets an equal share of what is left, so the first cannot spend the second's
         state.share_deadline = time.monotonic() + max(0.0, state.deadline - time.monotonic()) / (len(state.providers) - i)
         cands = stage_models(state, provider)
-        ranked = sorted((c for c in cands if c.status == "passed"), key=lambda c: c.score(state.options.objective))
+        ranked = sorted((c for c in cands if c.status == "passed"), key=lambda c: rank_score(state, c))
         tuned = [stage_session(state, c) for c in ranked[:2]]
         if len(tuned) == 2 and tuned[1] is not tuned[0]:
             tuned = [duel(state, tuned[0], tuned[1])]
@@ -492,10 +525,30 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
         )
     if best is not baseline:
         best = confirm(state, baseline, best)
+    _note_steadiness(state)
     stage_batch(state, best)
     for why, names in state.not_applicable.items():
         state.notes.append(f"not applicable, so not tried: {', '.join(names)} ({why})")
     return baseline, best
+
+
+def _note_steadiness(state: SearchState) -> None:
+    """Say how steady the machine was during the search, as the baseline timed beside the candidates saw it."""
+    if len(state.beside) < 2:
+        return
+    usual = float(np.median(state.beside))
+    slow = sum(b > usual * (1 + BUSY) for b in state.beside)
+    scaled = sum(1 for c in state.candidates if c.figures.get("usual_beside_ms"))
+    span = f"the baseline, timed beside {len(state.beside)} measurements, ran {min(state.beside):.3g}-{max(state.beside):.3g} ms"
+    if not slow:
+        state.notes.append(f"a steady machine during the search: {span}, never {BUSY:.0%} slower than its median")
+        return
+    state.notes.append(
+        f"a busy machine during the search: {span}; {slow} measurements were taken while it ran more than {BUSY:.0%} "
+        f"slower than its median ({usual:.3g} ms): {len(state.busy)} candidate{'s' if len(state.busy) != 1 else ''} "
+        "measured again after a pause"
+        + (f", {scaled} still busy, ranked by their time scaled to the usual baseline" if scaled else "")
+    )
 
 
 def _duel_all(state: SearchState, finalists: list[Candidate]) -> Candidate:
