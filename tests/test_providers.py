@@ -227,7 +227,9 @@ def test_each_provider_has_its_own_knobs_and_transforms():
     ov = dict(session_knobs(OPENVINO, cores=2, isa=["avx2"]))
     assert ov["device_properties.INFERENCE_PRECISION_HINT"] == ["f32"]  # no native bf16: not offered
     amx = dict(session_knobs(OPENVINO, cores=2, isa=["amx_bf16"]))
-    assert amx["device_properties.INFERENCE_PRECISION_HINT"] == ["f32", "bf16"]
+    assert amx["device_properties.INFERENCE_PRECISION_HINT"] == ["bf16", "f32"]  # OpenVINO's own default on AMX first
+    avx512 = dict(session_knobs(OPENVINO, cores=2, isa=["avx512_bf16"]))
+    assert avx512["device_properties.INFERENCE_PRECISION_HINT"] == ["f32", "bf16"]
     assert "device_properties.PERFORMANCE_HINT" in ov and "intra_op_num_threads" not in ov
     assert "device_properties.NUM_STREAMS" in dict(session_knobs(OPENVINO, cores=2, isa=[], objective="throughput"))
     assert "intra_op_num_threads" in dict(session_knobs(CPU, cores=2, isa=[]))

@@ -117,6 +117,40 @@ def test_a_busy_spell_during_the_search_is_seen_by_the_baseline_beside_the_candi
     assert note.startswith("a busy machine") and "measured again after a pause" in note, note
 
 
+def test_the_cpus_int8_and_bf16_instruction_sets_steer_the_search_and_are_said(tmp_path):
+    """Known before the search starts: where the u8s8 kernel saturates (x86 without VNNI or AMX) dynamic INT8 gets
+    7-bit weights, as per-token INT8 does; OpenVINO starts from bf16 on AMX; the report says which plan it took."""
+    import platform
+
+    import onnx
+    from onnx import numpy_helper
+
+    from golive.optimize import TransformContext, get_transform
+    from golive.runtime import cpu_features
+    from golive.tuning.space import cpu_plan
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    model = _matmul_stack(tmp_path / "stack.onnx", width=64, depth=2)
+    for levels, bits in ((63, 7), (127, 8)):
+        for name in ("int8_dynamic", "int8_dynamic_per_channel"):
+            out = tmp_path / f"{name}-{levels}.onnx"
+            info = get_transform(name).apply(model, out, TransformContext(work_dir=tmp_path, weight_levels=levels))
+            assert info["weight_bits"] == bits
+            weights = [numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+            peak = max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size > 1)
+            assert peak <= 64 if bits == 7 else peak == 127, (name, levels, peak)
+    avx2 = cpu_plan(["avx2", "avx512f"], "EPYC", ["CPUExecutionProvider", "OpenVINOExecutionProvider"])
+    if x86:
+        assert "no INT8 dot-product instructions" in avx2 and "7-bit weights" in avx2
+    assert "no native BF16: OpenVINO stays at f32" in avx2
+    amx = cpu_plan(["avx512_vnni", "amx_int8", "amx_bf16"], "Xeon", ["CPUExecutionProvider", "OpenVINOExecutionProvider"])
+    assert "INT8 dot products with AMX" in amx and "OpenVINO tries bf16 then f32" in amx
+    assert "OpenVINO" not in cpu_plan(["avx512_vnni"], "EPYC", ["CPUExecutionProvider"])
+    result = golive.tune(model, tmp_path / "t", budget=4, transforms=["int8_dynamic"], providers=["cpu"])
+    facts = cpu_features()
+    assert cpu_plan(list(facts["isa"]), facts["cpu"], ["CPUExecutionProvider"]) in result.report.notes
+
+
 def test_tune_minilm_small_budget(minilm_dir, tmp_path, monkeypatch):
     work = tmp_path / "cwd"
     work.mkdir()

@@ -46,7 +46,8 @@ class TransformContext:
     gate: dict[str, float] = field(default_factory=dict)  # the accuracy gate's thresholds: a transform that searches meets them
     deadline: float | None = None  # time.monotonic() by which the tune must end: a transform that searches stops there
     fixed_sizes: dict[str, int] = field(default_factory=dict)  # fixed_shape: the sizes measured
-    weight_levels: int | None = None  # int8_per_token: weight levels, when not this CPU's rule (pertoken.weight_levels)
+    # INT8 weight levels (per-token; dynamic INT8 reduces its range below 127), when not this CPU's rule (pertoken.weight_levels)
+    weight_levels: int | None = None
     graph_optimization_level: GraphLevel = "all"  # ort_optimized_graph: the level ONNX Runtime optimizes at before saving
 
 

@@ -22,8 +22,21 @@ _EXTRA = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 _SENSITIVE_MAX_NODES = 48  # beyond this many candidates, only the largest weights are probed
 
 
+def _reduce_range(ctx: TransformContext) -> bool:
+    """7-bit weights where this CPU's u8s8 kernel adds products in saturating 16-bit lanes (x86 without VNNI or AMX;
+    ONNX Runtime's quantize_dynamic offers reduce_range for exactly that), 8-bit elsewhere."""
+    from golive.optimize.pertoken import weight_levels
+
+    return int(ctx.weight_levels or weight_levels()) < 127
+
+
 def _quantize_dynamic(
-    src: Path, dst: Path, per_channel: bool, exclude: list[str] | None = None, only: list[str] | None = None
+    src: Path,
+    dst: Path,
+    per_channel: bool,
+    exclude: list[str] | None = None,
+    only: list[str] | None = None,
+    reduce_range: bool = False,
 ) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -32,6 +45,7 @@ def _quantize_dynamic(
         str(src),
         str(dst),
         per_channel=per_channel,
+        reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude or None,
         nodes_to_quantize=only or None,
@@ -65,13 +79,15 @@ def quantized_ops(path: Path) -> dict[str, int]:
 
 
 def dynamic_per_tensor(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
-    _quantize_dynamic(src, dst, per_channel=False)
-    return {"per_channel": False, "ops": quantized_ops(dst)}
+    reduce = _reduce_range(ctx)
+    _quantize_dynamic(src, dst, per_channel=False, reduce_range=reduce)
+    return {"per_channel": False, "weight_bits": 7 if reduce else 8, "ops": quantized_ops(dst)}
 
 
 def dynamic_per_channel(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
-    _quantize_dynamic(src, dst, per_channel=True)
-    return {"per_channel": True, "ops": quantized_ops(dst)}
+    reduce = _reduce_range(ctx)
+    _quantize_dynamic(src, dst, per_channel=True, reduce_range=reduce)
+    return {"per_channel": True, "weight_bits": 7 if reduce else 8, "ops": quantized_ops(dst)}
 
 
 def _quantizable_nodes(path: Path) -> list[tuple[str, int]]:
@@ -125,12 +141,13 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     base = make_session(src, config)
     refs = [base.run(None, f) for f in feeds]
     drops: dict[str, float] = {}
+    reduce = _reduce_range(ctx)
     one = work / "one.onnx"
     deadline = ctx.deadline
     for name in probe:  # largest weights first: when time runs short, the rest count as harmless
         if deadline is not None and time.monotonic() > deadline and drops:
             break
-        _quantize_dynamic(src, one, per_channel=True, only=[name])
+        _quantize_dynamic(src, one, per_channel=True, only=[name], reduce_range=reduce)
         drops[name] = 1.0 - score(one)
     one.unlink(missing_ok=True)
     ranked = sorted(drops, key=lambda n: -drops[n])
@@ -138,13 +155,14 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     k, achieved = 1, None
     while True:
         keep = ranked[:k]
-        _quantize_dynamic(src, dst, per_channel=True, exclude=keep)
+        _quantize_dynamic(src, dst, per_channel=True, exclude=keep, reduce_range=reduce)
         achieved = score(dst)
         if achieved >= threshold or k >= len(nodes) // 2:
             break
         k *= 2
     return {
         "per_channel": True,
+        "weight_bits": 7 if reduce else 8,
         "ops": quantized_ops(dst),
         "kept_fp32": keep,
         "quantized": len(nodes) - len(keep),

@@ -253,6 +253,12 @@ def tune_model(
     notes: list[str] = []
     available = available_providers()
     providers = _providers(options, available, notes)
+    if {"CPUExecutionProvider", "OpenVINOExecutionProvider"} & set(providers):
+        from golive.runtime import cpu_features
+        from golive.tuning.space import cpu_plan
+
+        facts = cpu_features()
+        notes.append(cpu_plan(list(facts["isa"] or []), facts["cpu"], providers))  # type: ignore[call-overload,arg-type]
     feeds, calibration = _inputs(specs, base_sizes, options)
     folder_source = source
     source, why_not = _reexport_source(source)
