@@ -197,7 +197,7 @@ def _int8_gemm_floor(fused: Path, out: Path) -> tuple[Path, Path, int]:
         feeds[x] = rng.standard_normal((1, SEQ, w.shape[0])).astype(np.float32)
     graph = helper.make_graph(nodes, "int8_gemms", inputs, outputs, inits)
     fp32, path = out / "gemms_fp32.onnx", out / "gemms_int8.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), fp32)
     quantize_dynamic(
         str(fp32), str(path), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -173,7 +174,14 @@ def test_compare_shows_candidates_side_by_side(done):
     c, (a, b) = done["client"], done["perf"]
     page = c.get(f"/compare?job={a}&job={b}").text
     assert f"job {a}" in page and f"job {b}" in page and "budget 2 s" in page and "budget 3 s" in page
-    assert page.count("★") == 2
+    assert page.count(" ★</td>") == 2  # one best per Perf Test
+    # headline figures per test, the fastest test marked, each row's fastest cell green
+    assert 'id="compare-overview"' in page and page.count('class="stat winner"') == 1 and "<b>fastest</b>" in page
+    assert 'class="passed fastest"' in page
+    jobs_page = c.get("/jobs").text
+    assert 'id="jobs-overview"' in jobs_page and 'id="top-speedup"' in jobs_page
+    text = " ".join(re.sub(r"<[^>]+>", "", jobs_page).split())
+    assert re.search(r"\b\d+ of \d+ Perf Tests succeeded", text) and re.search(r"\d+ of \d+ conversions? succeeded", text)
     r = c.get(f"/compare?job={a}")
     assert r.status_code == 400 and "two or more" in r.text
     r = c.get(f"/compare?job={a}&job={done['convert']}")

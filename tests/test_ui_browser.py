@@ -202,6 +202,21 @@ def test_convert_watch_visualize_tune_and_download(browser, ui, mnist_pt, tmp_pa
     page.goto(f"{ui.url}/visualize?model=best-{perf_id}")
     netron.locator("#canvas g.node").first.wait_for(timeout=60000)
     shot(page, "visualize-best")
+
+    # a second, shorter Perf Test of the same model; the Job Monitor sums them up and compares them side by side
+    second_id = start_perf(page, ui, job_id, 3, shot)
+    watch_log(page, "succeeded")
+    page.goto(ui.url + "/jobs")
+    assert "2 of 2 Perf Tests succeeded" in " ".join(page.inner_text("#jobs-overview").split())
+    assert "fastest so far" in page.inner_text("#top-speedup")
+    shot(page, "job-monitor-two-perf-tests")
+    page.check(f"input[value='{perf_id}']")
+    page.check(f"input[value='{second_id}']")
+    page.click("text=Compare selected Perf Tests")
+    page.wait_for_selector("#compare-overview")
+    assert page.locator("#compare-overview .stat").count() == 2 and page.locator("#compare-overview .winner").count() == 1
+    assert page.locator("#compare td.fastest").count() >= 1
+    shot(page, "compare")
     hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
     assert hosts == {"127.0.0.1"}, sorted(u for u in requests if urlsplit(u).hostname != "127.0.0.1")
     context.close()

@@ -220,7 +220,22 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
                 (c.score(objective) if c.figures and c.status == "passed" else float("inf")) for c in rows[k].values()
             ),
         )
-        return {"columns": columns, "rows": [(k, rows[k]) for k in order], "best": best}
+
+        def fastest(cells: dict[int, Any]) -> int | None:
+            scored = {i: c.score(objective) for i, c in cells.items() if c.figures and c.status == "passed"}
+            return min(scored, key=lambda i: scored[i]) if len(scored) > 1 else None
+
+        scores = [report.best.score(objective) for _, report in columns]
+        winner = min(range(len(columns)), key=lambda i: scores[i])
+        return {
+            "columns": columns,
+            "rows": [(k, rows[k]) for k in order],
+            "best": best,
+            "row_fastest": [fastest(rows[k]) for k in order],
+            "winner": winner,
+            # each test's best relative to the fastest best (1 for the winner): the length of its bar
+            "relative": [scores[winner] / s if s > 0 else 0.0 for s in scores],
+        }
 
     return SimpleNamespace(
         record=record,
