@@ -247,6 +247,56 @@ def test_each_provider_has_its_own_knobs_and_transforms():
     assert get_transform("int8_qdq_matmul").unavailable_for(CPU)
 
 
+def test_gpu_candidates_io_binding_cuda_graphs_and_tensorrt_caches_are_declared_and_built(tmp_path):
+    """No GPU here: the GPU knobs are declared, a CUDA graph implies IO binding, TensorRT's options cache engines
+    beside the model, a server drops the graph capture; IO binding itself runs for real on the CPU provider."""
+    from golive.runtime import _provider_options, bound_runner, without_graph_capture
+    from golive.tuning.space import invalid_reason, session_knobs, with_knob
+    from golive.tuning.worker import measure
+
+    cuda, trt = "CUDAExecutionProvider", "TensorrtExecutionProvider"
+    cuda_knobs, trt_knobs = dict(session_knobs(cuda, cores=2, isa=[])), dict(session_knobs(trt, cores=2, isa=[]))
+    assert cuda_knobs["io_binding"] == [False, True] and cuda_knobs["provider_options.enable_cuda_graph"] == ["0", "1"]
+    assert trt_knobs["io_binding"] == [False, True] and trt_knobs["provider_options.trt_cuda_graph_enable"] == ["False", "True"]
+    assert "io_binding" not in dict(session_knobs(CPU, cores=2, isa=[]))
+    graph = with_knob(SessionConfig(providers=[cuda]), "provider_options.enable_cuda_graph", "1")
+    assert graph.graph_capture() and graph.bound() and not SessionConfig(providers=[cuda]).bound()
+    assert graph.describe() == "CUDA enable_cuda_graph=1"
+    prefer = with_knob(graph, "provider_options.prefer_nhwc", "1")
+    served = without_graph_capture(prefer)
+    assert not served.graph_capture() and served.provider_options == [{"prefer_nhwc": "1"}]
+    assert "IO binding" in invalid_reason(SessionConfig(io_binding=True), [], [CPU])
+    assert invalid_reason(SessionConfig(providers=[cuda], io_binding=True), [], [cuda, CPU]) is None
+
+    from conftest import relu_onnx
+
+    (tmp_path / "models").mkdir()
+    model = relu_onnx(tmp_path / "models" / "m.onnx")
+    options = _provider_options(SessionConfig(providers=[trt, cuda, CPU]), model)[0]
+    assert options["trt_engine_cache_enable"] == "True" and options["trt_timing_cache_enable"] == "True"
+    assert options["trt_engine_cache_path"] == str((tmp_path / "models" / "trt_cache").resolve())
+    own = with_knob(SessionConfig(providers=[trt]), "provider_options.trt_engine_cache_path", str(tmp_path / "engines"))
+    own = with_knob(own, "provider_options.trt_timing_cache_enable", "False")
+    options = _provider_options(own, model)[0]
+    assert options["trt_engine_cache_path"] == str(tmp_path / "engines") and options["trt_timing_cache_enable"] == "False"
+    assert _provider_options(SessionConfig(), model) is None
+
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    session = make_session(model, SessionConfig())
+    run, outputs = bound_runner(session, {"x": x})
+    run()
+    np.testing.assert_array_equal(outputs()[0], np.maximum(x, 0))
+    np.savez(tmp_path / "in.npz", x=x)
+    task = {"model": str(model), "inputs": str(tmp_path / "in.npz"), "max_seconds": 0.3, "warmup": 2, "min_runs": 5}
+    task |= {"max_runs": 1000, "stable_within": 0.05}
+    for bound in (False, True):  # the worker's timing loop through IO binding gives the outputs the plain run gives
+        out = tmp_path / f"out-{bound}.npz"
+        figures = measure({**task, "session": SessionConfig(io_binding=bound).model_dump(), "outputs": str(out)})
+        assert figures["p50_ms"] > 0 and figures["runs"] >= 5
+        with np.load(out) as z:
+            np.testing.assert_array_equal(z["y"], np.maximum(x, 0))
+
+
 def test_the_qdq_matmul_transform_quantizes_only_matmuls(tmp_path):
     from golive.optimize import TransformContext, get_transform
     from golive.tuning.gate import cosine

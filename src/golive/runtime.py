@@ -24,11 +24,13 @@ __all__ = [
     "SessionConfig",
     "available_cpus",
     "available_providers",
+    "bound_runner",
     "cpu_features",
     "custom_domains",
     "default_intra_threads",
     "devices",
     "ep_devices",
+    "io_device",
     "make_session",
     "placement",
     "provider_problem",
@@ -38,6 +40,7 @@ __all__ = [
     "run_session",
     "save_optimized_graph",
     "short_name",
+    "without_graph_capture",
 ]
 
 CPU = "CPUExecutionProvider"
@@ -72,6 +75,18 @@ class SessionConfig(BaseModel):
     device_properties: dict[str, str] = Field(default_factory=dict)
     # Nodes the provider does not take run on the CPU provider; False: loading fails instead, naming them
     cpu_fallback: bool = True
+    # Timed with IO binding: inputs copied to the provider's device once, outputs kept there at fixed addresses
+    # (bound_runner), so a GPU provider's figure is its compute, not host copies. Implied by a CUDA graph.
+    io_binding: bool = False
+
+    def graph_capture(self) -> bool:
+        """Whether the provider captures the run as a CUDA graph (replayed on the same device buffers)."""
+        options = self.provider_options[0] if self.provider_options else {}
+        return any(str(options.get(key, "")).lower() in ("1", "true") for key in _GRAPH_CAPTURE)
+
+    def bound(self) -> bool:
+        """Whether runs go through IO binding (asked for, or needed by a CUDA graph)."""
+        return self.io_binding or self.graph_capture()
 
     def describe(self) -> str:
         """The settings that differ from ONNX Runtime's defaults, on one line."""
@@ -88,7 +103,10 @@ class SessionConfig(BaseModel):
                 if name == "device_properties":
                     parts.extend(f"{_PROPERTY_SHORT.get(k, k)}={v}" for k, v in value.items())
                     continue
-                parts.append(short if value is False else f"{short}={value}")
+                if name == "provider_options":  # the first provider's, as ONNX Runtime names them
+                    parts.extend(f"{k}={v}" for k, v in (value[0] if value else {}).items())
+                    continue
+                parts.append(short if isinstance(value, bool) else f"{short}={value}")
         return " ".join(parts)
 
 
@@ -105,7 +123,9 @@ _SHORT = {
     "disabled_optimizers": "without",
     "device_type": "device",
     "cpu_fallback": "no-fallback",
+    "io_binding": "io-binding",
 }
+_GRAPH_CAPTURE = ("enable_cuda_graph", "trt_cuda_graph_enable")  # CUDA's and TensorRT's provider options
 _PROPERTY_SHORT = {
     "INFERENCE_PRECISION_HINT": "precision",
     "PERFORMANCE_HINT": "hint",
@@ -480,7 +500,7 @@ def _make_session(
         rest = config.provider_options[1:] + [{}] * (len(config.providers) - max(1, len(config.provider_options)))
         kwargs.update(providers=config.providers, provider_options=[options, *rest])
     else:
-        kwargs.update(providers=config.providers, provider_options=config.provider_options or None)
+        kwargs.update(providers=config.providers, provider_options=_provider_options(config, model))
     try:
         session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so, **kwargs)
     except Exception as exc:
@@ -500,6 +520,70 @@ def _make_session(
         if where is not None and where.fallback:  # ONNX Runtime let it pass (a node it keeps on CPU by design)
             _raise_fallback(where)
     return session
+
+
+TRT_CACHE = "trt_cache"  # TensorRT's engine and timing caches, in this folder beside the model
+
+
+def _provider_options(config: SessionConfig, model: str | Path | bytes) -> list[dict[str, Any]] | None:
+    """The providers' options as ONNX Runtime takes them. TensorRT caches its engines and its timing cache beside
+    the model (a relative trt_*_cache_path is the model's folder's), so only the first session of a model builds
+    its engine: building takes seconds to minutes, and a tune and every load_session after it would pay it again."""
+    options = [dict(o) for o in config.provider_options]
+    if "TensorrtExecutionProvider" in config.providers and not isinstance(model, bytes):
+        i = config.providers.index("TensorrtExecutionProvider")
+        options += [{}] * (i + 1 - len(options))
+        trt = options[i]
+        for key in ("trt_engine_cache", "trt_timing_cache"):
+            trt.setdefault(f"{key}_enable", "True")
+            folder = Path(str(trt.get(f"{key}_path", TRT_CACHE)))
+            trt[f"{key}_path"] = str(folder if folder.is_absolute() else Path(model).resolve().parent / folder)
+    return options or None
+
+
+def without_graph_capture(config: SessionConfig) -> SessionConfig:
+    """``config`` without CUDA graph capture: for callers whose inputs change shape or arrive from the host (a
+    server); a captured graph replays fixed device buffers of one shape."""
+    if not config.graph_capture():
+        return config
+    first = {k: v for k, v in config.provider_options[0].items() if k not in _GRAPH_CAPTURE}
+    return config.model_copy(update={"provider_options": [first, *config.provider_options[1:]]})
+
+
+def io_device(config: SessionConfig) -> str:
+    """The device IO binding keeps a session's inputs and outputs on."""
+    return "cuda" if config.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+
+
+def bound_runner(session, feeds: dict, device: str = "cpu") -> tuple[Any, Any]:
+    """IO binding, as a GPU provider is best driven: the inputs copied to ``device`` once, the outputs kept there in
+    buffers allocated after a first run (their shapes known then) and bound for every later run, so a CUDA graph
+    captured on a later run replays on the same addresses. Returns ``run()`` and ``outputs()`` (host copies of the
+    last run's outputs). Tensor inputs and outputs only."""
+    import numpy as np
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    inputs = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), device, 0) for name, x in feeds.items()}
+    for name, value in inputs.items():
+        binding.bind_ortvalue_input(name, value)
+    names = [o.name for o in session.get_outputs()]
+    for name in names:
+        binding.bind_output(name, device)
+    session.run_with_iobinding(binding)
+    first = [v.numpy() for v in binding.get_outputs()]
+    fixed = [ort.OrtValue.ortvalue_from_shape_and_type(list(v.shape), v.dtype, device, 0) for v in first]
+    binding.clear_binding_outputs()
+    for name, value in zip(names, fixed, strict=True):
+        binding.bind_ortvalue_output(name, value)
+
+    def run(_buffers: Any = (inputs, fixed)) -> None:  # the device buffers live as long as run does
+        session.run_with_iobinding(binding)
+
+    def outputs() -> list[Any]:
+        return [v.numpy() for v in fixed]
+
+    return run, outputs
 
 
 def run_session(session, feeds: dict) -> dict:

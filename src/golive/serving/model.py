@@ -420,9 +420,10 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
     concurrency 32 answered 3388 requests/s with spinning off against 2281 with it on. False (the default)
     turns it off; None keeps the tuned (or ONNX Runtime's default) setting."""
     from golive.rundir import SESSION_RECORD, read_record, tuned_record
-    from golive.runtime import SessionConfig, make_session
+    from golive.runtime import SessionConfig, make_session, without_graph_capture
 
     def configured(config: SessionConfig) -> SessionConfig:
+        config = without_graph_capture(config)  # requests vary in batch and arrive in host memory
         if spinning is None:
             return config
         return config.model_copy(update={"intra_op_spinning": spinning, "inter_op_spinning": spinning})
