@@ -129,16 +129,17 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         result.update(_concurrent(session, names, feeds, task["concurrency"], max(0.5, task["max_seconds"] / 3), batch))
     if task.get("beside"):
         del session  # its thread pool would spin on beside the yardstick, taking cores from it
-        result["beside_p50_ms"] = _beside(task["beside"], task["inputs"])
+        result["beside_p50_ms"], result["beside_mean_ms"] = _beside(task["beside"], task["inputs"])
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if where is not None:
         result["placement"] = where.model_dump()
     return result
 
 
-def _beside(beside: dict[str, Any], inputs: str) -> float:
+def _beside(beside: dict[str, Any], inputs: str) -> tuple[float, float]:
     """The baseline timed right after the candidate, in the same process (the candidate's session gone, so its
-    thread pool takes no cores): a yardstick of how busy the machine is at this moment."""
+    thread pool takes no cores): a yardstick of how busy the machine is at this moment. Its median and its mean:
+    the mean rises with every run another process preempts, the median only when most runs are slowed."""
     import numpy as np
 
     from golive.runtime import SessionConfig, make_session
@@ -148,7 +149,8 @@ def _beside(beside: dict[str, Any], inputs: str) -> float:
     with np.load(inputs, allow_pickle=False) as z:
         own = {i.name: z[i.name] for i in session.get_inputs()}
     task = {"max_seconds": beside["seconds"], "warmup": 5, "min_runs": 10, "max_runs": 100_000, "stable_within": 0.02}
-    return float(time_runs(lambda: session.run(names, own), task)["p50_ms"])
+    timed = time_runs(lambda: session.run(names, own), task)
+    return float(timed["p50_ms"]), float(timed["mean_ms"])
 
 
 def _concurrent(session, names, feeds, threads: int, seconds: float, batch: int) -> dict[str, Any]:
