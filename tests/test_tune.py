@@ -105,7 +105,7 @@ def spell():
     )
     for h in hogs:
         h.stdout.readline()  # spinning from here on
-    time.sleep(2.0)
+    time.sleep(4.0)
     for h in hogs:
         h.kill()
 
@@ -137,7 +137,7 @@ print(json.dumps({"notes": result.report.notes, "beside": [f.get("beside_mean_ms
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins the search and the busy spell to one CPU (Linux)")
 def test_a_busy_spell_during_the_search_is_seen_by_the_baseline_beside_the_candidates(tmp_path):
     """A tune pinned to one CPU (in a process of its own, so its workers inherit the pin); six busy-looping processes
-    pinned to the same CPU spin for 2 s from when the first candidate beside the baseline has been measured: a
+    pinned to the same CPU spin for 4 s from when the first candidate beside the baseline has been measured: a
     spell of a few of the yardstick's ~20 measurements, so their median stays the usual machine's, and one that
     whatever else runs on the other CPU (the other test worker) cannot hide. The baseline timed beside the
     candidates in the spell sees the machine slow down, they are measured again after a pause, and the report

@@ -552,7 +552,8 @@ def _note_steadiness(state: SearchState) -> None:
         state.notes.append(f"a steady machine during the search: {span}, never {BUSY:g}x its usual {usual:.3g} ms")
         return
     state.notes.append(
-        f"a busy machine during the search: {span}; {slow} measurements were taken while it took more than {BUSY:g}x "
+        f"a busy machine during the search: {span}; {slow} measurement{'s were' if slow != 1 else ' was'} taken while it "
+        f"took more than {BUSY:g}x "
         f"its usual {usual:.3g} ms: {len(state.busy)} candidate{'s' if len(state.busy) != 1 else ''} "
         "measured again after a pause"
         + (f", {scaled} still busy, ranked by their median scaled to the baseline's usual median" if scaled else "")
