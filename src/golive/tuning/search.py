@@ -82,6 +82,7 @@ class SearchState:
     beside: list[float] = field(default_factory=list)  # the baseline's p50 beside each measurement, in order (ms)
     beside_mean: list[float] = field(default_factory=list)  # and its mean time per run (ms)
     busy: set[str] = field(default_factory=set)  # candidates first measured while the machine ran slow
+    scaled: set[str] = field(default_factory=set)  # and those still busy when measured again, or with no time to
 
     @property
     def short_seconds(self) -> float:
@@ -240,6 +241,7 @@ def _measure(state: SearchState, c: Candidate, seconds: float, beside: bool = Fa
                 return _measure(state, c, seconds, beside=True, retry=False)
             # still busy: ranked by its median scaled by how much slower the baseline's median ran beside it
             c.figures["usual_beside_ms"] = usual
+            state.scaled.add(c.id)
     c.p50_runs.append(round(float(result["p50_ms"]), 5))
     with np.load(out_file, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
@@ -538,25 +540,31 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
 
 
 def _note_steadiness(state: SearchState) -> None:
-    """Say how steady the machine was during the search, as the baseline timed beside the candidates saw it."""
+    """Say how steady the machine was during the search, as the baseline timed beside the candidates saw it: what
+    was found busy when measured (against the usual time known then), and what looks busy against the final one."""
     if len(state.beside_mean) < 2:
         return
     usual = float(np.median(state.beside_mean))
     slow = sum(b > usual * BUSY for b in state.beside_mean)
-    scaled = sum(1 for c in state.candidates if c.figures.get("usual_beside_ms"))
     span = (
         f"the baseline, timed beside {len(state.beside_mean)} measurements, took {min(state.beside_mean):.3g}-"
         f"{max(state.beside_mean):.3g} ms a run on average (median run {min(state.beside):.3g}-{max(state.beside):.3g} ms)"
     )
-    if not slow:
+    if not slow and not state.busy and not state.scaled:
         state.notes.append(f"a steady machine during the search: {span}, never {BUSY:g}x its usual {usual:.3g} ms")
         return
+
+    def many(n: int, what: str) -> str:
+        return f"{n} {what}{'s' if n != 1 else ''}"
+
+    found = [f"{many(len(state.busy), 'candidate')} measured again after a pause"] if state.busy else []
+    if state.scaled:
+        found.append(f"{many(len(state.scaled), 'candidate')} ranked by median latency scaled to the baseline's usual median")
+    if not found:  # slow only against the usual time known at the end: early measurements, before it was known
+        found.append("taken before the usual time was known, they stand as measured")
     state.notes.append(
-        f"a busy machine during the search: {span}; {slow} measurement{'s were' if slow != 1 else ' was'} taken while it "
-        f"took more than {BUSY:g}x "
-        f"its usual {usual:.3g} ms: {len(state.busy)} candidate{'s' if len(state.busy) != 1 else ''} "
-        "measured again after a pause"
-        + (f", {scaled} still busy, ranked by their median scaled to the baseline's usual median" if scaled else "")
+        f"a busy machine during the search: {span}; {many(slow, 'measurement')} took more than {BUSY:g}x its usual "
+        f"{usual:.3g} ms: " + "; ".join(found)
     )
 
 
