@@ -286,6 +286,10 @@ def test_gpu_candidates_io_binding_cuda_graphs_and_tensorrt_caches_are_declared_
     run, outputs = bound_runner(session, {"x": x})
     run()
     np.testing.assert_array_equal(outputs()[0], np.maximum(x, 0))
+    # output buffers shaped before the first run (as a CUDA graph, captured during it, needs)
+    run, outputs = bound_runner(session, {"x": x}, like=[np.empty((3, 4), np.float32)])
+    run()
+    np.testing.assert_array_equal(outputs()[0], np.maximum(x, 0))
     np.savez(tmp_path / "in.npz", x=x)
     task = {"model": str(model), "inputs": str(tmp_path / "in.npz"), "max_seconds": 0.3, "warmup": 2, "min_runs": 5}
     task |= {"max_runs": 1000, "stable_within": 0.05}

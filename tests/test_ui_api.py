@@ -178,6 +178,9 @@ def test_compare_shows_candidates_side_by_side(done):
     # headline figures per test, the fastest test marked, each row's fastest cell green
     assert 'id="compare-overview"' in page and page.count('class="stat winner"') == 1 and "<b>fastest</b>" in page
     assert 'class="passed fastest"' in page
+    from golive.web.views import _relative  # the bars: latencies, or negated throughputs
+
+    assert _relative(2.0, 4.0) == 0.5 and _relative(-100.0, -50.0) == 0.5 and _relative(2.0, 2.0) == 1.0
     jobs_page = c.get("/jobs").text
     assert 'id="jobs-overview"' in jobs_page and 'id="top-speedup"' in jobs_page
     text = " ".join(re.sub(r"<[^>]+>", "", jobs_page).split())

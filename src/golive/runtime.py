@@ -418,11 +418,16 @@ def make_session(
     optimized_model_path: str | Path | None = None,
     record_placement: bool = False,
     profile_prefix: str | None = None,
+    io_bound: bool = False,
 ):
     """An InferenceSession for ``model``; ``optimized_model_path`` also saves ORT's optimized graph there;
     ``record_placement`` keeps which provider took which node (read it with :func:`placement`); ``profile_prefix``
-    turns ONNX Runtime's profiler on, its trace written at that path prefix (``session.end_profiling()``)."""
+    turns ONNX Runtime's profiler on, its trace written at that path prefix (``session.end_profiling()``).
+    A CUDA graph in ``config`` is captured only for a caller that runs the session through IO binding
+    (``io_bound``, :func:`bound_runner`): ``session.run`` would replay the graph on stale device buffers."""
     config = config or SessionConfig()
+    if not io_bound:
+        config = without_graph_capture(config)
     provider = config.providers[0]
     if not config.cpu_fallback and provider != CPU:
         try:
@@ -526,9 +531,10 @@ TRT_CACHE = "trt_cache"  # TensorRT's engine and timing caches, in this folder b
 
 
 def _provider_options(config: SessionConfig, model: str | Path | bytes) -> list[dict[str, Any]] | None:
-    """The providers' options as ONNX Runtime takes them. TensorRT caches its engines and its timing cache beside
-    the model (a relative trt_*_cache_path is the model's folder's), so only the first session of a model builds
-    its engine: building takes seconds to minutes, and a tune and every load_session after it would pay it again."""
+    """The providers' options as ONNX Runtime takes them. TensorRT caches its engines and its timing cache (a
+    relative trt_*_cache_path is the model's folder's: best/trt_cache for a tuned best), so only the first session
+    of a model builds its engine, which takes seconds to minutes. A tune points its candidates at one cache in its
+    work folder instead (tuning.worker)."""
     options = [dict(o) for o in config.provider_options]
     if "TensorrtExecutionProvider" in config.providers and not isinstance(model, bytes):
         i = config.providers.index("TensorrtExecutionProvider")
@@ -555,11 +561,12 @@ def io_device(config: SessionConfig) -> str:
     return "cuda" if config.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
 
 
-def bound_runner(session, feeds: dict, device: str = "cpu") -> tuple[Any, Any]:
+def bound_runner(session, feeds: dict, device: str = "cpu", like: list[Any] | None = None) -> tuple[Any, Any]:
     """IO binding, as a GPU provider is best driven: the inputs copied to ``device`` once, the outputs kept there in
-    buffers allocated after a first run (their shapes known then) and bound for every later run, so a CUDA graph
-    captured on a later run replays on the same addresses. Returns ``run()`` and ``outputs()`` (host copies of the
-    last run's outputs). Tensor inputs and outputs only."""
+    buffers bound for every run, so a CUDA graph replays on the addresses it was captured with. The output buffers
+    take the shapes and types of ``like`` (arrays shaped as this run's outputs: needed with a CUDA graph, which
+    ONNX Runtime captures during the first run), else of a first run's outputs, its buffers left to ONNX Runtime.
+    Returns ``run()`` and ``outputs()`` (host copies of the last run's outputs). Tensor inputs and outputs only."""
     import numpy as np
     import onnxruntime as ort
 
@@ -568,12 +575,13 @@ def bound_runner(session, feeds: dict, device: str = "cpu") -> tuple[Any, Any]:
     for name, value in inputs.items():
         binding.bind_ortvalue_input(name, value)
     names = [o.name for o in session.get_outputs()]
-    for name in names:
-        binding.bind_output(name, device)
-    session.run_with_iobinding(binding)
-    first = [v.numpy() for v in binding.get_outputs()]
-    fixed = [ort.OrtValue.ortvalue_from_shape_and_type(list(v.shape), v.dtype, device, 0) for v in first]
-    binding.clear_binding_outputs()
+    if like is None:
+        for name in names:
+            binding.bind_output(name, device)
+        session.run_with_iobinding(binding)
+        like = [v.numpy() for v in binding.get_outputs()]
+        binding.clear_binding_outputs()
+    fixed = [ort.OrtValue.ortvalue_from_shape_and_type(list(v.shape), v.dtype, device, 0) for v in like]
     for name, value in zip(names, fixed, strict=True):
         binding.bind_ortvalue_output(name, value)
 

@@ -197,7 +197,7 @@ def _report(state: SearchState, c: Candidate) -> None:
 def _measure(state: SearchState, c: Candidate, seconds: float, beside: bool = False, retry: bool = True) -> Candidate:
     """Measure ``c`` in a worker and gate it. ``beside``: the baseline is timed right after it in the same worker,
     so its figure can be ranked against candidates measured at other, busier or quieter, moments; one taken while
-    the machine ran more than 15% slower than at its quietest is measured again after a pause."""
+    the baseline took more than BUSY times its usual mean time per run is measured again after a pause."""
     out_file = state.work / "outputs" / f"{c.id}.npz"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     task = {
@@ -211,7 +211,10 @@ def _measure(state: SearchState, c: Candidate, seconds: float, beside: bool = Fa
         "max_runs": 100_000,
         "stable_within": _NOISE,
         "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1,
+        "trt_cache": str(state.work / "trt_cache"),  # TensorRT's engines, shared by the candidates, in the run folder
     }
+    if state.baseline is not None and c is not state.baseline:  # a CUDA graph's output buffers take these shapes
+        task["output_like"] = str(state.work / "outputs" / f"{state.baseline.id}.npz")
     yardstick = state.baseline if beside and state.options.objective == "latency" and c is not state.baseline else None
     if yardstick is not None and yardstick.model:
         task["beside"] = {"model": yardstick.model, "session": yardstick.session.model_dump(), "seconds": max(0.25, seconds / 4)}

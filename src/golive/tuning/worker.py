@@ -106,14 +106,25 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
 
     started = time.perf_counter()
     config = SessionConfig(**task["session"])
-    session = make_session(task["model"], config, record_placement=True)
+    if task.get("trt_cache") and config.providers[0] == "TensorrtExecutionProvider":  # the tune's own cache
+        first = dict(config.provider_options[0]) if config.provider_options else {}
+        first.setdefault("trt_engine_cache_path", task["trt_cache"])
+        first.setdefault("trt_timing_cache_path", task["trt_cache"])
+        config = config.model_copy(update={"provider_options": [first, *config.provider_options[1:]]})
+    if config.graph_capture() and task.get("concurrency", 1) > 1:
+        raise ValueError("a CUDA graph replays one stream of runs: the throughput objective's concurrent runs cannot use it")
+    session = make_session(task["model"], config, record_placement=True, io_bound=config.bound())
     create_ms = (time.perf_counter() - started) * 1000
     where = placement(session, config.providers[0])
     with np.load(task["inputs"], allow_pickle=False) as z:
         feeds = {i.name: z[i.name] for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     if config.bound():  # IO binding (a CUDA graph needs it): timed on the device's buffers, no host copies per run
-        run, bound_outputs = bound_runner(session, feeds, io_device(config))
+        like = None
+        if config.graph_capture():  # captured during the first run: the output buffers must be bound before it
+            with np.load(task["output_like"], allow_pickle=False) as z:
+                like = [z[n] for n in names]
+        run, bound_outputs = bound_runner(session, feeds, io_device(config), like)
         run()
         outputs = bound_outputs()
     else:
@@ -128,7 +139,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     if task.get("concurrency", 1) > 1:
         result.update(_concurrent(session, names, feeds, task["concurrency"], max(0.5, task["max_seconds"] / 3), batch))
     if task.get("beside"):
-        del session  # its thread pool would spin on beside the yardstick, taking cores from it
+        del session, run  # its thread pool would spin on beside the yardstick, taking cores from it
         result["beside_p50_ms"], result["beside_mean_ms"] = _beside(task["beside"], task["inputs"])
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if where is not None:

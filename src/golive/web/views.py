@@ -234,7 +234,7 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
             "row_fastest": [fastest(rows[k]) for k in order],
             "winner": winner,
             # each test's best relative to the fastest best (1 for the winner): the length of its bar
-            "relative": [scores[winner] / s if s > 0 else 0.0 for s in scores],
+            "relative": [_relative(scores[winner], s) for s in scores],
         }
 
     return SimpleNamespace(
@@ -258,3 +258,13 @@ def _summary(p: Any) -> str:
     from golive.profiling import summary_line
 
     return summary_line(p)
+
+
+def _relative(best: float, score: float) -> float:
+    """A test's best against the fastest test's best, 1 for the fastest: scores are latencies (lower is better) or
+    negated throughputs (more negative is better)."""
+    if best > 0 and score > 0:
+        return best / score
+    if best < 0 and score < 0:
+        return score / best
+    return 0.0
