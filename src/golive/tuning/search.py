@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 _NOISE = 0.02  # a change must beat the best by more than this share to replace it
 # The baseline timed beside a candidate taking more than BUSY times its usual (median so far) mean time per run: the
 # machine is busy. The mean, not the median: other processes preempt some runs and leave the rest alone, so on a
-# 2-core AMD EPYC six busy-looping processes moved the yardstick's median 10-70% (and its quiet median jumps between
+# 2-core AMD EPYC six busy-looping processes moved the yardstick's median 10-80% (and its quiet median jumps between
 # two levels 30% apart) but its mean 4-5x (1.4-2.9 ms quiet, 7-14 ms with them, a 0.6-0.9 ms median run).
 BUSY = 2.0
 FUSIONS = ["ort_fusion", "onnxscript_fusion"]
