@@ -20,8 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import golive
+from golive.cpu import available_cpus, cpu_features
 from golive.profiling import _timed  # the profiler's own wall-time measure: median of single runs, in µs
-from golive.runtime import SessionConfig, available_cpus, cpu_features, make_session
+from golive.runtime import SessionConfig, make_session
 
 
 def main() -> None:

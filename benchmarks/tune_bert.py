@@ -33,7 +33,8 @@ import onnx
 import torch
 
 import golive
-from golive.runtime import SessionConfig, available_providers, make_session, placement
+from golive.providers import available_providers, placement
+from golive.runtime import SessionConfig, make_session
 from golive.tuning.gate import cosine
 from golive.tuning.worker import measure_in_worker
 
@@ -349,7 +350,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["bert3", "minilm"], action="append")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    from golive.runtime import available_cpus, cpu_features
+    from golive.cpu import available_cpus, cpu_features
 
     cpu = cpu_features()  # INT8 speed depends on these: the same model runs several times apart with and without AMX
     print(f"CPU: {cpu['cpu']}; {available_cpus()} usable; instruction sets {' '.join(cpu['isa']) or '-'}")

@@ -38,7 +38,7 @@ FULL_KNOBS = search.session_knobs  # the session space golive searches
 
 
 def reduced_knobs(cores=None):
-    from golive.runtime import available_cpus
+    from golive.cpu import available_cpus
 
     cores = available_cpus()
     return [

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import golive
-from golive.runtime import CPU, PLUGINS, SessionConfig, make_session, placement
+from golive.providers import CPU, PLUGINS, placement
+from golive.runtime import SessionConfig, make_session
 
 OPENVINO = "OpenVINOExecutionProvider"
 

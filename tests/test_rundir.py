@@ -229,7 +229,7 @@ def test_convert_and_tune_leave_the_caller_as_it_was(tmp_path, monkeypatch):
 
 
 def test_available_cpus_reads_the_cgroup_quota(tmp_path):
-    from golive.runtime import _cgroup_quota, available_cpus
+    from golive.cpu import _cgroup_quota, available_cpus
 
     (tmp_path / "pod" / "ctr").mkdir(parents=True)
     (tmp_path / "pod" / "cpu.max").write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
@@ -248,16 +248,16 @@ def test_available_cpus_reads_the_cgroup_quota(tmp_path):
 
 def test_sessions_use_no_more_threads_than_the_process_may(monkeypatch, tmp_path):
     """ONNX Runtime's default (0) counts the machine's cores; under a quota golive asks for what it may use."""
-    from golive import runtime
+    from golive import cpu, runtime
 
     model = relu_onnx(tmp_path / "m.onnx")
-    monkeypatch.setattr(runtime, "available_cpus", lambda: 1)
-    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(cpu, "available_cpus", lambda: 1)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 8)
     session = runtime.make_session(model, runtime.SessionConfig())
     assert session.get_session_options().intra_op_num_threads == 1
     explicit = runtime.make_session(model, runtime.SessionConfig(intra_op_num_threads=2))
     assert explicit.get_session_options().intra_op_num_threads == 2
-    monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+    monkeypatch.setattr(cpu, "available_cpus", lambda: 8)
     assert runtime.make_session(model, runtime.SessionConfig()).get_session_options().intra_op_num_threads == 0
 
 

@@ -164,8 +164,8 @@ def test_the_cpus_int8_and_bf16_instruction_sets_steer_the_search_and_are_said(t
     import onnx
     from onnx import numpy_helper
 
+    from golive.cpu import cpu_features
     from golive.optimize import TransformContext, get_transform
-    from golive.runtime import cpu_features
     from golive.tuning.space import cpu_plan
 
     x86 = platform.machine().lower() in ("x86_64", "amd64")

@@ -281,7 +281,7 @@ def devices():
     """The execution providers and devices ONNX Runtime sees here, built-in and from installed plugin packages
     (``golive devices``). Found in a worker process: registering plugin libraries stays out of the caller's."""
     from golive._isolate import in_worker
-    from golive.runtime import Devices
+    from golive.providers import Devices
 
     ok, value = in_worker("golive.api:_devices_dump", (), timeout=300)
     if not ok:
@@ -290,7 +290,7 @@ def devices():
 
 
 def _devices_dump() -> dict[str, Any]:
-    from golive.runtime import devices as _devices
+    from golive.providers import devices as _devices
 
     return _devices().model_dump()
 

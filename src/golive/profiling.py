@@ -20,7 +20,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from golive._html import table
-from golive.runtime import SessionConfig, make_session, short_name
+from golive.providers import short_name
+from golive.runtime import SessionConfig, make_session
 
 __all__ = [
     "ORIGIN_GRAPH",

@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from golive._imports import is_import_path, split_file_attr
 from golive.errors import DataError, GoliveError, OutputDirError, RunFolderBusyError, SourceNotFoundError, validation_problems
-from golive.runtime import Placement, SessionConfig
+from golive.providers import Placement
+from golive.runtime import SessionConfig
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.verification import VerifyReport

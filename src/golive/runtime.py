@@ -1,49 +1,43 @@
-"""The only place that builds onnxruntime SessionOptions and InferenceSessions."""
+"""The only place that builds onnxruntime SessionOptions and InferenceSessions, and runs them through IO binding.
+Providers and devices are golive.providers', the CPU's facts golive.cpu's."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
-import threading
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from golive.cpu import default_intra_threads
 from golive.errors import FallbackError, GoliveError, ModelLoadError, ProviderError
+from golive.providers import (
+    CPU,
+    PLUGINS,
+    Placement,
+    built_in,
+    device_type_of,
+    placement,
+    plugin_devices,
+    provider_problem,
+    short_name,
+)
 
 __all__ = [
-    "CPU",
-    "PLUGINS",
-    "Devices",
-    "EpDevice",
     "GraphLevel",
-    "Placement",
     "SessionConfig",
-    "available_cpus",
-    "available_providers",
     "bound_runner",
-    "cpu_features",
     "custom_domains",
-    "default_intra_threads",
-    "devices",
-    "ep_devices",
     "io_device",
     "make_session",
-    "placement",
-    "provider_problem",
     "register_custom_ops",
-    "register_plugins",
     "resolve_custom_ops",
     "run_session",
     "save_optimized_graph",
-    "short_name",
     "without_graph_capture",
 ]
 
-CPU = "CPUExecutionProvider"
 
 EXTENSIONS = "onnxruntime_extensions"  # --custom-ops name for onnxruntime-extensions' own operator library
 _LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -134,278 +128,6 @@ _PROPERTY_SHORT = {
 }
 
 
-def short_name(provider: str) -> str:
-    """CPUExecutionProvider -> CPU, OpenVINOExecutionProvider -> OpenVINO."""
-    return provider.replace("ExecutionProvider", "")
-
-
-class Plugin(NamedTuple):
-    """An execution provider shipped as a pip package of its own (ONNX Runtime's plugin EPs)."""
-
-    provider: str
-    module: str  # the package's module: get_library_path() gives the library ONNX Runtime registers
-    package: str  # pip name
-    extra: str  # golive's extra that installs it
-    devices: str  # what it runs on, for the message when it lists no device
-    # another build of onnxruntime with the provider built in (it replaces the onnxruntime package), for where the
-    # plugin lists no device: OpenVINO's plugin takes Intel devices only, the onnxruntime-openvino build any x86 CPU
-    build: str = ""
-
-
-PLUGINS = {
-    "OpenVINOExecutionProvider": Plugin(
-        "OpenVINOExecutionProvider",
-        "onnxruntime_ep_openvino",
-        "onnxruntime-ep-openvino",
-        "openvino",
-        "Intel CPUs, GPUs and NPUs (it lists no device on other vendors' CPUs)",
-        "onnxruntime-openvino",
-    ),
-}
-# Built-in providers that come with another build of ONNX Runtime than the CPU one
-_BUILDS = {
-    "CUDAExecutionProvider": "onnxruntime-gpu (and CUDA 12 with cuDNN 9 on the machine)",
-    "TensorrtExecutionProvider": "onnxruntime-gpu with TensorRT 10 on the machine",
-    "DmlExecutionProvider": "onnxruntime-directml (Windows)",
-    "CoreMLExecutionProvider": "onnxruntime on macOS",
-    "DnnlExecutionProvider": "an onnxruntime built with --use_dnnl",
-}
-_registered: dict[str, str] = {}  # provider -> what registering its plugin gave, in this process
-_register_lock = threading.Lock()
-
-
-def built_in(provider: str) -> bool:
-    """True when this onnxruntime has ``provider`` built in (e.g. OpenVINO in the onnxruntime-openvino build):
-    sessions then name it the classic way, and its plugin package, if any, is not registered."""
-    import onnxruntime as ort
-
-    return provider in ort.get_available_providers()
-
-
-def register_plugins() -> dict[str, str]:
-    """Register every installed plugin EP package with ONNX Runtime, once per process (workers do it again
-    in theirs). Returns provider -> "registered", "built in" (this onnxruntime has it already), or why not
-    ("not installed", or the error)."""
-    with _register_lock:
-        if len(_registered) == len(PLUGINS):
-            return dict(_registered)
-        import importlib
-
-        import onnxruntime as ort
-
-        for name, plugin in PLUGINS.items():
-            if name in _registered:
-                continue
-            if built_in(name):
-                _registered[name] = "built in"
-                continue
-            try:
-                module = importlib.import_module(plugin.module)
-            except ImportError:
-                _registered[name] = "not installed"
-                continue
-            try:
-                ort.register_execution_provider_library(name, module.get_library_path())
-                _registered[name] = "registered"
-            except Exception as exc:  # a broken or mismatched plugin: said, not fatal for the other providers
-                _registered[name] = f"failed: {str(exc).strip()[:300]}"
-        return dict(_registered)
-
-
-class EpDevice(BaseModel):
-    """One device an execution provider can run on, as ONNX Runtime's device API lists it."""
-
-    provider: str
-    device_type: str  # CPU, GPU, NPU
-    vendor: str
-    vendor_id: int
-    device_id: int
-    plugin: str | None = None  # the pip package that brought the provider, when it is a plugin
-    ep_metadata: dict[str, str] = Field(default_factory=dict)
-    device_metadata: dict[str, str] = Field(default_factory=dict)
-
-
-def _device_type(device: Any) -> str:
-    return str(device.type).rsplit(".", 1)[-1]
-
-
-def ep_devices() -> list[EpDevice]:
-    """Every (provider, device) pair ONNX Runtime sees, built-in and from installed plugin packages."""
-    import onnxruntime as ort
-
-    register_plugins()
-    found = [
-        EpDevice(
-            provider=d.ep_name,
-            device_type=_device_type(d.device),
-            vendor=d.device.vendor,
-            vendor_id=d.device.vendor_id,
-            device_id=d.device.device_id,
-            plugin=PLUGINS[d.ep_name].package if d.ep_name in PLUGINS and not built_in(d.ep_name) else None,
-            ep_metadata={str(k): str(v) for k, v in dict(d.ep_metadata).items()},
-            device_metadata={str(k): str(v) for k, v in dict(d.device.metadata).items()},
-        )
-        for d in ort.get_ep_devices()
-    ]
-    cpu = next((d for d in found if d.provider == CPU), None)
-    for name in PLUGINS:  # built into this onnxruntime: the device API does not list it; its sessions run on the CPU
-        if built_in(name) and cpu is not None and not any(d.provider == name for d in found):
-            found.append(cpu.model_copy(update={"provider": name, "ep_metadata": {"built_in": "true"}, "device_metadata": {}}))
-    return found
-
-
-def available_providers() -> list[str]:
-    """The providers a session can be built with here: this onnxruntime's own, and plugin providers that
-    list at least one device."""
-    import onnxruntime as ort
-
-    register_plugins()
-    found = list(ort.get_available_providers())
-    for d in ort.get_ep_devices():
-        if d.ep_name in PLUGINS and d.ep_name not in found:
-            found.append(d.ep_name)
-    return found
-
-
-class PluginState(BaseModel):
-    provider: str
-    package: str
-    extra: str
-    state: str  # registered | built in | not installed | failed: ...
-    devices: int  # devices it lists here (a registered plugin may list none: OpenVINO on a non-Intel CPU)
-    runs_on: str
-    build: str = ""  # the onnxruntime build that has it built in, where there is one
-
-
-class Devices(BaseModel):
-    """What ``golive devices`` shows: the providers a session can use here and the devices under them."""
-
-    version: Literal[1] = 1
-    onnxruntime: str
-    providers: list[str]
-    devices: list[EpDevice]
-    plugins: list[PluginState]
-    cpu: dict[str, Any]
-
-
-def devices() -> Devices:
-    """Every execution provider device here, the state of each plugin package golive knows, and the CPU."""
-    import onnxruntime as ort
-
-    states = register_plugins()
-    found = ep_devices()
-    return Devices(
-        onnxruntime=ort.__version__,
-        providers=available_providers(),
-        devices=found,
-        plugins=[
-            PluginState(
-                provider=name,
-                package=p.package,
-                extra=p.extra,
-                state=states[name],
-                devices=sum(d.provider == name for d in found),
-                runs_on=p.devices,
-                build=p.build,
-            )
-            for name, p in PLUGINS.items()
-        ],
-        cpu={**cpu_features(), "cpus": available_cpus()},
-    )
-
-
-def provider_problem(provider: str) -> tuple[str, str] | None:
-    """Why ``provider`` cannot build a session here, and what to install or change (None: it can)."""
-    import onnxruntime as ort
-
-    if provider in PLUGINS and not built_in(provider):
-        plugin, state = PLUGINS[provider], register_plugins()[provider]
-        swap = f"pip uninstall -y onnxruntime && pip install {plugin.build}"
-        if state == "not installed":
-            return (
-                f"{provider} comes from the plugin package {plugin.package}, which is not installed",
-                f"pip install 'golive[{plugin.extra}]' (or pip install {plugin.package}){f'; or {swap}, a build with it built in' if plugin.build else ''}",
-            )
-        if state != "registered":
-            return f"{plugin.package} is installed but ONNX Runtime cannot register it: {state[8:]}", (
-                f"reinstall {plugin.package} for this onnxruntime ({ort.__version__})"
-            )
-        if not any(d.ep_name == provider for d in ort.get_ep_devices()):
-            return (
-                f"{plugin.package} is installed but {short_name(provider)} lists no device on this machine",
-                f"it runs on {plugin.devices}"
-                + (f"; here use the {plugin.build} build of onnxruntime, which has it built in: {swap}" if plugin.build else "")
-                + "; `golive devices` shows what this machine has",
-            )
-        return None
-    if provider in ort.get_available_providers():
-        return None
-    build = _BUILDS.get(provider)
-    return (
-        f"execution provider {provider} is not available in this onnxruntime ({ort.__version__})",
-        (f"it needs {build}; " if build else "")
-        + "available here: "
-        + ", ".join(available_providers())
-        + " (`golive devices` lists them)",
-    )
-
-
-def _plugin_devices(provider: str, device_type: str | None) -> list[Any]:
-    import onnxruntime as ort
-
-    devices = [d for d in ort.get_ep_devices() if d.ep_name == provider]
-    if device_type:
-        devices = [d for d in devices if _device_type(d.device) == device_type.upper()]
-    if not devices:
-        listed = sorted({_device_type(d.device) for d in ort.get_ep_devices() if d.ep_name == provider})
-        raise ProviderError(
-            f"{short_name(provider)} has no {device_type} device on this machine",
-            hint=f"its devices here: {', '.join(listed) or 'none'}; `golive devices` lists them",
-        )
-    return devices[:1]
-
-
-class Placement(BaseModel):
-    """Which provider ran which nodes of the graph ONNX Runtime runs (after its optimizations)."""
-
-    provider: str  # the provider asked for
-    nodes: int
-    by_provider: dict[str, int]
-    fallback: dict[str, int] = Field(default_factory=dict)  # op type -> nodes that ran elsewhere than on `provider`
-
-    def describe(self) -> str:
-        """E.g. '412 of 420 nodes on OpenVINO; 8 fell back to CPU: 6 Gather, 2 Shape'."""
-        here = self.by_provider.get(self.provider, 0)
-        if here == self.nodes:
-            return (
-                f"all {self.nodes} nodes on {short_name(self.provider)}"
-                if self.nodes != 1
-                else f"its one node on {short_name(self.provider)}"
-            )
-        others = ", ".join(short_name(p) for p in self.by_provider if p != self.provider)
-        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.fallback.items(), key=lambda kv: (-kv[1], kv[0])))
-        return f"{here} of {self.nodes} nodes on {short_name(self.provider)}; {self.nodes - here} fell back to {others}: {ops}"
-
-
-def placement(session: Any, provider: str) -> Placement | None:
-    """Where each node ran, for a session made with ``record_placement=True`` (None when it recorded nothing)."""
-    by_provider: dict[str, int] = {}
-    fallback: dict[str, int] = {}
-    try:
-        subgraphs = session.get_provider_graph_assignment_info()
-    except Exception:  # an onnxruntime without the API, or a session made without recording
-        return None
-    for sub in subgraphs:
-        nodes = sub.get_nodes()
-        by_provider[sub.ep_name] = by_provider.get(sub.ep_name, 0) + len(nodes)
-        if sub.ep_name != provider:
-            for node in nodes:
-                fallback[node.op_type] = fallback.get(node.op_type, 0) + 1
-    if not by_provider:
-        return None
-    return Placement(provider=provider, nodes=sum(by_provider.values()), by_provider=by_provider, fallback=fallback)
-
-
 def save_optimized_graph(model: str | Path, config: SessionConfig, target: str | Path) -> None:
     """Let ONNX Runtime optimize ``model`` with these settings and save the graph it would run at ``target``."""
     make_session(model, config, optimized_model_path=target)
@@ -493,9 +215,9 @@ def _make_session(
     options = {str(k): str(v) for k, v in (config.provider_options[0] if config.provider_options else {}).items()}
     if provider in PLUGINS and not built_in(provider):
         # a plugin provider: ONNX Runtime's device API (the CPU provider is its fallback)
-        devices = _plugin_devices(provider, config.device_type)
+        devices = plugin_devices(provider, config.device_type)
         if config.device_properties:
-            options["load_config"] = json.dumps({_device_type(devices[0].device): config.device_properties})
+            options["load_config"] = json.dumps({device_type_of(devices[0].device): config.device_properties})
         so.add_provider_for_devices(devices, options)
     elif provider in PLUGINS:  # the same provider built into this onnxruntime: its device and properties as options
         device = (config.device_type or "CPU").upper()
@@ -703,72 +425,3 @@ def custom_domains(model) -> dict[str, list[str]]:
     for f in model.functions:
         visit(f.node)
     return found
-
-
-def default_intra_threads() -> int:
-    """What "0 intra-op threads" (ONNX Runtime's default) becomes here: ONNX Runtime's own choice (0) when the
-    process may use every core, else the CPUs it may use (its default would count cores the quota forbids)."""
-    cpus = available_cpus()
-    return cpus if cpus < (os.cpu_count() or cpus) else 0
-
-
-def available_cpus() -> int:
-    """The CPUs this process may really use: its CPU affinity, capped by the cgroup CPU quota (a Kubernetes
-    pod's CPU limit). ONNX Runtime's default thread count sees the machine's cores, not the quota."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = _cgroup_quota()
-    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
-
-
-def _cgroup_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
-    """CPUs allowed by the cgroup quota (v2 cpu.max, or v1 cfs quota/period) of this process; None: no quota."""
-    try:
-        lines = Path(membership).read_text().splitlines()
-    except OSError:
-        return None
-    limits = []
-    for line in lines:
-        _, controllers, rel = line.split(":", 2)
-        rel = rel.lstrip("/")
-        if controllers == "":  # cgroup v2: check the process's group and its parents
-            group = Path(root) / rel
-            for folder in [group, *group.parents]:
-                if not str(folder).startswith(root):
-                    break
-                try:
-                    quota_text, period_text = (folder / "cpu.max").read_text().split()[:2]
-                except (OSError, ValueError):
-                    continue
-                if quota_text != "max" and float(period_text) > 0:
-                    limits.append(float(quota_text) / float(period_text))
-        elif "cpu" in controllers.split(","):
-            for base in (Path(root) / "cpu,cpuacct", Path(root) / "cpu"):
-                for folder in (base / rel, base):
-                    try:
-                        quota = float((folder / "cpu.cfs_quota_us").read_text())
-                        period = float((folder / "cpu.cfs_period_us").read_text())
-                    except (OSError, ValueError):
-                        continue
-                    if quota > 0 and period > 0:
-                        limits.append(quota / period)
-                    break
-    return min(limits) if limits else None
-
-
-_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "i8mm")
-
-
-def cpu_features() -> dict[str, object]:
-    """The CPU model and the instruction sets INT8 and BF16 speed depend on (VNNI, AMX, ARM dot products)."""
-    model, flags = "", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model") and not model:
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"cpu": model or None, "isa": [f for f in _ISA if f in flags]}

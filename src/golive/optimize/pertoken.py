@@ -158,7 +158,7 @@ def weight_levels(features: dict[str, Any] | None = None) -> int:
     was 0.028 of the output's peak (0.0027 with 63; 0.0018 with 127 on an AVX-512 VNNI EPYC)."""
     import platform
 
-    from golive.runtime import cpu_features
+    from golive.cpu import cpu_features
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return 127

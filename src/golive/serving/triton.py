@@ -28,8 +28,9 @@ def export_triton(
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
+    from golive.providers import CPU
     from golive.rundir import SESSION_RECORD, best_folder, tuned_record
-    from golive.runtime import CPU, make_session
+    from golive.runtime import make_session
     from golive.serving.grpc_service import triton_config
     from golive.serving.model import ServedModel
 

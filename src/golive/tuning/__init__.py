@@ -93,7 +93,7 @@ def _where_the_time_goes(model: Path, baseline, best, work: Path, notes: list[st
 def _providers(options: TuneOptions, available: list[str], notes: list[str]) -> list[str]:
     """The providers to search: the ones asked for (each must be here, or exit 2 naming what to install), or every
     one with a device here; a plugin installed without a device here is said in the notes."""
-    from golive.runtime import PLUGINS, provider_problem, short_name
+    from golive.providers import PLUGINS, provider_problem, short_name
     from golive.tuning.space import NOT_FOR_TUNING, PROVIDER_ALIASES
 
     if not options.providers:
@@ -237,11 +237,12 @@ def tune_model(
     import onnxruntime as ort
 
     from golive import _io
+    from golive.cpu import available_cpus, cpu_features
     from golive.frontends.onnxfile import load_onnx
     from golive.inspection import summarize
     from golive.optimize import TransformContext, check_transforms, get_transform
+    from golive.providers import available_providers
     from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
-    from golive.runtime import available_cpus, available_providers, cpu_features
     from golive.tensors import sizes_of, specs_from_onnx
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
@@ -254,7 +255,7 @@ def tune_model(
     available = available_providers()
     providers = _providers(options, available, notes)
     if {"CPUExecutionProvider", "OpenVINOExecutionProvider"} & set(providers):
-        from golive.runtime import cpu_features
+        from golive.cpu import cpu_features
         from golive.tuning.space import cpu_plan
 
         facts = cpu_features()

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from golive.runtime import short_name
+from golive.providers import short_name
 from golive.tuning.space import Candidate
 
 __all__ = ["TuneReport", "render_html"]

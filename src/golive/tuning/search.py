@@ -25,7 +25,8 @@ from golive._isolate import in_worker
 from golive.errors import TransformError
 from golive.events import StepContext
 from golive.optimize import ModelFacts, TransformContext, apply_chain, get_transform
-from golive.runtime import CPU, Placement, SessionConfig, short_name
+from golive.providers import CPU, Placement, short_name
+from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
 from golive.tuning.gate import judge
 from golive.tuning.space import (

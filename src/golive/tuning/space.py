@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from golive.runtime import CPU, PLUGINS, Placement, SessionConfig
+from golive.providers import CPU, PLUGINS, Placement
+from golive.runtime import SessionConfig
 
 __all__ = [
     "PROVIDER_ALIASES",
@@ -104,7 +105,7 @@ def session_knobs(
     provider: str = CPU, cores: int | None = None, isa: list[str] | None = None, objective: str = "latency"
 ) -> Knobs:
     """Session settings tried one knob at a time, each starting from the best so far."""
-    from golive.runtime import available_cpus, cpu_features
+    from golive.cpu import available_cpus, cpu_features
 
     cores = cores or available_cpus()
     isa = cpu_features()["isa"] if isa is None else isa  # type: ignore[assignment]
@@ -204,7 +205,7 @@ def default_session(provider: str, **fields: Any) -> SessionConfig:
     winner on this CPU, rather than left to OpenVINO; the search tries the other)."""
     config = SessionConfig(providers=[provider], **fields)
     if provider in PLUGINS:  # the device it runs on, named in session.json (a plugin may list CPU, GPU and NPU)
-        from golive.runtime import ep_devices
+        from golive.providers import ep_devices
 
         config.device_type = next((d.device_type for d in ep_devices() if d.provider == provider), None)
     for knob, values in session_knobs(provider, cores=1):

@@ -102,7 +102,8 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from golive._io import save_npz
-    from golive.runtime import SessionConfig, bound_runner, io_device, make_session, placement
+    from golive.providers import placement
+    from golive.runtime import SessionConfig, bound_runner, io_device, make_session
 
     started = time.perf_counter()
     config = SessionConfig(**task["session"])
