@@ -113,7 +113,6 @@ _SHORT = {
     "inter_op_spinning": "no-inter-spin",
     "enable_cpu_mem_arena": "no-arena",
     "enable_mem_pattern": "no-mem-pattern",
-    "provider_options": "options",
     "disabled_optimizers": "without",
     "device_type": "device",
     "cpu_fallback": "no-fallback",
