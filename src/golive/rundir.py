@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from golive._imports import is_import_path, split_file_attr
 from golive.errors import DataError, GoliveError, OutputDirError, RunFolderBusyError, SourceNotFoundError, validation_problems
+from golive.frontends.hf_tasks import GenerationSpec
 from golive.providers import Placement
 from golive.runtime import SessionConfig
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
@@ -132,6 +133,22 @@ class ConvertRecord(_Record):
     versions: dict[str, str] = Field(default_factory=dict)
     verification: VerifyReport | None = None
     spec_key: str = Field(default="", description="hash of the step's spec and input files: an unchanged key skips the step")
+    task: str | None = Field(default=None, description="a Hugging Face folder's task (feature-extraction, text-generation...)")
+    task_reason: str | None = Field(default=None, description="how golive told the task (--task, or what config.json says)")
+    parts: list[str] = Field(
+        default_factory=list,
+        description="a model exported as several (an encoder and a decoder): each part is a convert folder of its own, "
+        "in the subfolder of its name; this folder holds no model.onnx",
+    )
+    part: str | None = Field(default=None, description="this folder is that part of the model in the folder above")
+    generation: GenerationSpec | None = Field(default=None, description="how the exported model(s) make a generate loop")
+    tune_sizes: dict[str, int] = Field(
+        default_factory=dict, description="the sizes of the model's usual call (a decode step), which tune measures at"
+    )
+
+    @property
+    def multipart(self) -> bool:
+        return bool(self.parts)
 
 
 class VerifyRecord(_Record):

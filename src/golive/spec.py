@@ -68,6 +68,17 @@ class ConvertOptions(_Strict):
         description="Dynamic axes NAME:AXIS=DIMNAME,..., e.g. input_ids:0=batch,1=sequence. Default: axis 0 is a dynamic 'batch'.",
     )
     output_names: list[str] = Field(default_factory=list, description="Names for the ONNX outputs, in order.")
+    task: str | None = Field(
+        default=None,
+        description="Hugging Face folders: the task to export for (feature-extraction, text-classification, "
+        "image-classification, automatic-speech-recognition, text2text-generation, text-generation, "
+        "zero-shot-image-classification, ...); guessed from config.json when left out.",
+    )
+    cache: bool = Field(
+        default=True,
+        description="Hugging Face generative models: export with the key/value cache (past in, present out; an "
+        "encoder-decoder as encoder and decoder parts). --no-cache exports one model that returns logits only.",
+    )
     opset: int | None = Field(default=None, ge=7, le=30, description="ONNX opset to export to (default: the exporter's own).")
     exporter: Literal["auto", "dynamo", "torchscript", "tf2onnx", "keras"] = Field(
         default="auto",
@@ -147,6 +158,13 @@ class VerifyOptions(_Strict):
         default_factory=dict, description="Sizes to verify each dynamic axis at, DIMNAME=SIZE[,SIZE...], e.g. batch=1,7."
     )
     seed: int = Field(default=0, description="Seed for synthetic inputs.")
+    new_tokens: int = Field(
+        default=8,
+        ge=0,
+        le=512,
+        description="Generative models: tokens of the greedy-generation check, the ONNX model(s) against the source's "
+        "generate (0 skips it).",
+    )
     custom_ops: list[str] = _custom_ops_field()
 
 

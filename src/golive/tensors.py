@@ -24,6 +24,8 @@ __all__ = [
     "apply_dynamic",
     "bind_inputs",
     "check_dim_names",
+    "derived_parts",
+    "dim_size",
     "dynamic_dims",
     "load_data",
     "parse_dim_sizes",
@@ -33,6 +35,7 @@ __all__ = [
     "specs_from_arrays",
     "specs_from_onnx",
     "synthesize",
+    "with_ranges",
     "write_test_data",
 ]
 
@@ -72,6 +75,10 @@ class TensorSpec(BaseModel):
     shape: list[Dim] | None = Field(default=None, description="None when the rank is unknown")
     int_range: tuple[int, int] | None = Field(
         default=None, description="[low, high) for synthetic integer values (token ids: vocabulary size)"
+    )
+    float_range: tuple[float, float] | None = Field(
+        default=None,
+        description="[low, high) for synthetic float values (normalized pixels, audio); standard normal when unset",
     )
 
     def __str__(self) -> str:
@@ -217,14 +224,28 @@ def check_dim_names(specs: Iterable[TensorSpec], names: Iterable[str]) -> None:
 
 
 def dynamic_dims(specs: Iterable[TensorSpec]) -> list[str]:
-    """Names of the dynamic dimensions, in order of first appearance."""
+    """Names of the dynamic dimensions, in order of first appearance. A derived dimension (``past_sequence+sequence``,
+    an attention mask over the cache and the new tokens) is not one of them: its parts are."""
     seen: list[str] = []
     for spec in specs:
         for i, d in enumerate(spec.shape or []):
             name = dim_name(spec, i, d)
-            if name and name not in seen:
-                seen.append(name)
+            for part in derived_parts(name) if name else []:
+                if part not in seen:
+                    seen.append(part)
     return seen
+
+
+def derived_parts(name: str) -> list[str]:
+    """The dimensions a dimension name adds up (``past_sequence+sequence``: both; ``batch``: itself; ``+1``: none)."""
+    return [p.strip() for p in name.split("+") if p.strip() and not p.strip().isdigit()]
+
+
+def dim_size(name: str, sizes: dict[str, int]) -> int:
+    """The size of a dimension: its own, or the sum of its parts for a derived one (``past_sequence+sequence``)."""
+    if "+" not in name:
+        return sizes[name]
+    return sum(int(p) if p.strip().isdigit() else sizes[p.strip()] for p in name.split("+"))
 
 
 @overload
@@ -304,9 +325,11 @@ def synthesize(specs: list[TensorSpec], sizes: dict[str, int], seed: int = 0) ->
                 f"the shape of input {spec.name} is unknown, so golive cannot make test inputs for it",
                 hint=f"give it with --input {spec.name}:{spec.dtype}[...] or pass --data",
             )
-        shape = tuple(d if isinstance(d, int) else sizes[dim_name(spec, i, d)] for i, d in enumerate(spec.shape))
+        shape = tuple(d if isinstance(d, int) else dim_size(dim_name(spec, i, d), sizes) for i, d in enumerate(spec.shape))
         dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
+        if dtype.kind == "f" and spec.float_range:
+            arr = rng.uniform(*spec.float_range, size=shape).astype(dtype)
+        elif dtype.kind == "f":
             arr = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             arr = rng.integers(0, 2, shape).astype(bool)
@@ -467,6 +490,18 @@ def sizes_of(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> dict[str
             continue
         for i, d in enumerate(spec.shape):
             name = dim_name(spec, i, d)
-            if name and i < arr.ndim:
+            if name and "+" not in name and i < arr.ndim:
                 sizes.setdefault(name, int(arr.shape[i]))
     return sizes
+
+
+def with_ranges(specs: list[TensorSpec], ranges_from: Iterable[TensorSpec]) -> list[TensorSpec]:
+    """``specs`` (read from an ONNX model, which keeps no value ranges) with the synthetic value ranges of the specs
+    of the same names in ``ranges_from``."""
+    known = {s.name: s for s in ranges_from}
+    return [
+        s.model_copy(update={"int_range": known[s.name].int_range, "float_range": known[s.name].float_range})
+        if s.name in known
+        else s
+        for s in specs
+    ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, Field
 
+from golive.generation import GenerationCheck
 from golive.spec import VerifyOptions
 from golive.tensors import Sample, TensorSpec, dynamic_dims, synthesize
 
@@ -68,6 +69,7 @@ class OutputStats(BaseModel):
 
 class RunResult(BaseModel):
     label: str
+    part: str | None = Field(default=None, description="the part of a model exported as several (encoder, decoder)")
     sizes: dict[str, int] = Field(default_factory=dict)
     passed: bool
     outputs: list[OutputStats] = Field(default_factory=list)
@@ -80,6 +82,33 @@ class VerifyReport(BaseModel):
     runs: list[RunResult]
     outputs: list[OutputStats]
     notes: list[str] = Field(default_factory=list)
+    generation: GenerationCheck | None = Field(
+        default=None, description="a generative model: greedy generation through the ONNX model(s) against the source's"
+    )
+
+    def with_generation(self, check: GenerationCheck) -> VerifyReport:
+        """This report with a generation check added: it fails the report when the tokens part (not on a near tie)."""
+        return self.model_copy(update={"generation": check, "passed": self.passed and check.passed})
+
+    @classmethod
+    def of_parts(cls, reports: dict[str, VerifyReport]) -> VerifyReport:
+        """One report for a model exported as parts: every run and output named by its part (``decoder/logits``)."""
+
+        def named(items, attr: str, part: str):
+            return [i.model_copy(update={attr: f"{part}/{getattr(i, attr)}"}) for i in items]
+
+        runs = [
+            r.model_copy(update={"label": f"{part}: {r.label}", "part": part, "outputs": named(r.outputs, "name", part)})
+            for part, report in reports.items()
+            for r in report.runs
+        ]
+        return cls(
+            passed=all(r.passed for r in reports.values()),
+            reference=next(iter(reports.values())).reference if reports else "",
+            runs=runs,
+            outputs=[o for part, report in reports.items() for o in named(report.outputs, "name", part)],
+            notes=[f"{part}: {n}" for part, report in reports.items() for n in report.notes],
+        )
 
     def _repr_html_(self) -> str:
         return verify_html(self)
@@ -368,7 +397,8 @@ def verify_html(report: VerifyReport) -> str:
         for o in report.outputs
     ]
     runs = [(r.label, "passed" if r.passed else "FAILED", r.error or "") for r in report.runs]
-    notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
+    lines = [*report.notes, *([report.generation.summary()] if report.generation else [])]
+    notes = "".join(f"<li>{escape(n)}</li>" for n in lines)
     return box(
         f"verify: {verdict(report.passed)} against the {escape(report.reference)}",
         table(

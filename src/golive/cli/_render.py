@@ -74,6 +74,7 @@ def render_verify(console: Console, report) -> None:
     sizes: dict[str, tuple[int, int]] = {}
     for run in report.runs:
         key = ",".join(f"{k}={v}" for k, v in run.sizes.items()) or "static shapes"
+        key = f"{run.part} {key}" if run.part else key
         ok, total = sizes.get(key, (0, 0))
         sizes[key] = (ok + run.passed, total + 1)
     console.print("runs: " + "   ".join(f"{k}: {ok}/{n} passed" for k, (ok, n) in sizes.items()), markup=False, highlight=False)
@@ -81,6 +82,9 @@ def render_verify(console: Console, report) -> None:
         console.print(f"  [red]✗[/] {escape(line)}", highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    if report.generation is not None:
+        mark = "[green]✓[/]" if report.generation.passed else "[red]✗[/]"
+        console.print(f"{mark} {escape(report.generation.summary())}", highlight=False)
     console.print(
         "[bold green]PASSED[/]"
         if report.passed

@@ -13,7 +13,7 @@ from golive._io import captured_output
 from golive.errors import ExportError, InputSpecError, ModelLoadError
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
-from golive.tensors import TensorSpec, dim_name
+from golive.tensors import TensorSpec, derived_parts, dim_name
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ def _probe_dynamic(
     for s in inputs:
         for axis, name in axes.get(s.name, {}).items():
             sizes.setdefault(name, int(sample[s.name].shape[axis]))
-    second = {name: size + 1 for name, size in sizes.items()}
+    # each dimension one longer; a derived one (past_sequence+sequence) by as many as it adds up
+    second = {name: size + len(derived_parts(name)) for name, size in sizes.items()}
     try:
         session = make_session(path, SessionConfig(custom_ops=options.custom_ops))
         first_out = run_session(session, {s.name: sample[s.name] for s in inputs})
@@ -174,8 +175,8 @@ def _probe_dynamic(
     longer = {}
     for s in inputs:  # the traced sample, each dynamic axis one longer (wrapping): real values stay in range
         arr = sample[s.name]
-        for axis in axes.get(s.name, {}):
-            arr = np.take(arr, np.arange(arr.shape[axis] + 1) % arr.shape[axis], axis=axis)
+        for axis, name in axes.get(s.name, {}).items():
+            arr = np.take(arr, np.arange(second[name]) % arr.shape[axis], axis=axis)
         longer[s.name] = arr
     try:
         second_out = run_session(session, longer)
@@ -237,6 +238,8 @@ def _call_structure(loaded: LoadedModel, names: list[str]) -> dict | None:
 
     from golive.frontends import _structure
 
+    if loaded.kind == "transformers":  # golive's own wrappers take every tensor flat, in order, dotted names included
+        return None
     forward = getattr(loaded.model, "forward", None) if loaded.kind in ("import-path", "pickle") else None
     keyword_only = set()
     if forward is not None:

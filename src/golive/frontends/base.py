@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -20,7 +21,19 @@ from golive.errors import FrameworkError, SourceNotFoundError
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
 
-__all__ = ["FRAMEWORKS", "ExportResult", "Frontend", "LoadedModel", "get_frontend", "guess_framework", "is_import_path"]
+if TYPE_CHECKING:
+    from golive.frontends.hf_tasks import GenerationSpec, TaskGuess
+
+__all__ = [
+    "FRAMEWORKS",
+    "ExportResult",
+    "Frontend",
+    "LoadedModel",
+    "get_frontend",
+    "guess_framework",
+    "is_import_path",
+    "load_source",
+]
 
 # framework name -> module holding its ``FRONTEND``
 FRAMEWORKS: dict[str, str] = {
@@ -49,6 +62,22 @@ class LoadedModel:
     dim_sizes: dict[str, int] = field(default_factory=dict)  # preferred sizes for its dynamic axes
     classifier: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    task: TaskGuess | None = None  # a Hugging Face folder: its task, how it was told, its inputs
+    parts: dict[str, LoadedModel] = field(default_factory=dict)  # a model that exports as several (encoder, decoder)
+    tune_sizes: dict[str, int] = field(default_factory=dict)  # the sizes of its usual call (a decode step) for tune
+    generation: GenerationSpec | None = None  # how the exported model(s) make a generate loop
+    generate: Callable[[dict[str, np.ndarray], int], np.ndarray] | None = None  # the source's own greedy generate
+
+    def part(self, name: str | None) -> LoadedModel:
+        """The part ``name`` of a model that exports as several (the model itself for None)."""
+        if name is None:
+            return self
+        if name not in self.parts:
+            raise FrameworkError(
+                f"the source model has no part {name!r}" + (f" (its parts: {', '.join(self.parts)})" if self.parts else ""),
+                hint="convert it again: the source may have changed since golive.json was written",
+            )
+        return self.parts[name]
 
 
 @dataclass
@@ -79,6 +108,27 @@ def get_frontend(framework: str) -> Frontend:
     except KeyError:
         raise FrameworkError(f"unknown framework {framework!r}", hint="use one of " + ", ".join(FRAMEWORKS)) from None
     return importlib.import_module(module).FRONTEND
+
+
+def load_source(
+    framework: str,
+    source: str,
+    options: ConvertOptions,
+    *,
+    part: str | None = None,
+    input_structure: dict[str, Any] | None = None,
+    attention: str | None = None,
+) -> tuple[Frontend, LoadedModel]:
+    """The source of a conversion loaded again as its run folder records it (the part it exported, the structure of its
+    inputs): what verify, the source's timing and the re-export run. ``attention``: eager attention for a Hugging Face
+    folder (the TorchScript re-export)."""
+    frontend = get_frontend(framework)
+    eager = getattr(frontend, "load_for_torchscript", None) if attention == "eager" else None
+    loaded = eager(source, options) if eager else frontend.load(source, options)
+    loaded = loaded.part(part)
+    if input_structure:
+        loaded.details["input_structure"] = input_structure
+    return frontend, loaded
 
 
 def guess_framework(source: str) -> str:

@@ -4,8 +4,6 @@ folders and (only with --trust-pickle) whole pickled modules.
 
 from __future__ import annotations
 
-import inspect
-import os
 import zipfile
 from pathlib import Path
 
@@ -37,7 +35,7 @@ class PyTorchFrontend:
             if not path.exists():
                 raise SourceNotFoundError(f"source {source} does not exist")
             if path.is_dir():
-                return _load_transformers(path)
+                return _load_transformers(path, options)
             if options.weights:
                 raise FrameworkError(
                     "--weights goes with an import-path source (package.module:Class or file.py:Class)",
@@ -59,6 +57,14 @@ class PyTorchFrontend:
                     + " (a leading dynamic axis is batch; others INPUT_AXIS), the names --dim takes"
                 )
         return loaded
+
+    def load_for_torchscript(self, source: str, options: ConvertOptions) -> LoadedModel:
+        """The source loaded for a TorchScript export: a Hugging Face model with its eager attention, whose traced
+        graph ONNX Runtime's transformers optimizer fuses into Attention (it does not recognize the scaled-dot-
+        product kernel's graph); anything else as ``load`` loads it."""
+        if Path(source).is_dir():
+            return _load_transformers(Path(source), options, attention="eager")
+        return self.load(source, options)
 
     # ------------------------------------------------------------ export
     def export(
@@ -229,77 +235,10 @@ def _exported_program_inputs(ep) -> list[TensorSpec]:
     return specs
 
 
-def load_for_torchscript(source: str, options: ConvertOptions) -> LoadedModel:
-    """The source loaded for a TorchScript export: a Hugging Face model with its eager attention, whose traced
-    graph ONNX Runtime's transformers optimizer fuses into Attention (it does not recognize the scaled-dot-
-    product kernel's graph); anything else as ``load`` loads it."""
-    if Path(source).is_dir():
-        return _load_transformers(Path(source), attention="eager")
-    return FRONTEND.load(source, options)
+def _load_transformers(path: Path, options: ConvertOptions, attention: str | None = None) -> LoadedModel:
+    from golive.frontends._hf_models import load_folder
 
-
-def _load_transformers(path: Path, attention: str | None = None) -> LoadedModel:
-    transformers = require("transformers", extra="torch", purpose="Loading a Hugging Face model folder")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    transformers.utils.logging.disable_progress_bar()  # the library never prints
-    transformers.utils.logging.set_verbosity_error()
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read the transformers config in {path}: {_first_line(exc)}") from exc
-    arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
-    cls = getattr(transformers, arch, None) or transformers.AutoModel
-    try:
-        extra = {"attn_implementation": attention} if attention else {}
-        model = cls.from_pretrained(str(path), local_files_only=True, **extra)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"cannot load the transformers model in {path}: {_first_line(exc)}",
-            hint="the folder needs config.json and the weights (model.safetensors or pytorch_model.bin)",
-        ) from exc
-    model.eval()
-    params = inspect.signature(model.forward).parameters
-    vocab = getattr(config, "vocab_size", None)
-    specs = [TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"], int_range=(0, vocab) if vocab else None)]
-    if "attention_mask" in params:
-        specs.append(TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "sequence"], int_range=(1, 2)))
-    if "token_type_ids" in params and getattr(config, "type_vocab_size", None):
-        specs.append(
-            TensorSpec(name="token_type_ids", dtype="int64", shape=["batch", "sequence"], int_range=(0, config.type_vocab_size))
-        )
-    wrapper = _TransformersWrapper(model, [s.name for s in specs])
-    return LoadedModel(
-        framework="pytorch",
-        source=str(path),
-        model=wrapper,
-        kind="transformers",
-        inputs=specs,
-        dim_sizes={"batch": 2, "sequence": 16},
-        details={"architecture": arch, "model_type": getattr(config, "model_type", None)},
-    )
-
-
-def _TransformersWrapper(model, input_names: list[str]):
-    """A module taking the inputs positionally and returning a flat tuple (names kept in .output_names)."""
-    import torch
-
-    class TransformersWrapper(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.input_names = input_names
-
-        def forward(self, *args):
-            out = self.model(**dict(zip(self.input_names, args, strict=True)), return_dict=True)
-            return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
-
-        def output_names_for(self, *args) -> list[str]:
-            with torch.no_grad():
-                out = self.model(**dict(zip(self.input_names, args, strict=True)), return_dict=True)
-            return [k for k, v in out.items() if isinstance(v, torch.Tensor)]
-
-    return TransformersWrapper().eval()
+    return load_folder(path, options, attention)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from golive.optimize import TransformContext
 
 def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     from golive._imports import import_user_modules
-    from golive.frontends.pytorch import FRONTEND, load_for_torchscript
+    from golive.frontends.base import load_source
     from golive.rundir import options_from_record, read_convert_record, source_for
     from golive.tensors import resolve_sizes, synthesize
 
@@ -31,9 +31,9 @@ def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str,
     options = options_from_record(record, folder).model_copy(update={"exporter": "torchscript"})
     source = source_for(record, folder, None)
     import_user_modules(options.imports)
-    loaded = load_for_torchscript(source, options)
+    frontend, loaded = load_source(record.framework, source, options, part=record.part, attention="eager")
     sample = synthesize(record.inputs, resolve_sizes(record.inputs, record.export_sizes or loaded.dim_sizes))
-    result = FRONTEND.export(loaded, record.inputs, sample, dst, options)
+    result = frontend.export(loaded, record.inputs, sample, dst, options)
     return {
         "exporter": result.exporter,
         "source_kind": loaded.kind,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from golive.errors import FrameworkError, GoliveError, ModelLoadError
+from golive.errors import DataError, FrameworkError, GoliveError, ModelLoadError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
     CONVERT_RECORD,
@@ -19,6 +19,7 @@ from golive.rundir import (
     read_record,
     step_key,
     to_record,
+    write_record,
 )
 from golive.spec import ConvertOptions, JobSpec, VerifyOptions
 from golive.tuning import TuneResult
@@ -108,14 +109,17 @@ def convert_key(job: JobSpec) -> str:
 
 
 def finished_convert(out: Path) -> ConvertRecord | None:
-    """The record of a complete convert output in ``out`` (record readable, model and data files there), or None."""
-    if not (out / CONVERT_RECORD).is_file() or not (out / "model.onnx").is_file():
+    """The record of a complete convert output in ``out`` (record readable, model and data files there, every part
+    complete), or None."""
+    if not (out / CONVERT_RECORD).is_file():
         return None
     try:
         record = read_record(out / CONVERT_RECORD, ConvertRecord)
     except GoliveError:
         return None
-    if not all((out / name).is_file() for name in record.external_data):
+    if record.parts:
+        return record if all(finished_convert(out / name) is not None for name in record.parts) else None
+    if not (out / "model.onnx").is_file() or not all((out / name).is_file() for name in record.external_data):
         return None
     return record
 
@@ -148,7 +152,9 @@ def fork_convert(src: str | Path, dst: str | Path) -> ConvertRecord:
     partial = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
     partial.mkdir()
     try:
-        for name in ("model.onnx", *record.external_data, CONVERT_RECORD):
+        for name in record.parts:  # each part a convert folder of its own
+            shutil.copytree(src / name, partial / name, copy_function=link)
+        for name in ("model.onnx", *record.external_data, CONVERT_RECORD) if not record.parts else (CONVERT_RECORD,):
             link(str(src / name), str(partial / name))
         if (src / CUSTOM_OPS_DIR).is_dir():
             shutil.copytree(src / CUSTOM_OPS_DIR, partial / CUSTOM_OPS_DIR, copy_function=link)
@@ -185,21 +191,23 @@ def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = N
 
 
 def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> ConvertResult:
-    from golive import _io
     from golive._imports import import_user_modules
-    from golive._resolve import export_sample, input_specs, resolve_source
+    from golive._resolve import resolve_source
     from golive.frontends.base import get_frontend, guess_framework
-    from golive.frontends.onnxfile import check_onnx, load_onnx
-    from golive.runtime import SessionConfig, resolve_custom_ops
-    from golive.steps.verify import verify_loaded
-    from golive.tensors import load_data, parse_input_spec, sizes_of, specs_from_onnx
+    from golive.runtime import resolve_custom_ops
+    from golive.steps.verify import verify_generation
+    from golive.tensors import load_data, parse_input_spec
 
     out = folder.path
     source = resolve_source(job.source)
     opts = job.convert
     framework = opts.framework or guess_framework(source)
     opts = opts.model_copy(update={"framework": framework, "custom_ops": resolve_custom_ops(opts.custom_ops)})
-    session = SessionConfig(custom_ops=opts.custom_ops)
+    if opts.task and not (framework == "pytorch" and Path(source).is_dir()):
+        raise FrameworkError(
+            f"--task {opts.task} is for Hugging Face model folders; {job.source} is not one",
+            hint="drop --task, or give the folder save_pretrained wrote",
+        )
     frontend = get_frontend(framework)
 
     ctx.check()
@@ -212,24 +220,86 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
         if job.convert.framework and guessed and guessed != framework:
             exc.hint = f"{source} looks like a {guessed} model; is --framework {framework} right?"
         raise
+    if loaded.task is not None:
+        ctx.emit("task", loaded.task.describe(), payload={"task": loaded.task.task, "reason": loaded.task.reason})
     data = None
     if opts.data:
+        if loaded.parts:
+            raise DataError(
+                f"--data gives one model's inputs, and {job.source} exports as {len(loaded.parts)} parts "
+                f"({', '.join(loaded.parts)}) that take different inputs",
+                hint="leave --data out: each part is verified on synthetic inputs at two sizes of each axis",
+            )
         names = [s.name for s in loaded.inputs] if loaded.inputs else [parse_input_spec(t).name for t in opts.inputs]
         data = load_data(opts.data, names or ["input"], loaded.output_names)
+    vopts = _verify_options(job)
+    stage = folder.stage("convert")
+    if loaded.parts:
+        records = {}
+        for name, part in loaded.parts.items():
+            (stage / name).mkdir()
+            records[name] = _export(job, ctx, frontend, part, opts, vopts, stage / name, out / name, None, key, part=name)
+        record = _parts_record(job, loaded, records, opts, vopts, out, key)
+    else:
+        record = _export(job, ctx, frontend, loaded, opts, vopts, stage, out, data, key)
+    generates = loaded.generation is not None and loaded.generate is not None and vopts.new_tokens > 0
+    if opts.verify and generates and record.verification is not None:
+        ctx.check()
+        ctx.emit("verify", "greedy generation through the ONNX model(s) against the source's generate")
+        check = verify_generation(loaded, record, stage, vopts)
+        record.verification = record.verification.with_generation(check)
+    ctx.check()
+    _io_write_job(stage, job, out)
+    old = finished_convert(out)
+    replaces = ["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else []), *(old.parts if old else [])]
+    folder.commit(stage, CONVERT_RECORD, record, replaces=replaces)
+    report = record.verification
+    what = f"{len(record.parts)} parts ({', '.join(record.parts)})" if record.parts else "model.onnx"
+    ctx.emit("done", f"wrote {what} ({record.exporter} exporter)", payload={"passed": report.passed if report else None})
+    return ConvertResult(output_dir=out, model_path=out / "model.onnx" if not record.parts else out, record=record)
+
+
+def _io_write_job(stage: Path, job: JobSpec, out: Path) -> None:
+    from golive import _io
+
+    _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key
+
+
+def _export(
+    job: JobSpec,
+    ctx: StepContext,
+    frontend,
+    loaded,
+    opts: ConvertOptions,
+    vopts: VerifyOptions,
+    stage: Path,
+    out: Path,
+    data,
+    key: str,
+    *,
+    part: str | None = None,
+) -> ConvertRecord:
+    """Export one model into ``stage`` (which becomes ``out``), check it, verify it unless told not to, and return its
+    record; a part's record is written into its folder here (the whole folder's record is written last, on commit)."""
+    from golive import _io
+    from golive._resolve import export_sample, input_specs
+    from golive.frontends.onnxfile import check_onnx, load_onnx
+    from golive.runtime import SessionConfig
+    from golive.steps.verify import verify_loaded
+    from golive.tensors import sizes_of, specs_from_onnx, with_ranges
+
     specs = input_specs(loaded, opts, data)
     sample = export_sample(loaded, specs, data)
-
-    stage = folder.stage("convert")
     model_path = stage / "model.onnx"
+    named = f"{part} " if part else ""
     ctx.check()
-    ctx.emit("export", f"exporting to ONNX ({', '.join(str(s) for s in specs)})")
+    ctx.emit("export", f"exporting {named}to ONNX ({', '.join(str(s) for s in specs)})", payload={"part": part})
     result = frontend.export(loaded, specs, sample, model_path, opts)
     ctx.check()
     model = load_onnx(model_path, load_external_data=False)
     check_onnx(model_path)
     onnx_inputs, onnx_outputs = specs_from_onnx(model)
-    ranges = {s.name: s.int_range for s in specs}
-    onnx_inputs = [s.model_copy(update={"int_range": ranges.get(s.name)}) for s in onnx_inputs]
+    onnx_inputs = with_ranges(onnx_inputs, specs)
     notes = list(result.notes)
     if [s.name for s in onnx_inputs] != [s.name for s in specs]:
         notes.append(
@@ -237,17 +307,18 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
             f"source's ({', '.join(s.name for s in specs)})"
         )
     export_sizes = sizes_of(sample, onnx_inputs)
-    external = sorted(p.name for p in stage.iterdir() if p.name != "model.onnx")
+    external = sorted(p.name for p in stage.iterdir() if p.name != "model.onnx" and p.is_file())
     report = None
-    vopts = _verify_options(job)
     if opts.verify:
+        session = SessionConfig(custom_ops=opts.custom_ops)
         report = verify_loaded(frontend, loaded, model_path, onnx_inputs, onnx_outputs, export_sizes, vopts, ctx, session)
     custom_ops = carry_custom_ops(opts.custom_ops, stage)
     versions = _io.package_versions()
+    task = loaded.task
     record = ConvertRecord(
         golive_version=versions.get("golive", "dev"),
         source=to_record(job.source, out) or job.source,
-        framework=framework,
+        framework=opts.framework or "",
         source_kind=loaded.kind,
         exporter=result.exporter,
         exporter_attempts=result.attempts,
@@ -266,15 +337,46 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
         versions=versions,
         verification=report,
         spec_key=key,
+        task=task.task if task else None,
+        task_reason=task.reason if task else None,
+        part=part,
+        generation=loaded.generation,
+        tune_sizes=loaded.tune_sizes,
     )
-    ctx.check()
-    _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key
-    old = finished_convert(out)
-    folder.commit(
-        stage, CONVERT_RECORD, record, replaces=["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else [])]
+    if part:
+        write_record(stage / CONVERT_RECORD, record)
+    return record
+
+
+def _parts_record(job: JobSpec, loaded, records: dict[str, ConvertRecord], opts, vopts, out: Path, key: str) -> ConvertRecord:
+    """The record of a model exported as parts: what it was, its task, its parts and their verification together."""
+    from golive import _io
+    from golive.verification import VerifyReport
+
+    exporters = {r.exporter for r in records.values()}
+    reports = {name: r.verification for name, r in records.items() if r.verification is not None}
+    versions = _io.package_versions()
+    task = loaded.task
+    return ConvertRecord(
+        golive_version=versions.get("golive", "dev"),
+        source=to_record(job.source, out) or job.source,
+        framework=opts.framework or "",
+        source_kind=loaded.kind,
+        exporter=exporters.pop() if len(exporters) == 1 else ", ".join(f"{n}: {r.exporter}" for n, r in records.items()),
+        notes=[f"{name}: {n}" for name, r in records.items() for n in r.notes],
+        options=_recorded_options(opts, out, []),
+        verify_options=paths_to_record(vopts, out),
+        opset=next(iter(records.values())).opset,
+        inputs=next(iter(records.values())).inputs,
+        outputs=[],
+        versions=versions,
+        verification=VerifyReport.of_parts(reports) if len(reports) == len(records) else None,
+        spec_key=key,
+        task=task.task if task else None,
+        task_reason=task.reason if task else None,
+        parts=list(records),
+        generation=loaded.generation,
     )
-    ctx.emit("done", f"wrote model.onnx ({record.exporter} exporter)", payload={"passed": report.passed if report else None})
-    return ConvertResult(output_dir=out, model_path=out / "model.onnx", record=record)
 
 
 def _guess_quietly(source: str) -> str | None:

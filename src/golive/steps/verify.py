@@ -8,20 +8,24 @@ from golive._imports import import_user_modules
 from golive.errors import DataError
 from golive.events import StepContext
 from golive.rundir import (
+    CONVERT_RECORD,
     VERIFY_RECORD,
+    ConvertRecord,
     RunFolder,
     VerifyRecord,
     fingerprint,
+    from_record,
     options_from_record,
     paths_to_record,
     read_convert_record,
+    read_record,
     source_for,
     to_record,
     write_record,
 )
 from golive.spec import ConvertOptions, VerifyOptions
 
-__all__ = ["verify_loaded", "verify_step"]
+__all__ = ["verify_generation", "verify_loaded", "verify_step"]
 
 
 def verify_loaded(
@@ -101,12 +105,59 @@ def verify_loaded(
     return report
 
 
+def verify_generation(loaded, record: ConvertRecord, folder: Path, options: VerifyOptions):
+    """Greedy generation through the exported model(s) in ``folder`` against the source's generate, on a synthetic
+    prompt (decoder-only) or synthetic encoder inputs (encoder-decoder), both at batch 2."""
+    from golive.generation import SINGLE, check_generation
+    from golive.runtime import SessionConfig, make_session
+    from golive.tensors import synthesize
+    from golive.verification import default_tolerance
+
+    spec, generate = loaded.generation, loaded.generate
+    session = SessionConfig(custom_ops=[from_record(c, folder) for c in record.custom_ops])
+    if record.parts:
+        sessions = {name: make_session(folder / name / "model.onnx", session) for name in record.parts}
+        encoder = read_record(folder / (spec.encoder or "encoder") / CONVERT_RECORD, ConvertRecord)
+        inputs = synthesize(encoder.inputs, {**encoder.export_sizes, "batch": 2}, seed=options.seed)
+    else:
+        sessions = {SINGLE: make_session(folder / "model.onnx", session)}
+        prompt = [s for s in record.inputs if s.name in ("input_ids", spec.attention_mask)]
+        inputs = synthesize(prompt, {"batch": 2, "sequence": 8, "past_sequence": 0}, seed=options.seed)
+    rtol, atol = default_tolerance("float32")
+    return check_generation(
+        generate, sessions, spec, inputs, options.new_tokens, atol=options.atol or atol, rtol=options.rtol or rtol
+    )
+
+
+def _verify_one(frontend, loaded, folder: Path, record: ConvertRecord, options: VerifyOptions, ctx: StepContext, session):
+    """Verify the model of one convert folder and save verify.json there."""
+    report = verify_loaded(
+        frontend, loaded, folder / "model.onnx", record.inputs, record.outputs, record.export_sizes, options, ctx, session
+    )
+    return report
+
+
+def _save(folder: Path, options: VerifyOptions, source: str | None, report, model: Path | None) -> None:
+    write_record(
+        folder / VERIFY_RECORD,
+        VerifyRecord(
+            options=paths_to_record(options, folder),
+            source=to_record(source, folder) if source else None,
+            model_fingerprint=fingerprint(model) if model else None,
+            report=report,
+        ),
+    )
+
+
 def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *, source: str | None = None):
-    """Verify a convert output folder against its source (saving verify.json), or an .onnx file."""
-    from golive.frontends.base import get_frontend
+    """Verify a convert output folder against its source (saving verify.json), or an .onnx file. A model exported as
+    parts has each part verified (each saving its verify.json) and its generation checked; the report names the part
+    of every figure."""
+    from golive.frontends.base import get_frontend, load_source
     from golive.frontends.onnxfile import load_onnx
     from golive.runtime import SessionConfig, resolve_custom_ops
     from golive.tensors import specs_from_onnx
+    from golive.verification import VerifyReport
 
     target = Path(target)
     custom_ops = resolve_custom_ops(options.custom_ops)
@@ -119,33 +170,23 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
     with RunFolder.claim(target) as folder, ctx.writing_to(folder.path / "events.jsonl"):
         copts = options_from_record(record, folder.path)
         session = SessionConfig(custom_ops=custom_ops or copts.custom_ops)
-        frontend = get_frontend(record.framework)
         src = source_for(record, folder.path, source)
         ctx.emit("load", f"loading {record.framework} source {source or record.source}")
         ctx.check()
         import_user_modules(copts.imports)
-        loaded = frontend.load(src, copts)
-        if record.input_structure:
-            loaded.details["input_structure"] = record.input_structure
-        report = verify_loaded(
-            frontend,
-            loaded,
-            folder.path / "model.onnx",
-            record.inputs,
-            record.outputs,
-            record.export_sizes,
-            options,
-            ctx,
-            session,
-        )
-        saved = paths_to_record(options, folder.path)
-        write_record(
-            folder.path / VERIFY_RECORD,
-            VerifyRecord(
-                options=saved,
-                source=to_record(source, folder.path) if source else None,
-                model_fingerprint=fingerprint(folder.path / "model.onnx"),
-                report=report,
-            ),
-        )
+        frontend, loaded = load_source(record.framework, src, copts, part=record.part, input_structure=record.input_structure)
+        if record.parts:
+            reports = {}
+            for name in record.parts:
+                part = read_convert_record(folder.path / name, "verify")
+                ctx.emit("verify", f"part {name}", payload={"part": name})
+                reports[name] = _verify_one(frontend, loaded.part(name), folder.path / name, part, options, ctx, session)
+                _save(folder.path / name, options, source, reports[name], folder.path / name / "model.onnx")
+            report = VerifyReport.of_parts(reports)
+        else:
+            report = _verify_one(frontend, loaded, folder.path, record, options, ctx, session)
+        if record.generation and loaded.generate and options.new_tokens:
+            ctx.check()
+            report = report.with_generation(verify_generation(loaded, record, folder.path, options))
+        _save(folder.path, options, source, report, None if record.parts else folder.path / "model.onnx")
         return report

@@ -243,7 +243,7 @@ def tune_model(
     from golive.optimize import TransformContext, check_transforms, get_transform
     from golive.providers import available_providers
     from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
-    from golive.tensors import sizes_of, specs_from_onnx
+    from golive.tensors import sizes_of, specs_from_onnx, with_ranges
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
     from golive.tuning.search import SearchState, copy_model, run_search
@@ -350,7 +350,6 @@ def tune_model(
     }
     session = best.session.model_copy(update={"custom_ops": carry_custom_ops(options.custom_ops, best_dir)})
     best_inputs, best_outputs = specs_from_onnx(load_onnx(best_dir / "model.onnx", load_external_data=False))
-    ranges = {s.name: s.int_range for s in specs}  # fixed_shape may have fixed the axes: the specs come from best/
     write_record(
         best_dir / SESSION_RECORD,
         SessionRecord(
@@ -360,7 +359,7 @@ def tune_model(
             placement=best.placement,
             environment=environment,
             figures=best.figures,
-            inputs=[s.model_copy(update={"int_range": ranges.get(s.name)}) for s in best_inputs],
+            inputs=with_ranges(best_inputs, specs),  # fixed_shape may have fixed the axes: the specs come from best/
             outputs=best_outputs,
         ),
     )

@@ -71,17 +71,14 @@ def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, 
     import numpy as np
 
     from golive._imports import import_user_modules
-    from golive.frontends.base import get_frontend
+    from golive.frontends.base import load_source
     from golive.rundir import options_from_record, read_convert_record, source_for
 
     record = read_convert_record(Path(folder), "tune")
     options = options_from_record(record, Path(folder))
     source = source_for(record, Path(folder), None)
     import_user_modules(options.imports)
-    frontend = get_frontend(record.framework)
-    loaded = frontend.load(source, options)
-    if record.input_structure:
-        loaded.details["input_structure"] = record.input_structure
+    frontend, loaded = load_source(record.framework, source, options, part=record.part, input_structure=record.input_structure)
     with np.load(inputs, allow_pickle=False) as z:
         feeds = {s.name: z[s.name] for s in record.inputs}
     names = [o.name for o in record.outputs]
