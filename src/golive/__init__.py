@@ -22,9 +22,11 @@ __all__ = [
     "__version__",
     "convert",
     "devices",
+    "generate",
     "inspect",
     "jobs",
     "load_session",
+    "load_sessions",
     "pipelines",
     "profile",
     "run",
@@ -43,6 +45,8 @@ _LAZY = {
     "run": "golive.api",
     "tune": "golive.api",
     "load_session": "golive.api",
+    "load_sessions": "golive.api",
+    "generate": "golive.api",
     "TuneOptions": "golive.spec",
     "JobSpec": "golive.spec",
     "ConvertOptions": "golive.spec",
@@ -55,7 +59,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from golive.api import convert, devices, inspect, load_session, profile, run, tune, verify
+    from golive.api import convert, devices, generate, inspect, load_session, load_sessions, profile, run, tune, verify
     from golive.errors import GoliveError
     from golive.events import CancelToken, Event
     from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions

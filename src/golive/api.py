@@ -28,9 +28,11 @@ __all__ = [
     "convert",
     "convert_job",
     "fork_convert",
+    "generate",
     "in_this_process",
     "inspect",
     "load_session",
+    "load_sessions",
     "run",
     "running_in_place",
     "tune",
@@ -227,24 +229,56 @@ def _replayed(value: dict):
 
 
 def inspect(model: str | Path):
-    """Summarize an ONNX model (or the model.onnx of an output folder)."""
-    from golive.inspection import summarize
+    """Summarize an ONNX model (or the model.onnx of an output folder; each part of a model converted as parts)."""
+    from golive.inspection import ModelSummary, summarize
 
     path = Path(model)
     if not path.is_dir():
         return summarize(path)
-    summary = summarize(path / "model.onnx")
     record = path / "golive.json"
-    if record.is_file():  # a convert folder: nested inputs and outputs say where they come from
-        from golive.frontends._structure import describe
+    convert = None
+    if record.is_file():
         from golive.rundir import ConvertRecord, read_record
 
         convert = read_record(record, ConvertRecord)
+    if convert is not None and convert.parts:
+        summary = ModelSummary.of_parts(str(path), {p: inspect(path / p) for p in convert.parts})
+    else:
+        summary = summarize(path / "model.onnx")
+    if convert is not None:  # a convert folder: its task; nested inputs and outputs say where they come from
+        from golive.frontends._structure import describe
+
+        if convert.task:
+            summary.task = f"{convert.task} ({convert.task_reason})"
         if convert.input_structure:
             summary.origins.update(describe(convert.input_structure))
         if convert.output_structure:
             summary.origins.update(describe(convert.output_structure, returned=True))
     return summary
+
+
+def generate(target: str | Path, inputs: dict[str, Any], *, max_new_tokens: int = 32):
+    """Greedy generation through a generative model's ONNX parts: a convert folder (its models as exported) or a tune
+    folder (its tuned bests). ``inputs``: the prompt's ``input_ids`` (and ``attention_mask``) for a decoder-only model,
+    the encoder's inputs (``input_ids``/``attention_mask``, ``input_features``) for an encoder-decoder. Returns the new
+    tokens, an int64 array (batch, n <= max_new_tokens). Runs here: the sessions are plain ONNX Runtime ones."""
+    import numpy as np
+
+    from golive.generation import SINGLE
+    from golive.generation import generate as _generate
+    from golive.rundir import generation_of
+    from golive.runtime import SessionConfig, make_session
+    from golive.tuning import load_sessions
+
+    path = Path(target)
+    spec, convert_dir, tuned = generation_of(path)
+    if tuned:
+        sessions = load_sessions(path)
+    else:
+        config = SessionConfig()
+        names = spec.parts() or [SINGLE]
+        sessions = {n: make_session(convert_dir / (n if n != SINGLE else "") / "model.onnx", config) for n in names}
+    return _generate(sessions, spec, {k: np.asarray(v) for k, v in inputs.items()}, max_new_tokens)
 
 
 def profile(
@@ -299,6 +333,14 @@ def load_session(tune_dir: str | Path):
     """The best configuration of a tuning run (a tune folder, or a copied best/ folder) as a ready
     ``onnxruntime.InferenceSession``, custom operators registered."""
     from golive.tuning import load_session as _load
+
+    return _load(tune_dir)
+
+
+def load_sessions(tune_dir: str | Path):
+    """The best session of every part of a tuning run, by part: ``{"encoder": ..., "decoder": ...}`` for a model
+    converted as parts, ``{"model": ...}`` for one in one piece."""
+    from golive.tuning import load_sessions as _load
 
     return _load(tune_dir)
 

@@ -44,8 +44,39 @@ class ModelSummary(BaseModel):
         ),
     )
 
+    task: str | None = Field(default=None, description="a Hugging Face folder's task, and how golive told it")
+    parts: dict[str, ModelSummary] = Field(
+        default_factory=dict, description="a model converted as parts: each part's summary (the figures above are totals)"
+    )
+
     def _repr_html_(self) -> str:
         return summary_html(self)
+
+    @classmethod
+    def of_parts(cls, path: str, parts: dict[str, ModelSummary]) -> ModelSummary:
+        """The summary of a model converted as parts: totals, and each part's own."""
+        first = next(iter(parts.values()))
+        ops: Counter = Counter()
+        for p in parts.values():
+            ops.update(p.op_types)
+        return cls(
+            path=path,
+            file_bytes=sum(p.file_bytes for p in parts.values()),
+            external_bytes=sum(p.external_bytes for p in parts.values()),
+            ir_version=first.ir_version,
+            producer=first.producer,
+            opsets=first.opsets,
+            inputs=[],
+            outputs=[],
+            node_count=sum(p.node_count for p in parts.values()),
+            subgraph_node_count=sum(p.subgraph_node_count for p in parts.values()),
+            op_types=dict(ops.most_common()),
+            functions=sum(p.functions for p in parts.values()),
+            parameters=sum(p.parameters for p in parts.values()),
+            parameter_bytes=sum(p.parameter_bytes for p in parts.values()),
+            initializers=sum(p.initializers for p in parts.values()),
+            parts=parts,
+        )
 
 
 def _walk(graph, counts: Counter, depth: int = 0) -> tuple[int, int]:

@@ -106,9 +106,23 @@ class ProfileReport(BaseModel):
     version: Literal[1] = 1
     target: str
     profiles: list[ProfileRecord]
+    parts: dict[str, ProfileReport] = Field(
+        default_factory=dict,
+        description="a model converted as parts: each part's profile, written in the subfolder of its name (its paths "
+        "relative to that subfolder)",
+    )
 
     def get(self, label: str) -> ProfileRecord | None:
         return next((p for p in self.profiles if p.label == label), None)
+
+    def flat(self) -> ProfileReport:
+        """Every profile in one list, a part's labelled by its part (``decoder best``)."""
+        if not self.parts:
+            return self
+        profiles = [
+            p.model_copy(update={"label": f"{name} {p.label}"}) for name, part in self.parts.items() for p in part.profiles
+        ]
+        return self.model_copy(update={"profiles": [*self.profiles, *profiles], "parts": {}})
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         """Baseline vs best by op type (ms per run), for a tune folder."""
@@ -493,6 +507,8 @@ def render_graph_svg(p: ProfileRecord, width: int = 140, height: int = 24, gap: 
 
 def render_html(report: ProfileReport) -> str:
     """The op-type tables (and baseline vs best for a tune folder), the top nodes, and the graph coloured by time."""
+    if report.parts:
+        return "".join(f"<h3>part {html.escape(name)}</h3>{render_html(part)}" for name, part in report.parts.items())
     parts = [f"<div class='golive-profile'><h3>Where the time goes: {html.escape(report.target)}</h3>"]
     rows = report.comparison()
     if rows:

@@ -63,6 +63,7 @@ __all__ = [
     "fingerprint",
     "finished_tune",
     "from_record",
+    "generation_of",
     "model_files",
     "now",
     "options_from_record",
@@ -171,6 +172,12 @@ class TuneRecord(_Record):
     elapsed_s: float = 0.0
     best: str = ""
     speedup: float = 0.0
+    parts: list[str] = Field(
+        default_factory=list, description="a model converted as parts: each part tuned in the subfolder of its name"
+    )
+    generation: GenerationSpec | None = Field(
+        default=None, description="a generative model: how its tuned parts make a generate loop (golive.generate)"
+    )
 
 
 class SessionRecord(_Record):
@@ -307,21 +314,33 @@ def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str
 
 
 def finished_tune(out: Path) -> TuneRecord | None:
-    """tune.json of a complete tune folder (tune.json, report.json, best/session.json and best/model.onnx), or None:
-    the one rule for "this tune folder is finished"."""
-    if not all((out / name).exists() for name in (TUNE_RECORD, "report.json", f"best/{SESSION_RECORD}", "best/model.onnx")):
+    """tune.json of a complete tune folder (tune.json, report.json, best/session.json and best/model.onnx; for a
+    model converted as parts, tune.json and each part's complete tune folder), or None: the one rule for "this tune
+    folder is finished"."""
+    if not (out / TUNE_RECORD).is_file():
         return None
     try:
-        return read_record(out / TUNE_RECORD, TuneRecord)
+        record = read_record(out / TUNE_RECORD, TuneRecord)
     except GoliveError:
         return None
+    if record.parts:
+        return record if all(finished_tune(out / name) is not None for name in record.parts) else None
+    if not all((out / name).exists() for name in ("report.json", f"best/{SESSION_RECORD}", "best/model.onnx")):
+        return None
+    return record
 
 
 def best_folder(path: str | Path) -> Path:
     """``best/`` of a finished tune folder, or the folder itself when it is a copied ``best/``."""
     path = Path(path)
     if (path / "best").is_dir() or (path / "events.jsonl").exists() or (path / TUNE_RECORD).exists():  # a tune folder
-        if finished_tune(path) is None:
+        record = finished_tune(path)
+        if record is not None and record.parts:
+            raise GoliveError(
+                f"{path} holds a model tuned as {len(record.parts)} parts ({', '.join(record.parts)}): each has its best",
+                hint=f"load one part ({path / record.parts[0]}), or all of them with golive.load_sessions({str(path)!r})",
+            )
+        if record is None:
             raise GoliveError(
                 f"{path} holds no finished tuning result: the tune step did not complete "
                 f"(tune.json, report.json and best/ are written last)",
@@ -339,6 +358,33 @@ def tuned_record(tune_dir: str | Path) -> tuple[Path, SessionRecord]:
     record = read_record(best / SESSION_RECORD, SessionRecord)
     record.session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
     return best, record
+
+
+def generation_of(path: Path) -> tuple[GenerationSpec, Path, bool]:
+    """(how a generative model's parts generate, its convert folder, whether ``path`` is a tune folder) for a convert
+    folder or a tune folder of one, or a DataError saying why it cannot generate."""
+    path = Path(path)
+    tuned = (path / TUNE_RECORD).is_file()
+    convert_dir = path
+    if tuned:
+        tune = finished_tune(path)
+        if tune is None:
+            raise DataError(f"{path} holds no finished tuning result", hint="run golive tune again")
+        if tune.generation is not None:  # the tune folder carries it: it generates without its convert folder
+            return tune.generation, path, True
+        convert_dir = Path(from_record(tune.target, path))
+    if not (convert_dir / CONVERT_RECORD).is_file():
+        raise DataError(
+            f"{convert_dir} is not a golive convert folder (no golive.json)",
+            hint="generate from what golive convert (or golive tune) wrote for a generative model",
+        )
+    record = read_record(convert_dir / CONVERT_RECORD, ConvertRecord)
+    if record.generation is None:
+        raise DataError(
+            f"{convert_dir} holds a model that does not generate (task {record.task or 'unknown'})",
+            hint="convert a text-generation or text2text-generation model with its cache (without --no-cache)",
+        )
+    return record.generation, convert_dir, tuned
 
 
 def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:

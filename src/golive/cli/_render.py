@@ -24,6 +24,8 @@ def _bytes(n: float) -> str:
 
 
 def render_convert(console: Console, result) -> None:
+    from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
+
     record = result.record
     if result.skipped:
         console.print(
@@ -35,14 +37,19 @@ def render_convert(console: Console, result) -> None:
         line += f"  [yellow](fell back: {escape(record.fallback_reason)})[/]"
     console.print(line, highlight=False)
     opset = record.opset.get("ai.onnx")
-    console.print(
-        f"opset: {opset}   inputs: "
-        + ", ".join(str(s) for s in record.inputs)
-        + "   outputs: "
-        + ", ".join(str(s) for s in record.outputs),
-        markup=False,
-        highlight=False,
-    )
+    if record.task:
+        console.print(f"task: [bold]{escape(record.task)}[/] ({escape(record.task_reason or '')})", highlight=False)
+    parts = {name: read_record(result.output_dir / name / CONVERT_RECORD, ConvertRecord) for name in record.parts}
+    for name, r in parts.items() or [(None, record)]:
+        console.print(
+            (f"{name} ({r.exporter} exporter): " if name else f"opset: {opset}   ")
+            + "inputs: "
+            + ", ".join(str(s) for s in r.inputs)
+            + "   outputs: "
+            + ", ".join(str(s) for s in r.outputs),
+            markup=False,
+            highlight=False,
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.verification is None:
@@ -93,6 +100,19 @@ def render_verify(console: Console, report) -> None:
 
 
 def render_summary(console: Console, s) -> None:
+    if s.task:
+        console.print(f"task: {escape(s.task)}", highlight=False)
+    if s.parts:  # a model converted as parts: each part, then the totals
+        for name, part in s.parts.items():
+            console.rule(f"part {escape(name)}")
+            render_summary(console, part)
+        console.rule()
+        console.print(
+            f"{len(s.parts)} parts ({', '.join(s.parts)}): {_bytes(s.file_bytes + s.external_bytes)}, "
+            f"{s.node_count} nodes, {s.parameters:,} parameters in all",
+            highlight=False,
+        )
+        return
     console.print(
         f"[bold]{escape(s.path)}[/]  ({_bytes(s.file_bytes)}"
         + (f" + {_bytes(s.external_bytes)} external data in {', '.join(s.external_data)}" if s.external_data else "")
@@ -136,11 +156,26 @@ def render_summary(console: Console, s) -> None:
 
 
 def render_tune(console: Console, result) -> None:
-    report = result.report
     if result.skipped:
         console.print(
             f"[dim]tune: skipped — {escape(str(result.output_dir))} is complete and its spec unchanged[/]", highlight=False
         )
+    if result.report is None:  # a model tuned as parts: each part's table, then the parts together
+        for name, part in result.parts.items():
+            console.rule(f"part {escape(name)}")
+            render_tune(console, part.model_copy(update={"skipped": False}))
+        console.rule()
+        console.print(
+            f"[bold]{len(result.parts)} parts tuned; one call of each: {result.speedup:.2f}x the ONNX Runtime defaults[/]",
+            highlight=False,
+        )
+        console.print(
+            f"sessions: golive.load_sessions({escape(repr(str(result.output_dir)))})"
+            f"\nreport: {escape(str(result.output_dir / 'report.html'))}",
+            highlight=False,
+        )
+        return
+    report = result.report
     import os
 
     model = os.path.normpath(result.output_dir / report.model)  # the report names it relative to the tune folder
@@ -206,6 +241,10 @@ def render_tune(console: Console, result) -> None:
 
 def render_profile(console: Console, report) -> None:
     from golive.profiling import _ms, node_rows, op_type_rows, summary_line
+
+    for name, part in report.parts.items():  # a model converted as parts: each part's profile
+        console.rule(f"part {escape(name)}")
+        render_profile(console, part)
 
     rows = report.comparison()
     if rows:

@@ -93,7 +93,8 @@ def export_triton(
 ) -> None:
     """Write a Triton model repository (model.onnx + config.pbtxt with the tuned session settings)."""
     with user_errors():
-        from golive.serving.triton import export_triton as run
+        from golive.serving.triton import export_triton_parts as run
 
-        folder = run(tune_dir, output, name=name, max_batch=max_batch, max_delay_ms=max_delay_ms)
-    err.print(f"wrote {folder}: tritonserver --model-repository {output}", highlight=False)
+        folders = run(tune_dir, output, name=name, max_batch=max_batch, max_delay_ms=max_delay_ms)
+    for folder in folders:
+        err.print(f"wrote {folder}: tritonserver --model-repository {output}", highlight=False)

@@ -262,7 +262,7 @@ def tune(
         with progress() as on_event:
             result = api.tune(target, output, verify_options=_verify_options(rtol, atol, []), on_event=on_event, **options)
     if as_json:
-        out.print_json(result.report.model_dump_json())
+        out.print_json(result.model_dump_json(exclude={"skipped"}) if result.report is None else result.report.model_dump_json())
     else:
         from golive.cli._render import render_tune
 
@@ -319,7 +319,8 @@ def run(
         raise typer.Exit(0 if result.passed else 1)
     if isinstance(result, TuneResult):
         if as_json:
-            out.print_json(json.dumps({**result.report.model_dump(mode="json"), "skipped": result.skipped}))
+            value = result.model_dump(mode="json") if result.report is None else result.report.model_dump(mode="json")
+            out.print_json(json.dumps({**value, "skipped": result.skipped}))
         else:
             from golive.cli._render import render_tune
 

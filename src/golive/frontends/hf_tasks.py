@@ -93,6 +93,10 @@ class GenerationSpec(BaseModel):
     begin_suppress_tokens: list[int] = Field(default_factory=list)
     max_length: int | None = Field(default=None, description="the most positions the model takes (prompt + new tokens)")
 
+    def parts(self) -> list[str]:
+        """The parts the loop runs (none: a decoder-only model in one piece)."""
+        return [p for p in (self.encoder, self.decoder) if p]
+
 
 class TaskGuess(BaseModel):
     """A Hugging Face folder's task, how it was decided, and the inputs of what it exports."""

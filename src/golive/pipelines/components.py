@@ -76,29 +76,40 @@ def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
     name, job = _item(item)
     with api.in_this_process():
         result = tune_step(model_dir, str(Path(tuned_dir).absolute()), job.tune, job.verify, _context())
-    report = result.report
-    best = report.best
-    cosine = best.min_cosine if best.min_cosine is not None else 1.0
-    metrics = {
-        "p50_ms": best.figures.get("p50_ms"),
-        "p99_ms": best.figures.get("p99_ms"),
-        "baseline_p50_ms": report.baseline.figures.get("p50_ms"),
-        "speedup": report.speedup,
-        "min_cosine": cosine,
+    reports = result.reports
+    parts = result.report is None  # a model tuned as parts: one call of each part, and each part's own figures
+    objective = next(iter(reports.values())).objective
+
+    def total(pick) -> float | None:
+        values = [pick(r) for r in reports.values()]
+        return None if any(v is None for v in values) else sum(values)
+
+    metrics: dict[str, Any] = {
+        "p50_ms": total(lambda r: r.best.figures.get("p50_ms")),
+        "p99_ms": total(lambda r: r.best.figures.get("p99_ms")),
+        "baseline_p50_ms": total(lambda r: r.baseline.figures.get("p50_ms")),
+        "speedup": result.speedup,
+        "min_cosine": min((r.best.min_cosine if r.best.min_cosine is not None else 1.0) for r in reports.values()),
     }
-    if report.objective == "throughput":
-        metrics["items_per_s"] = best.figures.get("throughput")
-    if report.speedup_over_source is not None:
-        metrics["speedup_over_source"] = report.speedup_over_source
+    if objective == "throughput" and not parts:
+        metrics["items_per_s"] = result.best.figures.get("throughput")
+    if not parts and result.report is not None and result.report.speedup_over_source is not None:
+        metrics["speedup_over_source"] = result.report.speedup_over_source
+    for part, r in reports.items() if parts else ():
+        metrics[f"{part}_p50_ms"] = r.best.figures.get("p50_ms")
+        metrics[f"{part}_speedup"] = r.speedup
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
-    return {"name": name, "objective": report.objective, "best": best.label(), "metrics": metrics, "summary": report.summary()}
+    best = "; ".join(f"{part}: {r.best.label()}" for part, r in reports.items()) if parts else result.best.label()
+    return {"name": name, "objective": objective, "best": best, "metrics": metrics, "summary": result.summary()}
 
 
 def report_html(tuned_dir: str) -> str:
-    """The tune report of one item, as the KFP UI shows it."""
-    from golive.tuning.report import TuneReport, render_html
+    """The tune report of one item (each part's, for a model tuned as parts), as the KFP UI shows it."""
+    from golive.steps.tune import load_tune_result
+    from golive.tuning.report import render_html
 
-    return render_html(TuneReport.model_validate_json((Path(tuned_dir) / "report.json").read_text()))
+    result = load_tune_result(Path(tuned_dir))
+    return render_html(result.report if result.report is not None else result.reports)
 
 
 def rank_html(summaries: list[str | dict[str, Any]], title: str = "golive pipeline") -> str:

@@ -22,7 +22,18 @@ import numpy as np
 
 from golive.errors import GoliveError
 
-__all__ = ["DTYPES", "OIP_TYPES", "Overloaded", "RequestError", "ServedModel", "Statistics", "TensorMeta", "load_model"]
+__all__ = [
+    "DTYPES",
+    "OIP_TYPES",
+    "Overloaded",
+    "RequestError",
+    "ServedModel",
+    "Statistics",
+    "TensorMeta",
+    "load_model",
+    "load_models",
+    "model_parts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +419,28 @@ def _oip(dtype: np.dtype) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def model_parts(path: str | Path) -> list[str]:
+    """The parts of a convert or tune folder of a model converted as parts (encoder, decoder), else []."""
+    from golive.rundir import CONVERT_RECORD, TUNE_RECORD, ConvertRecord, TuneRecord, read_record
+
+    path = Path(path)
+    if (path / TUNE_RECORD).is_file():
+        return read_record(path / TUNE_RECORD, TuneRecord).parts
+    if (path / CONVERT_RECORD).is_file() and not (path / "model.onnx").exists():
+        return read_record(path / CONVERT_RECORD, ConvertRecord).parts
+    return []
+
+
+def load_models(path: str | Path, *, name: str | None = None, **kwargs) -> list[ServedModel]:
+    """What ``load_model`` serves; a model converted as parts is one served model per part, named NAME-PART."""
+    path = Path(path)
+    parts = model_parts(path) if path.is_dir() else []
+    if not parts:
+        return [load_model(path, name=name, **kwargs)]
+    base = name or path.name
+    return [load_model(path / part, name=f"{base}-{part}", **kwargs) for part in parts]
 
 
 def load_model(path: str | Path, *, name: str | None = None, spinning: bool | None = False, **kwargs) -> ServedModel:

@@ -54,7 +54,7 @@ def serve(
     """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped. ``spinning``:
     see ``load_model`` (False: ONNX Runtime's threads do not spin-wait between runs; None: as tuned)."""
     from golive._net import check_port, is_loopback
-    from golive.serving.model import load_model
+    from golive.serving.model import load_models
 
     if not paths:
         raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")
@@ -74,7 +74,7 @@ def serve(
     metrics = Metrics()
     models = {}
     for i, path in enumerate(paths):
-        model = load_model(
+        for model in load_models(
             path,
             name=names[i] if i < len(names) else None,
             max_batch=max_batch,
@@ -82,10 +82,10 @@ def serve(
             max_queue=max_queue,
             metrics=metrics,
             spinning=spinning,
-        )
-        if model.name in models:
-            raise GoliveError(f"two models are named {model.name}", hint="name them apart with --name")
-        models[model.name] = model
+        ):
+            if model.name in models:
+                raise GoliveError(f"two models are named {model.name}", hint="name them apart with --name")
+            models[model.name] = model
     runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop

@@ -15,10 +15,25 @@ from typing import Any
 
 from golive.errors import GoliveError
 
-__all__ = ["export_triton"]
+__all__ = ["export_triton", "export_triton_parts"]
 
 # Triton's onnxruntime backend: optimization.graph.level -1 basic, 1 extended, 2 disabled; unset: all
 _LEVELS = {"basic": -1, "extended": 1, "disable": 2}
+
+
+def export_triton_parts(
+    tune_dir: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int = 32, max_delay_ms: float = 0.0
+) -> list[Path]:
+    """``export_triton``; a model tuned as parts goes in as one Triton model per part, named NAME-PART."""
+    from golive.serving.model import model_parts
+
+    parts = model_parts(tune_dir)
+    if not parts:
+        return [export_triton(tune_dir, repo, name=name, max_batch=max_batch, max_delay_ms=max_delay_ms)]
+    base = name or Path(tune_dir).name
+    return [
+        export_triton(Path(tune_dir) / p, repo, name=f"{base}-{p}", max_batch=max_batch, max_delay_ms=max_delay_ms) for p in parts
+    ]
 
 
 def export_triton(

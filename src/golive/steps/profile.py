@@ -88,6 +88,9 @@ def profile_step(
     if runs < 1:
         raise GoliveError(f"--runs {runs}: at least one run is needed", hint="e.g. --runs 20")
     target = Path(target).absolute()
+    parts = _parts(target)
+    if parts:
+        return _profile_parts(target, parts, output_dir, ctx, dim_sizes=dim_sizes or {}, data=data, runs=runs)
     jobs, saved, default_out = profile_targets(target)
     out = Path(output_dir).absolute() if output_dir else default_out
     if out == target:
@@ -115,6 +118,64 @@ def profile_step(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     ctx.emit("profile", f"profile written to {out}", len(jobs), len(jobs))
+    return report
+
+
+def _parts(target: Path) -> list[str]:
+    """The parts of a convert or tune folder of a model converted as parts, else []."""
+    from golive.rundir import CONVERT_RECORD, TUNE_RECORD, ConvertRecord, TuneRecord, read_record
+
+    if not target.is_dir():
+        return []
+    if (target / TUNE_RECORD).is_file():
+        return read_record(target / TUNE_RECORD, TuneRecord).parts
+    if (target / CONVERT_RECORD).is_file():
+        return read_record(target / CONVERT_RECORD, ConvertRecord).parts
+    return []
+
+
+def _profile_parts(
+    target: Path, parts: list[str], output_dir: str | Path | None, ctx: StepContext, *, dim_sizes: dict[str, int], data, runs: int
+) -> ProfileReport:
+    """Each part profiled into the subfolder of its name (sizes given apply to the parts that have those axes), then
+    profile.json listing them; the whole folder is written beside itself and renamed into place."""
+    from golive.frontends.onnxfile import load_onnx
+    from golive.rundir import to_record
+    from golive.tensors import dynamic_dims, specs_from_onnx
+
+    if data:
+        raise DataError(
+            f"--data gives one model's inputs, and {target} holds {len(parts)} parts ({', '.join(parts)})",
+            hint="profile one part with --data (golive profile TARGET/PART), or leave --data out",
+        )
+    dims = {}
+    for name in parts:
+        jobs, _, _ = profile_targets(target / name)
+        dims[name] = dynamic_dims(specs_from_onnx(load_onnx(jobs[0][1], load_external_data=False))[0])
+    unknown = sorted(set(dim_sizes) - {d for names in dims.values() for d in names})
+    if unknown:
+        raise GoliveError(
+            f"--dim names {', '.join(unknown)}, which no part has",
+            hint="; ".join(f"{name}: {', '.join(d) or 'no dynamic axes'}" for name, d in dims.items()),
+        )
+    out = Path(output_dir).absolute() if output_dir else target / "profile"
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        reports = {}
+        for name in parts:
+            ctx.emit("profile", f"part {name}", payload={"part": name})
+            sizes = {k: v for k, v in dim_sizes.items() if k in dims[name]}
+            reports[name] = profile_step(target / name, partial / name, ctx, dim_sizes=sizes, runs=runs)
+        report = ProfileReport(target=to_record(str(target), out), profiles=[], parts=reports)
+        (partial / PROFILE_RECORD).write_text(report.model_dump_json(indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return report
 
 

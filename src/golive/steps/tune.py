@@ -15,12 +15,15 @@ from golive.rundir import (
     from_record,
     model_files,
     paths_to_record,
+    read_convert_record,
+    read_record,
     step_key,
     to_record,
+    write_record,
 )
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tuning import TuneResult
-from golive.tuning.report import TuneReport
+from golive.tuning.report import TuneReport, render_html
 
 __all__ = ["tune_key", "tune_step", "tune_unless_done"]
 
@@ -39,7 +42,7 @@ def _target(target: Path, options: TuneOptions):
         record = read_convert_record(target, "tune")
         if not options.custom_ops:
             options = options.model_copy(update={"custom_ops": [from_record(c, target) for c in record.custom_ops]})
-        return target / "model.onnx", record.inputs, record.export_sizes, options
+        return target / "model.onnx", record.inputs, {**record.export_sizes, **record.tune_sizes}, options
     if not target.is_file():
         raise GoliveError(f"{target} does not exist", hint="tune a golive convert output folder or an .onnx file")
     specs, _ = specs_from_onnx(load_onnx(target, load_external_data=False))
@@ -51,19 +54,72 @@ def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, v
     only part of the verify options it reads), and the bytes of the model (external data included), data
     and custom ops it reads."""
     target, out = Path(target).absolute(), Path(output_dir).absolute()
+    parts = _parts(target)
     model = target / "model.onnx" if target.is_dir() else target
+    files = [f for name in parts for f in model_files(target / name / "model.onnx")] if parts else model_files(model)
     tolerances = (verify_options or VerifyOptions()).model_dump(mode="json", include={"rtol", "atol", "per_output"})
     spec = {
         "target": to_record(str(target), out),
         "options": paths_to_record(options, out).model_dump(mode="json"),
         "tolerances": tolerances,
     }
-    return step_key(spec, [*model_files(model), options.data, *options.custom_ops])
+    return step_key(spec, [*files, options.data, *options.custom_ops])
 
 
 def load_tune_result(out: Path) -> TuneResult:
+    record = read_record(out / TUNE_RECORD, TuneRecord)
+    if record.parts:
+        return TuneResult(output_dir=out, skipped=True, parts={name: load_tune_result(out / name) for name in record.parts})
     report = TuneReport.model_validate_json((out / "report.json").read_text())
     return TuneResult(output_dir=out, report=report, skipped=True)
+
+
+def _parts(target: Path) -> list[str]:
+    """The parts of a convert folder of a model converted as parts (an encoder and a decoder), else []."""
+    from golive.rundir import CONVERT_RECORD, read_convert_record
+
+    if not target.is_dir() or not (target / CONVERT_RECORD).is_file():
+        return []
+    return read_convert_record(target, "tune").parts
+
+
+def _tune_parts(
+    target: Path,
+    out: Path,
+    parts: list[str],
+    options: TuneOptions,
+    verify_options: VerifyOptions | None,
+    ctx: StepContext,
+    key: str,
+) -> TuneResult:
+    """Each part tuned into the subfolder of its name with an equal share of the budget; tune.json last."""
+    from golive import _io
+
+    share = options.budget / len(parts)
+    with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
+        results = {}
+        for name in parts:
+            ctx.check()
+            ctx.emit("tune", f"part {name}: {share:.0f} s of the {options.budget:.0f} s budget", payload={"part": name})
+            part_options = options.model_copy(update={"budget": share})
+            results[name] = tune_unless_done(target / name, out / name, part_options, verify_options, ctx)
+        result = TuneResult(output_dir=out, parts=results)
+        record = TuneRecord(
+            golive_version=_io.package_versions().get("golive", "dev"),
+            target=to_record(str(target), out),
+            options=paths_to_record(options, out),
+            verify_options=paths_to_record(verify_options, out) if verify_options else None,
+            spec_key=key,
+            elapsed_s=sum(r.elapsed_s for r in result.reports.values()),
+            best="; ".join(f"{name}: {r.best.id}" for name, r in result.reports.items()),
+            speedup=result.speedup,
+            parts=parts,
+            generation=read_convert_record(target, "tune").generation,
+        )
+        _io.write_json(out / "report.html", render_html(result.reports))  # every part's report on one page
+        write_record(out / TUNE_RECORD, record)
+        ctx.emit("done", result.summary(), payload={"best": record.best, "speedup": record.speedup, "parts": parts})
+    return result
 
 
 def tune_unless_done(
@@ -97,6 +153,9 @@ def tune_step(
     if out == target or out in target.parents:
         raise GoliveError(f"the tune folder {out} would replace what it tunes ({target})", hint="choose another -o folder")
     key = key or tune_key(target, out, options, verify_options)
+    parts = _parts(target)
+    if parts:
+        return _tune_parts(target, out, parts, options, verify_options, ctx, key)
     given = options  # what tune.json records: the options as asked for, before the convert record fills them in
     model, specs, base_sizes, options = _target(target, options)
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
@@ -126,6 +185,7 @@ def tune_step(
             elapsed_s=report.elapsed_s,
             best=report.best.id,
             speedup=report.speedup,
+            generation=read_convert_record(target, "tune").generation if target.is_dir() else None,
         )
         folder.commit(stage, TUNE_RECORD, record, replaces=_OUTPUTS)
         ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from golive.errors import GoliveError, ProviderError
 from golive.events import StepContext
@@ -18,26 +18,47 @@ from golive.spec import TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.tuning.report import TuneReport
 
-__all__ = ["TuneResult", "load_session", "tune_model"]
+__all__ = ["TuneResult", "load_session", "load_sessions", "tune_model"]
 
 _CALIBRATION_BATCHES = 8
 THROUGHPUT_BATCH = 8
 
 
 class TuneResult(BaseModel):
-    """What ``golive.tune`` returns: the report, and where the best model lies."""
+    """What ``golive.tune`` returns: the report, and where the best model lies. A model converted as parts (encoder,
+    decoder) has no report of its own: each part's result is in ``parts``."""
 
     output_dir: Path
-    report: TuneReport
+    report: TuneReport | None = None
     skipped: bool = False  # the tune folder was complete and its spec unchanged: nothing was redone
+    parts: dict[str, TuneResult] = Field(default_factory=dict)
+
+    @property
+    def reports(self) -> dict[str, TuneReport]:
+        """The report of each part (``model`` for a model in one piece)."""
+        if self.report is not None:
+            return {"model": self.report}
+        return {name: r for name, part in self.parts.items() for r in part.reports.values()}
 
     @property
     def best(self):
+        if self.report is None:
+            raise GoliveError("a model tuned as parts has a best per part", hint="read result.parts[NAME].best")
         return self.report.best
 
     @property
     def speedup(self) -> float:
-        return self.report.speedup
+        """The best against the baseline; for parts, one call of each part: the baselines' time over the bests' time."""
+        if self.report is not None:
+            return self.report.speedup
+        base = sum(r.baseline.shown_p50() or 0.0 for r in self.reports.values())
+        best = sum(r.best.shown_p50() or 0.0 for r in self.reports.values())
+        return base / best if best else 0.0
+
+    def summary(self) -> str:
+        if self.report is not None:
+            return self.report.summary()
+        return "; ".join(f"{name}: {r.summary()}" for name, r in self.reports.items())
 
     def load_session(self):
         return load_session(self.output_dir)
@@ -46,17 +67,20 @@ class TuneResult(BaseModel):
         return tune_html(self)
 
     def __repr__(self) -> str:
-        return f"TuneResult({self.output_dir}, {self.report.summary()})"
+        return f"TuneResult({self.output_dir}, {self.summary()})"
 
 
 def tune_html(result: TuneResult) -> str:
     from golive._html import box, escape
     from golive.tuning.report import render_html_fragment
 
-    return box(
-        f"tune: {escape(str(result.output_dir))}" + (" (skipped: already done with this spec)" if result.skipped else ""),
-        render_html_fragment(result.report),
-    )
+    skipped = " (skipped: already done with this spec)" if result.skipped else ""
+    if result.report is None:
+        return box(
+            f"tune: {escape(str(result.output_dir))}{skipped}",
+            "".join(f"<h4>{escape(name)}</h4>" + render_html_fragment(r) for name, r in result.reports.items()),
+        )
+    return box(f"tune: {escape(str(result.output_dir))}{skipped}", render_html_fragment(result.report))
 
 
 def load_session(tune_dir: str | Path):
@@ -66,6 +90,16 @@ def load_session(tune_dir: str | Path):
 
     best, record = tuned_record(tune_dir)
     return make_session(best / "model.onnx", record.session)
+
+
+def load_sessions(tune_dir: str | Path) -> dict[str, Any]:
+    """The tuned session of every part of a tuning run, by part (``model`` for a model in one piece)."""
+    from golive.rundir import finished_tune
+
+    record = finished_tune(Path(tune_dir))
+    if record is not None and record.parts:
+        return {name: load_session(Path(tune_dir) / name) for name in record.parts}
+    return {"model": load_session(tune_dir)}
 
 
 def _where_the_time_goes(model: Path, baseline, best, work: Path, notes: list[str]) -> list[dict[str, Any]]:

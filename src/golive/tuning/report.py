@@ -189,12 +189,18 @@ range over the median): a row marked noisy was measured in a noisy spell of the 
 </table></div>"""
 
 
-def render_html(report: TuneReport) -> str:
+def render_html(report: TuneReport | dict[str, TuneReport]) -> str:
+    """report.html: one report, or the report of each part of a model tuned as parts."""
+    reports = report if isinstance(report, dict) else {"": report}
+    body = "".join(
+        (f"<h2>part {html.escape(name)}</h2>" if name else "") + render_html_fragment(r) for name, r in reports.items()
+    )
+    title = report.model if isinstance(report, TuneReport) else ", ".join(r.model for r in reports.values())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>golive tune report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}
 th{{background:#eee}}</style></head><body>
-<h1>golive tune: {html.escape(report.model)}</h1>
-{render_html_fragment(report)}
+<h1>golive tune: {html.escape(title)}</h1>
+{body}
 </body></html>
 """

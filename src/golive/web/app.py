@@ -171,19 +171,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     # ------------------------------------------------------------ downloads and models
 
-    @app.get("/jobs/{job_id}/files/{name}")
+    @app.get("/jobs/{job_id}/files/{name:path}")
     def job_file(job_id: str, name: str):
-        if name not in JOB_FILES:
-            raise Answer(404, f"no file {name!r}", "files: " + ", ".join(JOB_FILES))
+        part, _, base = name.rpartition("/")  # a part's file: decoder/model.onnx
+        if base not in JOB_FILES or "/" in part:
+            raise Answer(404, f"no file {name!r}", "files: " + ", ".join(JOB_FILES) + " (a part's: PART/model.onnx)")
         r = record(job_id)
-        path = file_of(r, name)
+        path = file_of(r, base, part or None)
         if path is None:
             raise Answer(404, f"job {r.id} has no {name}", "it is written when the step that makes it finishes")
-        inline = name.endswith(".html")
+        inline = base.endswith(".html")
+        prefix = f"{part}-" if part else ""
         return FileResponse(
             path,
-            media_type=JOB_FILES[name][1],
-            filename=None if inline else f"{r.name}-{name}" if name != "model.onnx" else "model.onnx",
+            media_type=JOB_FILES[base][1],
+            filename=None if inline else f"{r.name}-{prefix}{base}" if base != "model.onnx" else f"{prefix}model.onnx",
         )
 
     @app.get("/jobs/{job_id}/log")
@@ -194,10 +196,16 @@ def create_app(settings: Settings) -> FastAPI:
     def best_zip(job_id: str):
         r = record(job_id)
         t = tune_dir(r)
-        if t is None or not (t / "best").is_dir() or not (t / "tune.json").is_file():
+        tuned = views.tuned(r)
+        if t is None or tuned is None:
             raise Answer(404, f"job {r.id} has no tuned best/ folder", "run a Perf Test and wait for it to succeed")
         tmp = Path(tempfile.mkdtemp(prefix="golive-best-"))
-        archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=t, base_dir="best")
+        if tuned.parts:  # each part's best/, as PART/best/
+            for name in tuned.parts:
+                shutil.copytree(t / name / "best", tmp / "best" / name / "best")
+            archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=tmp / "best", base_dir=".")
+        else:
+            archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=t, base_dir="best")
         return FileResponse(
             archive,
             media_type="application/zip",
@@ -224,6 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/api/uploads")
     async def upload(request: Request, name: str, purpose: str = "model"):
         from golive.frontends.base import guess_framework
+        from golive.frontends.hf_tasks import guess_task, is_hf_folder
 
         declared = request.headers.get("content-length")
         up = await uploads.save(name, request.stream(), int(declared) if declared and declared.isdigit() else None)
@@ -233,6 +242,12 @@ def create_app(settings: Settings) -> FastAPI:
                 info["framework"] = guess_framework(str(up.path))
             except GoliveError as exc:
                 info["framework"], info["framework_error"] = None, exc.message
+            if info.get("framework") == "pytorch" and is_hf_folder(up.path):  # a Hugging Face folder: its task, before
+                try:
+                    guess = guess_task(up.path)
+                    info.update(task=guess.task, task_reason=guess.reason, task_text=guess.describe())
+                except GoliveError as exc:
+                    info["task_error"] = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         return JSONResponse(info, status_code=201)
 
     def source_of(body: dict[str, Any], what: str = "model") -> tuple[str, str]:

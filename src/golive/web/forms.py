@@ -119,6 +119,8 @@ CONVERT_FIELDS = _fields(
     ConvertOptions,
     [
         "framework",
+        "task",
+        "cache",
         "inputs",
         "dynamic",
         "output_names",
@@ -131,7 +133,17 @@ CONVERT_FIELDS = _fields(
         "verify",
         "custom_ops",
     ],
-    advanced={"exporter", "opset", "signature", "constant_folding", "zipmap", "custom_ops", "int_ranges", "output_names"},
+    advanced={
+        "exporter",
+        "opset",
+        "signature",
+        "constant_folding",
+        "zipmap",
+        "custom_ops",
+        "int_ranges",
+        "output_names",
+        "cache",
+    },
     placeholders={
         "inputs": "x:float32[batch,1,28,28]",
         "dynamic": "input_ids:0=batch,1=sequence",
@@ -156,8 +168,14 @@ TUNE_FIELDS = _fields(
 
 
 def _transform_choices() -> None:
+    from golive.frontends.hf_tasks import TASKS
     from golive.optimize import TRANSFORMS
 
+    for f in CONVERT_FIELDS:
+        if f.name == "task":  # the tasks golive knows: a choice, guessed from config.json when left empty
+            f.kind = "choice"
+            f.choices = list(TASKS)
+            f.choice_help = dict(TASKS)
     for f in TUNE_FIELDS:
         if f.name == "transforms":
             f.kind = "multi"

@@ -29,7 +29,8 @@ JOB_FILES = {  # downloadable files of a job: name -> (folder, media type)
     "report.json": ("tune", "application/json"),
     "tune.json": ("tune", "application/json"),
 }
-_REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})$")
+# job-ID, best-ID or upload-ID; a part of a model converted as parts follows a dot: job-ID.decoder
+_REF_RE = re.compile(r"^(job|best|upload)-([0-9a-f]{6,32})(?:\.([a-z_]+))?$")
 
 
 class Answer(Exception):
@@ -78,32 +79,62 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
             "cancellable": r.state in ("queued", "running"),
         }
 
-    def file_of(r: jobs.JobRecord, name: str) -> Path | None:
+    def file_of(r: jobs.JobRecord, name: str, part: str | None = None) -> Path | None:
         where, _ = JOB_FILES[name]
         folder = Path(r.run_dir) if where == "run" else tune_dir(r)
+        if folder is not None and part:
+            folder = folder / part if part in parts_of(r) else None
         path = folder / name if folder else None
         return path if path is not None and path.is_file() else None
+
+    def parts_of(r: jobs.JobRecord) -> list[str]:
+        """The parts of a job's model converted as parts (encoder, decoder), else []."""
+        from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
+
+        record = Path(r.run_dir) / CONVERT_RECORD
+        try:
+            return read_record(record, ConvertRecord).parts if record.is_file() else []
+        except GoliveError:
+            return []
+
+    def tuned(r: jobs.JobRecord):
+        """The job's finished tune result (each part's, for a model tuned as parts), or None."""
+        from golive.rundir import finished_tune
+        from golive.steps.tune import load_tune_result
+
+        t = tune_dir(r)
+        if t is None or finished_tune(t) is None:
+            return None
+        return load_tune_result(t)
 
     def results(r: jobs.JobRecord) -> dict[str, Any]:
         """What a job produced, read from its run folders."""
         from golive.rundir import ConvertRecord, read_record
-        from golive.tuning.report import TuneReport, render_html_fragment
+        from golive.tuning.report import render_html_fragment
 
-        out: dict[str, Any] = {"files": [n for n in JOB_FILES if file_of(r, n)], "convert": None, "tune": None}
+        parts = parts_of(r)
+        files = [n for n in JOB_FILES if file_of(r, n)]
+        files += [f"{p}/{n}" for p in parts for n in JOB_FILES if file_of(r, n, p)]
+        out: dict[str, Any] = {"files": files, "convert": None, "tune": None, "parts": {}, "tune_parts": []}
         golive_json = Path(r.run_dir) / "golive.json"
         if golive_json.is_file():
             try:
                 out["convert"] = read_record(golive_json, ConvertRecord)
+                out["parts"] = {p: read_record(Path(r.run_dir) / p / "golive.json", ConvertRecord) for p in parts}
             except GoliveError as exc:
                 out["convert_error"] = exc.message
-        t = tune_dir(r)
-        if t is not None and (t / "report.json").is_file() and (t / "tune.json").is_file():
-            report = TuneReport.model_validate_json((t / "report.json").read_text())
-            out["tune"] = report
-            out["tune_html"] = Markup(render_html_fragment(report))
-            out["best"] = (t / "best").is_dir()
-            session = t / "best" / "session.json"
-            out["session"] = json.loads(session.read_text()) if session.is_file() else None
+        result = tuned(r)
+        if result is not None and result.report is not None:
+            out["tune"] = result.report
+            out["tune_html"] = Markup(render_html_fragment(result.report))
+        elif result is not None:  # each part's report, and one call of each part together
+            out["tune_parts"] = [(name, report, Markup(render_html_fragment(report))) for name, report in result.reports.items()]
+            out["tune_speedup"] = result.speedup
+        if result is not None:
+            t = result.output_dir
+            out["best"] = True
+            sessions = {name: t / name / "best" / "session.json" for name in result.parts} or {"": t / "best" / "session.json"}
+            out["session"] = {n: json.loads(f.read_text())["session"] for n, f in sessions.items() if f.is_file()} or None
         out["profile"] = profile_section(r)
         return out
 
@@ -118,7 +149,7 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
                 break
         else:
             return None
-        report = ProfileReport.model_validate_json((folder / PROFILE_RECORD).read_text())
+        report = ProfileReport.model_validate_json((folder / PROFILE_RECORD).read_text()).flat()
         switch = "".join(
             f"<label><input type='radio' name='profile-graph' value='{p.label}' {'checked' if i == 0 else ''}> {p.label}</label> "
             for i, p in enumerate(report.profiles)
@@ -153,7 +184,14 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         m = _REF_RE.match(ref)
         if not m:
             raise Answer(404, f"no model {ref!r}", "model references look like job-ID, best-ID or upload-ID")
-        kind, ident = m.groups()
+        kind, ident, part = m.groups()
+        if kind != "upload" and part is None and parts_of(record(ident)):
+            parts = parts_of(record(ident))
+            raise Answer(
+                404,
+                f"job {ident} converted its model as parts ({', '.join(parts)}): name one",
+                f"e.g. {kind}-{ident}.{parts[-1]}",
+            )
         if kind == "upload":
             up = uploads.get(ident)
             if up.kind != "file" or up.path.suffix != ".onnx":
@@ -162,11 +200,16 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
                 )
             return up.path, up.name
         r = record(ident)
+        if part is not None and part not in parts_of(r):
+            raise Answer(404, f"job {r.id} has no part {part!r}", "its parts: " + (", ".join(parts_of(r)) or "none"))
+        sub = part or ""
+        named = f" {part}" if part else ""
         if kind == "job":
-            path, title = Path(r.run_dir) / "model.onnx", f"{r.name} (job {r.id})"
+            path, title = Path(r.run_dir) / sub / "model.onnx", f"{r.name}{named} (job {r.id})"
         else:
             t = tune_dir(r)
-            path, title = (t / "best" / "model.onnx" if t else Path("/nonexistent")), f"{r.name}, tuned best (job {r.id})"
+            path = t / sub / "best" / "model.onnx" if t else Path("/nonexistent")
+            title = f"{r.name}{named}, tuned best (job {r.id})"
         if not path.is_file():
             raise Answer(
                 404,
@@ -178,11 +221,14 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
     def models_to_show() -> list[dict[str, str]]:
         found = []
         for r in reversed(jobs.list(home=home)):
-            if (Path(r.run_dir) / "model.onnx").is_file() and r.spec.tune is None:
-                found.append({"ref": f"job-{r.id}", "title": f"{r.name} · converted (job {r.id})"})
             t = tune_dir(r)
-            if t is not None and (t / "best" / "model.onnx").is_file() and (t / "tune.json").is_file():
-                found.append({"ref": f"best-{r.id}", "title": f"{r.name} · tuned best (job {r.id})"})
+            names: list[str | None] = [*parts_of(r)] or [None]
+            for part in names:
+                sub, ref, named = part or "", f".{part}" if part else "", f" {part}" if part else ""
+                if (Path(r.run_dir) / sub / "model.onnx").is_file() and r.spec.tune is None:
+                    found.append({"ref": f"job-{r.id}{ref}", "title": f"{r.name}{named} · converted (job {r.id})"})
+                if t is not None and (t / sub / "best" / "model.onnx").is_file() and (t / "tune.json").is_file():
+                    found.append({"ref": f"best-{r.id}{ref}", "title": f"{r.name}{named} · tuned best (job {r.id})"})
         return found
 
     def compare(ids: list[str]) -> dict[str, Any]:
@@ -195,6 +241,12 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         for ident in ids:
             r = record(ident)
             t = tune_dir(r)
+            if parts_of(r):
+                raise Answer(
+                    400,
+                    f"job {r.id} tuned a model converted as parts ({', '.join(parts_of(r))})",
+                    "Compare takes models in one piece; each part's report is on its job page",
+                )
             if t is None or not (t / "report.json").is_file():
                 raise Answer(400, f"job {r.id} has no tune report", "compare finished Perf Test jobs")
             report = TuneReport.model_validate_json((t / "report.json").read_text())
@@ -242,6 +294,8 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         tune_dir=tune_dir,
         view=view,
         file_of=file_of,
+        parts_of=parts_of,
+        tuned=tuned,
         results=results,
         profile_of=profile_of,
         model_path=model_path,

@@ -12,31 +12,46 @@ async function answer(response) {
 function errorText(body) { return (body.error || "failed") + (body.hint ? " — " + body.hint : ""); }
 
 // ------------------------------------------------------------ uploads: streamed as the request body
+// Uploads still on their way, by input id: a form waits for them before it submits.
+const pendingUploads = new Map();
+
+async function uploadFile(input) {
+  const id = input.dataset.upload, purpose = input.dataset.purpose;
+  const status = document.getElementById(id + "-status"), hidden = document.getElementById(id + "-upload");
+  const file = input.files[0];
+  if (!file) return;
+  hidden.value = "";
+  status.className = "upload-status";
+  status.textContent = "uploading " + file.name + "…";
+  const kind = purpose === "data" ? "data" : "model";
+  const guess = $("#framework-guess");
+  if (guess && kind === "model") { guess.textContent = ""; guess.className = "guess"; }
+  const response = await fetch("/api/uploads?name=" + encodeURIComponent(file.name) + "&purpose=" + kind, { method: "POST", body: file });
+  const body = await answer(response);
+  if (!response.ok) {
+    status.className = "upload-status error";
+    status.textContent = errorText(body);
+    return;
+  }
+  hidden.value = body.id;
+  status.textContent = body.name + " (" + (body.size / 1048576).toFixed(2) + " MB) uploaded";
+  if (purpose === "visualize") { window.location = "/visualize?model=upload-" + body.id; return; }
+  if (guess && kind === "model") {
+    let text = body.framework ? "framework: " + body.framework + " (guessed from the file)" : (body.framework_error || "");
+    if (body.task_text) text += "; Hugging Face folder: " + body.task_text;
+    if (body.task_error) text += "; " + body.task_error;
+    guess.textContent = text;
+    guess.className = body.framework && !body.task_error ? "guess" : "guess error";
+    const task = document.querySelector("select[name='convert.task']");
+    if (task && task.options.length) task.options[0].textContent = body.task ? "(default: guessed " + body.task + ")" : "(default: guessed)";
+  }
+}
+
 for (const input of document.querySelectorAll("input[type=file][data-upload]")) {
-  input.addEventListener("change", async () => {
-    const id = input.dataset.upload, purpose = input.dataset.purpose;
-    const status = document.getElementById(id + "-status"), hidden = document.getElementById(id + "-upload");
-    const file = input.files[0];
-    if (!file) return;
-    hidden.value = "";
-    status.className = "upload-status";
-    status.textContent = "uploading " + file.name + "…";
-    const kind = purpose === "data" ? "data" : "model";
-    const response = await fetch("/api/uploads?name=" + encodeURIComponent(file.name) + "&purpose=" + kind, { method: "POST", body: file });
-    const body = await answer(response);
-    if (!response.ok) {
-      status.className = "upload-status error";
-      status.textContent = errorText(body);
-      return;
-    }
-    hidden.value = body.id;
-    status.textContent = body.name + " (" + (body.size / 1048576).toFixed(2) + " MB) uploaded";
-    if (purpose === "visualize") { window.location = "/visualize?model=upload-" + body.id; return; }
-    const guess = $("#framework-guess");
-    if (guess && kind === "model") {
-      guess.textContent = body.framework ? "framework: " + body.framework + " (guessed from the file)" : (body.framework_error || "");
-      guess.className = body.framework ? "guess" : "guess error";
-    }
+  input.addEventListener("change", () => {
+    const id = input.dataset.upload;
+    const done = uploadFile(input).finally(() => { if (pendingUploads.get(id) === done) pendingUploads.delete(id); });
+    pendingUploads.set(id, done);
   });
 }
 
@@ -70,6 +85,11 @@ if (jobForm) {
     error.textContent = "";
     button.disabled = true;
     try {
+      if (pendingUploads.size) {  // submitting now would send no upload id: wait for the file to arrive
+        error.textContent = "waiting for the upload to finish…";
+        await Promise.all(pendingUploads.values());
+        error.textContent = "";
+      }
       const response = await fetch(jobForm.dataset.action, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(formBody(jobForm)) });
       const body = await answer(response);
