@@ -48,7 +48,8 @@ def _show_convert(result, as_json: bool) -> None:
         info = result.record.model_dump(mode="json")
         info["skipped"] = result.skipped
         if result.tuning is not None:
-            info["tuning"] = {**result.tuning.report.model_dump(mode="json"), "skipped": result.tuning.skipped}
+            tuning = result.tuning.report if result.tuning.report is not None else result.tuning
+            info["tuning"] = {**tuning.model_dump(mode="json", exclude={"skipped"}), "skipped": result.tuning.skipped}
         out.print_json(json.dumps(info, default=str))
     else:
         from golive.cli._render import render_convert, render_tune
@@ -87,6 +88,8 @@ def convert(
     *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
     framework: Annotated[str | None, typer.Option(help=help_for(C, "framework"))] = None,
+    task: Annotated[str | None, typer.Option(help=help_for(C, "task"))] = None,
+    cache: Annotated[bool, typer.Option(help=help_for(C, "cache"))] = True,
     input: Annotated[
         list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"), default_factory=list, show_default=False)
     ],
@@ -117,18 +120,21 @@ def convert(
     rtol: RtolOpt,
     atol: AtolOpt,
     dim: DimOpt,
+    new_tokens: Annotated[int, typer.Option(help=help_for(V, "new_tokens"))] = 8,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a model to ONNX, verify it against the source, and write OUTPUT/model.onnx + golive.json."""
     with user_errors():
         from golive import api
 
-        vopts = _verify_options(rtol, atol, dim)
+        vopts = _verify_options(rtol, atol, dim, new_tokens=new_tokens)
         with progress() as on_event:
             result = api.convert(
                 source,
                 output,
                 framework=framework,
+                task=task,
+                cache=cache,
                 inputs=input,
                 dynamic=dynamic,
                 output_names=split(output_names),
@@ -161,6 +167,7 @@ def verify(
     dim: DimOpt,
     batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
     seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
+    new_tokens: Annotated[int, typer.Option(help=help_for(V, "new_tokens"))] = 8,
     custom_ops: CustomOpsOpt,
     source: Annotated[
         str | None,
@@ -179,7 +186,9 @@ def verify(
                 target,
                 source=source,
                 on_event=on_event,
-                **_verify_options(rtol, atol, dim, data=data, batches=batches, seed=seed, custom_ops=custom_ops),
+                **_verify_options(
+                    rtol, atol, dim, data=data, batches=batches, seed=seed, custom_ops=custom_ops, new_tokens=new_tokens
+                ),
             )
     if as_json:
         out.print_json(report.model_dump_json())

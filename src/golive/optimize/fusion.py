@@ -132,8 +132,43 @@ def onnxscript_fusion(src: Path, dst: Path, ctx: TransformContext) -> dict[str, 
 
     model = ir.load(str(src))
     model, counts = optimize_for_ort(model)
+    flattened = _flatten_gemm_inputs(model)
     ir.save(model, str(dst))
-    return {"fused": {k: v for k, v in counts.items() if v}}
+    info: dict[str, Any] = {"fused": {k: v for k, v in counts.items() if v}}
+    if flattened:
+        info["gemm_inputs_flattened"] = flattened
+    return info
+
+
+def _flatten_gemm_inputs(model) -> int:
+    """Gemm takes a matrix. A GPT-2 block flattens the attention's [batch, sequence, hidden] output to a matrix for its
+    projection (a Reshape, then Gemm); onnxscript's MultiHeadAttention fusion (0.7) takes that Reshape into the fused node,
+    which returns the 3-D tensor under the Reshape's name, and ONNX Runtime refuses the model ("Gemm: input 0 expected
+    to have rank 2 but has rank 3"). Such a Gemm input is flattened again ([-1, K]); returns how many."""
+    import numpy as np
+    import onnx_ir as ir
+
+    count = 0
+    for node in list(model.graph):
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx") or node.inputs[0] is None:
+            continue
+        value = node.inputs[0]
+        producer = value.producer()
+        weight = node.inputs[1]
+        if producer is None or producer.domain != "com.microsoft" or weight is None or weight.shape is None:
+            continue
+        trans_b = node.attributes.get("transB")
+        k = weight.shape[1 if trans_b is not None and trans_b.as_int() else 0]
+        if not isinstance(k, int):
+            continue
+        value.shape = None  # what the fused node returns is not the matrix its name stood for
+        shape = ir.Value(name=f"{node.name}_flat_shape", const_value=ir.tensor(np.array([-1, k], dtype=np.int64)))
+        model.graph.register_initializer(shape)
+        flat = ir.node("Reshape", inputs=[value, shape], name=f"{node.name}_flatten")
+        model.graph.insert_before(node, flat)
+        node.replace_input_with(0, flat.outputs[0])
+        count += 1
+    return count
 
 
 def split_skip_layernorm(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:

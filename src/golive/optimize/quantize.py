@@ -235,8 +235,10 @@ def _static_qdq(
         source = src
     logging.getLogger("root").setLevel(logging.ERROR)
     signed = activations == "int8"
+    named = dst.with_name("named.onnx")
+    index_nodes = _name_and_find_index_nodes(source, named)
     quantize_static(
-        str(source),
+        str(named),
         str(dst),
         Reader(),
         quant_format=QuantFormat.QDQ,
@@ -244,10 +246,51 @@ def _static_qdq(
         activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=op_types,
+        nodes_to_exclude=index_nodes or None,
         extra_options={**_EXTRA, "ActivationSymmetric": signed},
     )
-    pre.unlink(missing_ok=True)
+    for temporary in (pre, named, named.with_name(named.name + ".data")):
+        temporary.unlink(missing_ok=True)
     info: dict[str, Any] = {"format": "QDQ", "per_channel": True, "activations": activations}
     if op_types:
         info["op_types"] = op_types
+    if index_nodes:
+        info["index_nodes_kept_float"] = len(index_nodes)
     return {**info, "calibration_batches": len(ctx.calibration), "ops": quantized_ops(dst)}
+
+
+_INTEGER_TYPES = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # onnx.TensorProto: UINT8 INT8 UINT16 INT16 INT32 INT64 BOOL UINT32 UINT64
+_STOP = {"MatMul", "Gemm", "Conv", "Attention", "MultiHeadAttention"}  # what quantization is for: never kept out
+
+
+def _name_and_find_index_nodes(src: Path, dst: Path) -> list[str]:
+    """Write ``src`` to ``dst`` with every node named, and return the nodes that compute integers through float
+    arithmetic: the float ops upstream of a Cast to an integer type (T5's relative-position buckets: Div, Log, Mul,
+    then Cast to int64 and Gather). Quantizing them (static QDQ does, on every op it can) rounds the index and sends
+    the Gather out of bounds ("indices element out of data bounds", seen on a T5 decoder); they stay in float."""
+    import onnx
+
+    external = any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(str(src), load_external_data=False).graph.initializer
+    )
+    model = onnx.load(str(src))
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    producers = {o: n for n in model.graph.node for o in n.output}
+    keep: dict[str, None] = {}
+    stack = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Cast" and any(a.name == "to" and a.i in _INTEGER_TYPES for a in n.attribute) and n.input
+    ]
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            producer = producers.get(name)
+            if producer is None or producer.op_type in _STOP or producer.name in keep:
+                continue
+            keep[producer.name] = None
+            stack.append(producer)
+    onnx.save(model, str(dst), save_as_external_data=external, location=dst.name + ".data")
+    return list(keep)
