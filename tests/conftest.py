@@ -37,6 +37,7 @@ SLOWEST_FIRST = [
     "test_tune.py",
     "test_rundir.py",
     "test_serve.py",
+    "test_huggingface.py",
     "test_notebooks.py",
     "test_custom_ops.py",
     "test_jobs.py",

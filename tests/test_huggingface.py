@@ -14,6 +14,20 @@ from hf_zoo import hf_folder
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
+def in_place(step):
+    """A step run in this test process, as the CLI and the job workers run them (golive.api's worker process costs a
+    few seconds of imports a call; the worker path has tests of its own)."""
+
+    def run(*args, **kwargs):
+        with golive.api.in_this_process():
+            return step(*args, **kwargs)
+
+    return run
+
+
+convert, tune = in_place(golive.convert), in_place(golive.tune)
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
@@ -28,7 +42,7 @@ def converted(folders, tmp_path_factory):
 
     def get(name: str):
         if name not in done:
-            done[name] = golive.convert(folders(name), out / name)
+            done[name] = convert(folders(name), out / name)
         return done[name]
 
     return get
@@ -107,14 +121,14 @@ def test_a_causal_lm_exports_with_its_cache_and_without(converted, folders, tmp_
     assert [o.name for o in record.outputs] == ["logits", *(f"present.{i}.{kv}" for i in range(2) for kv in ("key", "value"))]
     assert record.tune_sizes == {"batch": 1, "sequence": 1, "past_sequence": 32}  # tune measures a decode step
     assert result.passed and result.verification.generation.equal, result.verification.generation
-    plain = golive.convert(folders("gpt2"), tmp_path / "gpt2", cache=False)
+    plain = convert(folders("gpt2"), tmp_path / "gpt2", cache=False)
     assert [s.name for s in plain.record.inputs] == ["input_ids", "attention_mask"]
     assert [o.name for o in plain.record.outputs] == ["logits"] and plain.record.generation is None and plain.passed
 
 
 def test_task_override_and_a_folder_whose_task_cannot_be_told(folders, tmp_path, cli):
     vit = folders("vit")
-    features = golive.convert(vit, tmp_path / "features", task="feature-extraction")
+    features = convert(vit, tmp_path / "features", task="feature-extraction")
     assert features.record.task == "feature-extraction" and features.record.task_reason == "--task"
     assert "last_hidden_state" in {o.name for o in features.record.outputs} and features.passed
     odd = tmp_path / "odd"
@@ -135,7 +149,7 @@ def test_parts_tune_load_profile_inspect_and_serve(converted, tmp_path):
     """A seq2seq model's parts tuned (each its best), loaded, generating through the tuned parts as through the
     converted ones; profiled and inspected part by part."""
     result = converted("bart")
-    tuned = golive.tune(result.output_dir, tmp_path / "tuned", budget=8, time_source=False)
+    tuned = tune(result.output_dir, tmp_path / "tuned", budget=8, time_source=False)
     assert set(tuned.parts) == {"encoder", "decoder"} and tuned.report is None
     for name, part in tuned.parts.items():
         assert part.report.best.status == "passed", (name, part.report.best)
@@ -169,7 +183,7 @@ def test_parts_tune_load_profile_inspect_and_serve(converted, tmp_path):
 @pytest.mark.parametrize("name", ["vit", "wav2vec2"])
 def test_a_vision_and_an_audio_model_tune_to_a_best_that_passed(converted, tmp_path, name):
     result = converted(name)
-    tuned = golive.tune(result.output_dir, tmp_path / "tuned", budget=6, time_source=False)
+    tuned = tune(result.output_dir, tmp_path / "tuned", budget=5, time_source=False)
     assert tuned.report.best.status == "passed"
     session = golive.load_session(tmp_path / "tuned")
     shape = (1, 3, 32, 32) if name == "vit" else (1, 1600)

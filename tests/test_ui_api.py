@@ -428,3 +428,28 @@ def test_visualize_an_uploaded_onnx_model(tmp_path):
     data = upload(c, "x.npz", b"PK not a model", "data").json()
     r = c.get(f"/visualize?model=upload-{data['id']}")
     assert r.status_code == 400 and "is not an .onnx file" in r.text
+
+
+def test_a_hugging_face_folder_shows_its_task_and_its_parts(tmp_path):
+    """A seq2seq folder uploaded as a .zip: its task before converting; after, each part's inputs, files and model."""
+    from hf_zoo import hf_folder
+
+    folder = hf_folder("bart", tmp_path / "src")
+    c = client(tmp_path / "home")
+    up = upload(c, "bart.zip", zip_bytes({f"bart/{p.name}": p.read_bytes() for p in folder.iterdir()})).json()
+    assert up["framework"] == "pytorch" and up["task"] == "text2text-generation", up
+    assert "BartForConditionalGeneration" in up["task_text"] and "encoder and a decoder" in up["task_text"]
+    r = c.post("/api/jobs/convert", json={"model": {"upload": up["id"]}}, headers=SAME_ORIGIN)
+    assert r.status_code == 201, r.text
+    job = r.json()["id"]
+    jobs.run_worker(home=tmp_path / "home", exit_when_idle=True)
+    assert jobs.get(job, home=tmp_path / "home").state == "succeeded", jobs.get(job, home=tmp_path / "home").error
+    page = c.get(f"/jobs/{job}").text
+    assert "text2text-generation" in page and "part encoder" in page and "part decoder" in page
+    assert "past_key_values.0.encoder.key" in page and "greedy generation" in page
+    r = c.get(f"/jobs/{job}/files/decoder/model.onnx")
+    assert r.status_code == 200 and r.content[:2] and len(r.content) > 10_000
+    assert c.get(f"/jobs/{job}/files/nowhere/model.onnx").status_code == 404
+    assert "Operators" in c.get(f"/visualize?model=job-{job}.decoder").text
+    r = c.get(f"/visualize?model=job-{job}")
+    assert r.status_code == 404 and f"job-{job}.decoder" in r.text

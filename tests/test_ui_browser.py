@@ -333,3 +333,41 @@ def test_every_page_on_a_fresh_home_says_what_to_do_first(browser, ui):
     shot(page, "convert")
     # the stylesheet is golive's own, served from this server: no external font or CDN
     assert page.evaluate("getComputedStyle(document.querySelector('#submit')).backgroundColor") == "rgb(31, 95, 174)"
+
+
+def test_convert_waits_for_its_upload_and_shows_a_hugging_face_task(browser, ui, tmp_path):
+    """Convert clicked while the model is still uploading: the form says so, waits, and submits the upload (it
+    answered "no model given" before). The upload, a Hugging Face folder as a .zip, shows the task golive guessed."""
+    from hf_zoo import hf_folder
+
+    shot = Shots("convert_waits_for_its_upload")
+    folder = hf_folder("vit", tmp_path / "src")
+    archive = tmp_path / "vit.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in folder.iterdir():
+            z.write(p, f"vit/{p.name}")
+    page = browser.new_page()
+    held = []
+    page.route("**/api/uploads*", lambda route: held.append(route))  # the upload waits until the test lets it go
+    page.goto(ui.url + "/convert")
+    page.set_input_files("#model-file", str(archive))
+    page.wait_for_selector("#model-status:has-text('uploading')")
+    page.click("#submit")
+    page.wait_for_selector("#form-error:has-text('waiting for the upload')")
+    shot(page, "waiting-for-upload")
+    assert page.url.endswith("/convert") and held  # nothing submitted yet
+    held[0].continue_()
+    page.wait_for_url("**/jobs/*")
+    watch_log(page, "succeeded")
+    page.wait_for_selector("#task")
+    assert "image-classification" in page.inner_text("#task")
+    shot(page, "converted")
+    page.goto(ui.url + "/convert")
+    page.unroute("**/api/uploads*")
+    page.set_input_files("#model-file", str(archive))
+    page.wait_for_selector("#model-status:has-text('uploaded')")
+    guess = page.inner_text("#framework-guess")
+    assert "Hugging Face folder: ViTForImageClassification: task image-classification" in " ".join(guess.split()), guess
+    first = page.eval_on_selector("select[name='convert.task']", "select => select.options[0].textContent")
+    assert first == "(default: guessed image-classification)", first
+    shot(page, "task-guessed")

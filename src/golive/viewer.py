@@ -99,6 +99,12 @@ def model_file(model_or_dir: str | Path) -> Path:
     for candidate in (path, path / "model.onnx", path / "best" / "model.onnx"):
         if candidate.is_file() and candidate.suffix == ".onnx":
             return candidate.absolute()
+    parts = sorted(p.parent.name for p in path.glob("*/golive.json")) + sorted(p.parent.name for p in path.glob("*/tune.json"))
+    if parts:  # a model converted (or tuned) as parts: one is shown at a time
+        raise GoliveError(
+            f"{model_or_dir} holds a model in parts ({', '.join(parts)}): show one",
+            hint=f"golive.show('{path / parts[-1]}')",
+        )
     raise GoliveError(
         f"{model_or_dir} is not an .onnx file, a convert folder or a tune folder",
         hint="golive.show('out/model.onnx'), golive.show('out'), golive.show('out-tuned')",

@@ -142,8 +142,13 @@ def guess_task(folder: str | Path, task: str | None = None) -> TaskGuess:
     """The task of a Hugging Face folder (``task`` overrides the guess) and the inputs it takes."""
     folder = Path(folder)
     config = read_config(folder)
-    if not config:
+    if not (folder / "config.json").is_file():
         raise FrameworkError(f"{folder} has no config.json", hint="a Hugging Face model folder is what save_pretrained writes")
+    if not config.get("architectures") and not config.get("model_type"):
+        raise FrameworkError(
+            f"the config.json in {folder} names neither its architectures nor its model_type",
+            hint="save the model with save_pretrained, which writes both",
+        )
     pre = read_config(folder, "preprocessor_config.json")
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None

@@ -249,7 +249,7 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
         check = verify_generation(loaded, record, stage, vopts)
         record.verification = record.verification.with_generation(check)
     ctx.check()
-    _io_write_job(stage, job, out)
+    _write_job(stage, job, out)
     old = finished_convert(out)
     replaces = ["model.onnx", "verify.json", "custom_ops", *(old.external_data if old else []), *(old.parts if old else [])]
     folder.commit(stage, CONVERT_RECORD, record, replaces=replaces)
@@ -259,7 +259,7 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
     return ConvertResult(output_dir=out, model_path=out / "model.onnx" if not record.parts else out, record=record)
 
 
-def _io_write_job(stage: Path, job: JobSpec, out: Path) -> None:
+def _write_job(stage: Path, job: JobSpec, out: Path) -> None:
     from golive import _io
 
     _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key

@@ -130,11 +130,10 @@ def verify_generation(loaded, record: ConvertRecord, folder: Path, options: Veri
 
 
 def _verify_one(frontend, loaded, folder: Path, record: ConvertRecord, options: VerifyOptions, ctx: StepContext, session):
-    """Verify the model of one convert folder and save verify.json there."""
-    report = verify_loaded(
+    """Verify the model of one convert folder as its record describes it."""
+    return verify_loaded(
         frontend, loaded, folder / "model.onnx", record.inputs, record.outputs, record.export_sizes, options, ctx, session
     )
-    return report
 
 
 def _save(folder: Path, options: VerifyOptions, source: str | None, report, model: Path | None) -> None:
