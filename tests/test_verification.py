@@ -53,3 +53,18 @@ def test_zipmap_outputs_compare_as_arrays():
     actual = [{0: 0.25, 1: 0.75}, {0: 1.0, 1: 0.0}]
     (s,) = compare_outputs({"p": actual}, {"p": np.array([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32)})
     assert s.passed
+
+
+def test_an_infinite_relative_error_survives_the_record(tmp_path):
+    """An error on an exact zero of the reference has an infinite relative error; the record holding it reads back
+    (it was written as null, and golive could not read its own golive.json again)."""
+    from golive.rundir import VerifyRecord, read_record, write_record
+    from golive.spec import VerifyOptions
+    from golive.verification import VerifyReport
+
+    (stats,) = compare_outputs({"y": np.array([0.0, 0.5], np.float32)}, {"y": np.array([0.0, 0.0], np.float32)})
+    assert stats.max_rel == float("inf") and stats.rtol_needed == float("inf")
+    report = VerifyReport(passed=True, reference="zeros", runs=[], outputs=[stats])
+    write_record(tmp_path / "verify.json", VerifyRecord(options=VerifyOptions(), report=report))
+    again = read_record(tmp_path / "verify.json", VerifyRecord).report.outputs[0]
+    assert again.max_rel == float("inf") and again.rtol_needed == float("inf")

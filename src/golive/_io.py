@@ -42,6 +42,25 @@ def save_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
                 np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=True)
 
 
+@contextlib.contextmanager
+def folder_in_place(out: Path) -> Iterator[Path]:
+    """A folder written beside ``out`` under a partial name (yielded), renamed into place (replacing ``out``) when the
+    block succeeds and removed when it fails: nothing half-written ever stands at ``out``."""
+    import shutil
+
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def sync_tree(path: Path) -> None:
     """Flush a file, or every file and folder under ``path``, to disk (so a record written after it never
     survives a power cut that the files it describes did not)."""

@@ -67,6 +67,7 @@ __all__ = [
     "model_files",
     "now",
     "options_from_record",
+    "parts_of",
     "paths_from_record",
     "paths_to_record",
     "read_convert_record",
@@ -358,6 +359,20 @@ def tuned_record(tune_dir: str | Path) -> tuple[Path, SessionRecord]:
     record = read_record(best / SESSION_RECORD, SessionRecord)
     record.session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
     return best, record
+
+
+def parts_of(folder: Path) -> list[str]:
+    """The parts of a convert or tune folder of a model converted as parts (encoder, decoder), else [] (also for
+    anything that is not such a folder)."""
+    folder = Path(folder)
+    try:
+        if (folder / TUNE_RECORD).is_file():
+            return read_record(folder / TUNE_RECORD, TuneRecord).parts
+        if (folder / CONVERT_RECORD).is_file():
+            return read_record(folder / CONVERT_RECORD, ConvertRecord).parts
+    except GoliveError:
+        return []
+    return []
 
 
 def generation_of(path: Path) -> tuple[GenerationSpec, Path, bool]:

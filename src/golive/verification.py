@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from golive.generation import GenerationCheck
 from golive.spec import VerifyOptions
@@ -50,6 +50,10 @@ def default_tolerance(dtype: str) -> tuple[float, float]:
 
 class OutputStats(BaseModel):
     """How one output compares, over one run or over all runs."""
+
+    # an error on an exact zero of the reference has an infinite relative error (and no rtol passes it): written as
+    # Infinity, which reads back, rather than null, which does not (a record with one could not be read again)
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     name: str
     dtype: str

@@ -99,7 +99,9 @@ def model_file(model_or_dir: str | Path) -> Path:
     for candidate in (path, path / "model.onnx", path / "best" / "model.onnx"):
         if candidate.is_file() and candidate.suffix == ".onnx":
             return candidate.absolute()
-    parts = sorted(p.parent.name for p in path.glob("*/golive.json")) + sorted(p.parent.name for p in path.glob("*/tune.json"))
+    from golive.rundir import parts_of
+
+    parts = parts_of(path)
     if parts:  # a model converted (or tuned) as parts: one is shown at a time
         raise GoliveError(
             f"{model_or_dir} holds a model in parts ({', '.join(parts)}): show one",

@@ -32,7 +32,6 @@ __all__ = [
     "TensorMeta",
     "load_model",
     "load_models",
-    "model_parts",
 ]
 
 log = logging.getLogger(__name__)
@@ -421,22 +420,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
-def model_parts(path: str | Path) -> list[str]:
-    """The parts of a convert or tune folder of a model converted as parts (encoder, decoder), else []."""
-    from golive.rundir import CONVERT_RECORD, TUNE_RECORD, ConvertRecord, TuneRecord, read_record
-
-    path = Path(path)
-    if (path / TUNE_RECORD).is_file():
-        return read_record(path / TUNE_RECORD, TuneRecord).parts
-    if (path / CONVERT_RECORD).is_file() and not (path / "model.onnx").exists():
-        return read_record(path / CONVERT_RECORD, ConvertRecord).parts
-    return []
-
-
 def load_models(path: str | Path, *, name: str | None = None, **kwargs) -> list[ServedModel]:
     """What ``load_model`` serves; a model converted as parts is one served model per part, named NAME-PART."""
+    from golive.rundir import parts_of
+
     path = Path(path)
-    parts = model_parts(path) if path.is_dir() else []
+    parts = parts_of(path)
     if not parts:
         return [load_model(path, name=name, **kwargs)]
     base = name or path.name

@@ -25,9 +25,9 @@ def export_triton_parts(
     tune_dir: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int = 32, max_delay_ms: float = 0.0
 ) -> list[Path]:
     """``export_triton``; a model tuned as parts goes in as one Triton model per part, named NAME-PART."""
-    from golive.serving.model import model_parts
+    from golive.rundir import parts_of
 
-    parts = model_parts(tune_dir)
+    parts = parts_of(Path(tune_dir))
     if not parts:
         return [export_triton(tune_dir, repo, name=name, max_batch=max_batch, max_delay_ms=max_delay_ms)]
     base = name or Path(tune_dir).name

@@ -5,13 +5,14 @@ the figures are drawn on. The folder is written beside itself and renamed into p
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
+from golive._io import folder_in_place
 from golive.errors import DataError, GoliveError
 from golive.events import StepContext
 from golive.profiling import ORIGIN_GRAPH, PROFILE_RECORD, ProfileRecord, ProfileReport, profile_model
+from golive.rundir import parts_of
 from golive.runtime import SessionConfig
 
 __all__ = ["profile_step", "profile_targets"]
@@ -88,7 +89,7 @@ def profile_step(
     if runs < 1:
         raise GoliveError(f"--runs {runs}: at least one run is needed", hint="e.g. --runs 20")
     target = Path(target).absolute()
-    parts = _parts(target)
+    parts = parts_of(target)
     if parts:
         return _profile_parts(target, parts, output_dir, ctx, dim_sizes=dim_sizes or {}, data=data, runs=runs)
     jobs, saved, default_out = profile_targets(target)
@@ -96,10 +97,7 @@ def profile_step(
     if out == target:
         raise GoliveError(f"the profile folder {out} would replace what it profiles", hint="choose another -o folder")
     feeds = _feeds(jobs[0][1], data, saved, dim_sizes or {})
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with folder_in_place(out) as partial:
         profiles: list[ProfileRecord] = []
         for i, (label, model, session, origin) in enumerate(jobs):
             ctx.check()
@@ -111,27 +109,8 @@ def profile_step(
         report = ProfileReport(target=to_record(str(target), out), profiles=profiles)
         (partial / PROFILE_RECORD).write_text(report.model_dump_json(indent=2))
         (partial / OVERLAY).write_text(json.dumps(overlay(report), indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     ctx.emit("profile", f"profile written to {out}", len(jobs), len(jobs))
     return report
-
-
-def _parts(target: Path) -> list[str]:
-    """The parts of a convert or tune folder of a model converted as parts, else []."""
-    from golive.rundir import CONVERT_RECORD, TUNE_RECORD, ConvertRecord, TuneRecord, read_record
-
-    if not target.is_dir():
-        return []
-    if (target / TUNE_RECORD).is_file():
-        return read_record(target / TUNE_RECORD, TuneRecord).parts
-    if (target / CONVERT_RECORD).is_file():
-        return read_record(target / CONVERT_RECORD, ConvertRecord).parts
-    return []
 
 
 def _profile_parts(
@@ -159,10 +138,7 @@ def _profile_parts(
             hint="; ".join(f"{name}: {', '.join(d) or 'no dynamic axes'}" for name, d in dims.items()),
         )
     out = Path(output_dir).absolute() if output_dir else target / "profile"
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with folder_in_place(out) as partial:
         reports = {}
         for name in parts:
             ctx.emit("profile", f"part {name}", payload={"part": name})
@@ -170,12 +146,6 @@ def _profile_parts(
             reports[name] = profile_step(target / name, partial / name, ctx, dim_sizes=sizes, runs=runs)
         report = ProfileReport(target=to_record(str(target), out), profiles=[], parts=reports)
         (partial / PROFILE_RECORD).write_text(report.model_dump_json(indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return report
 
 

@@ -14,6 +14,7 @@ from golive.rundir import (
     finished_tune,
     from_record,
     model_files,
+    parts_of,
     paths_to_record,
     read_convert_record,
     read_record,
@@ -54,7 +55,7 @@ def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, v
     only part of the verify options it reads), and the bytes of the model (external data included), data
     and custom ops it reads."""
     target, out = Path(target).absolute(), Path(output_dir).absolute()
-    parts = _parts(target)
+    parts = parts_of(target)
     model = target / "model.onnx" if target.is_dir() else target
     files = [f for name in parts for f in model_files(target / name / "model.onnx")] if parts else model_files(model)
     tolerances = (verify_options or VerifyOptions()).model_dump(mode="json", include={"rtol", "atol", "per_output"})
@@ -72,15 +73,6 @@ def load_tune_result(out: Path) -> TuneResult:
         return TuneResult(output_dir=out, skipped=True, parts={name: load_tune_result(out / name) for name in record.parts})
     report = TuneReport.model_validate_json((out / "report.json").read_text())
     return TuneResult(output_dir=out, report=report, skipped=True)
-
-
-def _parts(target: Path) -> list[str]:
-    """The parts of a convert folder of a model converted as parts (an encoder and a decoder), else []."""
-    from golive.rundir import CONVERT_RECORD, read_convert_record
-
-    if not target.is_dir() or not (target / CONVERT_RECORD).is_file():
-        return []
-    return read_convert_record(target, "tune").parts
 
 
 def _tune_parts(
@@ -153,7 +145,7 @@ def tune_step(
     if out == target or out in target.parents:
         raise GoliveError(f"the tune folder {out} would replace what it tunes ({target})", hint="choose another -o folder")
     key = key or tune_key(target, out, options, verify_options)
-    parts = _parts(target)
+    parts = parts_of(target)
     if parts:
         return _tune_parts(target, out, parts, options, verify_options, ctx, key)
     given = options  # what tune.json records: the options as asked for, before the convert record fills them in

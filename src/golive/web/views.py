@@ -89,13 +89,9 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
 
     def parts_of(r: jobs.JobRecord) -> list[str]:
         """The parts of a job's model converted as parts (encoder, decoder), else []."""
-        from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
+        from golive import rundir
 
-        record = Path(r.run_dir) / CONVERT_RECORD
-        try:
-            return read_record(record, ConvertRecord).parts if record.is_file() else []
-        except GoliveError:
-            return []
+        return rundir.parts_of(Path(r.run_dir))
 
     def tuned(r: jobs.JobRecord):
         """The job's finished tune result (each part's, for a model tuned as parts), or None."""
