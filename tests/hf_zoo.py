@@ -152,6 +152,10 @@ def hf_folder(name: str, root: Path) -> Path:
     torch.manual_seed(0)
     model, preprocessor = FAMILIES[name](T)
     model.eval().save_pretrained(folder)
+    if name == "bart":  # generation rules a real checkpoint has (bart-large-cnn: no_repeat_ngram_size 3, min_length 56)
+        path = folder / "generation_config.json"
+        rules = {"no_repeat_ngram_size": 2, "repetition_penalty": 1.3, "min_new_tokens": 3, "bad_words_ids": [[7]]}
+        path.write_text(json.dumps({**json.loads(path.read_text()), **rules}))
     if preprocessor is not None:
         (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return folder

@@ -22,6 +22,7 @@ from golive.tensors import (
     resolve_sizes,
     specs_from_arrays,
     synthesize,
+    with_ranges,
 )
 
 PKG_PREFIX = "pkg:"
@@ -58,7 +59,7 @@ def input_specs(loaded: LoadedModel, options: ConvertOptions, data: list[Sample]
                 f"--input names unknown input(s) {', '.join(unknown)}",
                 hint="the model's inputs are " + ", ".join(s.name for s in declared),
             )
-        specs = [by_name[s.name].model_copy(update={"int_range": s.int_range}) if s.name in by_name else s for s in declared]
+        specs = [with_ranges([by_name[s.name]], [s])[0] if s.name in by_name else s for s in declared]
     elif user:
         specs = user
     elif declared:

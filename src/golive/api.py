@@ -264,21 +264,13 @@ def generate(target: str | Path, inputs: dict[str, Any], *, max_new_tokens: int 
     tokens, an int64 array (batch, n <= max_new_tokens). Runs here: the sessions are plain ONNX Runtime ones."""
     import numpy as np
 
-    from golive.generation import SINGLE
     from golive.generation import generate as _generate
     from golive.rundir import generation_of
-    from golive.runtime import SessionConfig, make_session
     from golive.tuning import load_sessions
 
     path = Path(target)
-    spec, convert_dir, tuned = generation_of(path)
-    if tuned:
-        sessions = load_sessions(path)
-    else:
-        config = SessionConfig()
-        names = spec.parts() or [SINGLE]
-        sessions = {n: make_session(convert_dir / (n if n != SINGLE else "") / "model.onnx", config) for n in names}
-    return _generate(sessions, spec, {k: np.asarray(v) for k, v in inputs.items()}, max_new_tokens)
+    spec = generation_of(path)
+    return _generate(load_sessions(path), spec, {k: np.asarray(v) for k, v in inputs.items()}, max_new_tokens)
 
 
 def profile(

@@ -28,6 +28,7 @@ __all__ = [
     "StepCrashedError",
     "TransformError",
     "UntrustedPickleError",
+    "first_line",
     "require",
     "validation_problems",
 ]
@@ -140,6 +141,12 @@ class JobError(GoliveError):
 
 class JobTimeoutError(JobError, TimeoutError):
     """golive.jobs.wait gave up: the job had not finished within the timeout."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), cut to ``limit`` characters."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
 
 
 def validation_problems(

@@ -67,11 +67,28 @@ def _past_shape(session, name: str, batch: int) -> tuple[int, ...]:
     raise DataError(f"the decoder has no input {name}", hint="convert the model again with its cache")
 
 
-def _process(logits: np.ndarray, spec: GenerationSpec, length: int, begin: int, last: bool) -> np.ndarray:
-    """The logits processors greedy generate applies, from the generation config (length: tokens so far, the start
-    token or the prompt included)."""
+def _process(logits: np.ndarray, spec: GenerationSpec, history: np.ndarray, begin: int, last: bool) -> np.ndarray:
+    """The logits processors greedy generate applies, from the generation config. ``history``: the tokens so far
+    (the prompt, or the decoder's start token, and what was generated); ``begin``: how many of them were given."""
     logits = logits.astype(np.float32, copy=True)
     low = -np.inf
+    length = history.shape[1]
+    if spec.repetition_penalty != 1.0:
+        for row in range(logits.shape[0]):
+            seen = np.unique(history[row])
+            scores = logits[row, seen]
+            logits[row, seen] = np.where(scores < 0, scores * spec.repetition_penalty, scores / spec.repetition_penalty)
+    if spec.eos_token_id and (length < spec.min_length or length - begin < spec.min_new_tokens):
+        logits[:, spec.eos_token_id] = low
+    if spec.no_repeat_ngram_size and length + 1 >= spec.no_repeat_ngram_size:
+        n = spec.no_repeat_ngram_size
+        for row in range(logits.shape[0]):
+            tokens = history[row].tolist()
+            prefix = tuple(tokens[length - n + 1 :])
+            banned = [tokens[i + n - 1] for i in range(length - n + 1) if tuple(tokens[i : i + n - 1]) == prefix]
+            logits[row, banned] = low
+    if spec.bad_words:
+        logits[:, spec.bad_words] = low
     if spec.suppress_tokens:
         logits[:, spec.suppress_tokens] = low
     if spec.begin_suppress_tokens and length == begin:
@@ -101,29 +118,28 @@ def generate(
     if max_new_tokens < 1:
         raise DataError("max_new_tokens must be at least 1")
     if spec.kind == "encoder-decoder":
-        decoder, feeds, length = _start_encoder_decoder(sessions, spec, inputs)
+        decoder, feeds = _start_encoder_decoder(sessions, spec, inputs)
     else:
-        decoder, feeds, length = _start_decoder(sessions, spec, inputs)
-    ids = feeds["input_ids"]
-    batch = ids.shape[0]
-    begin = length
+        decoder, feeds = _start_decoder(sessions, spec, inputs)
+    history = feeds["input_ids"]  # the prompt (decoder-only) or the start token, then every token generated
+    batch, begin = history.shape
     names = [o.name for o in decoder.get_outputs()]
     finished = np.zeros(batch, dtype=bool)
     produced: list[np.ndarray] = []
     mask = feeds.get(spec.attention_mask) if spec.attention_mask else None
     for step in range(max_new_tokens):
         outs = dict(zip(names, decoder.run(None, feeds), strict=True))
-        logits = _process(outs["logits"][:, -1, :], spec, length, begin, last=step == max_new_tokens - 1)
+        logits = _process(outs["logits"][:, -1, :], spec, history, begin, last=step == max_new_tokens - 1)
         if on_step:
             on_step(step, logits)
         token = logits.argmax(axis=-1).astype(np.int64)
         if spec.eos_token_id and spec.pad_token_id is not None:
             token = np.where(finished, spec.pad_token_id, token)
         produced.append(token)
+        history = np.concatenate([history, token[:, None]], axis=1)
         if spec.eos_token_id:
             finished |= np.isin(token, spec.eos_token_id)
-        length += 1
-        if finished.all() or (spec.max_length is not None and length >= spec.max_length):
+        if finished.all() or (spec.max_length is not None and history.shape[1] >= spec.max_length):
             break
         feeds = {**feeds, **{past: outs[present] for past, present in spec.cache}, "input_ids": token[:, None]}
         if mask is not None and spec.attention_mask:
@@ -136,6 +152,11 @@ def generate(
 
 def _start_decoder(sessions: Mapping[str, Any], spec: GenerationSpec, inputs: Mapping[str, np.ndarray]):
     decoder = sessions[spec.decoder or SINGLE]
+    if "input_ids" not in inputs:
+        raise DataError(
+            "a decoder generates from a prompt: give its input_ids (and an attention_mask, 0 on left padding)",
+            hint="golive.generate(folder, {'input_ids': ids}, max_new_tokens=32), ids an int64 array [batch, tokens]",
+        )
     ids = np.asarray(inputs["input_ids"], dtype=np.int64)
     batch = ids.shape[0]
     mask = np.asarray(inputs.get("attention_mask", np.ones_like(ids)), dtype=np.int64)
@@ -147,19 +168,26 @@ def _start_decoder(sessions: Mapping[str, Any], spec: GenerationSpec, inputs: Ma
         feeds[spec.position_ids] = np.where(mask == 0, 1, positions).astype(np.int64)
     for past, _ in spec.cache:
         feeds[past] = np.zeros(_past_shape(decoder, past, batch), dtype=np.float32)
-    return decoder, feeds, ids.shape[1]
+    return decoder, feeds
 
 
 def _start_encoder_decoder(sessions: Mapping[str, Any], spec: GenerationSpec, inputs: Mapping[str, np.ndarray]):
     encoder, decoder = sessions[spec.encoder or "encoder"], sessions[spec.decoder or "decoder"]
-    wanted = [i.name for i in encoder.get_inputs()]
+    wanted = {i.name: i.type for i in encoder.get_inputs()}
     missing = [n for n in wanted if n not in inputs]
     if missing:
-        raise DataError(f"the encoder needs {', '.join(missing)}", hint="its inputs are " + ", ".join(wanted))
-    encoded = dict(zip([o.name for o in encoder.get_outputs()], encoder.run(None, {n: inputs[n] for n in wanted}), strict=True))
+        raise DataError(
+            f"the encoder needs {', '.join(missing)}",
+            hint="give the encoder's inputs: " + ", ".join(f"{n} ({t})" for n, t in wanted.items()),
+        )
+    feeds_in = {n: np.asarray(inputs[n]).astype(_NUMPY.get(t, np.float32), copy=False) for n, t in wanted.items()}
+    encoded = dict(zip([o.name for o in encoder.get_outputs()], encoder.run(None, feeds_in), strict=True))
     batch = next(iter(encoded.values())).shape[0]
     if spec.decoder_start_token_id is None:
-        raise DataError("the model's generation config names no decoder_start_token_id")
+        raise DataError(
+            "the model's generation config names no decoder_start_token_id, the token its decoder starts from",
+            hint="set decoder_start_token_id in the folder's generation_config.json (or config.json) and convert again",
+        )
     feeds: dict[str, np.ndarray] = {"input_ids": np.full((batch, 1), spec.decoder_start_token_id, dtype=np.int64)}
     for output, past in spec.cross:
         feeds[past] = encoded[output]
@@ -168,11 +196,14 @@ def _start_encoder_decoder(sessions: Mapping[str, Any], spec: GenerationSpec, in
         feeds[target] = np.asarray(inputs[source], dtype=np.int64)
     for past, _ in spec.cache:
         feeds[past] = np.zeros(_past_shape(decoder, past, batch), dtype=np.float32)
-    return decoder, feeds, 1
+    return decoder, feeds
+
+
+_NUMPY = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16}
 
 
 def check_generation(
-    source_generate: Callable[[dict[str, np.ndarray], int], np.ndarray],
+    source_generate: Callable[..., np.ndarray],
     sessions: Mapping[str, Any],
     spec: GenerationSpec,
     inputs: dict[str, np.ndarray],
@@ -184,8 +215,10 @@ def check_generation(
     """Greedy generation through ``sessions`` against ``source_generate`` on the same ``inputs``."""
     steps: list[np.ndarray] = []
     ours = generate(sessions, spec, inputs, new_tokens, on_step=lambda i, logits: steps.append(logits))
-    theirs = np.asarray(source_generate(inputs, new_tokens))
+    theirs = np.asarray(source_generate(inputs, new_tokens, spec.left_out))
     given = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+    if spec.left_out:
+        given += "; left out on both sides: " + ", ".join(spec.left_out)
     width = max(ours.shape[1], theirs.shape[1])
     a = np.full((ours.shape[0], width), -1, dtype=np.int64)
     b = np.full_like(a, -1)

@@ -375,31 +375,29 @@ def parts_of(folder: Path) -> list[str]:
     return []
 
 
-def generation_of(path: Path) -> tuple[GenerationSpec, Path, bool]:
-    """(how a generative model's parts generate, its convert folder, whether ``path`` is a tune folder) for a convert
-    folder or a tune folder of one, or a DataError saying why it cannot generate."""
+def generation_of(path: Path) -> GenerationSpec:
+    """How a generative model's parts make a generate loop, from its convert folder or its tune folder (which carries
+    it, so it generates without the convert folder), or a DataError saying why it cannot generate."""
     path = Path(path)
-    tuned = (path / TUNE_RECORD).is_file()
-    convert_dir = path
-    if tuned:
+    if (path / TUNE_RECORD).is_file():
         tune = finished_tune(path)
         if tune is None:
             raise DataError(f"{path} holds no finished tuning result", hint="run golive tune again")
-        if tune.generation is not None:  # the tune folder carries it: it generates without its convert folder
-            return tune.generation, path, True
-        convert_dir = Path(from_record(tune.target, path))
-    if not (convert_dir / CONVERT_RECORD).is_file():
+        if tune.generation is not None:
+            return tune.generation
+        path = Path(from_record(tune.target, path))
+    if not (path / CONVERT_RECORD).is_file():
         raise DataError(
-            f"{convert_dir} is not a golive convert folder (no golive.json)",
+            f"{path} is not a golive convert folder (no golive.json)",
             hint="generate from what golive convert (or golive tune) wrote for a generative model",
         )
-    record = read_record(convert_dir / CONVERT_RECORD, ConvertRecord)
+    record = read_record(path / CONVERT_RECORD, ConvertRecord)
     if record.generation is None:
         raise DataError(
-            f"{convert_dir} holds a model that does not generate (task {record.task or 'unknown'})",
+            f"{path} holds a model that does not generate (task {record.task or 'unknown'})",
             hint="convert a text-generation or text2text-generation model with its cache (without --no-cache)",
         )
-    return record.generation, convert_dir, tuned
+    return record.generation
 
 
 def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:

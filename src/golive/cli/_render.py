@@ -24,8 +24,6 @@ def _bytes(n: float) -> str:
 
 
 def render_convert(console: Console, result) -> None:
-    from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record
-
     record = result.record
     if result.skipped:
         console.print(
@@ -39,8 +37,7 @@ def render_convert(console: Console, result) -> None:
     opset = record.opset.get("ai.onnx")
     if record.task:
         console.print(f"task: [bold]{escape(record.task)}[/] ({escape(record.task_reason or '')})", highlight=False)
-    parts = {name: read_record(result.output_dir / name / CONVERT_RECORD, ConvertRecord) for name in record.parts}
-    for name, r in parts.items() or [(None, record)]:
+    for name, r in result.parts.items() or [(None, record)]:
         console.print(
             (f"{name} ({r.exporter} exporter): " if name else f"opset: {opset}   ")
             + "inputs: "

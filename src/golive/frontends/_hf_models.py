@@ -15,14 +15,14 @@ and wraps it in modules that take flat tensors and return flat tensors, named:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from golive.errors import FrameworkError, ModelLoadError, require
+from golive.errors import FrameworkError, ModelLoadError, first_line, require
 from golive.frontends.base import LoadedModel
 from golive.frontends.hf_tasks import GenerationSpec, TaskGuess, guess_task, max_positions
 from golive.tensors import TensorSpec
@@ -50,12 +50,9 @@ def load_folder(path: Path, options, attention: str | None = None) -> LoadedMode
     """The folder's model for its task (``options.task`` overrides the guess); ``attention`` picks the attention
     implementation (eager, for the TorchScript re-export that ONNX Runtime's optimizer fuses)."""
     transformers = require("transformers", extra="torch", purpose="Loading a Hugging Face model folder")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    transformers.utils.logging.disable_progress_bar()  # the library never prints
-    transformers.utils.logging.set_verbosity_error()
     guess = guess_task(path, options.task)
-    model = _load(transformers, path, guess, bool(options.task), attention)
+    with _quiet(transformers):  # the library never prints: transformers' own log level and progress bars, put back after
+        model = _load(transformers, path, guess, bool(options.task), attention)
     details = {"architecture": guess.architecture or type(model).__name__, "model_type": guess.model_type}
     base = {"framework": "pytorch", "source": str(path), "kind": "transformers", "task": guess, "details": details}
     try:
@@ -70,10 +67,24 @@ def load_folder(path: Path, options, attention: str | None = None) -> LoadedMode
     except Exception as exc:  # a transformers internal that does not fit golive's cache wrappers
         raise FrameworkError(
             f"golive cannot build the {guess.task} parts of {details['architecture']} with its cache: "
-            f"{type(exc).__name__}: {_first_line(exc)}",
+            f"{type(exc).__name__}: {first_line(exc)}",
             hint="try --no-cache (one model, logits only), --task, or a factory in a .py file with --input",
         ) from exc
     return _single(model, guess, base)
+
+
+@contextlib.contextmanager
+def _quiet(transformers) -> Iterator[None]:
+    logging = transformers.utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def _load(transformers, path: Path, guess: TaskGuess, task_given: bool, attention: str | None):
@@ -90,7 +101,7 @@ def _load(transformers, path: Path, guess: TaskGuess, task_given: bool, attentio
         model = cls.from_pretrained(str(path), local_files_only=True, **extra)
     except Exception as exc:
         raise ModelLoadError(
-            f"cannot load the transformers model in {path} ({guess.describe()}): {_first_line(exc)}",
+            f"cannot load the transformers model in {path} ({guess.describe()}): {first_line(exc)}",
             hint="the folder needs config.json and the weights (model.safetensors or pytorch_model.bin); "
             "--task picks another head",
         ) from exc
@@ -344,20 +355,29 @@ def _encoder_decoder(model, guess: TaskGuess, base: dict[str, Any]) -> LoadedMod
     generation = _generation_spec(model, "encoder-decoder", cache=cache, max_length=positions)
     generation.cross = cross
     generation.encoder_mask = ("attention_mask", "encoder_attention_mask") if masked else None
-    part = {"framework": "pytorch", "source": base["source"], "kind": "transformers", "task": guess, "details": base["details"]}
+
+    def part() -> dict[str, Any]:  # each part's own details: an exporter writes into them
+        return {
+            "framework": "pytorch",
+            "source": base["source"],
+            "kind": "transformers",
+            "task": guess,
+            "details": dict(base["details"]),
+        }
+
     encoder = LoadedModel(
         model=_Flat(model, [s.name for s in encoder_specs], encode),
         inputs=encoder_specs,
         dim_sizes=encoder_trace,
         tune_sizes=enc_tune,
-        **part,
+        **part(),
     )
     decoder = LoadedModel(
         model=_Flat(model, [s.name for s in decoder_specs], decode),
         inputs=decoder_specs,
         dim_sizes=trace,
         tune_sizes=dec_tune,
-        **part,
+        **part(),
     )
     return LoadedModel(
         model=model,
@@ -386,6 +406,10 @@ def _generation_spec(model, kind: str, *, cache: list[tuple[str, str]], max_leng
         start = getattr(config, "decoder_start_token_id", None)
     pad = g.pad_token_id if g.pad_token_id is not None else getattr(config, "pad_token_id", None)
     eos = ids(g.eos_token_id)
+    bad = [list(w) for w in getattr(g, "bad_words_ids", None) or []]
+    left_out = {k: v for k, v in _UNFOLLOWED.items() if getattr(g, k, v) not in (v, None, [], {})}
+    if any(len(w) > 1 for w in bad):
+        left_out["bad_words_ids"] = None
     return GenerationSpec(
         kind=kind,  # type: ignore[arg-type]
         encoder="encoder" if kind == "encoder-decoder" else None,
@@ -399,18 +423,36 @@ def _generation_spec(model, kind: str, *, cache: list[tuple[str, str]], max_leng
         suppress_tokens=ids(getattr(g, "suppress_tokens", None)),
         begin_suppress_tokens=ids(getattr(g, "begin_suppress_tokens", None)),
         max_length=max_length,
+        min_length=int(getattr(g, "min_length", 0) or 0),
+        min_new_tokens=int(getattr(g, "min_new_tokens", 0) or 0),
+        no_repeat_ngram_size=int(getattr(g, "no_repeat_ngram_size", 0) or 0),
+        repetition_penalty=float(getattr(g, "repetition_penalty", 1.0) or 1.0),
+        bad_words=[w[0] for w in bad if len(w) == 1],
+        left_out=left_out,
     )
 
 
-def _source_generate(model, guess: TaskGuess) -> Callable[[dict[str, np.ndarray], int], np.ndarray]:
+# generation-config settings that golive's greedy loop does not follow, with their neutral values
+_UNFOLLOWED: dict[str, Any] = {
+    "forced_decoder_ids": None,
+    "encoder_no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "return_timestamps": None,
+}
+
+
+def _source_generate(model, guess: TaskGuess) -> Callable[..., np.ndarray]:
     """The model's own ``generate`` (greedy, its generation_config otherwise), returning the new tokens only."""
 
-    def generate(feeds: dict[str, np.ndarray], max_new_tokens: int) -> np.ndarray:
+    def generate(feeds: dict[str, np.ndarray], max_new_tokens: int, left_out: dict[str, Any] | None = None) -> np.ndarray:
         import torch
 
         inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        with torch.no_grad():  # greedy: one beam, no sampling; what golive's loop leaves out, left out here too
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **(left_out or {}))
         out = out.numpy() if hasattr(out, "numpy") else np.asarray(out.sequences)
         if not guess.encoder_decoder:
             return out[:, feeds["input_ids"].shape[1] :]
@@ -419,8 +461,3 @@ def _source_generate(model, guess: TaskGuess) -> Callable[[dict[str, np.ndarray]
         return out[:, 1:]
 
     return generate
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

@@ -66,7 +66,7 @@ class LoadedModel:
     parts: dict[str, LoadedModel] = field(default_factory=dict)  # a model that exports as several (encoder, decoder)
     tune_sizes: dict[str, int] = field(default_factory=dict)  # the sizes of its usual call (a decode step) for tune
     generation: GenerationSpec | None = None  # how the exported model(s) make a generate loop
-    generate: Callable[[dict[str, np.ndarray], int], np.ndarray] | None = None  # the source's own greedy generate
+    generate: Callable[..., np.ndarray] | None = None  # the source's own greedy generate (feeds, new tokens, left out)
 
     def part(self, name: str | None) -> LoadedModel:
         """The part ``name`` of a model that exports as several (the model itself for None)."""

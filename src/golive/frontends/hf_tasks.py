@@ -92,6 +92,16 @@ class GenerationSpec(BaseModel):
     suppress_tokens: list[int] = Field(default_factory=list)
     begin_suppress_tokens: list[int] = Field(default_factory=list)
     max_length: int | None = Field(default=None, description="the most positions the model takes (prompt + new tokens)")
+    min_length: int = Field(default=0, description="no end token before this many tokens (prompt or start token included)")
+    min_new_tokens: int = Field(default=0, description="no end token before this many new tokens")
+    no_repeat_ngram_size: int = Field(default=0, description="no n-gram of this size twice")
+    repetition_penalty: float = Field(default=1.0, description="logits of tokens already in the sequence divided by this")
+    bad_words: list[int] = Field(default_factory=list, description="tokens never generated (one-token bad_words_ids)")
+    left_out: dict[str, Any] = Field(
+        default_factory=dict,
+        description="settings of the generation config this loop does not follow (their neutral values are what the "
+        "generation check gives the source's generate too)",
+    )
 
     def parts(self) -> list[str]:
         """The parts the loop runs (none: a decoder-only model in one piece)."""
@@ -161,7 +171,14 @@ def guess_task(folder: str | Path, task: str | None = None) -> TaskGuess:
         reason = "--task"
     else:
         task, reason = _task_from(arch, model_type, modality, enc_dec)
-    inputs, sizes = _inputs(config, pre, modality, task)
+    try:
+        inputs, sizes = _inputs(config, pre, modality, task)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a value of the wrong type in the JSON files
+        raise ModelLoadError(
+            f"cannot read the inputs of {arch or model_type} from config.json / preprocessor_config.json in {folder}: "
+            f"{type(exc).__name__}: {exc}",
+            hint="check those files (save_pretrained writes them), or give the inputs from a factory in a .py file with --input",
+        ) from exc
     return TaskGuess(
         task=task,
         reason=reason,

@@ -29,15 +29,23 @@ def summarize(result) -> dict[str, Any]:
     if result.verification is not None:
         summary["max_abs"] = {o.name: o.max_abs for o in result.verification.outputs}
     if result.tuning is not None:
-        report = result.tuning.report
+        reports = result.tuning.reports  # a model tuned as parts: each part's best; the figures are one call of each
+        first = next(iter(reports.values()))
+
+        def total(figures) -> float | None:
+            values = [figures(r).get("p50_ms") for r in reports.values()]
+            return None if None in values else sum(values)
+
         summary.update(
             {
                 "tune_dir": str(result.tuning.output_dir),
-                "speedup": report.speedup,
-                "objective": report.objective,
-                "best": report.best.label(),
-                "best_p50_ms": report.best.figures.get("p50_ms"),
-                "baseline_p50_ms": report.baseline.figures.get("p50_ms"),
+                "speedup": result.tuning.speedup,
+                "objective": first.objective,
+                "best": "; ".join(f"{n}: {r.best.label()}" for n, r in reports.items())
+                if len(reports) > 1
+                else first.best.label(),
+                "best_p50_ms": total(lambda r: r.best.figures),
+                "baseline_p50_ms": total(lambda r: r.baseline.figures),
             }
         )
         if result.tuning.skipped:

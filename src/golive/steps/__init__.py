@@ -39,7 +39,7 @@ def run_job(job: JobSpec, ctx: StepContext) -> ConvertResult:
         done, key = finished_convert(out), convert_key(job)
         if done is not None and done.spec_key == key:
             ctx.emit("convert", "skipped: its output is complete and its spec unchanged", payload={"skipped": True})
-            result = ConvertResult(output_dir=out, model_path=out / "model.onnx", record=done, skipped=True)
+            result = ConvertResult.of(out, done, skipped=True)
         else:
             result = convert_step(job, ctx, folder=folder, key=key)
         if job.tune is not None and not result.skipped and (tune_dir / TUNE_RECORD).exists():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from golive.errors import DataError, FrameworkError, GoliveError, ModelLoadError
+from golive.errors import DataError, FrameworkError, GoliveError, InputSpecError, ModelLoadError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
     CONVERT_RECORD,
@@ -35,6 +35,14 @@ class ConvertResult(BaseModel):
     record: ConvertRecord
     skipped: bool = False  # the step's output was complete and its spec unchanged: nothing was redone
     tuning: TuneResult | None = None  # when the job tuned too
+    parts: dict[str, ConvertRecord] = {}  # a model converted as parts: each part's record (in the subfolder of its name)
+
+    @classmethod
+    def of(cls, out: Path, record: ConvertRecord, *, skipped: bool = False) -> ConvertResult:
+        """The result a convert folder holds: its model.onnx, or for a model in parts the folder and each part's record."""
+        parts = {name: read_record(out / name / CONVERT_RECORD, ConvertRecord) for name in record.parts}
+        model = out if record.parts else out / "model.onnx"
+        return cls(output_dir=out, model_path=model, record=record, skipped=skipped, parts=parts)
 
     @property
     def verification(self):
@@ -222,6 +230,16 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
         raise
     if loaded.task is not None:
         ctx.emit("task", loaded.task.describe(), payload={"task": loaded.task.task, "reason": loaded.task.reason})
+    given = [f for f in ("inputs", "dynamic", "output_names", "int_ranges") if getattr(opts, f)]
+    if loaded.parts and given:
+        flag = {"inputs": "--input", "dynamic": "--dynamic", "output_names": "--output-names", "int_ranges": "--int-range"}
+        flags = ", ".join(flag[f] for f in given)
+        raise InputSpecError(
+            f"{flags} describe one model, and {job.source} exports as {len(loaded.parts)} parts "
+            f"({', '.join(loaded.parts)}) whose inputs and outputs golive sets from the folder",
+            hint="leave them out; to export one module of the model your own way, write a factory in a .py file and "
+            "give its inputs with --input",
+        )
     data = None
     if opts.data:
         if loaded.parts:
@@ -256,7 +274,7 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
     report = record.verification
     what = f"{len(record.parts)} parts ({', '.join(record.parts)})" if record.parts else "model.onnx"
     ctx.emit("done", f"wrote {what} ({record.exporter} exporter)", payload={"passed": report.passed if report else None})
-    return ConvertResult(output_dir=out, model_path=out / "model.onnx" if not record.parts else out, record=record)
+    return ConvertResult.of(out, record)
 
 
 def _write_job(stage: Path, job: JobSpec, out: Path) -> None:

@@ -89,6 +89,8 @@ def profile_step(
     if runs < 1:
         raise GoliveError(f"--runs {runs}: at least one run is needed", hint="e.g. --runs 20")
     target = Path(target).absolute()
+    if output_dir and Path(output_dir).absolute() in (target, *target.parents):
+        raise GoliveError(f"the profile folder {output_dir} would replace what it profiles", hint="choose another -o folder")
     parts = parts_of(target)
     if parts:
         return _profile_parts(target, parts, output_dir, ctx, dim_sizes=dim_sizes or {}, data=data, runs=runs)

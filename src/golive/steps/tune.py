@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from golive.errors import GoliveError
+from golive.errors import DataError, GoliveError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
     TUNE_RECORD,
@@ -26,7 +27,7 @@ from golive.spec import TuneOptions, VerifyOptions
 from golive.tuning import TuneResult
 from golive.tuning.report import TuneReport, render_html
 
-__all__ = ["tune_key", "tune_step", "tune_unless_done"]
+__all__ = ["load_tune_result", "tune_key", "tune_step", "tune_unless_done"]
 
 _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 
@@ -87,8 +88,20 @@ def _tune_parts(
     """Each part tuned into the subfolder of its name with an equal share of the budget; tune.json last."""
     from golive import _io
 
+    if options.data:
+        raise DataError(
+            f"--data gives one model's inputs, and {target} holds {len(parts)} parts ({', '.join(parts)}) that take different ones",
+            hint="leave --data out (each part is measured on synthetic inputs at its usual sizes), or tune one part: "
+            f"golive tune {target / parts[-1]} -o DIR --data ...",
+        )
     share = options.budget / len(parts)
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
+        # until every part is tuned again, the folder is not finished (load_sessions refuses it); what a tune of the
+        # model in one piece left here goes
+        (folder.path / TUNE_RECORD).unlink(missing_ok=True)
+        for name in _OUTPUTS:
+            stale = folder.path / name
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         results = {}
         for name in parts:
             ctx.check()
@@ -179,6 +192,6 @@ def tune_step(
             speedup=report.speedup,
             generation=read_convert_record(target, "tune").generation if target.is_dir() else None,
         )
-        folder.commit(stage, TUNE_RECORD, record, replaces=_OUTPUTS)
+        folder.commit(stage, TUNE_RECORD, record, replaces=[*_OUTPUTS, *parts_of(folder.path)])  # a tune in parts before
         ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})
     return TuneResult(output_dir=out, report=report)

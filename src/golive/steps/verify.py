@@ -108,19 +108,17 @@ def verify_loaded(
 def verify_generation(loaded, record: ConvertRecord, folder: Path, options: VerifyOptions):
     """Greedy generation through the exported model(s) in ``folder`` against the source's generate, on a synthetic
     prompt (decoder-only) or synthetic encoder inputs (encoder-decoder), both at batch 2."""
-    from golive.generation import SINGLE, check_generation
-    from golive.runtime import SessionConfig, make_session
+    from golive.generation import check_generation
     from golive.tensors import synthesize
+    from golive.tuning import convert_sessions
     from golive.verification import default_tolerance
 
     spec, generate = loaded.generation, loaded.generate
-    session = SessionConfig(custom_ops=[from_record(c, folder) for c in record.custom_ops])
+    sessions = convert_sessions(folder, record)
     if record.parts:
-        sessions = {name: make_session(folder / name / "model.onnx", session) for name in record.parts}
         encoder = read_record(folder / (spec.encoder or "encoder") / CONVERT_RECORD, ConvertRecord)
         inputs = synthesize(encoder.inputs, {**encoder.export_sizes, "batch": 2}, seed=options.seed)
     else:
-        sessions = {SINGLE: make_session(folder / "model.onnx", session)}
         prompt = [s for s in record.inputs if s.name in ("input_ids", spec.attention_mask)]
         inputs = synthesize(prompt, {"batch": 2, "sequence": 8, "past_sequence": 0}, seed=options.seed)
     rtol, atol = default_tolerance("float32")
@@ -179,7 +177,8 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
             for name in record.parts:
                 part = read_convert_record(folder.path / name, "verify")
                 ctx.emit("verify", f"part {name}", payload={"part": name})
-                reports[name] = _verify_one(frontend, loaded.part(name), folder.path / name, part, options, ctx, session)
+                own = SessionConfig(custom_ops=custom_ops or [from_record(c, folder.path / name) for c in part.custom_ops])
+                reports[name] = _verify_one(frontend, loaded.part(name), folder.path / name, part, options, ctx, own)
                 _save(folder.path / name, options, source, reports[name], folder.path / name / "model.onnx")
             report = VerifyReport.of_parts(reports)
         else:

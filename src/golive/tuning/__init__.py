@@ -18,7 +18,7 @@ from golive.spec import TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.tuning.report import TuneReport
 
-__all__ = ["TuneResult", "load_session", "load_sessions", "tune_model"]
+__all__ = ["TuneResult", "convert_sessions", "load_session", "load_sessions", "tune_model"]
 
 _CALIBRATION_BATCHES = 8
 THROUGHPUT_BATCH = 8
@@ -92,14 +92,35 @@ def load_session(tune_dir: str | Path):
     return make_session(best / "model.onnx", record.session)
 
 
-def load_sessions(tune_dir: str | Path) -> dict[str, Any]:
-    """The tuned session of every part of a tuning run, by part (``model`` for a model in one piece)."""
-    from golive.rundir import finished_tune
+def load_sessions(folder: str | Path) -> dict[str, Any]:
+    """A session for every part of a model, by part (``model`` for a model in one piece): a tune folder's tuned bests,
+    or a convert folder's exported models (with the custom operators each needs)."""
+    from golive.generation import SINGLE
+    from golive.rundir import TUNE_RECORD, finished_tune, read_convert_record
 
-    record = finished_tune(Path(tune_dir))
-    if record is not None and record.parts:
-        return {name: load_session(Path(tune_dir) / name) for name in record.parts}
-    return {"model": load_session(tune_dir)}
+    folder = Path(folder)
+    if (folder / TUNE_RECORD).is_file() or (folder / SESSION_RECORD).is_file():
+        record = finished_tune(folder)
+        if record is not None and record.parts:
+            return {name: load_session(folder / name) for name in record.parts}
+        return {SINGLE: load_session(folder)}
+    return convert_sessions(folder, read_convert_record(folder, "load"))
+
+
+def convert_sessions(folder: Path, record) -> dict[str, Any]:
+    """The sessions of a convert folder's exported model(s), by part (``model`` for a model in one piece), each with the
+    custom operators its record names. ``record``: the folder's ConvertRecord (passed: a step has it before it is on
+    disk)."""
+    from golive.generation import SINGLE
+    from golive.rundir import CONVERT_RECORD, ConvertRecord, from_record, read_record
+    from golive.runtime import SessionConfig, make_session
+
+    def session(where: Path, r: ConvertRecord):
+        return make_session(where / "model.onnx", SessionConfig(custom_ops=[from_record(c, where) for c in r.custom_ops]))
+
+    if record.parts:
+        return {name: session(folder / name, read_record(folder / name / CONVERT_RECORD, ConvertRecord)) for name in record.parts}
+    return {SINGLE: session(folder, record)}
 
 
 def _where_the_time_goes(model: Path, baseline, best, work: Path, notes: list[str]) -> list[dict[str, Any]]:

@@ -200,9 +200,12 @@ def create_app(settings: Settings) -> FastAPI:
         if t is None or tuned is None:
             raise Answer(404, f"job {r.id} has no tuned best/ folder", "run a Perf Test and wait for it to succeed")
         tmp = Path(tempfile.mkdtemp(prefix="golive-best-"))
-        if tuned.parts:  # each part's best/, as PART/best/
+        if tuned.parts:  # each part's best/ with its records, as PART/: what golive.load_sessions and generate read
             for name in tuned.parts:
                 shutil.copytree(t / name / "best", tmp / "best" / name / "best")
+                for kept in ("tune.json", "report.json"):
+                    shutil.copy2(t / name / kept, tmp / "best" / name / kept)
+            shutil.copy2(t / "tune.json", tmp / "best" / "tune.json")
             archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=tmp / "best", base_dir=".")
         else:
             archive = shutil.make_archive(str(tmp / "best"), "zip", root_dir=t, base_dir="best")

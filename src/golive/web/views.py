@@ -6,7 +6,6 @@ Everything here reads the job store (golive.jobs) and the run folders' records; 
 from __future__ import annotations
 
 import html
-import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -105,7 +104,7 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
 
     def results(r: jobs.JobRecord) -> dict[str, Any]:
         """What a job produced, read from its run folders."""
-        from golive.rundir import ConvertRecord, read_record
+        from golive.rundir import ConvertRecord, read_record, tuned_record
         from golive.tuning.report import render_html_fragment
 
         parts = parts_of(r)
@@ -129,8 +128,8 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
         if result is not None:
             t = result.output_dir
             out["best"] = True
-            sessions = {name: t / name / "best" / "session.json" for name in result.parts} or {"": t / "best" / "session.json"}
-            out["session"] = {n: json.loads(f.read_text())["session"] for n, f in sessions.items() if f.is_file()} or None
+            folders = {name: t / name for name in result.parts} or {"": t}
+            out["session"] = {n: tuned_record(f)[1].session.model_dump(mode="json") for n, f in folders.items()}
         out["profile"] = profile_section(r)
         return out
 
