@@ -94,8 +94,10 @@ def main() -> None:
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="golive-hf-"))
     configs = _configs(T)
     names = [n for n in configs if not args.only or n in args.only.split(",")]
-    flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split() if Path("/proc/cpuinfo").exists() else []
-    print(f"CPU: {platform.processor() or platform.machine()}; {', '.join(f for f in flags if 'avx512' in f or 'vnni' in f or 'amx' in f) or 'no AVX-512'}")
+    from golive.cpu import cpu_features
+
+    features = cpu_features()
+    print(f"CPU: {platform.machine()}, {features}")
     print(f"torch {torch.__version__}, transformers {T.__version__}; tune --budget {args.budget:g} at batch 1")
     rows = []
     for name in names:
@@ -107,7 +109,9 @@ def main() -> None:
         converted = golive.convert(folder, root / "out" / name)
         convert_s = time.perf_counter() - started
         v = converted.verification
-        generation = "" if v is None or v.generation is None else ("tokens equal" if v.generation.equal else v.generation.summary())
+        generation = (
+            "" if v is None or v.generation is None else ("tokens equal" if v.generation.equal else v.generation.summary())
+        )
         started = time.perf_counter()
         tuned = golive.tune(root / "out" / name, root / "tuned" / name, budget=args.budget, dim_sizes=_dims(name))
         tune_s = time.perf_counter() - started
