@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from golive.cpu import default_intra_threads
-from golive.errors import FallbackError, GoliveError, ModelLoadError, ProviderError
+from golive.errors import FallbackError, GoliveError, ModelLoadError, ProviderError, first_line
 from golive.providers import (
     CPU,
     PLUGINS,
@@ -230,7 +230,7 @@ def _make_session(
     try:
         session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so, **kwargs)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc, 400)
         missing_op = re.search(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op", text)
         if missing_op:
             domain, op = missing_op.groups()

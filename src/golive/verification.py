@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from golive.errors import first_line
 from golive.generation import GenerationCheck
 from golive.spec import VerifyOptions
 from golive.tensors import Sample, TensorSpec, dynamic_dims, synthesize
@@ -339,7 +340,9 @@ def verify_model(
             actual = run_session(session, feeds)
         except Exception as exc:
             runs.append(
-                RunResult(label=sample.label, sizes=sample.sizes, passed=False, error=f"ONNX Runtime failed: {_line(exc)}")
+                RunResult(
+                    label=sample.label, sizes=sample.sizes, passed=False, error=f"ONNX Runtime failed: {first_line(exc, 400)}"
+                )
             )
             if on_run:
                 on_run(i, len(samples), runs[-1])
@@ -353,7 +356,7 @@ def verify_model(
                         label=sample.label,
                         sizes=sample.sizes,
                         passed=False,
-                        error=f"the {reference_name} failed on these inputs: {_line(exc)}",
+                        error=f"the {reference_name} failed on these inputs: {first_line(exc, 400)}",
                     )
                 )
                 if on_run:
@@ -376,11 +379,6 @@ def verify_model(
     overall = _pool(pairs, tolerances)
     passed = bool(runs) and all(r.passed for r in runs)
     return VerifyReport(passed=passed, reference=reference_name, runs=runs, outputs=overall)
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:400]
 
 
 def verify_html(report: VerifyReport) -> str:

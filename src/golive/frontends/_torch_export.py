@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from golive._io import captured_output
-from golive.errors import ExportError, InputSpecError, ModelLoadError
+from golive.errors import ExportError, InputSpecError, ModelLoadError, first_line
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec, derived_parts, dim_name
@@ -272,7 +272,7 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwa
         shapes = ", ".join(f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" for a in flat)
         raise InputSpecError(
             f"the model fails on sample inputs of shapes {shapes}: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
+            f"{first_line(exc) if str(exc).strip() else ''}",
             hint="check --input (names in forward() order, dtypes, shapes) or pass real inputs with --data",
         ) from exc
     count = len(flatten_outputs(out))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, require
+from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, first_line, require
 from golive.frontends._tabular import classifier_outputs, feature_count, name_batch_axis, tabular_input
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
@@ -109,7 +109,7 @@ def _load_xgboost(path: Path):
         booster.load_model(str(path))
     except Exception as exc:
         raise ModelLoadError(
-            f"cannot load {path.name} as an XGBoost model: {str(exc).splitlines()[0]}",
+            f"cannot load {path.name} as an XGBoost model: {first_line(exc, 1000)}",
             hint="save it with booster.save_model('model.json') or 'model.ubj'",
         ) from exc
     learner = json.loads(booster.save_config())["learner"]

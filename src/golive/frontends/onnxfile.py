@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import ModelLoadError, SourceNotFoundError
+from golive.errors import ModelLoadError, SourceNotFoundError, first_line
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec, specs_from_onnx
@@ -32,7 +32,7 @@ def load_onnx(path: str | Path, *, load_external_data: bool = True):
         return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:
         raise ModelLoadError(
-            f"{path} is not a readable ONNX model (truncated or corrupt?): {str(exc).splitlines()[0][:200]}",
+            f"{path} is not a readable ONNX model (truncated or corrupt?): {first_line(exc, 200)}",
             hint="re-export or re-download the model",
         ) from exc
 
@@ -44,7 +44,7 @@ def check_onnx(path: str | Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ModelLoadError(f"{Path(path).name} fails the ONNX checker: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise ModelLoadError(f"{Path(path).name} fails the ONNX checker: {first_line(exc)}") from exc
 
 
 def save_onnx(model, path: Path) -> None:
@@ -135,7 +135,7 @@ class OnnxFrontend:
                 loaded.details["evaluator"] = ReferenceEvaluator(loaded.model)
             except Exception as exc:
                 raise ModelLoadError(
-                    f"the ONNX reference evaluator cannot run this model: {str(exc).splitlines()[0][:200]}",
+                    f"the ONNX reference evaluator cannot run this model: {first_line(exc, 200)}",
                     hint="verify it against expected outputs instead: --data with test_data_set_N/output_K.pb",
                 ) from exc
         outs = loaded.details["evaluator"].run(output_names, feeds)

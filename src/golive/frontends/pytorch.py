@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
+from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, first_line, require
 from golive.frontends.base import ExportResult, LoadedModel, is_import_path
 from golive.spec import ConvertOptions
 from golive.tensors import Dim, TensorSpec
@@ -137,7 +137,7 @@ def _load_weights(module, weights: str) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ModelLoadError(
-                f"cannot load {path.name} as a state dict with weights_only=True: {_first_line(exc)}",
+                f"cannot load {path.name} as a state dict with weights_only=True: {first_line(exc)}",
                 hint="save the weights with torch.save(model.state_dict(), path)",
             ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -148,7 +148,7 @@ def _load_weights(module, weights: str) -> None:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(
-            f"the weights in {path.name} do not fit the model: {_first_line(exc)}",
+            f"the weights in {path.name} do not fit the model: {first_line(exc)}",
             hint="check that the import path names the class the weights were saved from",
         ) from exc
 
@@ -159,14 +159,14 @@ def _load_file(path: Path, trust_pickle: bool):
         try:
             return torch.export.load(str(path)), "torch-export"
         except Exception as exc:
-            raise ModelLoadError(f"cannot load {path.name} as a torch.export archive: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot load {path.name} as a torch.export archive: {first_line(exc)}") from exc
     if not zipfile.is_zipfile(path) and not _is_legacy_pickle(path):
         raise ModelLoadError(f"{path.name} is not a PyTorch file (neither a zip archive nor a pickle); it may be truncated")
     if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location="cpu"), "torchscript"
         except Exception as exc:
-            raise ModelLoadError(f"cannot load TorchScript archive {path.name}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot load TorchScript archive {path.name}: {first_line(exc)}") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -180,7 +180,7 @@ def _load_file(path: Path, trust_pickle: bool):
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
             raise ModelLoadError(
-                f"cannot unpickle {path.name}: {_first_line(exc2)}",
+                f"cannot unpickle {path.name}: {first_line(exc2)}",
                 hint="the classes it was pickled with must be importable here",
             ) from exc2
         if not isinstance(obj, torch.nn.Module):
@@ -239,11 +239,6 @@ def _load_transformers(path: Path, options: ConvertOptions, attention: str | Non
     from golive.frontends._hf_models import load_folder
 
     return load_folder(path, options, attention)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 FRONTEND = PyTorchFrontend()

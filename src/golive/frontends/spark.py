@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, require
+from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, first_line, require
 from golive.frontends._tabular import name_batch_axis
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
@@ -109,7 +109,7 @@ class SparkFrontend:
             model = PipelineModel.load(str(path.absolute()))
         except Exception as exc:
             raise ModelLoadError(
-                f"Spark cannot load the pipeline in {path.name}: {str(exc).splitlines()[0][:300]}",
+                f"Spark cannot load the pipeline in {path.name}: {first_line(exc)}",
                 hint="save it with PipelineModel.write().save(path), with this Spark version",
             ) from None
         columns = _input_columns(model)

@@ -30,6 +30,7 @@ from golive.errors import (
     ModelLoadError,
     SourceNotFoundError,
     UntrustedPickleError,
+    first_line,
     require,
 )
 from golive.frontends._tf_names import (
@@ -71,11 +72,6 @@ def _tf2onnx():
     except Exception:  # an older or newer Keras without it: tf2onnx works for most graphs anyway
         log.debug("keras' tf2onnx patch is not available", exc_info=True)
     return tf2onnx
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
 def _dim_names(name: str, dims: list[int | None] | None, integer: bool) -> list[Dim] | None:
@@ -171,7 +167,7 @@ class TensorFlowFrontend:
                 saved = tf.saved_model.load(str(path))
         except Exception as exc:
             raise ModelLoadError(
-                f"TensorFlow cannot load the SavedModel {path}: {_first_line(exc)}",
+                f"TensorFlow cannot load the SavedModel {path}: {first_line(exc)}",
                 hint="check that the folder is complete and was written by a compatible TensorFlow",
             ) from exc
         signatures = {k: v for k, v in saved.signatures.items() if not k.startswith("_")}
@@ -231,7 +227,7 @@ class TensorFlowFrontend:
                     hint="loading it runs that code; if you trust the file, pass --trust-pickle",
                 ) from exc
             raise ModelLoadError(
-                f"Keras cannot load {path.name}: {_first_line(exc)}",
+                f"Keras cannot load {path.name}: {first_line(exc)}",
                 hint="custom layers must be importable and registered (keras.saving.register_keras_serializable)",
             ) from exc
         if not getattr(model, "inputs", None):
@@ -268,7 +264,7 @@ class TensorFlowFrontend:
             graph_def.ParseFromString(path.read_bytes())
         except Exception as exc:
             raise ModelLoadError(
-                f"{path.name} is not a TensorFlow GraphDef: {_first_line(exc)}",
+                f"{path.name} is not a TensorFlow GraphDef: {first_line(exc)}",
                 hint="a frozen graph is written by tf.io.write_graph(frozen.graph.as_graph_def(), ...)",
             ) from exc
         nodes = {n.name: n for n in graph_def.node}
@@ -346,7 +342,7 @@ class TensorFlowFrontend:
             except (ExportError, InputSpecError):
                 raise
             except Exception as exc:  # converters raise many types; record this route's reason, try the next
-                reason = _first_line(exc)
+                reason = first_line(exc)
                 log.info("%s route failed: %s\n%s", route, reason, captured.tail(3) if captured else "")
                 result.attempts.append({"exporter": route, "ok": False, "error": reason})
                 continue
@@ -385,7 +381,7 @@ class TensorFlowFrontend:
         except Exception as exc:
             shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in sample.items())
             raise InputSpecError(
-                f"the Keras model fails on sample inputs ({shapes}): {_first_line(exc)}",
+                f"the Keras model fails on sample inputs ({shapes}): {first_line(exc)}",
                 hint="check --input (names, dtypes, shapes) or pass real inputs with --data",
             ) from exc
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from golive.errors import GoliveError
+from golive.errors import GoliveError, first_line
 
 __all__ = [
     "DTYPES",
@@ -326,7 +326,7 @@ class ServedModel:
                     await self._run([p], loop, again=True)
                 return
             if not group[0].future.done():
-                group[0].future.set_exception(RequestError(f"model {self.name} failed: {_first_line(exc)}", 500))
+                group[0].future.set_exception(RequestError(f"model {self.name} failed: {first_line(exc, 500)}", 500))
             return
         finally:
             if self.metrics:
@@ -413,11 +413,6 @@ def _oip(dtype: np.dtype) -> str:
         if np.dtype(t) == dtype:
             return name
     return str(dtype)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
 def load_models(path: str | Path, *, name: str | None = None, **kwargs) -> list[ServedModel]:
