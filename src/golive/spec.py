@@ -25,6 +25,7 @@ __all__ = [
     "Tolerance",
     "TuneOptions",
     "VerifyOptions",
+    "default_of",
     "help_for",
     "load_job",
     "map_job_paths",
@@ -329,3 +330,8 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
 def help_for(model: type[BaseModel], field: str) -> str:
     """The help text declared for ``field`` of ``model``."""
     return model.model_fields[field].description or ""
+
+
+def default_of(model: type[BaseModel], field: str):
+    """The default declared for ``field`` of ``model`` (a front door's option defaults to it, never to a copy)."""
+    return model.model_fields[field].get_default(call_default_factory=True)

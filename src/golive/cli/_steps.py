@@ -14,6 +14,7 @@ from golive.optimize import TRANSFORMS
 from golive.spec import ConvertOptions as C
 from golive.spec import TuneOptions as T
 from golive.spec import VerifyOptions as V
+from golive.spec import default_of
 
 __all__: list[str] = []  # commands registered on the app
 
@@ -87,9 +88,9 @@ def convert(
     ],
     *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder for model.onnx and golive.json.")],
-    framework: Annotated[str | None, typer.Option(help=help_for(C, "framework"))] = None,
-    task: Annotated[str | None, typer.Option(help=help_for(C, "task"))] = None,
-    cache: Annotated[bool, typer.Option(help=help_for(C, "cache"))] = True,
+    framework: Annotated[str | None, typer.Option(help=help_for(C, "framework"))] = default_of(C, "framework"),
+    task: Annotated[str | None, typer.Option(help=help_for(C, "task"))] = default_of(C, "task"),
+    cache: Annotated[bool, typer.Option(help=help_for(C, "cache"))] = default_of(C, "cache"),
     input: Annotated[
         list[str], typer.Option("--input", "-i", help=help_for(C, "inputs"), default_factory=list, show_default=False)
     ],
@@ -100,9 +101,9 @@ def convert(
             help=help_for(C, "output_names") + " Comma-separated or repeated.", default_factory=list, show_default=False
         ),
     ],
-    opset: Annotated[int | None, typer.Option(help=help_for(C, "opset"))] = None,
-    exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = "auto",
-    signature: Annotated[str | None, typer.Option(help=help_for(C, "signature"))] = None,
+    opset: Annotated[int | None, typer.Option(help=help_for(C, "opset"))] = default_of(C, "opset"),
+    exporter: Annotated[str, typer.Option(help=help_for(C, "exporter"))] = default_of(C, "exporter"),
+    signature: Annotated[str | None, typer.Option(help=help_for(C, "signature"))] = default_of(C, "signature"),
     custom_translation: Annotated[
         list[str], typer.Option(help=help_for(C, "custom_translation"), default_factory=list, show_default=False)
     ],
@@ -110,17 +111,17 @@ def convert(
     imports: Annotated[
         list[str], typer.Option("--import", help=help_for(C, "imports"), default_factory=list, show_default=False)
     ],
-    constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = True,
-    weights: Annotated[str | None, typer.Option(help=help_for(C, "weights"))] = None,
-    trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = False,
-    zipmap: Annotated[bool, typer.Option(help=help_for(C, "zipmap"))] = False,
+    constant_folding: Annotated[bool, typer.Option(help=help_for(C, "constant_folding"))] = default_of(C, "constant_folding"),
+    weights: Annotated[str | None, typer.Option(help=help_for(C, "weights"))] = default_of(C, "weights"),
+    trust_pickle: Annotated[bool, typer.Option(help=help_for(C, "trust_pickle"))] = default_of(C, "trust_pickle"),
+    zipmap: Annotated[bool, typer.Option(help=help_for(C, "zipmap"))] = default_of(C, "zipmap"),
     int_range: Annotated[list[str], typer.Option(help=help_for(C, "int_ranges"), default_factory=list, show_default=False)],
-    data: Annotated[str | None, typer.Option(help=help_for(C, "data"))] = None,
-    verify: Annotated[bool, typer.Option(help=help_for(C, "verify"))] = True,
+    data: Annotated[str | None, typer.Option(help=help_for(C, "data"))] = default_of(C, "data"),
+    verify: Annotated[bool, typer.Option(help=help_for(C, "verify"))] = default_of(C, "verify"),
     rtol: RtolOpt,
     atol: AtolOpt,
     dim: DimOpt,
-    new_tokens: Annotated[int, typer.Option(help=help_for(V, "new_tokens"))] = 8,
+    new_tokens: Annotated[int, typer.Option(help=help_for(V, "new_tokens"))] = default_of(V, "new_tokens"),
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a model to ONNX, verify it against the source, and write OUTPUT/model.onnx + golive.json."""
@@ -161,13 +162,13 @@ def convert(
 def verify(
     target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.")],
     *,
-    data: Annotated[str | None, typer.Option(help=help_for(V, "data"))] = None,
+    data: Annotated[str | None, typer.Option(help=help_for(V, "data"))] = default_of(V, "data"),
     rtol: RtolOpt,
     atol: AtolOpt,
     dim: DimOpt,
-    batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = 3,
-    seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = 0,
-    new_tokens: Annotated[int, typer.Option(help=help_for(V, "new_tokens"))] = 8,
+    batches: Annotated[int, typer.Option(help=help_for(V, "batches"))] = default_of(V, "batches"),
+    seed: Annotated[int, typer.Option(help=help_for(V, "seed"))] = default_of(V, "seed"),
+    new_tokens: Annotated[int, typer.Option(help=help_for(V, "new_tokens"))] = default_of(V, "new_tokens"),
     custom_ops: CustomOpsOpt,
     source: Annotated[
         str | None,
@@ -204,10 +205,10 @@ def tune(
     target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.", metavar="MODEL_OR_DIR")],
     *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for best/, report.json and report.html.")],
-    budget: Annotated[float, typer.Option(help=help_for(T, "budget"))] = 120.0,
+    budget: Annotated[float, typer.Option(help=help_for(T, "budget"))] = default_of(T, "budget"),
     providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"), default_factory=list, show_default=False)],
-    objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = "latency",
-    data: Annotated[str | None, typer.Option(help=help_for(T, "data"))] = None,
+    objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = default_of(T, "objective"),
+    data: Annotated[str | None, typer.Option(help=help_for(T, "data"))] = default_of(T, "data"),
     metric: Annotated[
         list[str],
         typer.Option(
@@ -228,11 +229,11 @@ def tune(
         ),
     ],
     dim: Annotated[list[str], typer.Option("--dim", help=help_for(T, "dim_sizes"), default_factory=list, show_default=False)],
-    concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = 4,
-    max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = 32,
-    fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = False,
-    time_source: Annotated[bool, typer.Option(help=help_for(T, "time_source"))] = True,
-    fallback: Annotated[bool, typer.Option(help=help_for(T, "cpu_fallback"))] = True,
+    concurrency: Annotated[int, typer.Option(help=help_for(T, "concurrency"))] = default_of(T, "concurrency"),
+    max_batch: Annotated[int, typer.Option(help=help_for(T, "max_batch"))] = default_of(T, "max_batch"),
+    fixed_shape: Annotated[bool, typer.Option(help=help_for(T, "fixed_shape"))] = default_of(T, "fixed_shape"),
+    time_source: Annotated[bool, typer.Option(help=help_for(T, "time_source"))] = default_of(T, "time_source"),
+    fallback: Annotated[bool, typer.Option(help=help_for(T, "cpu_fallback"))] = default_of(T, "cpu_fallback"),
     custom_ops: CustomOpsOpt,
     rtol: RtolOpt,
     atol: AtolOpt,
