@@ -43,12 +43,16 @@ def save_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def folder_in_place(out: Path) -> Iterator[Path]:
+def folder_in_place(out: Path, *, unique: bool = False) -> Iterator[Path]:
     """A folder written beside ``out`` under a partial name (yielded), renamed into place (replacing ``out``) when the
-    block succeeds and removed when it fails: nothing half-written ever stands at ``out``."""
+    block succeeds and removed when it fails: nothing half-written ever stands at ``out``. The partial name is
+    ``.OUT.partial`` (a stale one from a killed run is removed first), or with ``unique`` ``.OUT.partial-XXXXXXXX``
+    (for writers that may run at once; a run folder's lock sweeps stale ones)."""
     import shutil
+    import uuid
 
-    partial = out.with_name(f".{out.name}.partial")
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial" + (f"-{uuid.uuid4().hex[:8]}" if unique else ""))
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:

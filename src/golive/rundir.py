@@ -34,7 +34,7 @@ from golive.errors import DataError, GoliveError, OutputDirError, RunFolderBusyE
 from golive.frontends.hf_tasks import GenerationSpec
 from golive.providers import Placement
 from golive.runtime import SessionConfig
-from golive.spec import ConvertOptions, TuneOptions, VerifyOptions
+from golive.spec import ConvertOptions, TuneOptions, VerifyOptions, map_paths
 from golive.tensors import TensorSpec
 from golive.verification import VerifyReport
 
@@ -282,16 +282,8 @@ def read_convert_record(folder: Path, verb: str) -> ConvertRecord:
 
 def options_from_record(record: ConvertRecord, folder: Path) -> ConvertOptions:
     """The convert options with their recorded paths made absolute against the run folder."""
-    o = record.options
-    return o.model_copy(
-        update={
-            "weights": from_record(o.weights, folder),
-            "data": from_record(o.data, folder),
-            "custom_translation": [from_record(t, folder) for t in o.custom_translation],
-            "imports": [from_record(m, folder) for m in o.imports],
-            "custom_ops": [from_record(c, folder) for c in record.custom_ops],
-        }
-    )
+    absolute = map_paths(record.options, lambda p: from_record(p, folder))
+    return absolute.model_copy(update={"custom_ops": [from_record(c, folder) for c in record.custom_ops]})
 
 
 def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
@@ -422,20 +414,13 @@ OptionsT = TypeVar("OptionsT", VerifyOptions, TuneOptions)
 
 
 def paths_to_record(options: OptionsT, folder: Path) -> OptionsT:
-    """Verify or tune options as a record keeps them: their data and custom-op paths relative to ``folder``."""
-    return options.model_copy(
-        update={"data": to_record(options.data, folder), "custom_ops": [to_record(c, folder) or c for c in options.custom_ops]}
-    )
+    """Verify or tune options as a record keeps them: their paths relative to ``folder``."""
+    return map_paths(options, lambda p: to_record(p, folder))
 
 
 def paths_from_record(options: OptionsT, folder: Path) -> OptionsT:
     """Recorded verify or tune options with their paths made absolute against ``folder`` again."""
-    return options.model_copy(
-        update={
-            "data": from_record(options.data, folder),
-            "custom_ops": [from_record(c, folder) or c for c in options.custom_ops],
-        }
-    )
+    return map_paths(options, lambda p: from_record(p, folder))
 
 
 # ---------------------------------------------------------------- fingerprints

@@ -10,9 +10,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.config import JsonDict
 
 from golive._imports import split_file_attr
 from golive.errors import GoliveError, InputSpecError, validation_problems
@@ -29,6 +30,9 @@ __all__ = [
     "help_for",
     "load_job",
     "map_job_paths",
+    "map_paths",
+    "path_fields",
+    "paths_in",
 ]
 
 SPEC_VERSION: Final = 1
@@ -38,9 +42,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_PATH: JsonDict = {"path": True}  # a field naming files: recorded relative to the run folder, made absolute when read back
+
+
 def _custom_ops_field():
     return Field(
         default_factory=list,
+        json_schema_extra=_PATH,
         description=(
             "Implementations of custom-domain operators, registered on every ONNX Runtime session: a custom-op library "
             "(.so/.dll/.dylib), a Python module or .py file whose functions carry onnxruntime_extensions.onnx_op, or "
@@ -91,6 +99,7 @@ class ConvertOptions(_Strict):
     )
     custom_translation: list[str] = Field(
         default_factory=list,
+        json_schema_extra=_PATH,
         description="Operators the exporter lacks. PyTorch: onnxscript translations as module:table or "
         "file.py:table (a dict from torch operator to onnxscript function; dynamo exporter only). "
         "TensorFlow: TF_OP=DOMAIN keeps that op as one node of a custom domain (tf2onnx's custom_ops); "
@@ -99,6 +108,7 @@ class ConvertOptions(_Strict):
     constant_folding: bool = Field(default=True, description="Fold constants while exporting.")
     weights: str | None = Field(
         default=None,
+        json_schema_extra=_PATH,
         description="State dict (.pt/.pth/.safetensors) for a PyTorch import-path source, loaded with weights_only=True.",
     )
     trust_pickle: bool = Field(
@@ -113,11 +123,14 @@ class ConvertOptions(_Strict):
         description="[NAME=]LOW:HIGH range for synthetic integer inputs (HIGH exclusive), e.g. input_ids=0:30522.",
     )
     data: str | None = Field(
-        default=None, description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder."
+        default=None,
+        json_schema_extra=_PATH,
+        description="Sample data: .npz (name -> array), .npy (one input) or an ONNX test_data_set folder.",
     )
     custom_ops: list[str] = _custom_ops_field()
     imports: list[str] = Field(
         default_factory=list,
+        json_schema_extra=_PATH,
         description="Python modules or .py files to import before loading the source, e.g. the "
         "module that registers a Keras model's custom layers. Imported code runs: only "
         "name code you trust.",
@@ -145,7 +158,9 @@ class Tolerance(_Strict):
 
 class VerifyOptions(_Strict):
     data: str | None = Field(
-        default=None, description="Test data: .npz, .npy or ONNX test_data_set folder(s); synthetic inputs when left out."
+        default=None,
+        json_schema_extra=_PATH,
+        description="Test data: .npz, .npy or ONNX test_data_set folder(s); synthetic inputs when left out.",
     )
     rtol: float | None = Field(
         default=None, ge=0, description="Relative tolerance for every output (default by dtype: 1e-3 for float32)."
@@ -181,7 +196,9 @@ class TuneOptions(_Strict):
         description="latency: median time of one request; throughput: items per second under concurrent requests.",
     )
     data: str | None = Field(
-        default=None, description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out."
+        default=None,
+        json_schema_extra=_PATH,
+        description="Inputs to measure and calibrate with (.npz, .npy, test_data_set); synthetic when left out.",
     )
     metrics: dict[str, float] = Field(
         default_factory=lambda: {"cosine": 0.999, "label": 0.99, "argmax": 0.99},
@@ -289,25 +306,48 @@ def load_job(path: str | Path) -> JobSpec:
     return _resolve_paths(job, path.parent)
 
 
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def path_fields(options: type[BaseModel] | BaseModel) -> list[str]:
+    """The fields of an options model that name files (declared once, on the field: ``json_schema_extra={"path": True}``)."""
+    model = options if isinstance(options, type) else type(options)
+    return [
+        name
+        for name, f in model.model_fields.items()
+        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("path")
+    ]
+
+
+def map_paths(options: OptionsT, fn: Callable[[str], str | None]) -> OptionsT:
+    """A copy of ``options`` with ``fn`` applied to every path it names (a value ``fn`` maps to None stays as it was)."""
+    update: dict[str, object] = {}
+    for name in path_fields(options):
+        value = getattr(options, name)
+        if isinstance(value, list):
+            update[name] = [fn(p) or p for p in value]
+        elif value is not None:
+            update[name] = fn(value) or value
+    return options.model_copy(update=update)
+
+
+def paths_in(options: BaseModel) -> list[str]:
+    """Every path an options object names, in field order."""
+    found: list[str] = []
+    map_paths(options, lambda p: found.append(p))
+    return found
+
+
 def map_job_paths(job: JobSpec, fn: Callable[[str], str]) -> JobSpec:
     """A copy of ``job`` with ``fn`` applied to every file path it names except output_dir and tune_dir:
-    the source (``file.py:name`` included), weights, data, translation tables, imports, custom ops."""
-
-    def one(p: str | None) -> str | None:
-        return None if p is None else fn(p)
-
+    the source (``file.py:name`` included) and the path fields of its options (weights, data, translation tables,
+    imports, custom ops)."""
     job = job.model_copy(deep=True)
-    job.source = one(job.source) or job.source
-    job.convert.weights = one(job.convert.weights)
-    job.convert.data = one(job.convert.data)
-    job.verify.data = one(job.verify.data)
-    job.convert.custom_translation = [one(p) or p for p in job.convert.custom_translation]
-    job.convert.imports = [one(p) or p for p in job.convert.imports]
-    for options in (job.convert, job.verify, job.tune):
-        if options is not None:
-            options.custom_ops = [one(p) or p for p in options.custom_ops]
+    job.source = fn(job.source) or job.source
+    job.convert = map_paths(job.convert, fn)
+    job.verify = map_paths(job.verify, fn)
     if job.tune:
-        job.tune.data = one(job.tune.data)
+        job.tune = map_paths(job.tune, fn)
     return job
 
 

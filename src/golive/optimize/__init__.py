@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golive._imports import is_import_path
+from golive._io import folder_in_place
 from golive.errors import GoliveError, TransformError
 
 if TYPE_CHECKING:
@@ -364,18 +365,16 @@ def apply_chain(
     for i, name in enumerate(names):
         folder = work / "+".join(_folder_name(n) for n in names[: i + 1])
         if not (folder / "transform.json").exists():
-            partial = folder.with_name(folder.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-            ok, info = in_worker(
-                "golive.optimize:apply_in_this_process", (name, str(path), str(partial / "model.onnx"), ctx), timeout, should_stop
-            )
-            if not ok:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise TransformError(f"{name}: {info}")
-            (partial / "transform.json").write_text(json.dumps(info, default=str))
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(partial, folder)
+            with folder_in_place(folder) as partial:
+                ok, info = in_worker(
+                    "golive.optimize:apply_in_this_process",
+                    (name, str(path), str(partial / "model.onnx"), ctx),
+                    timeout,
+                    should_stop,
+                )
+                if not ok:
+                    raise TransformError(f"{name}: {info}")
+                (partial / "transform.json").write_text(json.dumps(info, default=str))
         done.append({"transform": name, **json.loads((folder / "transform.json").read_text())})
         path = folder / "model.onnx"
     return path, done

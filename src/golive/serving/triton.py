@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from golive._io import folder_in_place
 from golive.errors import GoliveError
 
 __all__ = ["export_triton", "export_triton_parts"]
@@ -98,10 +99,8 @@ def export_triton(
     folder = repo / model_name
     if folder.exists():
         raise GoliveError(f"{folder} exists already", hint="choose another -o REPO or --name, or remove it")
-    partial = repo / f".{model_name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "1").mkdir(parents=True)
-    try:
+    with folder_in_place(folder) as partial:
+        (partial / "1").mkdir()
         if ahead:
             make_session(best / "model.onnx", on_cpu, optimized_model_path=partial / "1" / "model.onnx")
         else:
@@ -109,10 +108,6 @@ def export_triton(
                 if f.name == "model.onnx" or f.name in _external(best / "model.onnx"):
                     shutil.copy2(f, partial / "1" / f.name)
         (partial / "config.pbtxt").write_text(text_format.MessageToString(config))
-        partial.rename(folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return folder
 
 

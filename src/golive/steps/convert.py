@@ -21,7 +21,7 @@ from golive.rundir import (
     to_record,
     write_record,
 )
-from golive.spec import ConvertOptions, JobSpec, VerifyOptions
+from golive.spec import ConvertOptions, JobSpec, VerifyOptions, map_paths, paths_in
 from golive.tuning import TuneResult
 
 __all__ = ["ConvertResult", "convert_key", "convert_step", "finished_convert", "job_record"]
@@ -86,21 +86,13 @@ def _files_read(job: JobSpec) -> list[str | None]:
     if is_import_path(source):
         head, attr = split_file_attr(source)
         source_file = head if attr else None  # a module name is not a file of the job
-    o = job.convert
-    python_files = [split_file_attr(p)[0] for p in [*o.custom_translation, *o.imports]]
-    return [source_file, o.weights, o.data, job.verify.data, *python_files, *o.custom_ops]
+    read = [split_file_attr(p)[0] for p in paths_in(job.convert)]  # a file.py:name reads the file
+    return [source_file, *read, job.verify.data]
 
 
 def _recorded_options(options: ConvertOptions, folder: Path, custom_ops: list[str]) -> ConvertOptions:
-    return options.model_copy(
-        update={
-            "weights": to_record(options.weights, folder),
-            "data": to_record(options.data, folder),
-            "custom_translation": [to_record(t, folder) or t for t in options.custom_translation],
-            "imports": [to_record(m, folder) or m for m in options.imports],
-            "custom_ops": custom_ops,
-        }
-    )
+    """The options as golive.json records them: paths relative to the folder, custom ops as carried into it."""
+    return map_paths(options, lambda p: to_record(p, folder)).model_copy(update={"custom_ops": custom_ops})
 
 
 def convert_key(job: JobSpec) -> str:
@@ -140,7 +132,8 @@ def fork_convert(src: str | Path, dst: str | Path) -> ConvertRecord:
     ``dst`` is a sibling of ``src``: the record's paths are relative to the folder, and stay right there."""
     import os
     import shutil
-    import uuid
+
+    from golive._io import folder_in_place
 
     src, dst = Path(src).absolute(), Path(dst).absolute()
     record = finished_convert(src)
@@ -157,19 +150,13 @@ def fork_convert(src: str | Path, dst: str | Path) -> ConvertRecord:
         except OSError:
             shutil.copy2(a, b)
 
-    partial = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
-    partial.mkdir()
-    try:
+    with folder_in_place(dst, unique=True) as partial:
         for name in record.parts:  # each part a convert folder of its own
             shutil.copytree(src / name, partial / name, copy_function=link)
         for name in ("model.onnx", *record.external_data, CONVERT_RECORD) if not record.parts else (CONVERT_RECORD,):
             link(str(src / name), str(partial / name))
         if (src / CUSTOM_OPS_DIR).is_dir():
             shutil.copytree(src / CUSTOM_OPS_DIR, partial / CUSTOM_OPS_DIR, copy_function=link)
-        partial.rename(dst)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return record
 
 

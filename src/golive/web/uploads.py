@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from golive._io import folder_in_place
 from golive.errors import GoliveError
 
 __all__ = ["ARCHIVE_SUFFIXES", "CODE_SUFFIXES", "PICKLE_SUFFIXES", "Upload", "UploadError", "UploadStore", "under_roots"]
@@ -110,10 +111,7 @@ class UploadStore:
                 status=413,
             )
         upload_id = uuid.uuid4().hex
-        folder = self.root / upload_id
-        partial = self.root / f".{upload_id}.partial"
-        partial.mkdir(parents=True)
-        try:
+        with folder_in_place(self.root / upload_id) as partial:
             suffix = _suffix(base)
             target = partial / ("upload" + suffix)
             size = 0
@@ -138,10 +136,6 @@ class UploadStore:
                 target.rename(path)
             meta = {"name": base, "size": size, "kind": kind, "path": str(path.relative_to(partial))}
             (partial / "meta.json").write_text(json.dumps(meta))
-            partial.rename(folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
         return self.get(upload_id)
 
     def _unpack(self, archive: Path, dest: Path, name: str) -> Path:
