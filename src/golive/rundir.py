@@ -23,9 +23,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -55,6 +56,7 @@ __all__ = [
     "ConvertRecord",
     "RunFolder",
     "SessionRecord",
+    "Target",
     "TuneRecord",
     "VerifyRecord",
     "best_folder",
@@ -72,6 +74,7 @@ __all__ = [
     "paths_to_record",
     "read_convert_record",
     "read_record",
+    "resolve_target",
     "source_for",
     "step_key",
     "to_record",
@@ -351,6 +354,53 @@ def tuned_record(tune_dir: str | Path) -> tuple[Path, SessionRecord]:
     record = read_record(best / SESSION_RECORD, SessionRecord)
     record.session = record.session.model_copy(update={"custom_ops": [from_record(c, best) for c in record.session.custom_ops]})
     return best, record
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a path a user gives names: an .onnx file, a convert folder, a tune folder, or a copied best/ folder."""
+
+    kind: Literal["onnx", "convert", "tune", "best"]
+    path: Path
+
+    @property
+    def model(self) -> Path:
+        """The model file it stands for (a tune folder: its best)."""
+        if self.kind == "onnx":
+            return self.path
+        return self.path / "best" / "model.onnx" if self.kind == "tune" else self.path / "model.onnx"
+
+    @property
+    def name(self) -> str:
+        """A name for it: the file's stem, the folder's name (a copied best/: its tune folder's)."""
+        if self.kind == "onnx":
+            return self.path.stem
+        return self.path.parent.name if self.kind == "best" and self.path.name == "best" else self.path.name
+
+
+def resolve_target(path: str | Path, verb: str, *, allowed: tuple[str, ...] = ("onnx", "convert", "tune", "best")) -> Target:
+    """The one rule for what a given path is, or a GoliveError saying what was expected (``verb``: what the caller
+    does with it, for the message)."""
+    path = Path(path)
+    kinds = {"onnx": "an .onnx file", "convert": "a convert folder", "tune": "a tune folder", "best": "a tune folder's best/"}
+    expected = ", ".join(kinds[k] for k in allowed)
+    if not path.exists():
+        raise GoliveError(f"{path} does not exist", hint=f"{verb} {expected}")
+    target: Target | None = None
+    if path.is_file():
+        target = Target("onnx", path) if path.suffix == ".onnx" else None
+    elif (path / "best").is_dir() or (path / TUNE_RECORD).exists():
+        target = Target("tune", path)
+    elif (path / SESSION_RECORD).is_file():
+        target = Target("best", path)
+    elif (path / CONVERT_RECORD).is_file() or (path / "model.onnx").exists():
+        target = Target("convert", path)
+    if target is None or target.kind not in allowed:
+        what = f"is {kinds[target.kind]}" if target else "is none of these"
+        raise GoliveError(
+            f"{path} {what}; golive can {verb} {expected}", hint=f"golive {verb} a folder golive wrote, or an .onnx file"
+        )
+    return target
 
 
 def parts_of(folder: Path) -> list[str]:

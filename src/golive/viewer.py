@@ -94,23 +94,16 @@ class View:
 def model_file(model_or_dir: str | Path) -> Path:
     """The .onnx a path names: the file itself, a convert folder's model.onnx, a tune folder's best/model.onnx."""
     from golive.errors import GoliveError
+    from golive.rundir import parts_of, resolve_target
 
     path = Path(model_or_dir)
-    for candidate in (path, path / "model.onnx", path / "best" / "model.onnx"):
-        if candidate.is_file() and candidate.suffix == ".onnx":
-            return candidate.absolute()
-    from golive.rundir import parts_of
-
-    parts = parts_of(path)
+    parts = parts_of(path) if path.is_dir() else []
     if parts:  # a model converted (or tuned) as parts: one is shown at a time
         raise GoliveError(
             f"{model_or_dir} holds a model in parts ({', '.join(parts)}): show one",
             hint=f"golive.show('{path / parts[-1]}')",
         )
-    raise GoliveError(
-        f"{model_or_dir} is not an .onnx file, a convert folder or a tune folder",
-        hint="golive.show('out/model.onnx'), golive.show('out'), golive.show('out-tuned')",
-    )
+    return resolve_target(path, "show").model.absolute()
 
 
 def show(model_or_dir: str | Path, *, height: int = 600) -> View:

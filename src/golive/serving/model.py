@@ -436,7 +436,7 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
     loop needs to parse and answer the next requests: measured side by side with serve_bench on 2 cores, MNIST at
     concurrency 32 answered 3388 requests/s with spinning off against 2281 with it on. False (the default)
     turns it off; None keeps the tuned (or ONNX Runtime's default) setting."""
-    from golive.rundir import SESSION_RECORD, read_record, tuned_record
+    from golive.rundir import ConvertRecord, from_record, read_convert_record, resolve_target, tuned_record
     from golive.runtime import SessionConfig, make_session, without_graph_capture
 
     def configured(config: SessionConfig) -> SessionConfig:
@@ -445,38 +445,26 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
             return config
         return config.model_copy(update={"intra_op_spinning": spinning, "inter_op_spinning": spinning})
 
-    path = Path(path)
-    if not path.exists():
-        raise GoliveError(f"{path} does not exist", hint="serve a tune folder, a convert folder or an .onnx file")
-    settings: dict[str, Any] = {}
-    if path.is_dir() and ((path / "tune.json").is_file() or (path / SESSION_RECORD).is_file()):
-        best, tuned = tuned_record(path)
+    target = resolve_target(path, "serve")
+    transforms = "original"
+    if target.kind in ("tune", "best"):
+        best, tuned = tuned_record(target.path)
         config = configured(tuned.session)
-        session = make_session(best / "model.onnx", config)
-        settings = {"session": config.describe(), "transforms": "+".join(tuned.transforms) or "original"}
-        default_name = path.parent.name if path.name == "best" else path.name
-    elif path.is_dir() and (path / "golive.json").is_file():
-        from golive.rundir import ConvertRecord, from_record
-
-        converted = read_record(path / "golive.json", ConvertRecord)
-        config = configured(SessionConfig(custom_ops=[from_record(c, path) for c in converted.custom_ops]))
-        session = make_session(path / "model.onnx", config)
-        settings = {"session": config.describe(), "transforms": "original"}
-        default_name = path.name
-    elif path.is_file() and path.suffix == ".onnx":
-        config = configured(SessionConfig())
-        session = make_session(path, config)
-        settings = {"session": config.describe(), "transforms": "original"}
-        default_name = path.stem
+        model = best / "model.onnx"
+        transforms = "+".join(tuned.transforms) or "original"
+    elif target.kind == "convert":
+        converted: ConvertRecord = read_convert_record(target.path, "serve")
+        config = configured(SessionConfig(custom_ops=[from_record(c, target.path) for c in converted.custom_ops]))
+        model = target.model
     else:
-        raise GoliveError(
-            f"{path} is not a tune folder, a convert folder or an .onnx file",
-            hint="golive serve runs/mnist-tuned (or runs/mnist, or model.onnx)",
-        )
+        config, model = configured(SessionConfig()), target.path
+    session = make_session(model, config)
+    settings: dict[str, Any] = {"session": config.describe(), "transforms": transforms}
+    default_name = target.name
     model_name = name or default_name
     if not model_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise GoliveError(f"{model_name!r} cannot be a model name in a URL", hint="give --name NAME (letters, digits, - _ .)")
-    return ServedModel(model_name, session, source=str(path), settings=settings, **kwargs)
+    return ServedModel(model_name, session, source=str(target.path), settings=settings, **kwargs)
 
 
 def dumps(value: Any) -> bytes:

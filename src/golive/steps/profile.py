@@ -26,34 +26,30 @@ Job = tuple[str, Path, SessionConfig, Path | None]  # label, model, session, the
 def profile_targets(target: Path) -> tuple[list[Job], Path | None, Path]:
     """(label, model, session, origin) to profile, the inputs a tune measured on (None: none saved), and the default output
     folder, for a model.onnx, a convert folder, a tune folder or a copied best/ folder."""
-    from golive.rundir import SESSION_RECORD, ConvertRecord, from_record, read_record, tuned_record
+    from golive.rundir import from_record, read_convert_record, resolve_target, tuned_record
 
-    if not target.exists():
-        raise GoliveError(f"{target} does not exist", hint="profile a model.onnx, a convert folder or a tune folder")
-    if target.is_file():
-        if target.suffix != ".onnx":
-            raise GoliveError(f"{target} is not an .onnx file", hint="profile a model.onnx, a convert folder or a tune folder")
+    found = resolve_target(target, "profile")
+    if found.kind == "onnx":
         return [("model", target, SessionConfig(), None)], None, target.with_name(f"{target.stem}-profile")
-    if (target / "best").exists() or (target / "tune.json").exists() or (target / SESSION_RECORD).exists():
+    if found.kind in ("tune", "best"):
         best, record = tuned_record(target)  # an unfinished tune folder is an error that says so
         jobs: list[Job] = [("best", best / "model.onnx", record.session, None)]
-        report = target / "report.json"
-        if report.is_file():
-            baseline = Path(from_record(json.loads(report.read_text())["model"], target))
-            if baseline.is_file():  # the best's nodes are traced back to the model it was tuned from (or re-exported)
+        if found.kind == "tune":
+            from golive.steps.tune import load_tune_result
+
+            report = load_tune_result(target).report
+            baseline = Path(from_record(report.model, target)) if report else None
+            if (
+                baseline and baseline.is_file()
+            ):  # the best's nodes are traced back to the model it was tuned from (or re-exported)
                 origin = best / ORIGIN_GRAPH if (best / ORIGIN_GRAPH).is_file() else baseline
                 jobs = [("best", best / "model.onnx", record.session, origin)]
                 jobs.append(("baseline", baseline, SessionConfig(custom_ops=record.session.custom_ops), None))
         inputs = target / "inputs.npz"
         return jobs, inputs if inputs.is_file() else None, target / "profile"
-    if (target / "golive.json").is_file():
-        convert = read_record(target / "golive.json", ConvertRecord)
-        custom = [from_record(c, target) for c in convert.custom_ops]
-        return [("model", target / "model.onnx", SessionConfig(custom_ops=custom), None)], None, target / "profile"
-    raise GoliveError(
-        f"{target} is neither a model.onnx, a convert folder (golive.json) nor a tune folder (best/)",
-        hint="profile what golive convert or golive tune wrote, or an .onnx file",
-    )
+    convert = read_convert_record(target, "profile")
+    custom = [from_record(c, target) for c in convert.custom_ops]
+    return [("model", target / "model.onnx", SessionConfig(custom_ops=custom), None)], None, target / "profile"
 
 
 def _feeds(model: Path, data: str | None, saved: Path | None, dim_sizes: dict[str, int]) -> dict[str, Any]:

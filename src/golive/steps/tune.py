@@ -9,6 +9,7 @@ from golive.errors import DataError, GoliveError
 from golive.events import EVENTS_FILE, StepContext
 from golive.rundir import (
     TUNE_RECORD,
+    ConvertRecord,
     RunFolder,
     TuneRecord,
     fingerprint,
@@ -32,31 +33,42 @@ __all__ = ["load_tune_result", "tune_key", "tune_step", "tune_unless_done"]
 _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 
 
-def _target(target: Path, options: TuneOptions):
-    """(model file, input specs, export sizes, options with absolute custom ops) of a convert folder or .onnx file."""
+def _convert_record(target: Path) -> ConvertRecord | None:
+    """golive.json of the convert folder tuned (None for an .onnx file): read once a tune, here."""
+    from golive.rundir import resolve_target
+
+    kind = resolve_target(target, "tune", allowed=("onnx", "convert")).kind
+    return read_convert_record(target, "tune") if kind == "convert" else None
+
+
+def _target(target: Path, options: TuneOptions, record: ConvertRecord | None):
+    """(model file, input specs, base sizes, options with absolute custom ops) of a convert folder or .onnx file."""
     from golive.frontends.onnxfile import load_onnx
-    from golive.rundir import read_convert_record
     from golive.runtime import resolve_custom_ops
     from golive.tensors import specs_from_onnx
 
     options = options.model_copy(update={"custom_ops": resolve_custom_ops(options.custom_ops)})
-    if target.is_dir():
-        record = read_convert_record(target, "tune")
+    if record is not None:
         if not options.custom_ops:
             options = options.model_copy(update={"custom_ops": [from_record(c, target) for c in record.custom_ops]})
         return target / "model.onnx", record.inputs, {**record.export_sizes, **record.tune_sizes}, options
-    if not target.is_file():
-        raise GoliveError(f"{target} does not exist", hint="tune a golive convert output folder or an .onnx file")
     specs, _ = specs_from_onnx(load_onnx(target, load_external_data=False))
     return target, specs, {}, options
 
 
-def tune_key(target: str | Path, output_dir: str | Path, options: TuneOptions, verify_options: VerifyOptions | None) -> str:
+def tune_key(
+    target: str | Path,
+    output_dir: str | Path,
+    options: TuneOptions,
+    verify_options: VerifyOptions | None,
+    *,
+    parts: list[str] | None = None,
+) -> str:
     """The tune step's identity: its options as tune.json records them, the tolerances its gate uses (the
     only part of the verify options it reads), and the bytes of the model (external data included), data
-    and custom ops it reads."""
+    and custom ops it reads. ``parts``: the target's parts, when the caller has read them."""
     target, out = Path(target).absolute(), Path(output_dir).absolute()
-    parts = parts_of(target)
+    parts = parts_of(target) if parts is None else parts
     model = target / "model.onnx" if target.is_dir() else target
     files = [f for name in parts for f in model_files(target / name / "model.onnx")] if parts else model_files(model)
     tolerances = (verify_options or VerifyOptions()).model_dump(mode="json", include={"rtol", "atol", "per_output"})
@@ -79,7 +91,7 @@ def load_tune_result(out: Path) -> TuneResult:
 def _tune_parts(
     target: Path,
     out: Path,
-    parts: list[str],
+    convert: ConvertRecord,
     options: TuneOptions,
     verify_options: VerifyOptions | None,
     ctx: StepContext,
@@ -88,6 +100,7 @@ def _tune_parts(
     """Each part tuned into the subfolder of its name with an equal share of the budget; tune.json last."""
     from golive import _io
 
+    parts = convert.parts
     if options.data:
         raise DataError(
             f"--data gives one model's inputs, and {target} holds {len(parts)} parts ({', '.join(parts)}) that take different ones",
@@ -119,7 +132,7 @@ def _tune_parts(
             best="; ".join(f"{name}: {r.best.id}" for name, r in result.reports.items()),
             speedup=result.speedup,
             parts=parts,
-            generation=read_convert_record(target, "tune").generation,
+            generation=convert.generation,
         )
         _io.write_json(out / "report.html", render_html(result.reports))  # every part's report on one page
         write_record(out / TUNE_RECORD, record)
@@ -157,12 +170,13 @@ def tune_step(
     out = Path(output_dir).absolute()
     if out == target or out in target.parents:
         raise GoliveError(f"the tune folder {out} would replace what it tunes ({target})", hint="choose another -o folder")
-    key = key or tune_key(target, out, options, verify_options)
-    parts = parts_of(target)
-    if parts:
-        return _tune_parts(target, out, parts, options, verify_options, ctx, key)
+    convert = _convert_record(target)
+    parts = convert.parts if convert is not None else []
+    key = key or tune_key(target, out, options, verify_options, parts=parts)
+    if convert is not None and parts:
+        return _tune_parts(target, out, convert, options, verify_options, ctx, key)
     given = options  # what tune.json records: the options as asked for, before the convert record fills them in
-    model, specs, base_sizes, options = _target(target, options)
+    model, specs, base_sizes, options = _target(target, options, convert)
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
         if folder.swept:
             ctx.emit("tune", f"swept {len(folder.swept)} partial folder(s) left by a killed run", payload={"swept": folder.swept})
@@ -177,7 +191,8 @@ def tune_step(
             verify_options,
             ctx,
             folder=folder.path,
-            source=target if target.is_dir() else None,
+            source=target if convert is not None else None,
+            record=convert,
         )
         ctx.check()
         record = TuneRecord(
@@ -190,7 +205,7 @@ def tune_step(
             elapsed_s=report.elapsed_s,
             best=report.best.id,
             speedup=report.speedup,
-            generation=read_convert_record(target, "tune").generation if target.is_dir() else None,
+            generation=convert.generation if convert is not None else None,
         )
         folder.commit(stage, TUNE_RECORD, record, replaces=[*_OUTPUTS, *parts_of(folder.path)])  # a tune in parts before
         ctx.emit("done", report.summary(), payload={"best": report.best.id, "speedup": report.speedup})

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from golive.errors import GoliveError, ProviderError
 from golive.events import StepContext
-from golive.rundir import SESSION_RECORD
+from golive.rundir import SESSION_RECORD, ConvertRecord
 from golive.spec import TuneOptions, VerifyOptions
 from golive.tensors import TensorSpec
 from golive.tuning.report import TuneReport
@@ -211,23 +211,22 @@ def _batch_inputs(specs: list[TensorSpec], base_sizes: dict[str, int], options: 
     return inputs_at
 
 
-def _source_record(folder: Path | None):
+def _source_record(folder: Path | None, record):
     """(the convert record, "") when the convert folder's source model is at hand, else (None, why not)."""
-    from golive.rundir import CONVERT_RECORD, ConvertRecord, read_record, source_for
+    from golive.rundir import source_for
 
-    if folder is None:
+    if folder is None or record is None:
         return None, "the model is an ONNX file, not a convert folder with its source"
     try:
-        record = read_record(folder / CONVERT_RECORD, ConvertRecord)
         source_for(record, folder, None)
     except GoliveError as exc:
         return None, exc.message
     return record, ""
 
 
-def _reexport_source(folder: Path | None) -> tuple[Path | None, str]:
+def _reexport_source(folder: Path | None, record) -> tuple[Path | None, str]:
     """The convert folder whose source the tuner may export again, or (None, why not)."""
-    record, why = _source_record(folder)
+    record, why = _source_record(folder, record)
     if record is None:
         return None, why
     if record.framework != "pytorch":
@@ -237,11 +236,11 @@ def _reexport_source(folder: Path | None) -> tuple[Path | None, str]:
     return folder, ""
 
 
-def _measure_source(folder: Path | None, inputs: Path, seconds: float, notes: list[str]):
+def _measure_source(folder: Path | None, record, inputs: Path, seconds: float, notes: list[str]):
     """The source model timed on the tune's inputs (the figure users ask for: how much faster than what I had?)."""
     from golive._isolate import in_worker
 
-    record, why = _source_record(folder)
+    record, why = _source_record(folder, record)
     if record is None:
         notes.append(f"the source model was not timed: {why}")
         return None
@@ -285,10 +284,12 @@ def tune_model(
     *,
     folder: Path,
     source: Path | None = None,
+    record: ConvertRecord | None = None,
 ) -> TuneReport:
     """Search, then write best/, report.json, report.html and inputs.npz into ``stage``, the partial folder
     of the tune folder ``folder``. ``options.custom_ops`` are absolute paths here; best/ gets copies, and
-    the report names files relative to ``folder``."""
+    the report names files relative to ``folder``. ``source``: the convert folder tuned, ``record`` its golive.json
+    (read once, by the step)."""
     import onnxruntime as ort
 
     from golive import _io
@@ -317,7 +318,7 @@ def tune_model(
         notes.append(cpu_plan(list(facts["isa"] or []), facts["cpu"], providers))  # type: ignore[call-overload,arg-type]
     feeds, calibration = _inputs(specs, base_sizes, options)
     folder_source = source
-    source, why_not = _reexport_source(source)
+    source, why_not = _reexport_source(source, record)
     if why_not and options.transforms is not None and "torchscript_export" in options.transforms:
         notes.append(f"torchscript_export was not tried: {why_not}")
     proto = load_onnx(model, load_external_data=False)
@@ -372,7 +373,7 @@ def tune_model(
     notes.extend(_route_notes(state.candidates, best))
     ctx.check()
     if options.time_source:
-        source_figures = _measure_source(folder_source, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
+        source_figures = _measure_source(folder_source, record, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
     else:
         source_figures = None
         notes.append("the source model was not timed: time_source is off")

@@ -228,23 +228,22 @@ def job_views(home: Path, uploads: UploadStore) -> SimpleNamespace:
 
     def compare(ids: list[str]) -> dict[str, Any]:
         from golive.rundir import fingerprint
-        from golive.tuning.report import TuneReport
 
         if len(ids) < 2:
             raise Answer(400, "pick two or more Perf Test jobs to compare", "tick them in the Job Monitor, then Compare")
         columns, models = [], set()
         for ident in ids:
             r = record(ident)
-            t = tune_dir(r)
             if parts_of(r):
                 raise Answer(
                     400,
                     f"job {r.id} tuned a model converted as parts ({', '.join(parts_of(r))})",
                     "Compare takes models in one piece; each part's report is on its job page",
                 )
-            if t is None or not (t / "report.json").is_file():
+            result = tuned(r)
+            if result is None or result.report is None:
                 raise Answer(400, f"job {r.id} has no tune report", "compare finished Perf Test jobs")
-            report = TuneReport.model_validate_json((t / "report.json").read_text())
+            report = result.report
             models.add(fingerprint(Path(r.run_dir) / "model.onnx"))
             columns.append((view(r), report))
         if len(models) > 1:
