@@ -36,7 +36,7 @@ import golive
 from golive.providers import available_providers, placement
 from golive.runtime import SessionConfig, make_session
 from golive.tuning.gate import cosine
-from golive.tuning.worker import measure_in_worker
+from golive.tuning.worker import Measurement, MeasureTask, measure_in_worker
 
 SEQ = 128
 
@@ -207,22 +207,21 @@ def _int8_gemm_floor(fused: Path, out: Path) -> tuple[Path, Path, int]:
 
 
 def _measure(path: str, config: SessionConfig, inputs: Path, seconds: float = 3.0) -> float:
-    ok, r = measure_in_worker(
-        {
-            "model": path,
-            "session": config.model_dump(),
-            "inputs": str(inputs),
-            "outputs": str(inputs.with_name("bench_out.npz")),
-            "max_seconds": seconds,
-            "warmup": 5,
-            "min_runs": 30,
-            "max_runs": 100_000,
-            "stable_within": 0.01,
-        },
+    r = measure_in_worker(
+        MeasureTask(
+            model=path,
+            session=config,
+            inputs=str(inputs),
+            outputs=str(inputs.with_name("bench_out.npz")),
+            max_seconds=seconds,
+            warmup=5,
+            min_runs=30,
+            stable_within=0.01,
+        ),
         300,
     )
-    assert ok, r
-    return r["p50_ms"]
+    assert isinstance(r, Measurement), r
+    return r.figures["p50_ms"]
 
 
 def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> None:

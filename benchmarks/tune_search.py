@@ -29,7 +29,7 @@ from golive.events import StepContext
 from golive.optimize import TransformContext
 from golive.runtime import SessionConfig
 from golive.tuning import search
-from golive.tuning.worker import measure_in_worker
+from golive.tuning.worker import Measurement, MeasureTask, measure_in_worker
 
 TRANSFORMS = ["onnxscript_fusion", "ort_fusion", "int8_dynamic", "int8_dynamic_per_channel"]
 
@@ -96,22 +96,21 @@ def remeasure(a: str, a_session: dict, b: str, b_session: dict, inputs: Path, ro
     out = {"a": [], "b": []}
     for _ in range(rounds):
         for key, model, session in (("a", a, a_session), ("b", b, b_session)):
-            ok, r = measure_in_worker(
-                {
-                    "model": model,
-                    "session": session,
-                    "inputs": str(inputs),
-                    "outputs": str(inputs.with_name(f"re_{key}.npz")),
-                    "max_seconds": 3.0,
-                    "warmup": 5,
-                    "min_runs": 50,
-                    "max_runs": 100_000,
-                    "stable_within": 0.01,
-                },
+            r = measure_in_worker(
+                MeasureTask(
+                    model=model,
+                    session=SessionConfig(**session),
+                    inputs=str(inputs),
+                    outputs=str(inputs.with_name(f"re_{key}.npz")),
+                    max_seconds=3.0,
+                    warmup=5,
+                    min_runs=50,
+                    stable_within=0.01,
+                ),
                 120,
             )
-            assert ok, r
-            out[key].append(r["p50_ms"])
+            assert isinstance(r, Measurement), r
+            out[key].append(r.figures["p50_ms"])
     return statistics.median(out["a"]), statistics.median(out["b"])
 
 

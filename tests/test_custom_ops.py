@@ -121,7 +121,7 @@ def test_python_custom_op_is_verified_then_carried_through_verify_tune_and_load_
     assert result.best.status == "passed"
     by_chain = {tuple(c.transforms): c for c in result.report.candidates if c.stage == "model"}
     assert by_chain[("int8_dynamic",)].status in ("passed", "rejected")  # built, run with the op, and gated
-    assert by_chain[("int8_dynamic",)].gate["metrics"]
+    assert by_chain[("int8_dynamic",)].gate.metrics
     assert by_chain[("int8_static_qdq",)].status == "invalid" and "calibrator" in by_chain[("int8_static_qdq",)].reason
     saved = json.loads((tuned / "best" / "session.json").read_text())
     assert saved["session"]["custom_ops"] == ["custom_ops/custom_ops_runtime.py"]  # best/ carries its own copy

@@ -253,7 +253,7 @@ def test_gpu_candidates_io_binding_cuda_graphs_and_tensorrt_caches_are_declared_
     beside the model, a server drops the graph capture; IO binding itself runs for real on the CPU provider."""
     from golive.runtime import _provider_options, bound_runner, without_graph_capture
     from golive.tuning.space import invalid_reason, session_knobs, with_knob
-    from golive.tuning.worker import measure
+    from golive.tuning.worker import MeasureTask, measure
 
     cuda, trt = "CUDAExecutionProvider", "TensorrtExecutionProvider"
     cuda_knobs, trt_knobs = dict(session_knobs(cuda, cores=2, isa=[])), dict(session_knobs(trt, cores=2, isa=[]))
@@ -292,11 +292,20 @@ def test_gpu_candidates_io_binding_cuda_graphs_and_tensorrt_caches_are_declared_
     run()
     np.testing.assert_array_equal(outputs()[0], np.maximum(x, 0))
     np.savez(tmp_path / "in.npz", x=x)
-    task = {"model": str(model), "inputs": str(tmp_path / "in.npz"), "max_seconds": 0.3, "warmup": 2, "min_runs": 5}
-    task |= {"max_runs": 1000, "stable_within": 0.05}
     for bound in (False, True):  # the worker's timing loop through IO binding gives the outputs the plain run gives
         out = tmp_path / f"out-{bound}.npz"
-        figures = measure({**task, "session": SessionConfig(io_binding=bound).model_dump(), "outputs": str(out)})
+        task = MeasureTask(
+            model=str(model),
+            session=SessionConfig(io_binding=bound),
+            inputs=str(tmp_path / "in.npz"),
+            outputs=str(out),
+            max_seconds=0.3,
+            warmup=2,
+            min_runs=5,
+            max_runs=1000,
+            stable_within=0.05,
+        )
+        figures = measure(task).figures
         assert figures["p50_ms"] > 0 and figures["runs"] >= 5
         with np.load(out) as z:
             np.testing.assert_array_equal(z["y"], np.maximum(x, 0))
@@ -310,7 +319,7 @@ def test_the_qdq_matmul_transform_quantizes_only_matmuls(tmp_path):
     rng = np.random.default_rng(1)
     calibration = [{"x": rng.normal(size=(4, 64)).astype(np.float32)} for _ in range(8)]
     ctx = TransformContext(calibration=calibration, work_dir=tmp_path)
-    info = get_transform("int8_qdq_matmul").apply(model, tmp_path / "q.onnx", ctx)
+    info = get_transform("int8_qdq_matmul").apply(model, tmp_path / "q.onnx", ctx).details
     assert info["op_types"] == ["MatMul"] and info["activations"] == "uint8"
     import onnx
 

@@ -20,7 +20,7 @@ from golive.tuning.space import invalid_reason
 def _check_result(result, tune_dir):
     report = result.report
     best = report.best
-    assert best.status == "passed" and best.gate["passed"]
+    assert best.status == "passed" and best.gate.passed
     assert report.baseline.stage == "baseline" and report.baseline.transforms == []
     assert report.speedup == pytest.approx(report.baseline.figures["p50_ms"] / best.figures["p50_ms"])
     saved = json.loads((tune_dir / "report.json").read_text())
@@ -174,7 +174,7 @@ def test_the_cpus_int8_and_bf16_instruction_sets_steer_the_search_and_are_said(t
         for name in ("int8_dynamic", "int8_dynamic_per_channel"):
             out = tmp_path / f"{name}-{levels}.onnx"
             info = get_transform(name).apply(model, out, TransformContext(work_dir=tmp_path, weight_levels=levels))
-            assert info["weight_bits"] == bits
+            assert info.transform == name and info.model == str(out) and info.details["weight_bits"] == bits
             weights = [numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer if t.data_type == onnx.TensorProto.INT8]
             peak = max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size > 1)
             assert peak <= 64 if bits == 7 else peak == 127, (name, levels, peak)
@@ -278,7 +278,7 @@ def test_an_int8_candidate_that_flips_predicted_classes_is_rejected_though_its_c
     assert golive.convert(zoo("CloseTopTwo"), out, inputs=["x:float32[batch,32]"]).passed
     result = golive.tune(out, tmp_path / "t", budget=6, transforms=["int8_dynamic"], dim_sizes={"batch": 256}, time_source=False)
     int8 = next(c for c in result.report.candidates if c.transforms == ["int8_dynamic"])
-    figures = int8.gate["metrics"]["output"]
+    figures = int8.gate.metrics["output"]
     assert figures["cosine"] >= 0.999  # the scores look alike...
     assert figures["argmax"] < 0.99 and int8.status == "rejected" and "argmax" in int8.reason  # ...the labels do not
     assert result.best.precision == "fp32"
@@ -345,10 +345,11 @@ def test_the_dynamo_exported_bert_reaches_fused_attention_and_qattention(tiny_be
     with in_this_process():  # the chain's transforms run in worker processes of their own anyway
         _, plain = apply_chain(tiny_bert / "model.onnx", ["ort_fusion"], bert_chains, ctx)
         _, route = apply_chain(tiny_bert / "model.onnx", ["torchscript_export", "ort_fusion", "int8_dynamic"], bert_chains, ctx)
-    assert "Attention" not in plain[0]["fused"]  # the dynamo graph: no attention fusion
-    assert route[1]["fused"]["Attention"] == 2 and route[1]["fused"]["EmbedLayerNormalization"] == 1
-    assert route[1]["num_heads"] == 4 and route[1]["hidden_size"] == 64 and route[1]["heads_from"] == "config.json"
-    assert route[2]["ops"]["QAttention"] == 2 and route[2]["ops"]["QEmbedLayerNormalization"] == 1
+    assert "Attention" not in plain[0].details["fused"]  # the dynamo graph: no attention fusion
+    fused = route[1].details
+    assert fused["fused"]["Attention"] == 2 and fused["fused"]["EmbedLayerNormalization"] == 1
+    assert fused["num_heads"] == 4 and fused["hidden_size"] == 64 and fused["heads_from"] == "config.json"
+    assert route[2].details["ops"]["QAttention"] == 2 and route[2].details["ops"]["QEmbedLayerNormalization"] == 1
 
 
 def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
@@ -410,7 +411,7 @@ def test_skip_layernorm_is_split_and_the_session_does_not_fuse_it_again(tiny_ber
         return counts
 
     skip = ops(fused).get("SkipLayerNormalization", 0)
-    assert skip == 4 and info[2]["split"] == skip and "SkipLayerNormalization" not in ops(split)
+    assert skip == 4 and info[2].details["split"] == skip and "SkipLayerNormalization" not in ops(split)
     assert get_transform("split_skip_layernorm").disables == ("SkipLayerNormFusion",)
     rng = np.random.default_rng(0)
     feeds = {
@@ -592,7 +593,7 @@ def test_per_token_int8_takes_the_outlier_channel_out_and_beats_per_tensor_int8(
     with in_this_process():
         per_token, info = apply_chain(tmp_path / "m.onnx", ["int8_per_token"], tmp_path / "a", ctx)
         per_tensor, _ = apply_chain(tmp_path / "m.onnx", ["int8_dynamic"], tmp_path / "b", ctx)
-    assert info[0]["quantized"] == 1 and info[0]["outlier_channels"] == 1
+    assert info[0].details["quantized"] == 1 and info[0].details["outlier_channels"] == 1
     ops = [n.op_type for n in onnx.load(str(per_token)).graph.node]
     assert "MatMulIntegerToFloat" in ops and "QuantizeLinear" in ops and "MatMul" in ops  # the outlier's fp32 product
     feed = sample(99)  # not a calibration input
@@ -636,9 +637,9 @@ def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert
         fused, _ = apply_chain(tiny_bert / "model.onnx", route, bert_chains, ctx)  # the shared re-export, for torchscript
         quantized, info = apply_chain(tiny_bert / "model.onnx", [*route, "int8_per_token"], bert_chains, ctx)
     ops = [n.op_type for n in onnx.load(str(quantized)).graph.node]
-    assert info[-1]["attention"] == 2 and ops.count("MultiHeadAttention") == 2 and "Attention" not in ops
+    assert info[-1].details["attention"] == 2 and ops.count("MultiHeadAttention") == 2 and "Attention" not in ops
     assert ops.count("MatMulIntegerToFloat") == 2 * 4  # per layer: QKV (then split) and the three other GEMMs
-    assert info[-1]["shifted"] == 2  # the FFN's second GEMM reads a GELU output
+    assert info[-1].details["shifted"] == 2  # the FFN's second GEMM reads a GELU output
     padded = feed()
     padded["attention_mask"][0, 4:] = 0  # the first sequence is 4 tokens long
     want = make_session(fused, SessionConfig()).run(None, padded)[0]
@@ -647,3 +648,26 @@ def test_per_token_int8_quantizes_attention_and_keeps_the_padding_mask(tiny_bert
     error = np.abs(got[0, :4] - want[0, :4]).max()
     mask_effect = np.abs(unmasked[0, :4] - want[0, :4]).max()  # what ignoring the padding would do
     assert error < mask_effect / 10 and np.abs(got[1] - want[1]).max() < mask_effect / 10
+
+
+def test_a_chain_that_fails_names_the_link_and_the_links_before_it(tmp_path):
+    """apply_chain returns what each link did; a failing link raises a ChainError naming it and those that worked,
+    and leaves no partial result behind."""
+    from conftest import relu_onnx
+    from golive.optimize import ChainError, TransformContext, apply_chain
+
+    code = tmp_path / "my_transforms.py"
+    code.write_text(
+        "import shutil\n"
+        "def copy(src, dst, ctx):\n    shutil.copy(src, dst)\n    return {'copied': True}\n"
+        "def broken(src, dst, ctx):\n    raise ValueError('no good on this model')\n"
+    )
+    model, work = relu_onnx(tmp_path / "m.onnx"), tmp_path / "work"
+    first, second = f"{code}:copy", f"{code}:broken"
+    path, results = apply_chain(model, [first], work, TransformContext(work_dir=work))
+    assert path.is_file() and [r.record() for r in results] == [{"transform": first, "copied": True}]
+    with pytest.raises(ChainError) as failed:
+        apply_chain(model, [first, second], work, TransformContext(work_dir=work))
+    assert failed.value.link == second and failed.value.done == [first]
+    assert "no good on this model" in failed.value.reason and f"after {first}, which worked" in str(failed.value)
+    assert not [p for p in work.rglob("*") if "partial" in p.name]

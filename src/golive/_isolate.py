@@ -17,15 +17,30 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from golive._io import last_lines
 
-__all__ = ["death_message", "in_worker", "log_tail", "preload"]
+__all__ = ["WorkerFailure", "death_message", "in_worker", "log_tail", "preload"]
 
 _PRELOAD = ["numpy", "onnxruntime", "golive.runtime"]
 _CTX: Any = None
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """Why a call in a worker process gave no value: what happened, the exception's class (an error) and fields."""
+
+    kind: Literal["error", "timeout", "died", "cancelled"]
+    message: str  # the exception's first line, or what became of the process
+    error_type: str | None = None  # the exception's class name (kind "error")
+    hint: str | None = None  # a GoliveError's hint
+
+    def __str__(self) -> str:
+        """As reports and logs have always said it: "Type: message" for an error, the message otherwise."""
+        return f"{self.error_type}: {self.message}" if self.error_type else self.message
 
 
 def preload(*modules: str) -> None:
@@ -72,13 +87,13 @@ def _child(conn: Any, target: str, args: tuple) -> None:
         try:
             conn.send(("ok", getattr(importlib.import_module(module), name)(*args)))
         except BaseException as exc:  # report every failure to the parent, which records it as the candidate's
-            text = str(exc).strip().splitlines()
-            message = f"{type(exc).__name__}: {text[0][:500] if text else ''}"
+            text = str(getattr(exc, "message", "") or exc).strip().splitlines()
+            message = text[0][:500] if text else ""
             sink.seek(0)
             printed = log_tail(sink.read().decode(errors="replace"), 1)
             if printed and not text:
                 message += f" (it printed: {printed[:300]})"
-            conn.send(("error", message))
+            conn.send(("error", WorkerFailure("error", message, type(exc).__name__, getattr(exc, "hint", None))))
         finally:
             conn.close()
 
@@ -96,8 +111,8 @@ def _context() -> Any:
 
 def in_worker(target: str, args: tuple, timeout: float, should_stop: Callable[[], bool] | None = None) -> tuple[bool, Any]:
     """Run ``target(*args)`` ("module:function") in a fresh process. Returns (True, its value) or
-    (False, what went wrong). ``should_stop()`` is polled while waiting: when it turns true the
-    process is killed and (False, "cancelled") returned."""
+    (False, a :class:`WorkerFailure`). ``should_stop()`` is polled while waiting: when it turns true the
+    process is killed and a "cancelled" failure returned."""
     ctx = _context()
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, target, args), daemon=True)
@@ -129,7 +144,7 @@ def in_worker(target: str, args: tuple, timeout: float, should_stop: Callable[[]
     if status == "error":
         return False, payload
     if status == "cancelled":
-        return False, "cancelled"
+        return False, WorkerFailure("cancelled", "cancelled")
     if status == "timeout":
-        return False, f"timed out after {timeout:.0f} s (hung, or far slower than the others)"
-    return False, death_message(proc.exitcode)[0]
+        return False, WorkerFailure("timeout", f"timed out after {timeout:.0f} s (hung, or far slower than the others)")
+    return False, WorkerFailure("died", death_message(proc.exitcode)[0])

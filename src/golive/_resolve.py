@@ -86,8 +86,8 @@ def input_specs(loaded: LoadedModel, options: ConvertOptions, data: list[Sample]
         specs = apply_dynamic(specs, dynamic)
     elif loaded.framework == "pytorch" and not any(s.is_dynamic for s in specs):
         # By default the first axis is a dynamic batch (kept static if the model does not allow it).
-        loaded.details["default_dynamic"] = True
-        loaded.details["declared_shapes"] = {s.name: list(s.shape) for s in specs if s.shape}
+        loaded.default_dynamic = True
+        loaded.declared_shapes = {s.name: list(s.shape) for s in specs if s.shape}
         first = next((s.shape[0] for s in specs if s.shape), None)  # an int: no shape here is dynamic
         if (
             isinstance(first, int) and first >= 2

@@ -52,7 +52,7 @@ def export(
         order = _structure.leaves(structure)
         inputs = sorted(inputs, key=lambda s: order.index(s.name))  # ONNX inputs in the order the exporters flatten
         args, kwargs = _structure.nest(structure, tensors)
-        loaded.details["input_structure"] = structure
+        loaded.input_structure = structure
     else:
         args, kwargs = tuple(tensors[s.name] for s in inputs), {}
     input_names = [s.name for s in inputs]
@@ -73,8 +73,7 @@ def export(
                 note = _dynamo(loaded, args, path, input_names, output_names, axes, options, translations, kwargs, structure)
                 if note:
                     result.notes.append(note)
-                if loaded.details.get("axis_note"):
-                    result.notes.append(loaded.details["axis_note"])
+                result.notes.extend(loaded.notes)
             elif structure is not None:  # the TorchScript exporter takes flat positional tensors: a wrapper nests them
                 _torchscript(
                     _FlatCall(loaded.model, structure, input_names),
@@ -285,7 +284,7 @@ def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwa
     if isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out)):
         return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     structure = _structure.output_structure(out)  # nested or dict outputs: each named by its path
-    loaded.details["output_structure"] = structure
+    loaded.output_structure = structure
     return _structure.leaves(structure)
 
 
@@ -375,14 +374,14 @@ def _dynamo(
         with captured_output(_NOISY_LOGGERS):
             program.save(str(path))
 
-    default_only = bool(loaded.details.get("default_dynamic"))
+    default_only = loaded.default_dynamic
     try:
         run(dynamic_shapes)
     except Exception as exc:
         if dynamic_shapes is None or not default_only or not _is_shape_constraint(exc):
             raise
         # The dynamic batch axis was only our default and the model does not allow it: export the shapes declared.
-        declared = loaded.details.get("declared_shapes", {})
+        declared = loaded.declared_shapes
         args = tuple(
             a[: declared[n][0]] if n in declared and declared[n][0] < a.shape[0] else a
             for n, a in zip(input_names, args, strict=False)

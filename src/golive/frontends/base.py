@@ -61,7 +61,14 @@ class LoadedModel:
     output_names: list[str] | None = None
     dim_sizes: dict[str, int] = field(default_factory=dict)  # preferred sizes for its dynamic axes
     classifier: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # what the frontend keeps for itself (a session, an evaluator)
+    # how the ONNX inputs and outputs make up forward()'s arguments and return value (nested or keyword-only)
+    input_structure: dict[str, Any] | None = None
+    output_structure: Any = None
+    notes: list[str] = field(default_factory=list)  # what the conversion should say in golive.json (axis names...)
+    default_dynamic: bool = False  # the leading axis became a dynamic batch by golive's default, not the user's ask
+    declared_shapes: dict[str, list] = field(default_factory=dict)  # the shapes asked for, before that default
+    compute_dtype: str | None = None  # a mixed-precision source computes in this dtype: verified at its tolerances
     task: TaskGuess | None = None  # a Hugging Face folder: its task, how it was told, its inputs
     parts: dict[str, LoadedModel] = field(default_factory=dict)  # a model that exports as several (encoder, decoder)
     tune_sizes: dict[str, int] = field(default_factory=dict)  # the sizes of its usual call (a decode step) for tune
@@ -127,7 +134,7 @@ def load_source(
     loaded = eager(source, options) if eager else frontend.load(source, options)
     loaded = loaded.part(part)
     if input_structure:
-        loaded.details["input_structure"] = input_structure
+        loaded.input_structure = input_structure
     return frontend, loaded
 
 

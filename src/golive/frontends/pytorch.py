@@ -51,7 +51,7 @@ class PyTorchFrontend:
             loaded.inputs = _exported_program_inputs(module)
             named = sorted({d for spec in loaded.inputs for d in spec.shape or [] if isinstance(d, str)})
             if named:
-                loaded.details["axis_note"] = (
+                loaded.notes.append(
                     "the .pt2 keeps only symbols for its dynamic axes, not the names of its Dims: they are named "
                     + ", ".join(named)
                     + " (a leading dynamic axis is batch; others INPUT_AXIS), the names --dim takes"
@@ -81,7 +81,7 @@ class PyTorchFrontend:
         if loaded.kind == "torch-export":
             model = model.module()
         tensors = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in feeds.items()}
-        structure = loaded.details.get("input_structure")
+        structure = loaded.input_structure
         if structure:  # nested or keyword-only inputs: the call is rebuilt from the recorded structure
             from golive.frontends._structure import nest
 

@@ -245,8 +245,6 @@ class TensorFlowFrontend:
             for layer in getattr(model, "layers", [])
         }
         low = sorted(compute & {"float16", "bfloat16"})
-        if low:
-            details["compute_dtype"] = low[-1] if "bfloat16" not in low else "bfloat16"
         return LoadedModel(
             framework=self.name,
             source=str(path),
@@ -255,6 +253,7 @@ class TensorFlowFrontend:
             inputs=inputs,
             output_names=names or None,
             details=details,
+            compute_dtype=(low[-1] if "bfloat16" not in low else "bfloat16") if low else None,
         )
 
     def _load_graph(self, path: Path, options: ConvertOptions) -> LoadedModel:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, Field
+
 from golive._imports import is_import_path
 from golive._io import folder_in_place
 from golive.errors import GoliveError, TransformError
@@ -25,10 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRANSFORMS",
+    "ChainError",
     "ModelFacts",
     "Transform",
     "TransformContext",
     "TransformError",
+    "TransformResult",
     "apply_chain",
     "check_transforms",
     "get_transform",
@@ -52,6 +56,28 @@ class TransformContext:
     graph_optimization_level: GraphLevel = "all"  # ort_optimized_graph: the level ONNX Runtime optimizes at before saving
 
 
+class TransformResult(BaseModel):
+    """What one transform did: the model it wrote and what it reports of its work (fused operators, quantized nodes,
+    calibration batches... as each transform counts them)."""
+
+    transform: str
+    model: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The form a tune report keeps (a candidate's transform_info): the name, then the details."""
+        return {"transform": self.transform, **self.details}
+
+
+class ChainError(TransformError):
+    """A chain of transforms failed at one link: which, after which links that had worked, and why."""
+
+    def __init__(self, link: str, done: list[str], reason: str) -> None:
+        after = f" (after {' + '.join(done)}, which worked)" if done else ""
+        super().__init__(f"{link}{after}: {reason}")
+        self.link, self.done, self.reason = link, done, reason
+
+
 @dataclass(frozen=True)
 class Transform:
     name: str
@@ -63,7 +89,7 @@ class Transform:
     disables: tuple[str, ...] = ()  # ONNX Runtime optimizers the session must not run on its result (they would undo it)
     staged: bool = True  # the search places it in its stages itself; False: tried alone, when asked for by name
 
-    def apply(self, src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+    def apply(self, src: Path, dst: Path, ctx: TransformContext) -> TransformResult:
         """Run the transform in this process. It changes the working folder while it runs and the tools
         it calls set loggers: the tuner calls it in a worker process (``apply_chain``), never in the caller's."""
         from golive._imports import load_module
@@ -77,10 +103,11 @@ class Transform:
         here = os.getcwd()
         os.chdir(scratch)
         try:
-            return fn(src, dst, ctx) or {}
+            details = fn(src, dst, ctx) or {}
         finally:
             os.chdir(here)
             shutil.rmtree(scratch, ignore_errors=True)
+        return TransformResult(transform=self.name, model=str(dst), details=details)
 
     def not_applicable(self, facts: ModelFacts) -> str | None:
         """Why this transform has nothing to do on a model with these facts (None: it may apply), decided from the
@@ -338,7 +365,7 @@ def check_transforms(names: list[str] | None) -> None:
         get_transform(name)
 
 
-def apply_in_this_process(name: str, src: str, dst: str, ctx: TransformContext) -> dict[str, Any]:
+def apply_in_this_process(name: str, src: str, dst: str, ctx: TransformContext) -> TransformResult:
     """The worker's side of ``apply_chain``: one transform, by name."""
     return get_transform(name).apply(Path(src), Path(dst), ctx)
 
@@ -351,30 +378,32 @@ def apply_chain(
     *,
     timeout: float = 600.0,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[Path, list[dict]]:
-    """Apply transforms in order, caching each prefix of the chain under ``work``; returns the final path.
+) -> tuple[Path, list[TransformResult]]:
+    """Apply transforms in order, caching each prefix of the chain under ``work``; returns the final path and what each
+    link did.
 
     Each transform runs in a worker process of its own, so one that crashes (or builds an ONNX Runtime
-    session that does) fails its candidate only; it raises :class:`golive.errors.TransformError`.
+    session that does) fails its candidate only; it raises :class:`ChainError`, naming the link and the links before it.
     Each result is written into a ``.partial`` folder renamed when complete, so a transform that
     fails (or is killed) never leaves a model that looks finished.
     """
     from golive._isolate import in_worker
 
-    path, done = src, []
+    path, done = src, list[TransformResult]()
     for i, name in enumerate(names):
         folder = work / "+".join(_folder_name(n) for n in names[: i + 1])
         if not (folder / "transform.json").exists():
             with folder_in_place(folder) as partial:
-                ok, info = in_worker(
+                ok, result = in_worker(
                     "golive.optimize:apply_in_this_process",
                     (name, str(path), str(partial / "model.onnx"), ctx),
                     timeout,
                     should_stop,
                 )
                 if not ok:
-                    raise TransformError(f"{name}: {info}")
-                (partial / "transform.json").write_text(json.dumps(info, default=str))
-        done.append({"transform": name, **json.loads((folder / "transform.json").read_text())})
+                    raise ChainError(name, [r.transform for r in done], str(result))
+                (partial / "transform.json").write_text(json.dumps(result.details, default=str))
+        details = json.loads((folder / "transform.json").read_text())
+        done.append(TransformResult(transform=name, model=str(folder / "model.onnx"), details=details))
         path = folder / "model.onnx"
     return path, done

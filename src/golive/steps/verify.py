@@ -82,7 +82,7 @@ def verify_loaded(
         )
 
     note = None
-    compute = loaded.details.get("compute_dtype")
+    compute = loaded.compute_dtype
     if compute and options.rtol is None and options.atol is None:
         rtol, atol = default_tolerance(compute)
         options = options.model_copy(update={"rtol": rtol, "atol": atol})

@@ -244,8 +244,7 @@ def _measure_source(folder: Path | None, record, inputs: Path, seconds: float, n
     if record is None:
         notes.append(f"the source model was not timed: {why}")
         return None
-    task = {"max_seconds": seconds, "warmup": 3, "min_runs": 20, "max_runs": 100_000, "stable_within": 0.02}
-    ok, figures = in_worker("golive.tuning.worker:measure_source", (str(folder), str(inputs), task), timeout=300 + 6 * seconds)
+    ok, figures = in_worker("golive.tuning.worker:measure_source", (str(folder), str(inputs), seconds), timeout=300 + 6 * seconds)
     if not ok:
         notes.append(f"the source model could not be timed: {figures}")
         return None

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from golive._isolate import in_worker
+from golive._isolate import WorkerFailure, in_worker
 from golive.errors import TransformError
 from golive.events import StepContext
 from golive.optimize import ModelFacts, TransformContext, apply_chain, get_transform
-from golive.providers import CPU, Placement, short_name
+from golive.providers import CPU, short_name
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
 from golive.tuning.gate import judge
@@ -39,7 +39,7 @@ from golive.tuning.space import (
     session_precision,
     with_knob,
 )
-from golive.tuning.worker import measure_in_worker
+from golive.tuning.worker import Beside, Measurement, MeasureTask, measure_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class SearchState:
     beside: list[float] = field(default_factory=list)  # the baseline's p50 beside each measurement, in order (ms)
     beside_mean: list[float] = field(default_factory=list)  # and its mean time per run (ms)
     busy: set[str] = field(default_factory=set)  # candidates first measured while the machine ran slow
+    # the baseline's usual p50 beside measurements, for the candidates ranked scaled (kept here, not in their figures)
+    usual_beside: dict[str, float] = field(default_factory=dict)
     scaled: set[str] = field(default_factory=set)  # and those still busy when measured again, or with no time to
 
     @property
@@ -148,7 +150,7 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
         return c
     state.progress(f"{c.stage}: {c.label()}")
     try:
-        path, info = apply_chain(
+        path, results = apply_chain(
             state.model,
             c.transforms,
             state.work / "models",
@@ -161,6 +163,7 @@ def evaluate(state: SearchState, c: Candidate, seconds: float) -> Candidate:
         c.status, c.reason = "failed", f"transform failed: {exc}"
         _report(state, c)
         return c
+    info = [r.record() for r in results]
     c.transform_info, c.model = info, str(path)
     if (
         c.transforms
@@ -201,39 +204,37 @@ def _measure(state: SearchState, c: Candidate, seconds: float, beside: bool = Fa
     the baseline took more than BUSY times its usual mean time per run is measured again after a pause."""
     out_file = state.work / "outputs" / f"{c.id}.npz"
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    task = {
-        "model": c.model,
-        "session": c.session.model_dump(),
-        "inputs": str(state.work / "inputs.npz"),
-        "outputs": str(out_file),
-        "max_seconds": seconds,
-        "warmup": 3,
-        "min_runs": 20,
-        "max_runs": 100_000,
-        "stable_within": _NOISE,
-        "concurrency": state.options.concurrency if state.options.objective == "throughput" else 1,
-        "trt_cache": str(state.work / "trt_cache"),  # TensorRT's engines, shared by the candidates, in the run folder
-    }
+    task = MeasureTask(
+        model=c.model,
+        session=c.session,
+        inputs=str(state.work / "inputs.npz"),
+        outputs=str(out_file),
+        max_seconds=seconds,
+        stable_within=_NOISE,
+        concurrency=state.options.concurrency if state.options.objective == "throughput" else 1,
+        trt_cache=str(state.work / "trt_cache"),  # TensorRT's engines, shared by the candidates, in the run folder
+    )
     if state.baseline is not None and c is not state.baseline:  # a CUDA graph's output buffers take these shapes
-        task["output_like"] = str(state.work / "outputs" / f"{state.baseline.id}.npz")
+        task.output_like = str(state.work / "outputs" / f"{state.baseline.id}.npz")
     yardstick = state.baseline if beside and state.options.objective == "latency" and c is not state.baseline else None
     if yardstick is not None and yardstick.model:
-        task["beside"] = {"model": yardstick.model, "session": yardstick.session.model_dump(), "seconds": max(0.25, seconds / 4)}
+        task.beside = Beside(model=yardstick.model, session=yardstick.session, seconds=max(0.25, seconds / 4))
     state.step.check()
-    ok, result = measure_in_worker(task, timeout=max(60.0, 8 * seconds + 60), should_stop=state.stopping)
+    result = measure_in_worker(task, timeout=max(60.0, 8 * seconds + 60), should_stop=state.stopping)
     state.step.check()
-    if not ok:
-        if str(result).startswith("FallbackError: "):  # --no-fallback: the provider does not take every node
-            c.status, c.reason = "rejected", "--no-fallback: " + str(result).removeprefix("FallbackError: ")
+    if isinstance(result, WorkerFailure):
+        if result.error_type == "FallbackError":  # --no-fallback: the provider does not take every node
+            c.status, c.reason = "rejected", "--no-fallback: " + result.message
         else:
             c.status, c.reason = "failed", str(result)
         return c
-    assert isinstance(result, dict)  # ok: the worker's figures (a failure is a message)
-    where = result.pop("placement", None)
-    c.placement = Placement.model_validate(where) if where else c.placement
-    c.figures = {**result, "measured_seconds": seconds}
-    if "beside_p50_ms" in result:
-        now, now_mean = float(result["beside_p50_ms"]), float(result.get("beside_mean_ms", result["beside_p50_ms"]))
+    c.placement = result.placement or c.placement
+    c.figures = {**result.figures, "measured_seconds": seconds}
+    state.usual_beside.pop(c.id, None)
+    if result.beside_p50_ms is not None:
+        now = result.beside_p50_ms
+        now_mean = result.beside_mean_ms if result.beside_mean_ms is not None else now
+        c.figures.update(beside_p50_ms=now, beside_mean_ms=now_mean)  # the yardstick, as measured beside it
         usual = float(np.median(state.beside)) if state.beside else now
         usual_mean = float(np.median(state.beside_mean)) if state.beside_mean else now_mean
         state.beside.append(now)
@@ -244,15 +245,15 @@ def _measure(state: SearchState, c: Candidate, seconds: float, beside: bool = Fa
                 time.sleep(min(2.0, max(0.0, state.left() / 20)))
                 return _measure(state, c, seconds, beside=True, retry=False)
             # still busy: ranked by its median scaled by how much slower the baseline's median ran beside it
-            c.figures["usual_beside_ms"] = usual
+            state.usual_beside[c.id] = usual
             state.scaled.add(c.id)
-    c.p50_runs.append(round(float(result["p50_ms"]), 5))
+    c.p50_runs.append(round(float(result.figures["p50_ms"]), 5))
     with np.load(out_file, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
     if c.stage == "baseline":
         state.reference = outputs
     gate = judge(outputs, state.reference, c.precision, state.tolerances, state.options.metrics, state.scores)
-    c.gate = gate.model_dump()
+    c.gate = gate
     c.status, c.reason = ("passed", "") if gate.passed else ("rejected", f"accuracy gate: {gate.reason}")
     return c
 
@@ -275,7 +276,7 @@ def rank_score(state: SearchState, c: Candidate) -> float:
     """The score candidates measured at different moments are ranked by (lower is better): a latency taken in a busy
     spell that did not pass is scaled by how much slower the baseline beside it ran than usually, so the spell does
     not decide the order; other figures as measured (a quiet machine's yardstick wavers too much to scale by)."""
-    usual, beside = c.figures.get("usual_beside_ms"), c.figures.get("beside_p50_ms")
+    usual, beside = state.usual_beside.get(c.id), c.figures.get("beside_p50_ms")
     if usual and beside and "p50_ms" in c.figures:
         return float(c.figures["p50_ms"]) * float(usual) / float(beside)
     return c.score(state.options.objective)
@@ -598,24 +599,20 @@ def stage_batch(state: SearchState, best: Candidate) -> None:
         )
         state.candidates.append(c)
         state.step.check()
-        task = {
-            "model": c.model,
-            "session": c.session.model_dump(),
-            "inputs": str(state.inputs_at(size)),
-            "outputs": str(state.work / "outputs" / f"{c.id}.npz"),
-            "max_seconds": state.short_seconds,
-            "warmup": 3,
-            "min_runs": 10,
-            "max_runs": 100_000,
-            "stable_within": _NOISE,
-            "concurrency": state.options.concurrency,
-        }
-        ok, result = measure_in_worker(task, timeout=max(60.0, 6 * state.short_seconds + 60), should_stop=state.stopping)
+        task = MeasureTask(
+            model=c.model,
+            session=c.session,
+            inputs=str(state.inputs_at(size)),
+            outputs=str(state.work / "outputs" / f"{c.id}.npz"),
+            max_seconds=state.short_seconds,
+            min_runs=10,
+            stable_within=_NOISE,
+            concurrency=state.options.concurrency,
+        )
+        result = measure_in_worker(task, timeout=max(60.0, 6 * state.short_seconds + 60), should_stop=state.stopping)
         state.step.check()
-        if ok:
-            assert isinstance(result, dict)  # ok: the worker's figures (a failure is a message)
-            result.pop("placement", None)  # the same as the candidate it varies
-            c.figures, c.status = {**result, "measured_seconds": state.short_seconds}, "passed"
+        if isinstance(result, Measurement):  # the placement is the same as the candidate it varies
+            c.figures, c.status = {**result.figures, "measured_seconds": state.short_seconds}, "passed"
             c.reason = f"{best.id} at batch {size} (same model and settings; gated at the search's batch size)"
         else:
             c.status, c.reason = "failed", str(result)

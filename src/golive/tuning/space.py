@@ -6,10 +6,11 @@ from __future__ import annotations
 import statistics
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from golive.providers import CPU, PLUGINS, Placement
 from golive.runtime import SessionConfig
+from golive.tuning.gate import GateResult
 
 __all__ = [
     "PROVIDER_ALIASES",
@@ -48,7 +49,7 @@ class Candidate(BaseModel):
     status: Status = "pending"
     reason: str = ""
     figures: dict[str, Any] = Field(default_factory=dict)
-    gate: dict[str, Any] = Field(default_factory=dict)
+    gate: GateResult | None = Field(default=None, description="the accuracy gate's verdict and figures, once measured")
     transform_info: list[dict[str, Any]] = Field(default_factory=list)
     model: str = ""
     batch: int | None = Field(default=None, description="batch size of a throughput 'batch' stage candidate")
@@ -62,9 +63,14 @@ class Candidate(BaseModel):
     @property
     def min_cosine(self) -> float | None:
         """The lowest cosine similarity to the reference over the gated outputs (None when not gated)."""
-        if not self.gate:
+        if self.gate is None:
             return None
-        return min((m.get("cosine", 1.0) for m in self.gate.get("metrics", {}).values()), default=None)
+        return min((m.get("cosine", 1.0) for m in self.gate.metrics.values()), default=None)
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _not_gated(cls, value: Any) -> Any:
+        return None if value == {} else value  # report.json of an earlier golive wrote {} for "not gated yet"
 
     @property
     def spread(self) -> float | None:

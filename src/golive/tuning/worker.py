@@ -14,11 +14,50 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from golive._isolate import in_worker, preload
+from pydantic import BaseModel
 
-__all__ = ["measure", "measure_in_worker", "measure_source", "time_runs"]
+from golive._isolate import WorkerFailure, in_worker, preload
+from golive.providers import Placement
+from golive.runtime import SessionConfig
+
+__all__ = ["Beside", "MeasureTask", "Measurement", "measure", "measure_in_worker", "measure_source", "time_runs"]
 
 preload(__name__)  # the forkserver imports this module once: each measurement starts in milliseconds
+
+
+class Beside(BaseModel):
+    """The baseline timed right after a candidate in its worker: a yardstick of how busy the machine is."""
+
+    model: str
+    session: SessionConfig
+    seconds: float
+
+
+class MeasureTask(BaseModel):
+    """One measurement, as the search sends it to a worker."""
+
+    model: str
+    session: SessionConfig
+    inputs: str  # .npz of the inputs, by name
+    outputs: str  # where the worker saves the candidate's outputs, for the gate
+    max_seconds: float
+    warmup: int = 3
+    min_runs: int = 20
+    max_runs: int = 100_000
+    stable_within: float = 0.02
+    concurrency: int = 1
+    trt_cache: str | None = None  # TensorRT's engines and timing, shared by a tune's candidates
+    output_like: str | None = None  # a CUDA graph's output buffers take these shapes (the baseline's outputs)
+    beside: Beside | None = None
+
+
+class Measurement(BaseModel):
+    """What a worker measured: timings (ms), memory, throughput, where the nodes ran, and the yardstick beside it."""
+
+    figures: dict[str, Any]  # what the report shows: p50_ms, p99_ms, runs, session_create_ms, throughput, peak_rss_bytes...
+    placement: Placement | None = None
+    beside_p50_ms: float | None = None
+    beside_mean_ms: float | None = None
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -29,16 +68,18 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def time_runs(run, task: dict[str, Any]) -> dict[str, Any]:
-    """Warm up, then time ``run()`` until the median is stable or ``task["max_seconds"]`` is spent (ms)."""
-    deadline = time.perf_counter() + task["max_seconds"]
-    warm_end = time.perf_counter() + min(0.2 * task["max_seconds"], 2.0)
+def time_runs(
+    run, max_seconds: float, *, warmup: int = 3, min_runs: int = 20, max_runs: int = 100_000, stable_within: float = 0.02
+) -> dict[str, Any]:
+    """Warm up, then time ``run()`` until the median is stable or ``max_seconds`` is spent (ms)."""
+    deadline = time.perf_counter() + max_seconds
+    warm_end = time.perf_counter() + min(0.2 * max_seconds, 2.0)
     warmups = 0
-    while warmups < task["warmup"] or (time.perf_counter() < warm_end and warmups < 3 * task["warmup"]):
+    while warmups < warmup or (time.perf_counter() < warm_end and warmups < 3 * warmup):
         run()
         warmups += 1
     times: list[float] = []
-    min_until = time.perf_counter() + min(0.25 * task["max_seconds"], 1.0)  # enough samples even when runs are tiny
+    min_until = time.perf_counter() + min(0.25 * max_seconds, 1.0)  # enough samples even when runs are tiny
     while True:
         t = time.perf_counter()
         run()
@@ -46,11 +87,11 @@ def time_runs(run, task: dict[str, Any]) -> dict[str, Any]:
         n = len(times)
         if time.perf_counter() >= deadline and n >= 3:
             break
-        if n >= task["max_runs"]:
+        if n >= max_runs:
             break
-        if n >= task["min_runs"] and n % 10 == 0 and time.perf_counter() >= min_until:
+        if n >= min_runs and n % 10 == 0 and time.perf_counter() >= min_until:
             recent, whole = statistics.median(times[n // 2 :]), statistics.median(times)
-            if abs(recent - whole) <= task["stable_within"] * whole:
+            if abs(recent - whole) <= stable_within * whole:
                 break
     ordered = sorted(times)
     return {
@@ -65,7 +106,11 @@ def time_runs(run, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, Any]:
+def _timing(task: MeasureTask) -> dict[str, Any]:
+    return {k: getattr(task, k) for k in ("warmup", "min_runs", "max_runs", "stable_within")}
+
+
+def measure_source(folder: str, inputs: str, seconds: float) -> dict[str, Any]:
     """Run in the worker: the convert folder's source model (PyTorch eager, scikit-learn, ...) timed on the
     tune's inputs, the way candidates are timed."""
     import numpy as np
@@ -82,7 +127,7 @@ def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, 
     with np.load(inputs, allow_pickle=False) as z:
         feeds = {s.name: z[s.name] for s in record.inputs}
     names = [o.name for o in record.outputs]
-    timed = time_runs(lambda: frontend.run(loaded, feeds, names), task)
+    timed = time_runs(lambda: frontend.run(loaded, feeds, names), seconds)
     timed.pop("times")
     threads = None
     if record.framework == "pytorch":
@@ -92,7 +137,7 @@ def measure_source(folder: str, inputs: str, task: dict[str, Any]) -> dict[str, 
     return {**timed, "framework": record.framework, "source_kind": loaded.kind, "threads": threads}
 
 
-def measure(task: dict[str, Any]) -> dict[str, Any]:
+def measure(task: MeasureTask) -> Measurement:
     """Run in the worker: session creation, outputs, warm-up, timed runs. Times in milliseconds."""
     import resource
 
@@ -100,27 +145,28 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
 
     from golive._io import save_npz
     from golive.providers import placement
-    from golive.runtime import SessionConfig, bound_runner, io_device, make_session
+    from golive.runtime import bound_runner, io_device, make_session
 
     started = time.perf_counter()
-    config = SessionConfig(**task["session"])
-    if task.get("trt_cache") and config.providers[0] == "TensorrtExecutionProvider":  # the tune's own cache
+    config = task.session
+    if task.trt_cache and config.providers[0] == "TensorrtExecutionProvider":  # the tune's own cache
         first = dict(config.provider_options[0]) if config.provider_options else {}
-        first.setdefault("trt_engine_cache_path", task["trt_cache"])
-        first.setdefault("trt_timing_cache_path", task["trt_cache"])
+        first.setdefault("trt_engine_cache_path", task.trt_cache)
+        first.setdefault("trt_timing_cache_path", task.trt_cache)
         config = config.model_copy(update={"provider_options": [first, *config.provider_options[1:]]})
-    if config.graph_capture() and task.get("concurrency", 1) > 1:
+    if config.graph_capture() and task.concurrency > 1:
         raise ValueError("a CUDA graph replays one stream of runs: the throughput objective's concurrent runs cannot use it")
-    session = make_session(task["model"], config, record_placement=True, io_bound=config.bound())
+    session = make_session(task.model, config, record_placement=True, io_bound=config.bound())
     create_ms = (time.perf_counter() - started) * 1000
     where = placement(session, config.providers[0])
-    with np.load(task["inputs"], allow_pickle=False) as z:
+    with np.load(task.inputs, allow_pickle=False) as z:
         feeds = {i.name: z[i.name] for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     if config.bound():  # IO binding (a CUDA graph needs it): timed on the device's buffers, no host copies per run
         like = None
         if config.graph_capture():  # captured during the first run: the output buffers must be bound before it
-            with np.load(task["output_like"], allow_pickle=False) as z:
+            assert task.output_like is not None, "a CUDA graph's output buffers need the baseline's outputs"
+            with np.load(task.output_like, allow_pickle=False) as z:
                 like = [z[n] for n in names]
         run, bound_outputs = bound_runner(session, feeds, io_device(config), like)
         run()
@@ -128,37 +174,40 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     else:
         run = partial(session.run, names, feeds)
         outputs = run()
-    save_npz(task["outputs"], {n: np.asarray(o) for n, o in zip(names, outputs, strict=True) if isinstance(o, np.ndarray)})
+    save_npz(task.outputs, {n: np.asarray(o) for n, o in zip(names, outputs, strict=True) if isinstance(o, np.ndarray)})
 
-    timed = time_runs(run, task)
+    timed = time_runs(run, task.max_seconds, **_timing(task))
     timed.pop("times")
     batch = int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
-    result = {"session_create_ms": create_ms, **timed, "batch": batch, "throughput": 1000.0 * batch / timed["p50_ms"]}
-    if task.get("concurrency", 1) > 1:
-        result.update(_concurrent(session, names, feeds, task["concurrency"], max(0.5, task["max_seconds"] / 3), batch))
-    if task.get("beside"):
+    figures = {"session_create_ms": create_ms, **timed, "batch": batch, "throughput": 1000.0 * batch / timed["p50_ms"]}
+    if task.concurrency > 1:
+        figures.update(_concurrent(session, names, feeds, task.concurrency, max(0.5, task.max_seconds / 3), batch))
+    beside = None
+    if task.beside is not None:
         del session, run  # its thread pool would spin on beside the yardstick, taking cores from it
-        result["beside_p50_ms"], result["beside_mean_ms"] = _beside(task["beside"], task["inputs"])
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if where is not None:
-        result["placement"] = where.model_dump()
-    return result
+        beside = _beside(task.beside, task.inputs)
+    figures["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return Measurement(
+        figures=figures,
+        placement=where,
+        beside_p50_ms=beside[0] if beside else None,
+        beside_mean_ms=beside[1] if beside else None,
+    )
 
 
-def _beside(beside: dict[str, Any], inputs: str) -> tuple[float, float]:
+def _beside(beside: Beside, inputs: str) -> tuple[float, float]:
     """The baseline timed right after the candidate, in the same process (the candidate's session gone, so its
     thread pool takes no cores): a yardstick of how busy the machine is at this moment. Its median and its mean:
     the mean rises with every run another process preempts, the median only when most runs are slowed."""
     import numpy as np
 
-    from golive.runtime import SessionConfig, make_session
+    from golive.runtime import make_session
 
-    session = make_session(beside["model"], SessionConfig(**beside["session"]))
+    session = make_session(beside.model, beside.session)
     names = [o.name for o in session.get_outputs()]
     with np.load(inputs, allow_pickle=False) as z:
         own = {i.name: z[i.name] for i in session.get_inputs()}
-    task = {"max_seconds": beside["seconds"], "warmup": 5, "min_runs": 10, "max_runs": 100_000, "stable_within": 0.02}
-    timed = time_runs(lambda: session.run(names, own), task)
+    timed = time_runs(lambda: session.run(names, own), beside.seconds, warmup=5, min_runs=10)
     return float(timed["p50_ms"]), float(timed["mean_ms"])
 
 
@@ -182,6 +231,6 @@ def _concurrent(session, names, feeds, threads: int, seconds: float, batch: int)
     return {"concurrency": threads, "throughput": sum(counts) * batch / elapsed, "concurrent_runs": sum(counts)}
 
 
-def measure_in_worker(task: dict[str, Any], timeout: float, should_stop=None) -> tuple[bool, dict[str, Any] | str]:
-    """Measure in a fresh process. Returns (True, figures) or (False, what went wrong)."""
-    return in_worker("golive.tuning.worker:measure", (task,), timeout, should_stop)
+def measure_in_worker(task: MeasureTask, timeout: float, should_stop=None) -> Measurement | WorkerFailure:
+    """Measure in a fresh process: its Measurement, or the WorkerFailure that says why there is none."""
+    return in_worker("golive.tuning.worker:measure", (task,), timeout, should_stop)[1]
