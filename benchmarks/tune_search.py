@@ -28,7 +28,8 @@ import golive
 from golive.events import StepContext
 from golive.optimize import TransformContext
 from golive.runtime import SessionConfig
-from golive.tuning import search
+from golive.tuning import measuring, search
+from golive.tuning import state as state_mod
 from golive.tuning.worker import Measurement, MeasureTask, measure_in_worker
 
 TRANSFORMS = ["onnxscript_fusion", "ort_fusion", "int8_dynamic", "int8_dynamic_per_channel"]
@@ -78,7 +79,7 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
         deadline=time.monotonic() + 1e9,
     )
     started = time.monotonic()
-    search.evaluate(state, search._new(state, "baseline", [], SessionConfig()), seconds)
+    measuring.evaluate(state, state_mod.new_candidate(state, "baseline", [], SessionConfig()), seconds)
     chains = [[]] + [[f] for f in ("onnxscript_fusion", "ort_fusion")]
     chains += [[*c, q] for c in chains for q in ("int8_dynamic", "int8_dynamic_per_channel")]
     names = [k for k, _ in knobs()]
@@ -88,8 +89,8 @@ def grid(model: Path, work: Path, seconds: float) -> tuple[search.Candidate, flo
             if settings.get("execution_mode") == "parallel":
                 settings["inter_op_num_threads"] = 2  # as the search pairs them
             session = SessionConfig(**settings)
-            search.evaluate(state, search._new(state, "grid", chain, session), seconds)
-    return search.best_of(state), time.monotonic() - started, len(state.candidates)
+            measuring.evaluate(state, state_mod.new_candidate(state, "grid", chain, session), seconds)
+    return state_mod.best_of(state), time.monotonic() - started, len(state.candidates)
 
 
 def remeasure(a: str, a_session: dict, b: str, b_session: dict, inputs: Path, rounds: int = 3) -> tuple[float, float]:

@@ -62,6 +62,7 @@ __all__ = [
     "best_folder",
     "carry_custom_ops",
     "check_output_dir",
+    "copy_model",
     "fingerprint",
     "finished_tune",
     "from_record",
@@ -512,6 +513,18 @@ def model_files(model: str | Path) -> list[Path]:
         if entry.key == "location"
     }
     return files + [model.parent / loc for loc in sorted(locations)]
+
+
+def copy_model(src: Path, dst_dir: Path) -> Path:
+    """Copy a model into ``dst_dir`` as model.onnx, with the external data files it names (same names)."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    model, *data = model_files(src)
+    shutil.copy2(model, dst_dir / "model.onnx")
+    for f in data:  # at the location the model names, relative to it
+        target = dst_dir / f.relative_to(src.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dst_dir / "model.onnx"
 
 
 def step_key(spec: Any, files: Iterable[str | Path | None] = ()) -> str:

@@ -297,11 +297,11 @@ def tune_model(
     from golive.inspection import summarize
     from golive.optimize import TransformContext, check_transforms, get_transform
     from golive.providers import available_providers
-    from golive.rundir import SessionRecord, carry_custom_ops, to_record, write_record
+    from golive.rundir import SessionRecord, carry_custom_ops, copy_model, to_record, write_record
     from golive.tensors import sizes_of, specs_from_onnx, with_ranges
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
-    from golive.tuning.search import SearchState, copy_model, run_search
+    from golive.tuning.search import SearchState, run_search
     from golive.verification import tolerances_for
 
     check_transforms(options.transforms)  # an unknown name fails before anything is measured
