@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from golive._html import box, escape, table
+from golive.frontends.onnxfile import load_onnx
 from golive.runtime import custom_domains
 from golive.tensors import TensorSpec, specs_from_onnx
 
@@ -99,8 +101,6 @@ def _walk(graph, counts: Counter, depth: int = 0) -> tuple[int, int]:
 def summarize(path: str | Path) -> ModelSummary:
     from onnx import helper
 
-    from golive.frontends.onnxfile import load_onnx
-
     path = Path(path)
     model = load_onnx(path, load_external_data=False)
     inputs, outputs = specs_from_onnx(model)
@@ -147,7 +147,6 @@ def summarize(path: str | Path) -> ModelSummary:
 
 
 def summary_html(s: ModelSummary) -> str:
-    from golive._html import box, escape, table
 
     io = [("input", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.inputs] + [
         ("output", t.name, t.dtype, t.shape, s.origins.get(t.name, "")) for t in s.outputs

@@ -31,10 +31,12 @@ from typing import Any, Literal, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from golive._imports import is_import_path, split_file_attr
+from golive._io import sync_dir, sync_tree, write_json
+from golive._resolve import resolve_source
 from golive.errors import DataError, GoliveError, OutputDirError, RunFolderBusyError, SourceNotFoundError, validation_problems
 from golive.frontends.hf_tasks import GenerationSpec
 from golive.providers import Placement
-from golive.runtime import SessionConfig
+from golive.runtime import EXTENSIONS, SessionConfig, is_library
 from golive.spec import ConvertOptions, TuneOptions, VerifyOptions, map_paths
 from golive.tensors import TensorSpec
 from golive.verification import VerifyReport
@@ -225,7 +227,6 @@ def read_record(path: Path, kind: type[R]) -> R:
 
 
 def write_record(path: Path, record: BaseModel) -> None:
-    from golive._io import write_json
 
     write_json(Path(path), record.model_dump_json(indent=2))
 
@@ -293,7 +294,6 @@ def options_from_record(record: ConvertRecord, folder: Path) -> ConvertOptions:
 def source_for(record: ConvertRecord, folder: Path, override: str | None) -> str:
     """The source a convert folder came from (to verify against, time or export again): the override, or the
     recorded one, which must still be there."""
-    from golive._resolve import resolve_source
 
     if override:
         return resolve_source(override)
@@ -445,7 +445,6 @@ def generation_of(path: Path) -> GenerationSpec:
 
 def carry_custom_ops(entries: Iterable[str], folder: Path) -> list[str]:
     """Copy custom-op libraries and .py modules into ``folder/custom_ops`` and return their record form."""
-    from golive.runtime import EXTENSIONS, is_library
 
     recorded = []
     for entry in entries:
@@ -633,7 +632,6 @@ class RunFolder:
 
     def commit(self, stage: Path, record_name: str, record: BaseModel, replaces: Iterable[str] = ()) -> None:
         """Move the staged files in, replacing ``replaces`` (and the old record), then write the record."""
-        from golive._io import sync_dir, sync_tree
 
         sync_tree(stage)  # the files are on disk before any record says they are there
         (self.path / record_name).unlink(missing_ok=True)  # from here until the end the folder is not finished

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from golive._imports import load_module
 from golive.cpu import default_intra_threads
-from golive.errors import FallbackError, GoliveError, ModelLoadError, ProviderError, first_line
+from golive.errors import FallbackError, GoliveError, ModelLoadError, ProviderError, first_line, require
 from golive.providers import (
     CPU,
     PLUGINS,
@@ -356,7 +357,6 @@ def register_custom_ops(so, entries: list[str]) -> None:
     """
     if not entries:
         return
-    from golive.errors import require
 
     needs_extensions = False
     for entry in entries:
@@ -371,8 +371,6 @@ def register_custom_ops(so, entries: list[str]) -> None:
         elif entry == EXTENSIONS:
             needs_extensions = True
         else:
-            from golive._imports import load_module
-
             require(
                 "onnxruntime_extensions",
                 package="onnxruntime-extensions",

@@ -12,10 +12,12 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from golive.errors import first_line
+from golive._html import box, escape, table, verdict
+from golive.errors import InputSpecError, first_line
 from golive.generation import GenerationCheck
+from golive.runtime import make_session, run_session
 from golive.spec import VerifyOptions
-from golive.tensors import Sample, TensorSpec, dynamic_dims, synthesize
+from golive.tensors import Sample, TensorSpec, bind_inputs, check_dim_names, dynamic_dims, resolve_sizes, sizes_of, synthesize
 
 __all__ = [
     "OutputStats",
@@ -236,8 +238,6 @@ def tolerances_for(outputs: list[TensorSpec], options: VerifyOptions) -> dict[st
     """(rtol, atol) per output: defaults by dtype, then the global overrides, then per-output ones."""
     unknown = sorted(set(options.per_output) - {o.name for o in outputs})
     if unknown:
-        from golive.errors import InputSpecError
-
         raise InputSpecError(
             f"tolerance given for unknown output(s) {', '.join(unknown)}",
             hint="the model's outputs are " + ", ".join(o.name for o in outputs),
@@ -257,7 +257,6 @@ def tolerances_for(outputs: list[TensorSpec], options: VerifyOptions) -> dict[st
 
 def size_configs(inputs: list[TensorSpec], base_sizes: dict[str, int], options: VerifyOptions) -> list[dict[str, int]]:
     """The export sizes, then each dynamic axis alone at a second size (or the sizes the user asked for)."""
-    from golive.tensors import check_dim_names, resolve_sizes
 
     check_dim_names(inputs, options.dim_sizes)
     dims = dynamic_dims(inputs)
@@ -284,7 +283,6 @@ def plan_samples(
     alternates: bool = True,
 ) -> list[Sample]:
     """User data as given (plus synthetic runs at other sizes), or ``options.batches`` synthetic batches."""
-    from golive.tensors import bind_inputs, sizes_of
 
     samples: list[Sample] = []
     if data:
@@ -326,7 +324,6 @@ def verify_model(
 
     ``on_progress`` is called before each sample (a step checks its cancel signal there), ``on_run`` after it.
     """
-    from golive.runtime import make_session, run_session
 
     session = make_session(model_path, session_config)
     order = [i.name for i in session.get_inputs()]
@@ -382,7 +379,6 @@ def verify_model(
 
 
 def verify_html(report: VerifyReport) -> str:
-    from golive._html import box, escape, table, verdict
 
     rows = [
         (

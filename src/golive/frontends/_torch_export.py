@@ -9,9 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from golive._imports import load_object
 from golive._io import captured_output
 from golive.errors import ExportError, InputSpecError, ModelLoadError, first_line
+from golive.frontends import _structure
+from golive.frontends._structure import nest
 from golive.frontends.base import ExportResult, LoadedModel
+from golive.runtime import SessionConfig, make_session, run_session
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec, derived_parts, dim_name
 
@@ -43,8 +47,6 @@ def export(
     loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
 ) -> ExportResult:
     import torch
-
-    from golive.frontends import _structure
 
     tensors = {s.name: torch.from_numpy(np.ascontiguousarray(sample[s.name])) for s in inputs}
     structure = _call_structure(loaded, [s.name for s in inputs])
@@ -142,8 +144,6 @@ def _probe_dynamic(
     an output axis that follows an input's dynamic axis), and returns None."""
     import onnx
 
-    from golive.runtime import SessionConfig, make_session, run_session
-
     exported = {i.name: i for i in onnx.load(str(path), load_external_data=False).graph.input}
     # only the axes the exported model left dynamic (an export may keep an axis static by decision)
     axes = {
@@ -235,8 +235,6 @@ def _call_structure(loaded: LoadedModel, names: list[str]) -> dict | None:
     """The forward call's structure when the inputs are nested (``hc.0``) or keyword-only; None for plain positional."""
     import inspect
 
-    from golive.frontends import _structure
-
     if loaded.kind == "transformers":  # golive's own wrappers take every tensor flat, in order, dotted names included
         return None
     forward = getattr(loaded.model, "forward", None) if loaded.kind in ("import-path", "pickle") else None
@@ -259,8 +257,6 @@ def _call_structure(loaded: LoadedModel, names: list[str]) -> dict | None:
 def _output_names(loaded: LoadedModel, args: tuple, options: ConvertOptions, kwargs: dict | None = None) -> list[str]:
     """Run the model once in eager mode: a clear error if the inputs do not fit, and the output names."""
     import torch
-
-    from golive.frontends import _structure
 
     model = loaded.model.module() if loaded.kind == "torch-export" else loaded.model
     try:
@@ -294,8 +290,6 @@ def _translations(options: ConvertOptions) -> dict | None:
         return None
     import inspect
 
-    from golive._imports import load_object
-
     table: dict = {}
     for path in options.custom_translation:
         obj = load_object(path, reuse=True)
@@ -326,8 +320,6 @@ def _dynamo(
     loaded, args, path, input_names, output_names, axes, options, translations=None, kwargs=None, structure=None
 ) -> str | None:
     import torch
-
-    from golive.frontends import _structure
 
     dims: dict[str, object] = {}
 
@@ -393,7 +385,6 @@ def _dynamo(
 
 def _top(node) -> str:
     """The forward() argument a structure node stands for (the first part of its first leaf's name)."""
-    from golive.frontends import _structure
 
     return _structure.leaves(node)[0].split(".")[0]
 
@@ -415,8 +406,6 @@ class SpecializedAxisError(RuntimeError):
 def _FlatCall(model, structure: dict, names: list[str]):
     """``model`` called with flat positional tensors (the ONNX inputs, in order), returning a flat tuple."""
     import torch
-
-    from golive.frontends._structure import nest
 
     class FlatCall(torch.nn.Module):
         def __init__(self) -> None:

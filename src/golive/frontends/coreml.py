@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, require
+from golive._io import captured_output
+from golive.errors import DataError, ExportError, ModelLoadError, SourceNotFoundError, require
 from golive.frontends._tabular import name_batch_axis
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
@@ -106,7 +107,6 @@ class CoreMLFrontend:
                 "and classic-ML .mlmodel specs only",
                 hint="convert the model from its original framework (PyTorch, TensorFlow) instead",
             )
-        from golive._io import captured_output
 
         with captured_output(("coremltools",)):  # on import it warns about every framework version it has not tested
             require("coremltools", extra="coreml", purpose="Reading a Core ML model")
@@ -163,7 +163,6 @@ class CoreMLFrontend:
         )
 
     def run(self, loaded: LoadedModel, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-        from golive.errors import DataError
 
         raise DataError(
             "Core ML cannot run predictions on Linux: there is no source model to compare with",

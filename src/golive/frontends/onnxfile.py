@@ -13,7 +13,7 @@ import numpy as np
 from golive.errors import ModelLoadError, SourceNotFoundError, first_line
 from golive.frontends.base import ExportResult, LoadedModel
 from golive.spec import ConvertOptions
-from golive.tensors import TensorSpec, specs_from_onnx
+from golive.tensors import BATCH, TensorSpec, dim_name, specs_from_onnx
 
 __all__ = ["FRONTEND", "check_onnx", "load_onnx", "name_dims", "rename_values", "save_onnx"]
 
@@ -84,7 +84,6 @@ def rename_values(model, renames: dict[str, str]) -> None:
 
 def name_dims(model, inputs: list[TensorSpec]) -> None:
     """Give the inputs' dynamic axes golive's names (converters write unk__N), and a batch output axis its name."""
-    from golive.tensors import BATCH, dim_name
 
     by_name = {s.name: s for s in inputs}
     batch = False

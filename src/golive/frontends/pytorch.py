@@ -9,7 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from golive._imports import load_object
 from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, first_line, require
+from golive.frontends import _torch_export
+from golive.frontends._hf_models import load_folder
+from golive.frontends._structure import nest
+from golive.frontends._torch_export import flatten_outputs
 from golive.frontends.base import ExportResult, LoadedModel, is_import_path
 from golive.spec import ConvertOptions
 from golive.tensors import Dim, TensorSpec
@@ -70,7 +75,6 @@ class PyTorchFrontend:
     def export(
         self, loaded: LoadedModel, inputs: list[TensorSpec], sample: dict[str, np.ndarray], path: Path, options: ConvertOptions
     ) -> ExportResult:
-        from golive.frontends import _torch_export
 
         return _torch_export.export(loaded, inputs, sample, path, options)
 
@@ -83,14 +87,11 @@ class PyTorchFrontend:
         tensors = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in feeds.items()}
         structure = loaded.input_structure
         if structure:  # nested or keyword-only inputs: the call is rebuilt from the recorded structure
-            from golive.frontends._structure import nest
-
             args, kwargs = nest(structure, tensors)
         else:  # feeds come in the ONNX model's input order, which is the order of the exported arguments
             args, kwargs = tuple(tensors.values()), {}
         with torch.no_grad():
             out = model(*args, **kwargs)
-        from golive.frontends._torch_export import flatten_outputs
 
         flat = flatten_outputs(out)
         if len(flat) != len(output_names):
@@ -102,7 +103,6 @@ class PyTorchFrontend:
 
 
 def _load_import_path(source: str):
-    from golive._imports import load_object
 
     torch = _torch()
     attr = source.rpartition(":")[2]
@@ -236,7 +236,6 @@ def _exported_program_inputs(ep) -> list[TensorSpec]:
 
 
 def _load_transformers(path: Path, options: ConvertOptions, attention: str | None = None) -> LoadedModel:
-    from golive.frontends._hf_models import load_folder
 
     return load_folder(path, options, attention)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from golive.errors import FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
+from golive.errors import ExportError, FrameworkError, ModelLoadError, SourceNotFoundError, UntrustedPickleError, require
 from golive.frontends._tabular import classifier_outputs, feature_count, name_batch_axis, tabular_input
 from golive.frontends.base import ExportResult, LoadedModel
+from golive.frontends.onnxfile import rename_values
 from golive.spec import ConvertOptions
 from golive.tensors import TensorSpec
 
@@ -82,8 +83,6 @@ class SklearnFrontend:
                 target_opset=target_opset,
             )
         except Exception as exc:
-            from golive.errors import ExportError
-
             raise ExportError(
                 f"skl2onnx cannot convert the {type(model).__name__}: {exc}",
                 hint="skl2onnx lists the estimators it supports; a custom estimator needs a registered converter",
@@ -113,7 +112,6 @@ def _n_features(model) -> int | None:
 
 def _rename_outputs(onx, names: list[str] | None) -> None:
     """skl2onnx calls them output_label/output_probability/variable; golive uses label/probabilities/variable."""
-    from golive.frontends.onnxfile import rename_values
 
     if names and len(names) == len(onx.graph.output):
         rename_values(onx, {o.name: n for o, n in zip(onx.graph.output, names, strict=True)})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from golive._io import captured_output
 from golive.errors import ExportError, ModelLoadError, SourceNotFoundError, first_line, require
 from golive.frontends._tabular import name_batch_axis
 from golive.frontends.base import ExportResult, LoadedModel
@@ -46,8 +47,6 @@ def _spark():
             hint="install a Java runtime: apt-get install default-jre-headless (Debian/Ubuntu), or set JAVA_HOME",
         )
     from pyspark.sql import SparkSession
-
-    from golive._io import captured_output
 
     with captured_output(("py4j", "pyspark")):  # the JVM's start-up chatter
         _session = (

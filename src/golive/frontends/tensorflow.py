@@ -44,6 +44,7 @@ from golive.frontends._tf_names import (
     tensor_name,
 )
 from golive.frontends.base import ExportResult, LoadedModel
+from golive.frontends.onnxfile import name_dims, rename_values, save_onnx
 from golive.spec import ConvertOptions
 from golive.tensors import BATCH, Dim, TensorSpec, parse_input_spec
 
@@ -453,7 +454,6 @@ class TensorFlowFrontend:
 
     def _finish(self, model, loaded: LoadedModel, inputs: list[TensorSpec], path: Path) -> None:
         """golive's names on the ONNX inputs, outputs and dynamic axes, then save."""
-        from golive.frontends.onnxfile import name_dims, rename_values, save_onnx
 
         renames: dict[str, str] = {}
         wanted_inputs = {s.name for s in inputs}

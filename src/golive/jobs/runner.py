@@ -11,6 +11,7 @@ from typing import Any
 
 from golive.events import Event, StepContext
 from golive.spec import JobSpec
+from golive.steps import run_job
 
 __all__ = ["job_entry", "summarize"]
 
@@ -54,7 +55,6 @@ def summarize(result) -> dict[str, Any]:
 
 
 def job_entry(ctx: StepContext, job: dict) -> dict[str, Any]:
-    from golive.steps import run_job
 
     forward = ctx.on_event
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from golive._html import box, escape, table, when
 from golive.errors import JobError
 from golive.spec import JobSpec
 
@@ -441,7 +442,6 @@ _JOB_HEADERS = ["id", "name", "state", "attempt", "created", "duration", "result
 
 
 def _job_row(j: JobRecord) -> tuple:
-    from golive._html import when
 
     duration = f"{j.duration:.1f} s" if j.duration is not None else ""
     result = (j.summary.get("best") and f"{j.summary.get('speedup', 0):.2f}× · {j.summary['best']}") or j.summary.get(
@@ -451,6 +451,5 @@ def _job_row(j: JobRecord) -> tuple:
 
 
 def _jobs_html(jobs: list[JobRecord], title: str) -> str:
-    from golive._html import box, escape, table
 
     return box(escape(title), table(_JOB_HEADERS, [_job_row(j) for j in jobs], "class='jobs'"))

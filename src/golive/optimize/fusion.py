@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from golive.optimize import TransformContext
+from golive.rundir import read_convert_record, source_for
+from golive.runtime import SessionConfig, save_optimized_graph
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,6 @@ def _source_config(ctx: TransformContext) -> dict[str, Any]:
     if not ctx.source:
         return {}
     try:
-        from golive.rundir import read_convert_record, source_for
-
         folder = Path(source_for(read_convert_record(Path(ctx.source), "tune"), Path(ctx.source), None))
         return json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     except Exception:  # no config to read: the graph or the optimizer decides
@@ -221,7 +221,6 @@ def split_skip_layernorm(src: Path, dst: Path, ctx: TransformContext) -> dict[st
 
 def ort_optimized_graph(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     """Let ONNX Runtime optimize the graph for ``ctx.provider`` and save the result (load it with optimizations off)."""
-    from golive.runtime import SessionConfig, save_optimized_graph
 
     level = ctx.graph_optimization_level
     save_optimized_graph(

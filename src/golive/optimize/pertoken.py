@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from golive.cpu import cpu_features
 from golive.optimize import TransformContext
+from golive.runtime import SessionConfig, make_session
 
 _MIN_DIM = 64  # smaller GEMMs gain less than the quantizing ops cost
 _OUTLIER_RATIO = 6.0
@@ -100,8 +102,6 @@ def _calibrate(
     """Per-channel absolute maxima of each named activation over the calibration inputs, and a sample of its rows."""
     import onnx
 
-    from golive.runtime import SessionConfig, make_session
-
     model = onnx.ModelProto()
     model.CopyFrom(source)  # the activations become outputs of a copy
     have = {o.name for o in model.graph.output}
@@ -157,8 +157,6 @@ def weight_levels(features: dict[str, Any] | None = None) -> int:
     not. Measured on a 2-core AVX2 EPYC: with 127, per-token's error on a one-MatMul graph with an outlier channel
     was 0.028 of the output's peak (0.0027 with 63; 0.0018 with 127 on an AVX-512 VNNI EPYC)."""
     import platform
-
-    from golive.cpu import cpu_features
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return 127

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from golive.optimize import TransformContext
+from golive.optimize.pertoken import weight_levels
+from golive.runtime import SessionConfig, make_session
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,6 @@ _SENSITIVE_MAX_NODES = 48  # beyond this many candidates, only the largest weigh
 def _reduce_range(ctx: TransformContext) -> bool:
     """7-bit weights where this CPU's u8s8 kernel adds products in saturating 16-bit lanes (x86 without VNNI or AMX;
     ONNX Runtime's quantize_dynamic offers reduce_range for exactly that), 8-bit elsewhere."""
-    from golive.optimize.pertoken import weight_levels
 
     return int(ctx.weight_levels or weight_levels()) < 127
 
@@ -117,7 +118,6 @@ def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[
     The number kept grows (1, 2, 4, ...) until the outputs' cosine similarity to fp32 on the
     calibration inputs reaches the gate's threshold, or half of the nodes are kept.
     """
-    from golive.runtime import SessionConfig, make_session
 
     threshold = float(ctx.gate.get("cosine", 0.999))
     config = SessionConfig(custom_ops=ctx.custom_ops)

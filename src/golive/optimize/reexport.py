@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from golive._imports import import_user_modules
+from golive.frontends.base import load_source
 from golive.optimize import TransformContext
+from golive.rundir import options_from_record, read_convert_record, source_for
+from golive.tensors import resolve_sizes, synthesize
 
 
 def torchscript_export(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
-    from golive._imports import import_user_modules
-    from golive.frontends.base import load_source
-    from golive.rundir import options_from_record, read_convert_record, source_for
-    from golive.tensors import resolve_sizes, synthesize
 
     if not ctx.source:
         raise ValueError("needs the convert folder of the model (its source model is exported again)")

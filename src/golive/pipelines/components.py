@@ -13,7 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from golive import api
 from golive.errors import GoliveError
+from golive.events import StepContext
+from golive.spec import JobSpec
+from golive.steps import convert_step, tune_step
+from golive.steps.tune import load_tune_result
+from golive.tuning.report import render_html
 
 __all__ = ["convert_item", "rank_html", "report_html", "tune_item"]
 
@@ -21,7 +27,6 @@ log = logging.getLogger("golive.pipeline")
 
 
 def _context():
-    from golive.events import StepContext
 
     def show(event) -> None:
         progress = f" ({event.done}/{event.total})" if event.total else ""
@@ -31,7 +36,6 @@ def _context():
 
 
 def _item(item: str) -> tuple[str, Any]:
-    from golive.spec import JobSpec
 
     data = json.loads(item)
     return data["name"], JobSpec.model_validate(data["job"])
@@ -41,8 +45,6 @@ def convert_item(item: str, model_dir: str) -> dict[str, Any]:
     """Convert (and verify) one item's model into ``model_dir``; fails when verification fails.
 
     Returns the figures the step logs as KFP metrics and artifact metadata."""
-    from golive import api
-    from golive.steps import convert_step
 
     name, job = _item(item)
     job.output_dir = str(Path(model_dir).absolute())
@@ -70,8 +72,6 @@ def convert_item(item: str, model_dir: str) -> dict[str, Any]:
 
 def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
     """Tune the converted model of ``model_dir`` into ``tuned_dir`` (best/, report.json, report.html)."""
-    from golive import api
-    from golive.steps import tune_step
 
     name, job = _item(item)
     with api.in_this_process():
@@ -105,8 +105,6 @@ def tune_item(item: str, model_dir: str, tuned_dir: str) -> dict[str, Any]:
 
 def report_html(tuned_dir: str) -> str:
     """The tune report of one item (each part's, for a model tuned as parts), as the KFP UI shows it."""
-    from golive.steps.tune import load_tune_result
-    from golive.tuning.report import render_html
 
     result = load_tune_result(Path(tuned_dir))
     return render_html(result.report if result.report is not None else result.reports)

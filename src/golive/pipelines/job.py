@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from golive.errors import GoliveError, validation_problems
-from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions
+from golive.spec import ConvertOptions, JobSpec, TuneOptions, VerifyOptions, _resolve_paths
 
 __all__ = ["DEFAULT_IMAGE", "Item", "PipelineJob", "load_pipeline_job"]
 
@@ -112,7 +112,6 @@ def _model_name(source: str) -> str:
 
 def load_pipeline_job(path: str | Path) -> PipelineJob:
     """Read a pipeline job file (or a plain JobSpec job file) into its items, paths made absolute."""
-    from golive.spec import _resolve_paths
 
     path = Path(path)
     try:

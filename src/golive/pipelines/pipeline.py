@@ -28,7 +28,8 @@ def _kfp():
 
 
 def _components(image: str) -> dict[str, Any]:
-    """The components, for ``image`` (the golive image every step runs in; kfp is already in it)."""
+    """The components, for ``image`` (the golive image every step runs in; kfp is already in it). KFP ships each
+    component function's own source to its pod, so what a function uses it imports itself."""
     dsl = _kfp()
     from kfp.dsl import HTML, Input, Metrics, Model, Output
 

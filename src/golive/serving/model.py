@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from golive.errors import GoliveError, first_line
+from golive.rundir import ConvertRecord, from_record, parts_of, read_convert_record, resolve_target, tuned_record
+from golive.runtime import SessionConfig, make_session, without_graph_capture
 
 __all__ = [
     "DTYPES",
@@ -417,7 +419,6 @@ def _oip(dtype: np.dtype) -> str:
 
 def load_models(path: str | Path, *, name: str | None = None, **kwargs) -> list[ServedModel]:
     """What ``load_model`` serves; a model converted as parts is one served model per part, named NAME-PART."""
-    from golive.rundir import parts_of
 
     path = Path(path)
     parts = parts_of(path)
@@ -436,8 +437,6 @@ def load_model(path: str | Path, *, name: str | None = None, spinning: bool | No
     loop needs to parse and answer the next requests: measured side by side with serve_bench on 2 cores, MNIST at
     concurrency 32 answered 3388 requests/s with spinning off against 2281 with it on. False (the default)
     turns it off; None keeps the tuned (or ONNX Runtime's default) setting."""
-    from golive.rundir import ConvertRecord, from_record, read_convert_record, resolve_target, tuned_record
-    from golive.runtime import SessionConfig, make_session, without_graph_capture
 
     def configured(config: SessionConfig) -> SessionConfig:
         config = without_graph_capture(config)  # requests vary in batch and arrive in host memory

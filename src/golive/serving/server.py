@@ -13,7 +13,12 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from golive._net import check_port, is_loopback
 from golive.errors import GoliveError
+from golive.serving.grpc_service import add_service
+from golive.serving.http import build_app
+from golive.serving.metrics import Metrics
+from golive.serving.model import load_models
 
 if TYPE_CHECKING:
     import uvicorn
@@ -53,8 +58,6 @@ def serve(
 ) -> None:
     """Serve the models at ``paths`` (tune folders, convert folders, .onnx files) until stopped. ``spinning``:
     see ``load_model`` (False: ONNX Runtime's threads do not spin-wait between runs; None: as tuned)."""
-    from golive._net import check_port, is_loopback
-    from golive.serving.model import load_models
 
     if not paths:
         raise GoliveError("nothing to serve", hint="golive serve runs/mnist-tuned [more models...]")
@@ -69,7 +72,6 @@ def serve(
     check_port(host, port, "HTTP")
     if grpc_port:
         check_port(host, grpc_port, "gRPC")
-    from golive.serving.metrics import Metrics
 
     metrics = Metrics()
     models = {}
@@ -110,14 +112,10 @@ def serve(
 async def _main(models, metrics, *, host, port, grpc_port, token, max_body, on_ready) -> None:
     import uvicorn
 
-    from golive.serving.http import build_app
-
     app = build_app(models, metrics, token=token, max_body=max_body)
     grpc_server = None
     if grpc_port:
         import grpc
-
-        from golive.serving.grpc_service import add_service
 
         grpc_server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", max_body), ("grpc.max_send_message_length", max_body)]

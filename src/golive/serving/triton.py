@@ -15,6 +15,11 @@ from typing import Any
 
 from golive._io import folder_in_place
 from golive.errors import GoliveError
+from golive.providers import CPU
+from golive.rundir import SESSION_RECORD, best_folder, parts_of, tuned_record
+from golive.runtime import make_session
+from golive.serving.grpc_service import triton_config
+from golive.serving.model import ServedModel
 
 __all__ = ["export_triton", "export_triton_parts"]
 
@@ -26,7 +31,6 @@ def export_triton_parts(
     tune_dir: str | Path, repo: str | Path, *, name: str | None = None, max_batch: int = 32, max_delay_ms: float = 0.0
 ) -> list[Path]:
     """``export_triton``; a model tuned as parts goes in as one Triton model per part, named NAME-PART."""
-    from golive.rundir import parts_of
 
     parts = parts_of(Path(tune_dir))
     if not parts:
@@ -43,12 +47,6 @@ def export_triton(
     """Write the model repository; returns the model's folder in it."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
-
-    from golive.providers import CPU
-    from golive.rundir import SESSION_RECORD, best_folder, tuned_record
-    from golive.runtime import make_session
-    from golive.serving.grpc_service import triton_config
-    from golive.serving.model import ServedModel
 
     if not (best_folder(tune_dir) / SESSION_RECORD).is_file():
         raise GoliveError(

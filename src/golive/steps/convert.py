@@ -6,8 +6,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from golive import _io
+from golive._html import box, escape, table, verdict
+from golive._imports import import_user_modules, is_import_path, split_file_attr
+from golive._io import folder_in_place
+from golive._resolve import export_sample, input_specs, resolve_source
 from golive.errors import DataError, FrameworkError, GoliveError, InputSpecError, ModelLoadError
 from golive.events import EVENTS_FILE, StepContext
+from golive.frontends.base import get_frontend, guess_framework
+from golive.frontends.onnxfile import check_onnx, load_onnx
 from golive.rundir import (
     CONVERT_RECORD,
     CUSTOM_OPS_DIR,
@@ -21,8 +28,12 @@ from golive.rundir import (
     to_record,
     write_record,
 )
-from golive.spec import ConvertOptions, JobSpec, VerifyOptions, map_paths, paths_in
-from golive.tuning import TuneResult
+from golive.runtime import SessionConfig, resolve_custom_ops
+from golive.spec import ConvertOptions, JobSpec, VerifyOptions, map_job_paths, map_paths, paths_in
+from golive.steps.verify import verify_generation, verify_loaded
+from golive.tensors import load_data, parse_input_spec, sizes_of, specs_from_onnx, with_ranges
+from golive.tuning import TuneResult, tune_html
+from golive.verification import VerifyReport, verify_html
 
 __all__ = ["ConvertResult", "convert_key", "convert_step", "finished_convert", "job_record"]
 
@@ -73,8 +84,6 @@ def _verify_options(job: JobSpec) -> VerifyOptions:
 
 
 def _files_read(job: JobSpec) -> list[str | None]:
-    from golive._imports import is_import_path, split_file_attr
-    from golive._resolve import resolve_source
 
     source = job.source
     if source.startswith("pkg:"):
@@ -133,8 +142,6 @@ def fork_convert(src: str | Path, dst: str | Path) -> ConvertRecord:
     import os
     import shutil
 
-    from golive._io import folder_in_place
-
     src, dst = Path(src).absolute(), Path(dst).absolute()
     record = finished_convert(src)
     if record is None:
@@ -162,7 +169,6 @@ def fork_convert(src: str | Path, dst: str | Path) -> ConvertRecord:
 
 def job_record(job: JobSpec, folder: Path) -> JobSpec:
     """The job as its run folder keeps it (job.json): every path relative to ``folder``."""
-    from golive.spec import map_job_paths
 
     recorded = map_job_paths(job, lambda p: to_record(p, folder) or p)
     recorded.output_dir = to_record(str(Path(job.output_dir).absolute()), folder) or "."
@@ -186,12 +192,6 @@ def convert_step(job: JobSpec, ctx: StepContext, *, folder: RunFolder | None = N
 
 
 def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> ConvertResult:
-    from golive._imports import import_user_modules
-    from golive._resolve import resolve_source
-    from golive.frontends.base import get_frontend, guess_framework
-    from golive.runtime import resolve_custom_ops
-    from golive.steps.verify import verify_generation
-    from golive.tensors import load_data, parse_input_spec
 
     out = folder.path
     source = resolve_source(job.source)
@@ -265,7 +265,6 @@ def _convert(job: JobSpec, ctx: StepContext, folder: RunFolder, key: str) -> Con
 
 
 def _write_job(stage: Path, job: JobSpec, out: Path) -> None:
-    from golive import _io
 
     _io.write_json(stage / JOB_FILE, job_record(job, out).to_json())  # as given: replaying it gives the same key
 
@@ -286,12 +285,6 @@ def _export(
 ) -> ConvertRecord:
     """Export one model into ``stage`` (which becomes ``out``), check it, verify it unless told not to, and return its
     record; a part's record is written into its folder here (the whole folder's record is written last, on commit)."""
-    from golive import _io
-    from golive._resolve import export_sample, input_specs
-    from golive.frontends.onnxfile import check_onnx, load_onnx
-    from golive.runtime import SessionConfig
-    from golive.steps.verify import verify_loaded
-    from golive.tensors import sizes_of, specs_from_onnx, with_ranges
 
     specs = input_specs(loaded, opts, data)
     sample = export_sample(loaded, specs, data)
@@ -355,8 +348,6 @@ def _export(
 
 def _parts_record(job: JobSpec, loaded, records: dict[str, ConvertRecord], opts, vopts, out: Path, key: str) -> ConvertRecord:
     """The record of a model exported as parts: what it was, its task, its parts and their verification together."""
-    from golive import _io
-    from golive.verification import VerifyReport
 
     exporters = {r.exporter for r in records.values()}
     reports = {name: r.verification for name, r in records.items() if r.verification is not None}
@@ -385,7 +376,6 @@ def _parts_record(job: JobSpec, loaded, records: dict[str, ConvertRecord], opts,
 
 
 def _guess_quietly(source: str) -> str | None:
-    from golive.frontends.base import guess_framework
 
     try:
         return guess_framework(source)
@@ -394,9 +384,6 @@ def _guess_quietly(source: str) -> str | None:
 
 
 def convert_html(result: ConvertResult) -> str:
-    from golive._html import box, escape, table, verdict
-    from golive.tuning import tune_html
-    from golive.verification import verify_html
 
     rec = result.record
     io = [("input", t.name, t.dtype, t.shape) for t in rec.inputs] + [("output", t.name, t.dtype, t.shape) for t in rec.outputs]

@@ -11,9 +11,12 @@ from typing import Any
 from golive._io import folder_in_place
 from golive.errors import DataError, GoliveError
 from golive.events import StepContext
+from golive.frontends.onnxfile import load_onnx
 from golive.profiling import ORIGIN_GRAPH, PROFILE_RECORD, ProfileRecord, ProfileReport, profile_model
-from golive.rundir import parts_of
+from golive.rundir import from_record, parts_of, read_convert_record, read_record, resolve_target, to_record, tuned_record
 from golive.runtime import SessionConfig
+from golive.steps.tune import load_tune_result
+from golive.tensors import bind_inputs, check_dim_names, dynamic_dims, load_data, resolve_sizes, specs_from_onnx, synthesize
 
 __all__ = ["profile_step", "profile_targets"]
 
@@ -26,7 +29,6 @@ Job = tuple[str, Path, SessionConfig, Path | None]  # label, model, session, the
 def profile_targets(target: Path) -> tuple[list[Job], Path | None, Path]:
     """(label, model, session, origin) to profile, the inputs a tune measured on (None: none saved), and the default output
     folder, for a model.onnx, a convert folder, a tune folder or a copied best/ folder."""
-    from golive.rundir import from_record, read_convert_record, resolve_target, tuned_record
 
     found = resolve_target(target, "profile")
     if found.kind == "onnx":
@@ -35,8 +37,6 @@ def profile_targets(target: Path) -> tuple[list[Job], Path | None, Path]:
         best, record = tuned_record(target)  # an unfinished tune folder is an error that says so
         jobs: list[Job] = [("best", best / "model.onnx", record.session, None)]
         if found.kind == "tune":
-            from golive.steps.tune import load_tune_result
-
             report = load_tune_result(target).report
             baseline = Path(from_record(report.model, target)) if report else None
             if (
@@ -54,9 +54,6 @@ def profile_targets(target: Path) -> tuple[list[Job], Path | None, Path]:
 
 def _feeds(model: Path, data: str | None, saved: Path | None, dim_sizes: dict[str, int]) -> dict[str, Any]:
     import numpy as np
-
-    from golive.frontends.onnxfile import load_onnx
-    from golive.tensors import bind_inputs, check_dim_names, load_data, resolve_sizes, specs_from_onnx, synthesize
 
     specs, outputs = specs_from_onnx(load_onnx(model, load_external_data=False))
     check_dim_names(specs, dim_sizes)
@@ -80,7 +77,6 @@ def profile_step(
     data: str | None = None,
     runs: int = 20,
 ) -> ProfileReport:
-    from golive.rundir import to_record
 
     if runs < 1:
         raise GoliveError(f"--runs {runs}: at least one run is needed", hint="e.g. --runs 20")
@@ -116,9 +112,6 @@ def _profile_parts(
 ) -> ProfileReport:
     """Each part profiled into the subfolder of its name (sizes given apply to the parts that have those axes), then
     profile.json listing them; the whole folder is written beside itself and renamed into place."""
-    from golive.frontends.onnxfile import load_onnx
-    from golive.rundir import to_record
-    from golive.tensors import dynamic_dims, specs_from_onnx
 
     if data:
         raise DataError(
@@ -172,6 +165,5 @@ def overlay(report: ProfileReport) -> dict[str, Any]:
 
 def load_profile(folder: str | Path) -> ProfileReport:
     """profile.json of a profile folder (moved or not: its paths are relative)."""
-    from golive.rundir import read_record
 
     return read_record(Path(folder) / PROFILE_RECORD, ProfileReport)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from golive import _io
 from golive.errors import DataError, GoliveError
 from golive.events import EVENTS_FILE, StepContext
+from golive.frontends.onnxfile import load_onnx
 from golive.rundir import (
     TUNE_RECORD,
     ConvertRecord,
@@ -20,12 +22,15 @@ from golive.rundir import (
     paths_to_record,
     read_convert_record,
     read_record,
+    resolve_target,
     step_key,
     to_record,
     write_record,
 )
+from golive.runtime import resolve_custom_ops
 from golive.spec import TuneOptions, VerifyOptions
-from golive.tuning import TuneResult
+from golive.tensors import specs_from_onnx
+from golive.tuning import TuneResult, tune_model
 from golive.tuning.report import TuneReport, render_html
 
 __all__ = ["load_tune_result", "tune_key", "tune_step", "tune_unless_done"]
@@ -35,7 +40,6 @@ _OUTPUTS = ["best", "report.json", "report.html", "inputs.npz"]
 
 def _convert_record(target: Path) -> ConvertRecord | None:
     """golive.json of the convert folder tuned (None for an .onnx file): read once a tune, here."""
-    from golive.rundir import resolve_target
 
     kind = resolve_target(target, "tune", allowed=("onnx", "convert")).kind
     return read_convert_record(target, "tune") if kind == "convert" else None
@@ -43,9 +47,6 @@ def _convert_record(target: Path) -> ConvertRecord | None:
 
 def _target(target: Path, options: TuneOptions, record: ConvertRecord | None):
     """(model file, input specs, base sizes, options with absolute custom ops) of a convert folder or .onnx file."""
-    from golive.frontends.onnxfile import load_onnx
-    from golive.runtime import resolve_custom_ops
-    from golive.tensors import specs_from_onnx
 
     options = options.model_copy(update={"custom_ops": resolve_custom_ops(options.custom_ops)})
     if record is not None:
@@ -98,7 +99,6 @@ def _tune_parts(
     key: str,
 ) -> TuneResult:
     """Each part tuned into the subfolder of its name with an equal share of the budget; tune.json last."""
-    from golive import _io
 
     parts = convert.parts
     if options.data:
@@ -163,8 +163,6 @@ def tune_step(
 ) -> TuneResult:
     """Tune a convert folder or .onnx file into ``output_dir`` (best/, report.json, report.html, tune.json).
     ``key``: the step's tune_key, when the caller has computed it already."""
-    from golive import _io
-    from golive.tuning import tune_model
 
     target = Path(target).absolute()
     out = Path(output_dir).absolute()

@@ -7,6 +7,9 @@ from pathlib import Path
 from golive._imports import import_user_modules
 from golive.errors import DataError
 from golive.events import StepContext
+from golive.frontends.base import get_frontend, load_source
+from golive.frontends.onnxfile import load_onnx
+from golive.generation import check_generation
 from golive.rundir import (
     CONVERT_RECORD,
     VERIFY_RECORD,
@@ -23,7 +26,11 @@ from golive.rundir import (
     to_record,
     write_record,
 )
+from golive.runtime import SessionConfig, custom_domains, resolve_custom_ops
 from golive.spec import ConvertOptions, VerifyOptions
+from golive.tensors import load_data, specs_from_onnx, synthesize
+from golive.tuning import convert_sessions
+from golive.verification import VerifyReport, default_tolerance, plan_samples, tolerances_for, verify_model
 
 __all__ = ["verify_generation", "verify_loaded", "verify_step"]
 
@@ -32,8 +39,6 @@ def verify_loaded(
     frontend, loaded, model_path, inputs, outputs, base_sizes, options: VerifyOptions, ctx: StepContext, session=None
 ):
     """Verify ``model_path`` against a loaded source model; one event per run, a cancel check before each."""
-    from golive.tensors import load_data
-    from golive.verification import default_tolerance, plan_samples, tolerances_for, verify_model
 
     names = [s.name for s in inputs]
     data = load_data(options.data, names, [o.name for o in outputs]) if options.data else None
@@ -46,8 +51,6 @@ def verify_loaded(
             "test_data_set folder), or skip verification with --no-verify",
         )
     if loaded.framework == "onnx" and not stored_only:
-        from golive.runtime import custom_domains
-
         custom = custom_domains(loaded.model)
         if custom:
             ops = ", ".join(f"{domain}::{op}" for domain, in_domain in custom.items() for op in in_domain)
@@ -108,10 +111,6 @@ def verify_loaded(
 def verify_generation(loaded, record: ConvertRecord, folder: Path, options: VerifyOptions):
     """Greedy generation through the exported model(s) in ``folder`` against the source's generate, on a synthetic
     prompt (decoder-only) or synthetic encoder inputs (encoder-decoder), both at batch 2."""
-    from golive.generation import check_generation
-    from golive.tensors import synthesize
-    from golive.tuning import convert_sessions
-    from golive.verification import default_tolerance
 
     spec, generate = loaded.generation, loaded.generate
     sessions = convert_sessions(folder, record)
@@ -150,11 +149,6 @@ def verify_step(target: str | Path, options: VerifyOptions, ctx: StepContext, *,
     """Verify a convert output folder against its source (saving verify.json), or an .onnx file. A model exported as
     parts has each part verified (each saving its verify.json) and its generation checked; the report names the part
     of every figure."""
-    from golive.frontends.base import get_frontend, load_source
-    from golive.frontends.onnxfile import load_onnx
-    from golive.runtime import SessionConfig, resolve_custom_ops
-    from golive.tensors import specs_from_onnx
-    from golive.verification import VerifyReport
 
     target = Path(target)
     custom_ops = resolve_custom_ops(options.custom_ops)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from golive._isolate import in_worker
+from golive.errors import GoliveError
 from golive.optimize import get_transform
 from golive.providers import CPU, short_name
 from golive.runtime import SessionConfig
@@ -245,8 +246,6 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     )
     state.baseline = baseline
     if baseline.status != "passed":
-        from golive.errors import GoliveError
-
         raise GoliveError(
             f"the model does not run with a default ONNX Runtime session: {baseline.reason}", hint="golive verify it first"
         )

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from golive.providers import CPU, PLUGINS, Placement
+from golive.cpu import available_cpus, cpu_features
+from golive.optimize import get_transform
+from golive.providers import CPU, PLUGINS, Placement, ep_devices
 from golive.runtime import SessionConfig
 from golive.tuning.gate import GateResult
 
@@ -111,7 +113,6 @@ def session_knobs(
     provider: str = CPU, cores: int | None = None, isa: list[str] | None = None, objective: str = "latency"
 ) -> Knobs:
     """Session settings tried one knob at a time, each starting from the best so far."""
-    from golive.cpu import available_cpus, cpu_features
 
     cores = cores or available_cpus()
     isa = cpu_features()["isa"] if isa is None else isa  # type: ignore[assignment]
@@ -211,8 +212,6 @@ def default_session(provider: str, **fields: Any) -> SessionConfig:
     winner on this CPU, rather than left to OpenVINO; the search tries the other)."""
     config = SessionConfig(providers=[provider], **fields)
     if provider in PLUGINS:  # the device it runs on, named in session.json (a plugin may list CPU, GPU and NPU)
-        from golive.providers import ep_devices
-
         config.device_type = next((d.device_type for d in ep_devices() if d.provider == provider), None)
     for knob, values in session_knobs(provider, cores=1):
         if "." in knob and knob.startswith("device_properties.INFERENCE_PRECISION"):
@@ -247,7 +246,6 @@ def with_knob(session: SessionConfig, knob: str, value: Any) -> SessionConfig:
 
 def invalid_reason(session: SessionConfig, transforms: list[str], available: list[str]) -> str | None:
     """Why a combination cannot run or cannot matter, decided before running it (None: it is valid)."""
-    from golive.optimize import get_transform
 
     provider = session.providers[0]
     if provider not in available:
