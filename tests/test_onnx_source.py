@@ -9,6 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import golive
 
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
+
 
 def _model(path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])

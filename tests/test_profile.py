@@ -12,6 +12,8 @@ import pytest
 import golive
 from golive.profiling import ProfileReport
 
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
+
 
 def _dominant(path: Path, size: int = 1024) -> Path:
     """A large MatMul beside cheap ops: it must dominate any honest profile."""

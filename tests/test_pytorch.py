@@ -11,6 +11,8 @@ import golive
 import zoo as models
 from conftest import read_info, zoo
 
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
+
 
 def test_mnist_cnn_dynamic_batch_verified_at_1_and_7(tmp_path):
     out = tmp_path / "mnist"

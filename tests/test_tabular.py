@@ -18,6 +18,8 @@ from sklearn.preprocessing import StandardScaler
 import golive
 from conftest import read_info
 
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
+
 
 @pytest.fixture(scope="module")
 def iris():

@@ -16,6 +16,8 @@ from conftest import TESTS, zoo
 from golive.runtime import SessionConfig
 from golive.tuning.space import invalid_reason
 
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
+
 
 def _check_result(result, tune_dir):
     report = result.report

@@ -64,14 +64,41 @@ class LoopAdd(nn.Module):
         return h
 
 
-@torch.library.custom_op("golive_test::fancy_sin", mutates_args=())
-def fancy_sin(x: torch.Tensor) -> torch.Tensor:
-    return torch.sin(x) * 2
+def _custom_ops():
+    """The test's torch.library operators, defined once a process: zoo.py is executed again each time golive loads it
+    by its path (file.py:Name) and once more as `import zoo`, and defining an operator again replaces the kernels torch's
+    dispatcher holds (a run of the suite once crashed inside it, in a long-lived test process)."""
+    import sys
+    import types
+
+    ops = sys.modules.get("golive_test_custom_ops")
+    if ops is not None:
+        return ops
+    ops = types.ModuleType("golive_test_custom_ops")
+
+    @torch.library.custom_op("golive_test::fancy_sin", mutates_args=())
+    def fancy_sin(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2
+
+    @fancy_sin.register_fake
+    def _fancy_sin_fake(x):
+        return torch.empty_like(x)
+
+    @torch.library.custom_op("golive_test::inverse", mutates_args=())
+    def inverse(a: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.inv(a)
+
+    @inverse.register_fake
+    def _inverse_fake(a):
+        return torch.empty_like(a)
+
+    ops.fancy_sin, ops.inverse = fancy_sin, inverse
+    sys.modules[ops.__name__] = ops
+    return ops
 
 
-@fancy_sin.register_fake
-def _fancy_sin_fake(x):
-    return torch.empty_like(x)
+fancy_sin = _custom_ops().fancy_sin
+inverse = _custom_ops().inverse
 
 
 class UsesCustomOp(nn.Module):
@@ -91,16 +118,6 @@ class DenseThenCustomOp(nn.Module):
 
     def forward(self, x):
         return fancy_sin(self.fc(x))
-
-
-@torch.library.custom_op("golive_test::inverse", mutates_args=())
-def inverse(a: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.inv(a)
-
-
-@inverse.register_fake
-def _inverse_fake(a):
-    return torch.empty_like(a)
 
 
 class SolvesWithInverse(nn.Module):
