@@ -338,7 +338,7 @@ def bench(name: str, folder: Path, work: Path, budget: float, rounds: int) -> No
     rejected = sorted((c for c in result.report.candidates if c.status == "rejected"), key=lambda c: c.figures["p50_ms"])
     print("fastest candidates on each side of the gate (figures from the tuning run):")
     for c in passed[:3] + rejected[:3]:
-        cos = min((m.get("cosine", 1.0) for m in c.gate.get("metrics", {}).values()), default=1.0)
+        cos = c.min_cosine if c.min_cosine is not None else 1.0
         print(f"  {c.status:<8} p50 {c.figures['p50_ms']:7.2f} ms  cosine {cos:.5f}  {c.label()}")
 
 
