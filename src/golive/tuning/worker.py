@@ -20,9 +20,29 @@ from golive._isolate import WorkerFailure, in_worker, preload
 from golive.providers import Placement
 from golive.runtime import SessionConfig
 
-__all__ = ["Beside", "MeasureTask", "Measurement", "measure", "measure_in_worker", "measure_source", "time_runs"]
+__all__ = [
+    "Beside",
+    "MeasureTask",
+    "Measurement",
+    "measure",
+    "measure_in_worker",
+    "measure_source",
+    "preload_custom_ops",
+    "time_runs",
+]
 
 preload(__name__)  # the forkserver imports this module once: each measurement starts in milliseconds
+
+
+def preload_custom_ops(entries: list[str]) -> None:
+    """Python custom operators run through onnxruntime-extensions, whose import pulls in transformers and torch (2 s):
+    the forkserver imports it once, not each measurement (where the forkserver of this process has yet to start)."""
+    import importlib.util
+
+    from golive.runtime import is_library
+
+    if any(not is_library(e) for e in entries) and importlib.util.find_spec("onnxruntime_extensions") is not None:
+        preload("onnxruntime_extensions")
 
 
 class Beside(BaseModel):
