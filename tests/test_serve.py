@@ -57,17 +57,16 @@ class Server:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, mnist_dir, minilm_dir):
-    """The served folders: MNIST (a copy of the shared conversion) and its tune, a custom-op model, MiniLM's tune.
-    The tunes only need to give a best/ folder, so their budgets are small and the source is not timed."""
+    """The served folders: MNIST (a copy of the shared conversion) and its tune, a custom-op model, MiniLM's convert
+    folder (the shared one, linked). The tune only needs to give a best/ folder, so its budget is small and the source
+    is not timed."""
     import shutil
 
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(mnist_dir, root / "mnist")
+    (root / "minilm").symlink_to(minilm_dir, target_is_directory=True)
     with steps_here():
         golive.tune(root / "mnist", root / "mnist-tuned", budget=4, dim_sizes={"batch": 1}, time_source=False)
-        golive.tune(
-            minilm_dir, root / "minilm-tuned", budget=4, transforms=[], dim_sizes={"batch": 1, "sequence": 16}, time_source=False
-        )
     assert golive.convert(
         zoo("DenseThenCustomOp"),
         root / "custom",
@@ -83,7 +82,7 @@ def server(models):
     s = Server(
         str(models / "mnist-tuned"),
         str(models / "custom"),
-        str(models / "minilm-tuned"),
+        str(models / "minilm"),
         "--name",
         "mnist",
         "--name",
@@ -134,7 +133,9 @@ def test_grpc_outputs_equal_a_direct_run_minilm_and_custom_op(server, models):
     g = tg.InferenceServerClient(f"127.0.0.1:{server.grpc}")
     ids = np.array([[101, 2023, 2003, 1037, 3231, 102]], np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    session = golive.load_session(models / "minilm-tuned")
+    from golive.runtime import SessionConfig, make_session
+
+    session = make_session(models / "minilm" / "model.onnx", SessionConfig())  # a convert folder: served with the defaults
     feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
     inputs = []
     for name, value in feeds.items():
@@ -373,7 +374,7 @@ def test_a_batch_that_cannot_run_whole_runs_one_by_one_and_counts_each_wait_once
 
 
 def test_a_full_queue_answers_503_with_retry_after(models, tmp_path):
-    s = Server(str(models / "minilm-tuned"), "--max-queue", "2", "--max-batch", "1", folder=tmp_path)
+    s = Server(str(models / "minilm"), "--max-queue", "2", "--max-batch", "1", folder=tmp_path)
     try:
         ids = np.ones((1, 512), np.int64)
         body = json.dumps(
@@ -381,14 +382,14 @@ def test_a_full_queue_answers_503_with_retry_after(models, tmp_path):
                 "inputs": [
                     {"name": n, "shape": [1, 512], "datatype": "INT64", "data": ids.ravel().tolist()}
                     for n in ("input_ids", "attention_mask", "token_type_ids")
-                    if n in {i["name"] for i in th.InferenceServerClient(s.url).get_model_metadata("minilm-tuned")["inputs"]}
+                    if n in {i["name"] for i in th.InferenceServerClient(s.url).get_model_metadata("minilm")["inputs"]}
                 ]
             }
         ).encode()
         results = []
 
         def hit():
-            results.append(_post(s, "/v2/models/minilm-tuned/infer", body))
+            results.append(_post(s, "/v2/models/minilm/infer", body))
 
         threads = [threading.Thread(target=hit) for _ in range(16)]
         for t in threads:
