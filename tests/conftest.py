@@ -70,6 +70,26 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order in a module
 
 
+def lazy_module(name: str):
+    """``name``, imported on first use: every xdist process collects every test module, so a framework named at a
+    module's top (TensorFlow: 5 s) was imported by all of them for the one that runs its tests. Skips the calling
+    module where the package is not installed, as pytest.importorskip does."""
+    import importlib
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} is not installed", allow_module_level=True)
+
+    class Lazy(types.ModuleType):
+        def __getattr__(self, attr: str):
+            if attr.startswith("_") or attr == "pytestmark":  # what pytest's collection asks of a module's names
+                raise AttributeError(attr)
+            return getattr(importlib.import_module(name), attr)
+
+    return Lazy(name)
+
+
 def zoo(name: str) -> str:
     """Import path of a zoo model, as a user would type it."""
     return f"{ZOO}:{name}"

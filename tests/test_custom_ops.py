@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
 import golive
-from conftest import TESTS, read_info, zoo
+from conftest import TESTS, lazy_module, read_info, zoo
 
-ortx = pytest.importorskip("onnxruntime_extensions")
+ortx = lazy_module("onnxruntime_extensions")  # its import pulls in transformers and torch: when first used
 
 EXPORT = TESTS / "custom_ops_export.py"
 RUNTIME = TESTS / "custom_ops_runtime.py"

@@ -11,8 +11,10 @@ import onnxruntime as ort
 import pytest
 
 import golive
-from conftest import read_info, steps_here
+from conftest import read_info
 from golive.frontends.base import guess_framework
+
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the converters compute, not where they run
 
 
 def iris():
@@ -187,7 +189,7 @@ def spark_pipeline(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("spark")
     # the session golive's SparkML frontend starts in this process (one JVM, stopped at exit), which the convert below,
-    # run here too, uses again: a JVM start is 10 s
+    # run here too (steps_in_place), uses again: a JVM start is 10 s
     spark = _spark()
     X, y = iris()
     frame = spark.createDataFrame(
@@ -209,8 +211,7 @@ def spark_pipeline(tmp_path_factory):
 def test_spark_pipeline_verified_against_spark(spark_pipeline, tmp_path):
     folder, expected = spark_pipeline
     assert guess_framework(str(folder / "pipeline")) == "spark"
-    with steps_here():
-        result = golive.convert(str(folder / "pipeline"), tmp_path / "out", data=str(folder / "rows.npz"))
+    result = golive.convert(str(folder / "pipeline"), tmp_path / "out", data=str(folder / "rows.npz"))
     assert result.passed and result.verification.reference == "spark source model"
     assert any("softmax" in n for n in read_info(tmp_path / "out")["notes"])
     X, _ = iris()

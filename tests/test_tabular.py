@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import joblib
-import lightgbm as lgb
 import numpy as np
 import onnxruntime as ort
 import pytest
-import skops.io as sio
-import xgboost as xgb
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 import golive
-from conftest import read_info
+from conftest import lazy_module, read_info
+
+# imported when a test first uses them, not by every test process that collects this module
+joblib, lgb, sio, xgb = (lazy_module(m) for m in ("joblib", "lightgbm", "skops.io", "xgboost"))
+datasets, ensemble, linear_model = (lazy_module(f"sklearn.{m}") for m in ("datasets", "ensemble", "linear_model"))
+pipeline, preprocessing = lazy_module("sklearn.pipeline"), lazy_module("sklearn.preprocessing")
 
 pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute, not where they run
 
 
 @pytest.fixture(scope="module")
 def iris():
-    x, y = load_iris(return_X_y=True)
+    x, y = datasets.load_iris(return_X_y=True)
     return x.astype(np.float32), y
 
 
 @pytest.fixture(scope="module")
 def cancer():
-    x, y = load_breast_cancer(return_X_y=True)
+    x, y = datasets.load_breast_cancer(return_X_y=True)
     return x.astype(np.float32), y
 
 
 def test_sklearn_pipeline_scaler_and_classifier(tmp_path, iris):
     x, y = iris
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    pipe = pipeline.make_pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression(max_iter=500)).fit(x, y)
     sio.dump(pipe, tmp_path / "pipe.skops")
     np.savez(tmp_path / "iris.npz", input=x)
     result = golive.convert(tmp_path / "pipe.skops", tmp_path / "o", data=str(tmp_path / "iris.npz"))
@@ -55,7 +51,7 @@ def test_sklearn_pipeline_scaler_and_classifier(tmp_path, iris):
 
 def test_zipmap_on_request(tmp_path, iris):
     x, y = iris
-    sio.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "lr.skops")
+    sio.dump(linear_model.LogisticRegression(max_iter=500).fit(x, y), tmp_path / "lr.skops")
     result = golive.convert(tmp_path / "lr.skops", tmp_path / "o", zipmap=True)
     assert result.passed
     assert "ai.onnx.ml.ZipMap" in golive.inspect(tmp_path / "o").op_types
@@ -63,7 +59,7 @@ def test_zipmap_on_request(tmp_path, iris):
 
 def test_random_forest_on_breast_cancer(tmp_path, cancer):
     x, y = cancer
-    sio.dump(RandomForestClassifier(n_estimators=25, random_state=0).fit(x, y), tmp_path / "rf.skops")
+    sio.dump(ensemble.RandomForestClassifier(n_estimators=25, random_state=0).fit(x, y), tmp_path / "rf.skops")
     np.save(tmp_path / "x.npy", x)
     result = golive.convert(tmp_path / "rf.skops", tmp_path / "o", data=str(tmp_path / "x.npy"))
     assert result.passed
@@ -72,8 +68,8 @@ def test_random_forest_on_breast_cancer(tmp_path, cancer):
 
 
 def test_random_forest_regressor(tmp_path):
-    x, y = load_diabetes(return_X_y=True)
-    sio.dump(RandomForestRegressor(n_estimators=10, random_state=0).fit(x, y), tmp_path / "rfr.skops")
+    x, y = datasets.load_diabetes(return_X_y=True)
+    sio.dump(ensemble.RandomForestRegressor(n_estimators=10, random_state=0).fit(x, y), tmp_path / "rfr.skops")
     result = golive.convert(tmp_path / "rfr.skops", tmp_path / "o", verify_options={"rtol": 1e-4})
     assert result.passed
     assert [o.name for o in result.verification.outputs] == ["variable"]
@@ -104,7 +100,7 @@ def test_xgboost_json_and_ubj(tmp_path, cancer):
 
 def test_joblib_needs_trust_pickle(tmp_path, iris, cli):
     x, y = iris
-    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "m.joblib")
+    joblib.dump(linear_model.LogisticRegression(max_iter=500).fit(x, y), tmp_path / "m.joblib")
     code, _, err = cli("convert", tmp_path / "m.joblib", "-o", tmp_path / "o")
     assert code == 2 and "pickle" in err and "--trust-pickle" in err and "skops" in err
     assert not (tmp_path / "o").exists()
@@ -123,7 +119,7 @@ def test_skops_file_with_foreign_types_needs_trust(tmp_path, iris, cli, monkeypa
     from myscaler import MyScaler
 
     x, y = iris
-    sio.dump(make_pipeline(MyScaler(), LogisticRegression(max_iter=500)).fit(x, y), tmp_path / "m.skops")
+    sio.dump(pipeline.make_pipeline(MyScaler(), linear_model.LogisticRegression(max_iter=500)).fit(x, y), tmp_path / "m.skops")
     code, _, err = cli("convert", tmp_path / "m.skops", "-o", tmp_path / "o")
     assert code == 2 and "myscaler.MyScaler" in err and "--trust-pickle" in err
     # trusted, it loads; skl2onnx has no converter for the custom step, and says so

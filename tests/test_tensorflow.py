@@ -13,10 +13,11 @@ import onnxruntime as ort
 import pytest
 
 import golive
-from conftest import read_info
+from conftest import lazy_module, read_info
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+tf = lazy_module("tensorflow")
+keras = lazy_module("keras")
+pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the converters compute: no TensorFlow import a call
 
 
 def _cnn():
