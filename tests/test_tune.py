@@ -202,47 +202,6 @@ def test_an_over_aggressive_candidate_is_rejected(mnist_dir, tmp_path, cli):
     assert report["best"]["precision"] == "fp32"
 
 
-def test_the_budget_keeps_what_the_confirm_rounds_and_the_batch_sizes_will_cost(tmp_path):
-    """The search stops early by the reserve: 3 alternating rounds of the winner and the baseline, and one
-    measurement a batch size for throughput, at the median cost of a measurement so far; at most a quarter of the
-    budget; nothing kept once the search is done (the confirm then spends it)."""
-    import time
-
-    from golive.events import StepContext
-    from golive.optimize import TransformContext
-    from golive.spec import TuneOptions
-    from golive.tuning.state import SearchState
-
-    def state(**options) -> SearchState:
-        now = time.monotonic()
-        return SearchState(
-            model=tmp_path / "m.onnx",
-            work=tmp_path,
-            options=TuneOptions(**options),
-            providers=["CPUExecutionProvider"],
-            available=["CPUExecutionProvider"],
-            tolerances={},
-            ctx=TransformContext(work_dir=tmp_path),
-            step=StepContext(),
-            started=now,
-            deadline=now + options["budget"],
-        )
-
-    latency = state(budget=40)
-    assert latency.reserve() == 0.0  # nothing measured yet: no estimate
-    latency.measure_costs += [0.4, 0.5, 3.0]
-    assert latency.reserve() == pytest.approx(6 * 0.5)
-    assert 40 - 3.0 - 0.5 < latency.left() <= 40 - 3.0
-    throughput = state(budget=40, objective="throughput", max_batch=8)  # batch 1, 2, 4, 8
-    throughput.measure_costs.append(0.5)
-    assert throughput.reserve() == pytest.approx((6 + 4) * 0.5)
-    small = state(budget=4)
-    small.measure_costs.append(0.5)
-    assert small.reserve() == pytest.approx(1.0)  # a quarter of the budget: a small budget still searches
-    small.finishing = True
-    assert small.reserve() == 0.0
-
-
 def test_impossible_combinations_are_rejected_before_running():
     cpu = ["CPUExecutionProvider"]
     assert "GPU" in invalid_reason(SessionConfig(), ["fp16"], cpu) or "CUDA" in invalid_reason(SessionConfig(), ["fp16"], cpu)

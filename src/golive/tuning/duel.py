@@ -10,7 +10,7 @@ from golive.tuning.space import (
     NOISY,
     Candidate,
 )
-from golive.tuning.state import CONFIRM_ROUNDS, NOISE, SearchState, rank_score
+from golive.tuning.state import NOISE, SearchState, rank_score
 
 __all__ = ["beats", "confirm", "duel", "duel_all", "note_steadiness", "spread_of"]
 
@@ -55,7 +55,7 @@ def duel_all(state: SearchState, finalists: list[Candidate]) -> Candidate:
     return winner
 
 
-def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: int = CONFIRM_ROUNDS) -> Candidate:
+def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: int = 3) -> Candidate:
     """Re-measure the winner and the baseline in alternation: on a busy or small machine a single
     measurement can crown noise. Both keep the median of their rounds; the winner must still win."""
     samples: dict[str, list[dict]] = {baseline.id: [], best.id: []}

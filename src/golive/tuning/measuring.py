@@ -90,10 +90,7 @@ def measure_candidate(state: SearchState, c: Candidate, seconds: float, beside: 
     if yardstick is not None and yardstick.model:
         task.beside = Beside(model=yardstick.model, session=yardstick.session, seconds=max(0.25, seconds / 4))
     state.step.check()
-    began = time.monotonic()
     result = measure_in_worker(task, timeout=max(60.0, 8 * seconds + 60), should_stop=state.stopping)
-    if seconds == state.short_seconds:  # what the confirm rounds will cost each, the worker's start included
-        state.measure_costs.append(time.monotonic() - began)
     state.step.check()
     if isinstance(result, WorkerFailure):
         if result.error_type == "FallbackError":  # --no-fallback: the provider does not take every node

@@ -276,7 +276,6 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
         state.notes.append(
             "ONNX Runtime's optimized graph was not saved ahead of time: the budget was spent (a larger --budget tries it)"
         )
-    state.finishing = True  # from here on the reserve kept for the confirm rounds and the batch sizes is spent
     if best is not baseline:
         best = confirm(state, baseline, best)
     note_steadiness(state)

@@ -19,10 +19,9 @@ from golive.tuning.space import (
     session_precision,
 )
 
-__all__ = ["CONFIRM_ROUNDS", "NOISE", "SearchState", "allowed", "best_of", "new_candidate", "rank_score", "report_candidate"]
+__all__ = ["NOISE", "SearchState", "allowed", "best_of", "new_candidate", "rank_score", "report_candidate"]
 
 NOISE = 0.02  # a change must beat the best by more than this share to replace it
-CONFIRM_ROUNDS = 3  # alternating rounds of the winner and the baseline before the search's answer stands
 
 
 @dataclass
@@ -52,25 +51,13 @@ class SearchState:
     # the baseline's usual p50 beside measurements, for the candidates ranked scaled (kept here, not in their figures)
     usual_beside: dict[str, float] = field(default_factory=dict)
     scaled: set[str] = field(default_factory=set)  # and those still busy when measured again, or with no time to
-    measure_costs: list[float] = field(default_factory=list)  # wall seconds of each measurement (worker included)
-    finishing: bool = False  # the search is done: the confirm rounds and the batch sizes spend the reserve
 
     @property
     def short_seconds(self) -> float:
         return float(min(max(self.options.budget / 40, 0.4), 8.0))
 
-    def reserve(self) -> float:
-        """What the search keeps of its budget for what follows it: the winner and the baseline re-measured in
-        alternation (CONFIRM_ROUNDS each) and, for throughput, each batch size; estimated from what a measurement has
-        cost so far, and never more than a quarter of the budget (a small budget still searches)."""
-        if self.finishing or not self.measure_costs:
-            return 0.0
-        cost = float(np.median(self.measure_costs))
-        count = 2 * CONFIRM_ROUNDS + (self.options.max_batch.bit_length() if self.options.objective == "throughput" else 0)
-        return min(count * cost, self.options.budget / 4)
-
     def left(self) -> float:
-        return min(self.deadline, self.share_deadline or self.deadline) - self.reserve() - time.monotonic()
+        return min(self.deadline, self.share_deadline or self.deadline) - time.monotonic()
 
     def progress(self, message: str, payload: dict[str, Any] | None = None) -> None:
         """A tune event: done/total are seconds spent of the budget."""
