@@ -7,6 +7,7 @@ for the accuracy gate, warms up, then times runs until the median is stable or i
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import threading
 import time
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 
 from golive._isolate import WorkerFailure, in_worker, preload
 from golive.providers import Placement
-from golive.runtime import SessionConfig
+from golive.runtime import SessionConfig, is_library
 
 __all__ = [
     "Beside",
@@ -37,10 +38,6 @@ preload(__name__)  # the forkserver imports this module once: each measurement s
 def preload_custom_ops(entries: list[str]) -> None:
     """Python custom operators run through onnxruntime-extensions, whose import pulls in transformers and torch (2 s):
     the forkserver imports it once, not each measurement (where the forkserver of this process has yet to start)."""
-    import importlib.util
-
-    from golive.runtime import is_library
-
     if any(not is_library(e) for e in entries) and importlib.util.find_spec("onnxruntime_extensions") is not None:
         preload("onnxruntime_extensions")
 
