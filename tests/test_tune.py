@@ -69,6 +69,7 @@ import json, os, subprocess, sys, threading, time
 import golive
 
 hogs, judged = [], []
+calm = threading.Event()
 
 
 def spell():
@@ -81,7 +82,7 @@ def spell():
     )
     for h in hogs:
         h.stdout.readline()  # spinning from here on
-    time.sleep(4.0)
+    calm.wait(6.0)  # until three more candidates were judged in the spell, or 6 s
     for h in hogs:
         h.kill()
 
@@ -95,10 +96,19 @@ def on_event(event):
         judged.append(row["id"])
         if len(judged) == 1:
             spinner.start()
+        if len(judged) == 4:
+            calm.set()
 
 
 try:
-    result = golive.tune(sys.argv[1], sys.argv[2], budget=12, dim_sizes={"batch": 128}, on_event=on_event)
+    result = golive.tune(
+        sys.argv[1],
+        sys.argv[2],
+        budget=16,
+        dim_sizes={"batch": 128},
+        on_event=on_event,
+        transforms=["int8_dynamic", "int8_dynamic_per_channel", "int8_static_qdq", "int8_blockwise", "int8_qdq_matmul"],
+    )
 finally:
     if spinner.is_alive():
         spinner.join()
@@ -113,8 +123,9 @@ print(json.dumps({"notes": result.report.notes, "beside": [f.get("beside_mean_ms
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins the search and the busy spell to one CPU (Linux)")
 def test_a_busy_spell_during_the_search_is_seen_by_the_baseline_beside_the_candidates(tmp_path):
     """A tune pinned to one CPU (in a process of its own, so its workers inherit the pin); six busy-looping processes
-    pinned to the same CPU spin for 4 s from when the first candidate beside the baseline has been measured: a
-    spell of a few of the yardstick's ~20 measurements, so their median stays the usual machine's, and one that
+    pinned to the same CPU spin from when the first candidate beside the baseline has been measured until three more
+    were judged (at most 6 s): a spell of a few of the yardstick's measurements, so their median stays the usual
+    machine's, and one that
     whatever else runs on the other CPU (the other test worker) cannot hide. The baseline timed beside the
     candidates in the spell sees the machine slow down, they are measured again after a pause, and the report
     says the search ran on a busy machine."""

@@ -19,7 +19,7 @@ def test_tune_minilm_small_budget(minilm_dir, tmp_path, monkeypatch):
     result = golive.tune(
         minilm_dir,
         tmp_path / "t",
-        budget=20,
+        budget=26,
         dim_sizes={"batch": 1, "sequence": 32},
         time_source=False,
         transforms=["onnxscript_fusion", "int8_per_token"],

@@ -120,7 +120,7 @@ def test_the_form_fields_come_from_the_spec_declarations(done):
         assert help_for(ConvertOptions, field).replace("'", "&#39;") in convert
     for field in ("budget", "objective", "transforms", "fixed_shape"):
         assert help_for(TuneOptions, field).replace("'", "&#39;") in perf
-    assert 'value="120.0"' in perf  # TuneOptions' default budget, not a second copy of it
+    assert 'value="auto"' in perf  # TuneOptions' default budget, not a second copy of it
     assert 'value="int8_dynamic"' in perf  # the transform registry
 
 

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.config import JsonDict
@@ -185,7 +185,26 @@ class VerifyOptions(_Strict):
 
 
 class TuneOptions(_Strict):
-    budget: float = Field(default=120.0, gt=0, description="Seconds to spend searching, transforms and measurements included.")
+    budget: float | Literal["auto"] = Field(
+        default="auto",
+        description="Seconds the tune may take, building, measuring, confirming and profiling included; auto: what it "
+        "takes to try the most promising candidate of each family and confirm the winner (planned from the baseline's "
+        "run time and said before the search).",
+    )
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            seconds = float(v)
+        except (TypeError, ValueError):
+            raise InputSpecError(f"cannot read the budget {v!r}", hint="give seconds (e.g. 60) or auto") from None
+        if not seconds > 0:
+            raise InputSpecError(f"the budget must be more than 0 seconds, not {v!r}", hint="give seconds (e.g. 60) or auto")
+        return seconds
+
     providers: list[str] = Field(
         default_factory=list,
         description="Execution providers to try, e.g. cpu,openvino,cuda (default: every one with a device here; "

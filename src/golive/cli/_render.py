@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -13,6 +14,41 @@ def _num(x: float | None) -> str:
     if x != x or x in (float("inf"), float("-inf")):
         return str(x)
     return "0" if x == 0 else f"{x:.3g}"
+
+
+# Transforms as the tune table names them (a legend under it says the full names): the chains stay whole in 100 columns
+SHORT = {
+    "torchscript_export": "ts-export",
+    "ort_fusion": "ort-fuse",
+    "onnxscript_fusion": "oxs-fuse",
+    "int8_dynamic": "i8-dyn",
+    "int8_dynamic_per_channel": "i8-dyn-ch",
+    "int8_per_token": "i8-token",
+    "int8_static_qdq": "i8-static",
+    "int8_qdq_matmul": "i8-qdq-mm",
+    "int8_blockwise": "i8-block",
+    "int8_blockwise_128": "i8-block128",
+    "int8_dynamic_keep_sensitive": "i8-dyn-keep",
+    "fp16": "fp16",
+    "split_skip_layernorm": "split-sln",
+    "gelu_approximation": "gelu-approx",
+    "fixed_shape": "fixed-shape",
+    "ort_optimized_graph": "aot-graph",
+}
+
+
+def short_chain(transforms: list[str]) -> str:
+    """A transform chain in the table's short names, breakable between links."""
+    return " +".join(SHORT.get(t, t) for t in transforms) or "original"
+
+
+def short_session(c) -> str:
+    """The candidate's session settings without what its transforms imply (the optimizers a transform undid)."""
+    from golive.optimize import get_transform
+
+    implied = {o for t in c.transforms if t in SHORT for o in get_transform(t).disables}
+    session = c.session.model_copy(update={"disabled_optimizers": [o for o in c.session.disabled_optimizers if o not in implied]})
+    return session.describe()
 
 
 def _bytes(n: float) -> str:
@@ -176,32 +212,47 @@ def render_tune(console: Console, result) -> None:
     import os
 
     model = os.path.normpath(result.output_dir / report.model)  # the report names it relative to the tune folder
+    throughput = report.objective == "throughput"
     table = Table(
         title=f"tuning {escape(model)} for {report.objective} ({len(report.candidates)} candidates in {report.elapsed_s:.0f} s)",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for col in ("#", "id", "transforms", "session", "p50 ms", "measured", "p99 ms", "items/s", "min cosine", "verdict"):
-        table.add_column(col, justify="right" if col in ("#", "p50 ms", "p99 ms", "items/s", "min cosine") else "left")
+    figure = "items/s" if throughput else "p50 ms"
+    for col in ("#", "id", "transforms", "session", figure, "measured", "cosine", "verdict"):
+        table.add_column(
+            col, justify="right" if col in ("#", figure, "cosine") else "left", no_wrap=col != "transforms" and col != "session"
+        )
     colors = {"passed": "green", "rejected": "red", "failed": "magenta", "invalid": "dim", "skipped": "dim"}
     shown = 12
+    why: list[str] = []
+    used: set[str] = set()
     for rank, c in enumerate(report.ranked()[:shown], 1):
         f = c.figures
         cos = c.min_cosine
-        mark = " ★" if c.id == report.best.id else (" (baseline)" if c.id == report.baseline.id else "")
-        verdict = f"[{colors.get(c.status, 'white')}]{c.status}[/]" + (f" {escape(c.reason[:60])}" if c.reason else "")
+        mark = "★" if c.id == report.best.id else (" base" if c.id == report.baseline.id else "")
+        used.update(c.transforms)
+        value = ("-" if not f.get("throughput") else f"{f['throughput']:.1f}") if throughput else _num(c.shown_p50())
         table.add_row(
             str(rank),
             c.id + mark,
-            escape("+".join(c.transforms) or "original"),
-            escape(c.session.describe()),
-            _num(c.shown_p50()),
+            escape(short_chain(c.transforms)),
+            escape(short_session(c)),
+            value,
             escape(report.measured(c)),
-            _num(f.get("p99_ms")),
-            "-" if not f.get("throughput") else f"{f['throughput']:.1f}",
             "-" if cos is None else f"{cos:.5f}",
-            verdict,
+            f"[{colors.get(c.status, 'white')}]{c.status}[/]",
         )
+        if c.reason and c.status != "passed":
+            why.append(f"{c.id} {c.status}: {c.reason}")
     console.print(table)
+    legend = [f"{SHORT[t]}={t}" for t in SHORT if t in used and SHORT[t] != t]
+    if legend:
+        console.print(f"[dim]transforms: {escape(', '.join(legend))}[/]", highlight=False)
+    width = min(console.width, 100)
+    for line in why:  # one line each: the whole reason is in report.html
+        console.print(escape(line if len(line) <= width else line[: width - 1] + "…"), highlight=False, soft_wrap=True)
     console.print(
         "[dim]rows in the order of the decision: ★ best first (won in alternating rounds, confirmed against the baseline), "
         "then passed by the median of their measurements; 'measured': how many times, ± half their range; noisy: taken "

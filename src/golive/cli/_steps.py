@@ -205,7 +205,7 @@ def tune(
     target: Annotated[str, typer.Argument(help="A golive convert output folder, or an .onnx file.", metavar="MODEL_OR_DIR")],
     *,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for best/, report.json and report.html.")],
-    budget: Annotated[float, typer.Option(help=help_for(T, "budget"))] = default_of(T, "budget"),
+    budget: Annotated[str, typer.Option(help=help_for(T, "budget"), metavar="SECONDS|auto")] = str(default_of(T, "budget")),
     providers: Annotated[list[str], typer.Option(help=help_for(T, "providers"), default_factory=list, show_default=False)],
     objective: Annotated[str, typer.Option(help=help_for(T, "objective"))] = default_of(T, "objective"),
     data: Annotated[str | None, typer.Option(help=help_for(T, "data"))] = default_of(T, "data"),

@@ -98,7 +98,8 @@ def _tune_parts(
     ctx: StepContext,
     key: str,
 ) -> TuneResult:
-    """Each part tuned into the subfolder of its name with an equal share of the budget; tune.json last."""
+    """Each part tuned into the subfolder of its name with an equal share of the budget (auto: each plans its own);
+    tune.json last."""
 
     parts = convert.parts
     if options.data:
@@ -107,7 +108,7 @@ def _tune_parts(
             hint="leave --data out (each part is measured on synthetic inputs at its usual sizes), or tune one part: "
             f"golive tune {target / parts[-1]} -o DIR --data ...",
         )
-    share = options.budget / len(parts)
+    share = None if options.budget == "auto" else float(options.budget) / len(parts)
     with RunFolder.claim(out, keep_failed=ctx.keep_failed) as folder, ctx.writing_to(folder.path / EVENTS_FILE):
         # until every part is tuned again, the folder is not finished (load_sessions refuses it); what a tune of the
         # model in one piece left here goes
@@ -118,8 +119,12 @@ def _tune_parts(
         results = {}
         for name in parts:
             ctx.check()
-            ctx.emit("tune", f"part {name}: {share:.0f} s of the {options.budget:.0f} s budget", payload={"part": name})
-            part_options = options.model_copy(update={"budget": share})
+            if share is None:  # each part plans its own
+                ctx.emit("tune", f"part {name}: --budget auto", payload={"part": name})
+                part_options = options
+            else:
+                ctx.emit("tune", f"part {name}: {share:.0f} s of the {options.budget:.0f} s budget", payload={"part": name})
+                part_options = options.model_copy(update={"budget": share})
             results[name] = tune_unless_done(target / name, out / name, part_options, verify_options, ctx)
         result = TuneResult(output_dir=out, parts=results)
         record = TuneRecord(

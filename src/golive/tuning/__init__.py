@@ -21,6 +21,7 @@ from golive.tuning.report import TuneReport
 __all__ = ["TuneResult", "convert_sessions", "load_session", "load_sessions", "tune_model"]
 
 _CALIBRATION_BATCHES = 8
+AUTO_START = 3600.0  # --budget auto's provisional budget, replaced by its plan as soon as the baseline is measured
 THROUGHPUT_BATCH = 8
 
 
@@ -342,6 +343,8 @@ def tune_model(
         if transform.providers and not set(transform.providers) & set(providers):
             notes.append(f"{name} was not tried: {transform.unavailable_for(providers[0])}, not searched here")
 
+    # --budget auto: planned once the baseline is measured (search.plan); until then a deadline no baseline reaches
+    budget = AUTO_START if options.budget == "auto" else float(options.budget)
     work = stage / "work"
     work.mkdir()
     _io.save_npz(work / "inputs.npz", feeds)
@@ -360,14 +363,16 @@ def tune_model(
             custom_ops=options.custom_ops,
             source=str(source) if source else None,
             gate=dict(options.metrics),
-            deadline=started + options.budget,
+            deadline=started + budget,
             fixed_sizes=sizes_of(feeds, specs),
         ),
         step=ctx,
         started=started,
-        deadline=started + options.budget,
+        deadline=started + budget,
         scores=scores,
         inputs_at=inputs_at,
+        budget=budget,
+        timed_source=options.time_source and _source_record(folder_source, record)[0] is not None,
     )
     preload_custom_ops(options.custom_ops)
     baseline, best = run_search(state)
@@ -375,6 +380,7 @@ def tune_model(
     ctx.check()
     if options.time_source:
         source_figures = _measure_source(folder_source, record, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
+        ctx.check()
     else:
         source_figures = None
         notes.append("the source model was not timed: time_source is off")
@@ -392,8 +398,12 @@ def tune_model(
 
         origin = best_dir / ORIGIN_GRAPH
         save_graph_only(work / "models" / "torchscript_export" / "model.onnx", origin)
-    budget = int(options.budget)  # the budget is spent: progress stays full while the profile runs outside it
-    ctx.emit("tune", "profiling the baseline and the best per operator (outside the budget)", budget, budget)
+    ctx.emit(
+        "tune",
+        "profiling the baseline and the best per operator",
+        int(time.monotonic() - started),
+        int(max(state.budget, time.monotonic() - started)),
+    )
     time_by_op = _where_the_time_goes(origin, baseline, best, work, notes)
     for c in state.candidates:  # the work folder goes away; the report names the model that stays
         c.model = "best/model.onnx" if c is best else ""
@@ -423,7 +433,8 @@ def tune_model(
     report = TuneReport(
         model=to_record(str(model), folder) or str(model),
         objective=options.objective,
-        budget_s=options.budget,
+        budget_s=state.budget,
+        budget_auto=options.budget == "auto",
         elapsed_s=time.monotonic() - started,
         baseline=baseline,
         best=best,

@@ -20,7 +20,8 @@ class TuneReport(BaseModel):
     format_version: int = 1
     model: str = Field(description="the model tuned, relative to the tune folder")
     objective: str
-    budget_s: float
+    budget_s: float = Field(description="the budget in seconds: as asked, or as --budget auto planned it")
+    budget_auto: bool = False
     elapsed_s: float
     environment: dict[str, Any] = Field(default_factory=dict)
     baseline: Candidate
@@ -122,6 +123,13 @@ def _placed(c: Candidate) -> str:
     return f"{p.by_provider.get(p.provider, 0)}/{p.nodes}"
 
 
+def _expected(c: Candidate) -> str:
+    """What the search expected before it ran the candidate, and what building and measuring it cost."""
+    if c.expected is None:
+        return "-"
+    return f"{c.expected.speedup:.2f}x, ~{c.expected.cost_s:.0f} s (took {c.cost_s:.0f} s)"
+
+
 def render_html_fragment(report: TuneReport) -> str:
     """The report's body (summary, latency chart, ranked table): report.html, and the web app's job page."""
     rows = []
@@ -137,7 +145,7 @@ def render_html_fragment(report: TuneReport) -> str:
             f"<td>{html.escape(c.session.describe())}</td><td>{_fmt(c.shown_p50())}</td><td>{html.escape(report.measured(c))}</td>"
             f"<td>{_fmt(f.get('p90_ms'))}</td>"
             f"<td>{_fmt(f.get('p99_ms'))}</td><td>{_fmt(f.get('throughput'), 1)}</td><td>{_fmt(f.get('session_create_ms'), 0)}</td>"
-            f"<td>{_fmt(cos, 5)}</td><td>{html.escape(_placed(c))}</td>"
+            f"<td>{_fmt(cos, 5)}</td><td>{html.escape(_placed(c))}</td><td>{html.escape(_expected(c))}</td>"
             f"<td style='color:{colors.get(c.status, '#000')}'>{c.status}</td>"
             f"<td>{html.escape(c.reason)}</td></tr>"
         )
@@ -182,9 +190,11 @@ def render_html_fragment(report: TuneReport) -> str:
 <p>Rows in the order of the decision: the ★ best first (it won alternating rounds against its rivals and was confirmed
 against the baseline), then the passed candidates by the median of their measurements. p50 is that median (the best's
 and the baseline's: the median of their confirm rounds); "measured" says how many times and how far apart (±, half the
-range over the median): a row marked noisy was measured in a noisy spell of the machine, and its figure is uncertain.</p>
+range over the median): a row marked noisy was measured in a noisy spell of the machine, and its figure is uncertain;
+"expected" is the speed-up over the baseline and the seconds the search estimated before it ran the candidate (from the
+model's op mix, this CPU and golive's priors), beside the seconds it took.</p>
 <table><tr><th>#</th><th>id</th><th>transforms</th><th>session</th><th>p50 ms</th><th>measured</th><th>p90 ms</th><th>p99 ms</th>
-<th>items/s</th><th>session ms</th><th>min cosine</th><th>nodes on provider</th><th>verdict</th><th>reason</th></tr>
+<th>items/s</th><th>session ms</th><th>min cosine</th><th>nodes on provider</th><th>expected</th><th>verdict</th><th>reason</th></tr>
 {"".join(rows)}
 </table></div>"""
 

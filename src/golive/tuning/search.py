@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 
 from golive._isolate import in_worker
+from golive.cpu import cpu_features
 from golive.errors import GoliveError
 from golive.optimize import get_transform
 from golive.providers import CPU, short_name
 from golive.runtime import SessionConfig
 from golive.tuning.duel import beats, confirm, duel, duel_all, note_steadiness
+from golive.tuning.estimate import Estimator, OpMix, cpu_class, measure_seconds
 from golive.tuning.measuring import evaluate, remeasure_better_half
 from golive.tuning.space import (
     Candidate,
@@ -32,7 +34,7 @@ from golive.tuning.space import (
 from golive.tuning.state import NOISE, SearchState, allowed, best_of, new_candidate, rank_score, report_candidate
 from golive.tuning.worker import Measurement, MeasureTask, measure_in_worker
 
-__all__ = ["SearchState", "precision_bases", "run_search"]
+__all__ = ["SearchState", "auto_plan", "plan", "precision_bases", "run_search"]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,21 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     tried = [evaluate(state, new_candidate(state, "model", [], default), state.short_seconds)]
     # asked for by name and not placed by the stages below (a user's own transform, say): tried alone
     extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
-    for name in [*FUSIONS, *extra]:
-        if allowed(state, name, provider):
-            tried.append(evaluate(state, new_candidate(state, "model", [name], default), state.short_seconds))
+    fp32 = sorted((n for n in [*FUSIONS, *extra] if allowed(state, n, provider)), key=lambda n: -_gain(state, [n]))
+    lower = lower_precision(state, provider)
+    if fp32:
+        tried.append(evaluate(state, new_candidate(state, "model", fp32[0:1], default), state.short_seconds))
+        lower.sort(key=lambda t: -_gain(state, [*fp32[0:1], t]))
+    # Most promising first: where lower precision is expected to gain more than any fp32 variant left (INT8 on the
+    # MatMuls of a transformer, on a CPU with INT8 dot products: 2-3x against the fusions' 0-15%), its likeliest
+    # candidate is built on the first fusion before the other variants spend the budget.
+    reduced: list[Candidate] = []
+    if lower:
+        base = tried[-1].transforms if tried[-1].status == "passed" else []
+        if _gain(state, [*base, lower[0]]) > max([_gain(state, [n]) for n in fp32[1:]] + [1.0]) * (1 + NOISE):
+            reduced.append(evaluate(state, new_candidate(state, "model", [*base, lower[0]], default), state.short_seconds))
+    for name in fp32[1:]:
+        tried.append(evaluate(state, new_candidate(state, "model", [name], default), state.short_seconds))
     # The export route: a transformer (a fusion found something to fuse, on this provider or another; where no
     # fusion suits the provider, a graph with Softmax and MatMul) whose PyTorch source is at hand is exported again
     # with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully and OpenVINO reads as plain ops.
@@ -77,8 +91,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     transformer = fused or (not any(allowed(state, f, provider) for f in FUSIONS) and attention)
     asked = state.options.transforms is not None and REEXPORT in state.options.transforms
     if state.ctx.source and allowed(state, REEXPORT, provider) and (transformer or asked):
-        route = [REEXPORT, "ort_fusion"] if get_transform("ort_fusion").unavailable_for(provider) is None else [REEXPORT]
-        tried.append(evaluate(state, new_candidate(state, "model", route, default), state.short_seconds))
+        tried.append(evaluate(state, new_candidate(state, "model", reexport_route(provider), default), state.short_seconds))
     remeasure_better_half(state, tried, 2 * state.short_seconds)
     # Lower precision on two correct fp32 variants: which fusion quantizes best is measured, not guessed. The first is
     # the fastest with attention fused, when one has it: only a fused Attention quantizes whole (QAttention, or its
@@ -86,22 +99,36 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     # their order to pick the INT8 base (there the fused route's INT8 ran 8.6-10 ms against 12.0-12.5 without).
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: rank_score(state, c))
     bases = precision_bases(ranked)
-    reduced: list[Candidate] = []
-    lower = [t for t in INT8_FIRST if allowed(state, t, provider) and (t not in _CALIBRATED or state.ctx.calibration)]
-    if allowed(state, "fp16", provider):
-        lower.append("fp16")
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
     accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
     for chain in bases:
-        here = [evaluate(state, new_candidate(state, "model", [*chain, name], default), state.short_seconds) for name in lower]
+        ordered = sorted(lower, key=lambda t: -_gain(state, [*chain, t]))
+        here = [evaluate(state, new_candidate(state, "model", [*chain, name], default), state.short_seconds) for name in ordered]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
         if accurate and (named or not dynamic_passed):
             here.append(evaluate(state, new_candidate(state, "model", [*chain, INT8_ACCURATE], default), state.short_seconds))
-        reduced.extend(here)
+        reduced.extend(c for c in here if all(c is not r for r in reduced))
     if allowed(state, INT8_RESCUE, provider) and not any(c.status == "passed" and c.precision == "int8" for c in reduced):
         reduced.append(evaluate(state, new_candidate(state, "model", [*bases[0], INT8_RESCUE], default), state.short_seconds))
     remeasure_better_half(state, reduced, 2 * state.short_seconds)
     return tried + reduced + refine(state, tried + reduced, default)
+
+
+def lower_precision(state: SearchState, provider: str) -> list[str]:
+    """The INT8 and FP16 transforms the search builds on its fp32 bases here (the calibrated ones with calibration)."""
+    lower = [t for t in INT8_FIRST if allowed(state, t, provider) and (t not in _CALIBRATED or state.ctx.calibration)]
+    if allowed(state, "fp16", provider):
+        lower.append("fp16")
+    return lower
+
+
+def reexport_route(provider: str) -> list[str]:
+    return [REEXPORT, "ort_fusion"] if get_transform("ort_fusion").unavailable_for(provider) is None else [REEXPORT]
+
+
+def _gain(state: SearchState, chain: list[str]) -> float:
+    """The chain's expected speed-up over the baseline (1.0 before the estimate exists)."""
+    return state.estimator.speedup(chain) if state.estimator is not None else 1.0
 
 
 def _note_unsuited(state: SearchState, provider: str) -> None:
@@ -202,6 +229,14 @@ def stage_session(state: SearchState, start: Candidate) -> Candidate:
     return best
 
 
+def _offline_and_confirm(state: SearchState) -> float:
+    """Seconds the ahead-of-time graph (a build, a duel of two rounds) and the confirm rounds are expected to take."""
+    est = state.estimator
+    if est is None:
+        return 0.0
+    return est.build_seconds(["ort_optimized_graph"]) + 10 * est.measure_cost(beside=False)
+
+
 def stage_offline(state: SearchState, best: Candidate) -> Candidate:
     """Save ONNX Runtime's optimized graph; load it with optimizations off, so start-up skips them."""
     folder = state.work / "models" / f"{best.id}-ort-optimized"
@@ -242,17 +277,18 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     baseline = evaluate(
         state,
         new_candidate(state, "baseline", [], SessionConfig(custom_ops=state.options.custom_ops)),
-        max(1.0, 2.5 * state.short_seconds),
+        state.short_seconds,
     )
     state.baseline = baseline
     if baseline.status != "passed":
         raise GoliveError(
             f"the model does not run with a default ONNX Runtime session: {baseline.reason}", hint="golive verify it first"
         )
+    plan(state, baseline)
     per_provider = []
     for i, provider in enumerate(state.providers):
         # each provider gets an equal share of what is left, so the first cannot spend the second's
-        state.share_deadline = time.monotonic() + max(0.0, state.deadline - time.monotonic()) / (len(state.providers) - i)
+        state.share_deadline = time.monotonic() + max(0.0, state.search_end() - time.monotonic()) / (len(state.providers) - i)
         cands = stage_models(state, provider)
         ranked = sorted((c for c in cands if c.status == "passed"), key=lambda c: rank_score(state, c))
         tuned = [stage_session(state, c) for c in ranked[:2]]
@@ -270,7 +306,7 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
             f"ONNX Runtime's optimized graph is not saved ahead of time for {short_name(best.session.providers[0])}: "
             "that provider compiles the graph itself when the session is made"
         )
-    elif best.stage != "baseline" and state.left() > 0:
+    elif best.stage != "baseline" and state.budget_left() > _offline_and_confirm(state):
         best = stage_offline(state, best)
     elif best.stage != "baseline":
         state.notes.append(
@@ -279,10 +315,116 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     if best is not baseline:
         best = confirm(state, baseline, best)
     note_steadiness(state)
+    note_estimates(state, baseline, best)
     stage_batch(state, best)
     for why, names in state.not_applicable.items():
         state.notes.append(f"not applicable, so not tried: {', '.join(names)} ({why})")
     return baseline, best
+
+
+def plan(state: SearchState, baseline: Candidate) -> None:
+    """With the baseline measured: the estimate (op mix, CPU class, measurement length), the budget --budget auto asks
+    for, and the deadline of the search, which leaves what the ending (confirm rounds, ahead-of-time graph, profile,
+    source timing) is expected to cost inside the budget."""
+    import numpy as np
+
+    with np.load(state.work / "inputs.npz", allow_pickle=False) as z:
+        sizes = {k: tuple(z[k].shape) for k in z.files}
+    try:
+        mix = OpMix.of(state.model, sizes)
+    except Exception as exc:  # an unreadable graph: no estimate, the search keeps its fixed order
+        state.notes.append(f"no estimate of what candidates gain: the graph could not be read ({exc})")
+        return
+    run_ms = float(baseline.figures["p50_ms"])
+    seconds = measure_seconds(run_ms)
+    if not state.auto:  # a large budget buys steadier figures
+        seconds = max(seconds, min(state.budget / 80, 3.0))
+    cpu = cpu_class(list(cpu_features()["isa"] or []), state.providers[0])  # type: ignore[call-overload]
+    est = state.estimator = Estimator(mix=mix, cpu=cpu, run_ms=run_ms, seconds=seconds)
+    now = time.monotonic()
+    ending = est.ending_seconds(source=bool(state.options.time_source and state.timed_source))
+    spent = now - state.started
+    if state.auto:
+        search = sum(auto_plan(state, provider) for provider in state.providers)
+        state.budget = spent + search + ending
+        state.notes.append(
+            f"--budget auto: {state.budget:.0f} s planned for this model ({run_ms:.3g} ms a run, measured "
+            f"{seconds:.2g} s a candidate): the most promising candidate of each family, the winner confirmed against the "
+            f"baseline, the profile; --budget SECONDS to choose"
+        )
+    else:
+        reserve = min(ending, 0.4 * state.budget)
+        state.notes.append(
+            f"budget {state.budget:.0f} s: the search ends about {reserve:.0f} s before it (expected when it started; "
+            "re-estimated as it measures), for the confirm rounds, the ahead-of-time graph, the profile and the source "
+            "timing"
+        )
+    state.ctx.deadline = state.started + state.budget
+    state.notes.append(
+        f"estimate before the search: {mix.describe()}; CPU class {cpu}; {run_ms:.3g} ms a run, so {seconds:.2g} s "
+        "of timed runs a measurement"
+    )
+    state.progress(f"planned: {state.budget - spent:.0f} s left, {seconds:.2g} s a measurement")
+
+
+def auto_plan(state: SearchState, provider: str) -> float:
+    """Seconds --budget auto gives the search on ``provider``: each fusion, the re-export route (when the source is at
+    hand), the two most promising lower-precision candidates on the first fusion and the first on the second, one
+    refinement, three session settings, the better half measured again and the duel of the two best."""
+    est = state.estimator
+    assert est is not None
+    fusions = [f for f in FUSIONS if allowed(state, f, provider)]
+    chains = [[f] for f in fusions]
+    if state.ctx.source and allowed(state, REEXPORT, provider) and fusions:
+        chains.append(reexport_route(provider))
+    lower = sorted(lower_precision(state, provider), key=lambda t: -_gain(state, [*fusions[:1], t]))
+    chains += [[*fusions[:1], t] for t in lower[:2]]
+    if len(fusions) > 1 and lower:
+        chains.append([fusions[1], lower[0]])
+    built: set[str] = set()
+    total = 0.0
+    for chain in chains:
+        total += est.estimate(chain, built).cost_s
+        built.update("+".join(chain[: i + 1]) for i in range(len(chain)))
+    total += est.build_seconds(["*"]) + est.measure_cost()  # one refinement
+    total += 3 * est.measure_cost() + 3 * est.measure_cost(2 * est.seconds) + 4 * est.measure_cost(beside=False)
+    return 1.15 * total
+
+
+def note_estimates(state: SearchState, baseline: Candidate, best: Candidate) -> None:
+    """What the estimate expected beside what was measured, and whether a longer budget could pay."""
+    est = state.estimator
+    if est is None:
+        return
+    measured = baseline.score(state.options.objective) / best.score(state.options.objective) if best is not baseline else 1.0
+    if state.options.objective == "throughput":
+        measured = 1.0 / measured if measured else 1.0
+    base = baseline.score(state.options.objective)
+    ran = [
+        c for c in state.candidates if c.expected is not None and c.stage == "model" and c.status not in ("skipped", "invalid")
+    ]
+    ran.sort(key=lambda c: -c.expected.speedup)  # type: ignore[union-attr]
+
+    def as_measured(c: Candidate) -> str:
+        if c.status != "passed" or not c.score(state.options.objective):
+            return c.status
+        ratio = base / c.score(state.options.objective)
+        return f"{1 / ratio if state.options.objective == 'throughput' else ratio:.2f}x"
+
+    if ran:
+        state.notes.append(
+            "expected -> measured, the most promising model variants first: "
+            + "; ".join(f"{'+'.join(c.transforms) or 'original'} {c.expected.speedup:.2f}x -> {as_measured(c)}" for c in ran[:4])  # type: ignore[union-attr]
+        )
+    left_out = [c for c in state.candidates if c.status == "skipped" and c.expected is not None]
+    if left_out:
+        top = max(left_out, key=lambda c: c.expected.speedup if c.expected else 0.0)
+        pays = top.expected.speedup > measured * (1 + NOISE)  # type: ignore[union-attr]
+        state.notes.append(
+            f"{len(left_out)} candidate{'s' if len(left_out) != 1 else ''} left out for the budget; the most promising, "
+            f"{top.label()}, was expected at {top.expected.speedup:.2f}x against the {measured:.2f}x found: a longer "  # type: ignore[union-attr]
+            + ("--budget could pay" if pays else "--budget is unlikely to pay")
+        )
 
 
 def stage_batch(state: SearchState, best: Candidate) -> None:

@@ -12,6 +12,7 @@ from golive.cpu import available_cpus, cpu_features
 from golive.optimize import get_transform
 from golive.providers import CPU, PLUGINS, Placement, ep_devices
 from golive.runtime import SessionConfig
+from golive.tuning.estimate import Estimate
 from golive.tuning.gate import GateResult
 
 __all__ = [
@@ -57,6 +58,8 @@ class Candidate(BaseModel):
     batch: int | None = Field(default=None, description="batch size of a throughput 'batch' stage candidate")
     placement: Placement | None = Field(default=None, description="which provider ran which nodes, as measured")
     p50_runs: list[float] = Field(default_factory=list, description="p50 of every measurement of it, in order (ms)")
+    expected: Estimate | None = Field(default=None, description="what the search expected of it before it ran")
+    cost_s: float = Field(default=0.0, description="seconds spent building and measuring it")
 
     def label(self) -> str:
         chain = "+".join(self.transforms) or "original"

@@ -14,6 +14,7 @@ from golive.events import StepContext
 from golive.optimize import ModelFacts, TransformContext, get_transform
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
+from golive.tuning.estimate import Estimator
 from golive.tuning.space import (
     Candidate,
     session_precision,
@@ -51,17 +52,44 @@ class SearchState:
     # the baseline's usual p50 beside measurements, for the candidates ranked scaled (kept here, not in their figures)
     usual_beside: dict[str, float] = field(default_factory=dict)
     scaled: set[str] = field(default_factory=set)  # and those still busy when measured again, or with no time to
+    budget: float = 0.0  # seconds: the one asked for, or what --budget auto planned once the baseline was measured
+    estimator: Estimator | None = None  # expected gain and cost of candidates, once the baseline was measured
+    built: set[str] = field(default_factory=set)  # transform chains built so far ("+"-joined), cached on disk
+    timed_source: bool = False  # the source model is timed after the search (its cost is kept inside the budget)
+
+    @property
+    def auto(self) -> bool:
+        return self.options.budget == "auto"
 
     @property
     def short_seconds(self) -> float:
-        return float(min(max(self.options.budget / 40, 0.4), 8.0))
+        """One measurement's timed part: scaled to the model's run time (estimate.measure_seconds) once the baseline
+        was measured; a large explicit budget lengthens it (up to 3 s) for steadier figures."""
+        if self.estimator is not None:
+            return self.estimator.seconds
+        return 1.0 if self.auto else float(min(max(self.budget / 80, 1.0), 3.0))
+
+    def search_end(self) -> float:
+        """When the search must stop: the budget's end less what its ending is expected to cost now (the confirm
+        rounds, the ahead-of-time graph, the profile, the source timing; at most 40% of the budget), re-estimated as
+        measurements teach the estimate their real cost; before the estimate exists, the provisional deadline."""
+        if self.estimator is None:
+            return self.deadline
+        ending = self.estimator.ending_seconds(source=self.timed_source)
+        return self.started + self.budget - min(ending, 0.4 * self.budget)
 
     def left(self) -> float:
-        return min(self.deadline, self.share_deadline or self.deadline) - time.monotonic()
+        """Seconds left to the search (the current provider's share of it, when several are searched)."""
+        end = self.search_end()
+        return min(end, self.share_deadline or end) - time.monotonic()
+
+    def budget_left(self) -> float:
+        """Seconds left of the whole budget, the ending's included."""
+        return self.started + self.budget - time.monotonic()
 
     def progress(self, message: str, payload: dict[str, Any] | None = None) -> None:
         """A tune event: done/total are seconds spent of the budget."""
-        self.step.emit("tune", message, int(time.monotonic() - self.started), int(self.options.budget), payload)
+        self.step.emit("tune", message, int(time.monotonic() - self.started), int(self.budget), payload)
 
     def stopping(self) -> bool:
         return self.step.cancel.is_set()

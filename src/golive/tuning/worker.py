@@ -62,6 +62,7 @@ class MeasureTask(BaseModel):
     min_runs: int = 20
     max_runs: int = 100_000
     stable_within: float = 0.02
+    give_up_above_ms: float | None = None  # stop timing once the median of 5+ runs is above this: clearly not the best
     concurrency: int = 1
     trt_cache: str | None = None  # TensorRT's engines and timing, shared by a tune's candidates
     output_like: str | None = None  # a CUDA graph's output buffers take these shapes (the baseline's outputs)
@@ -86,9 +87,17 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def time_runs(
-    run, max_seconds: float, *, warmup: int = 3, min_runs: int = 20, max_runs: int = 100_000, stable_within: float = 0.02
+    run,
+    max_seconds: float,
+    *,
+    warmup: int = 3,
+    min_runs: int = 20,
+    max_runs: int = 100_000,
+    stable_within: float = 0.02,
+    give_up_above_ms: float | None = None,
 ) -> dict[str, Any]:
-    """Warm up, then time ``run()`` until the median is stable or ``max_seconds`` is spent (ms)."""
+    """Warm up, then time ``run()`` until the median is stable or ``max_seconds`` is spent (ms). ``give_up_above_ms``:
+    stop early once the median of at least 5 runs (and a tenth of the time) lies above it (``stopped_early`` says so)."""
     deadline = time.perf_counter() + max_seconds
     warm_end = time.perf_counter() + min(0.2 * max_seconds, 2.0)
     warmups = 0
@@ -97,6 +106,8 @@ def time_runs(
         warmups += 1
     times: list[float] = []
     min_until = time.perf_counter() + min(0.25 * max_seconds, 1.0)  # enough samples even when runs are tiny
+    give_up_after = time.perf_counter() + 0.1 * max_seconds
+    stopped_early = False
     while True:
         t = time.perf_counter()
         run()
@@ -106,6 +117,10 @@ def time_runs(
             break
         if n >= max_runs:
             break
+        if give_up_above_ms is not None and n >= 5 and (n < 50 or n % 10 == 0) and time.perf_counter() >= give_up_after:
+            if statistics.median(times) > give_up_above_ms:
+                stopped_early = True
+                break
         if n >= min_runs and n % 10 == 0 and time.perf_counter() >= min_until:
             recent, whole = statistics.median(times[n // 2 :]), statistics.median(times)
             if abs(recent - whole) <= stable_within * whole:
@@ -119,12 +134,13 @@ def time_runs(
         "p95_ms": _percentile(ordered, 0.95),
         "p99_ms": _percentile(ordered, 0.99),
         "mean_ms": statistics.fmean(times),
+        **({"stopped_early": True} if stopped_early else {}),
         "times": times,
     }
 
 
 def _timing(task: MeasureTask) -> dict[str, Any]:
-    return {k: getattr(task, k) for k in ("warmup", "min_runs", "max_runs", "stable_within")}
+    return {k: getattr(task, k) for k in ("warmup", "min_runs", "max_runs", "stable_within", "give_up_above_ms")}
 
 
 def measure_source(folder: str, inputs: str, seconds: float) -> dict[str, Any]:

@@ -63,6 +63,8 @@ def _kind(annotation: Any) -> tuple[Kind, list[str], bool]:
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         optional = len(rest) < len(args)
+        if len(rest) > 1:  # seconds or a word (a budget of 60, or auto): typed as text, read by the spec's validator
+            return "text", [], optional
         annotation = rest[0]
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
