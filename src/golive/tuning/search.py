@@ -77,10 +77,19 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     # MatMuls of a transformer, on a CPU with INT8 dot products: 2-3x against the fusions' 0-15%), its likeliest
     # candidate is built on the first fusion before the other variants spend the budget.
     reduced: list[Candidate] = []
+    named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
+    accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
     if lower:
         base = tried[-1].transforms if tried[-1].status == "passed" else []
-        if _gain(state, [*base, lower[0]]) > max([_gain(state, [n]) for n in fp32[1:]] + [1.0]) * (1 + NOISE):
-            reduced.append(evaluate(state, new_candidate(state, "model", [*base, lower[0]], default), state.short_seconds))
+        rest = max([_gain(state, [n]) for n in fp32[1:]] + [1.0]) * (1 + NOISE)
+        if _gain(state, [*base, lower[0]]) > rest:
+            first = evaluate(state, new_candidate(state, "model", [*base, lower[0]], default), state.short_seconds)
+            reduced.append(first)
+            # the likeliest INT8 failed the gate (all-MiniLM-L6-v2: cosine 0.92): per-token INT8 is the family's next
+            if first.status == "rejected" and accurate and _gain(state, [*base, INT8_ACCURATE]) > rest:
+                reduced.append(
+                    evaluate(state, new_candidate(state, "model", [*base, INT8_ACCURATE], default), state.short_seconds)
+                )
     for name in fp32[1:]:
         tried.append(evaluate(state, new_candidate(state, "model", [name], default), state.short_seconds))
     # The export route: a transformer (a fusion found something to fuse, on this provider or another; where no
@@ -99,8 +108,6 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     # their order to pick the INT8 base (there the fused route's INT8 ran 8.6-10 ms against 12.0-12.5 without).
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: rank_score(state, c))
     bases = precision_bases(ranked)
-    named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
-    accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
     for chain in bases:
         ordered = sorted(lower, key=lambda t: -_gain(state, [*chain, t]))
         here = [evaluate(state, new_candidate(state, "model", [*chain, name], default), state.short_seconds) for name in ordered]
