@@ -232,8 +232,23 @@ def stage_session(state: SearchState, start: Candidate) -> Candidate:
                 state, new_candidate(state, "session", best.transforms, with_knob(best.session, knob, value)), state.short_seconds
             )
             if c.status == "passed" and beats(state, c, best):
-                best = c
+                best = _settled(state, best, c)
     return best
+
+
+# A session setting that wins a back-to-back pair by less than CLOSE is decided in alternating rounds (when the budget
+# left pays for them; otherwise the incumbent stays): on a 2-core machine one pair moves by +-5%, and the exhaustive
+# tune of the 3-layer BERT once kept two settings that measured 25% slower side by side afterwards.
+CLOSE = 0.08
+
+
+def _settled(state: SearchState, incumbent: Candidate, challenger: Candidate) -> Candidate:
+    if rank_score(state, challenger) < rank_score(state, incumbent) * (1 - CLOSE):
+        return challenger
+    est = state.estimator
+    if est is not None and state.left() < 4 * est.measure_cost(beside=False):
+        return incumbent
+    return duel(state, incumbent, challenger)
 
 
 def _offline_and_confirm(state: SearchState) -> float:
@@ -382,7 +397,7 @@ def auto_plan(state: SearchState, provider: str) -> float:
     assert est is not None
     fusions = [f for f in FUSIONS if allowed(state, f, provider)]
     chains = [[f] for f in fusions]
-    if state.ctx.source and allowed(state, REEXPORT, provider) and fusions:
+    if state.ctx.source and allowed(state, REEXPORT, provider) and {"Softmax", "MatMul"} <= _op_types(str(state.model)):
         chains.append(reexport_route(provider))
     lower = sorted(lower_precision(state, provider), key=lambda t: -_gain(state, [*fusions[:1], t]))
     chains += [[*fusions[:1], t] for t in lower[:2]]
