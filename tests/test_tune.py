@@ -287,6 +287,43 @@ def test_throughput_tune_searches_the_batch_size(mnist_dir, tmp_path):
 def test_an_onnx_file_is_tuned_without_a_source_row(tmp_path):
     from conftest import relu_onnx
 
-    result = golive.tune(relu_onnx(tmp_path / "m.onnx"), tmp_path / "t", budget=3, transforms=[])
+    events = []
+    result = golive.tune(relu_onnx(tmp_path / "m.onnx"), tmp_path / "t", transforms=[], on_event=events.append)
     assert result.report.source is None and result.report.speedup_over_source is None
     assert any("source model was not timed" in n for n in result.report.notes)
+    # the default budget is auto: planned from the baseline, said before the search and in the report
+    report = result.report
+    plan = next(n for n in report.notes if n.startswith("--budget auto:"))
+    assert report.budget_auto and f"{report.budget_s:.0f} s planned" in plan
+    planned = [e for e in events if e.message.startswith("planned:")]
+    assert planned and planned[0].total == int(report.budget_s)
+    first_session = next(i for i, e in enumerate(events) if (e.payload or {}).get("candidate", {}).get("stage") == "session")
+    assert events.index(planned[0]) < first_session
+
+
+def test_the_most_promising_candidate_runs_first_and_the_table_fits_100_columns(tmp_path):
+    """A MatMul stack (93% of its work on weight MatMuls): INT8 is expected to gain more than any fp32 fusion, so it is
+    built and measured before the second fusion; each candidate carries what was expected of it and what it cost, the
+    report says expected beside measured, and the printed table fits a 100-column terminal with its chains whole."""
+    from rich.console import Console
+
+    from golive.cli._render import SHORT, render_tune, short_chain
+
+    model = _matmul_stack(tmp_path / "stack.onnx")
+    transforms = ["ort_fusion", "onnxscript_fusion", "int8_dynamic"]
+    result = golive.tune(model, tmp_path / "t", budget=8, dim_sizes={"batch": 128}, transforms=transforms)
+    report = result.report
+    by = {"+".join(c.transforms): c for c in report.candidates if c.stage == "model"}
+    int8, first, second = by["int8_dynamic"], by["ort_fusion"], by["onnxscript_fusion"]
+    assert int8.expected.speedup > 1.3 > first.expected.speedup and int8.id < second.id
+    assert int8.status == "passed" and int8.cost_s > 0 and int8.expected.cost_s > 0
+    assert any(n.startswith("expected -> measured") and "int8_dynamic" in n for n in report.notes)
+    assert any(n.startswith("budget 8 s: the search ends about") for n in report.notes)
+    console = Console(width=100, record=True)
+    render_tune(console, result)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    shown = [c for c in report.ranked()[:12]]
+    flat = " ".join(text.split())  # a chain may break between its links
+    assert all(short_chain(c.transforms) in flat for c in shown)
+    assert f"{SHORT['int8_dynamic']}=int8_dynamic" in flat

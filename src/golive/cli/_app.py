@@ -88,14 +88,26 @@ def progress():
         TextColumn("{task.fields[step]}"),
         BarColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[left]}"),
         TextColumn("{task.description}"),
     ]
     with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("starting", total=None, step="")
+        task = progress.add_task("starting", total=None, step="", left="")
 
         def show(event) -> None:
+            # a tune's done/total are seconds of its budget (auto: as planned): what is left, as it now expects
+            left = (
+                f"~{max(0, event.total - event.done)} s left"
+                if event.step == "tune" and event.total and event.done is not None
+                else ""
+            )
             progress.update(
-                task, description=escape(event.message[:80]), step=event.step, total=event.total, completed=event.done or 0
+                task,
+                description=escape(event.message[:80]),
+                step=event.step,
+                total=event.total,
+                completed=event.done or 0,
+                left=left,
             )
 
         yield show

@@ -370,7 +370,7 @@ def plan(state: SearchState, baseline: Candidate) -> None:
         search = sum(auto_plan(state, provider) for provider in state.providers)
         state.budget = spent + search + ending
         state.notes.append(
-            f"--budget auto: {state.budget:.0f} s planned for this model ({run_ms:.3g} ms a run, measured "
+            f"--budget auto: up to {state.budget:.0f} s planned for this model ({run_ms:.3g} ms a run, measured "
             f"{seconds:.2g} s a candidate): the most promising candidate of each family, the winner confirmed against the "
             f"baseline, the profile; --budget SECONDS to choose"
         )
@@ -441,11 +441,13 @@ def note_estimates(state: SearchState, baseline: Candidate, best: Candidate) -> 
     left_out = [c for c in state.candidates if c.status == "skipped" and c.expected is not None]
     if left_out:
         top = max(left_out, key=lambda c: c.expected.speedup if c.expected else 0.0)
-        pays = top.expected.speedup > measured * (1 + NOISE)  # type: ignore[union-attr]
+        # on one scale: the estimate of the left-out candidate against the estimate of the best found
+        yardstick = best.expected.speedup if best.expected is not None else measured
+        pays = top.expected.speedup > yardstick * (1 + NOISE)  # type: ignore[union-attr]
         state.notes.append(
             f"{len(left_out)} candidate{'s' if len(left_out) != 1 else ''} left out for the budget; the most promising, "
-            f"{top.label()}, was expected at {top.expected.speedup:.2f}x against the {measured:.2f}x found: a longer "  # type: ignore[union-attr]
-            + ("--budget could pay" if pays else "--budget is unlikely to pay")
+            f"{top.label()}, was expected at {top.expected.speedup:.2f}x, the best found at {yardstick:.2f}x (measured "  # type: ignore[union-attr]
+            f"{measured:.2f}x): a longer " + ("--budget could pay" if pays else "--budget is unlikely to pay")
         )
 
 
