@@ -63,8 +63,12 @@ def confirm(state: SearchState, baseline: Candidate, best: Candidate, rounds: in
     def noisy() -> bool:  # the rounds of either lie far apart: a busy spell; more rounds outvote it
         return any(spread_of([f["p50_ms"] for f in samples[c.id]]) > NOISY for c in (baseline, best))
 
+    est = state.estimator
+    round_cost = 2 * est.measure_cost(beside=False) if est is not None else 0.0
     done = 0
-    while done < rounds or (done < rounds + 4 and noisy()):
+    # the extra rounds that outvote a busy spell run while the budget pays for them (a 30 s tune of a 80 ms ViT once
+    # spent 4 more rounds, 12 s, past its budget)
+    while done < rounds or (done < rounds + 4 and noisy() and state.budget_left() > round_cost):
         for c in (baseline, best):
             measure_candidate(state, c, state.short_seconds)
             if c.status != "passed":

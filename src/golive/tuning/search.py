@@ -66,23 +66,16 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     )
     _note_unsuited(state, provider)
     tried = [evaluate(state, new_candidate(state, "model", [], default), state.short_seconds)]
-    # asked for by name and not placed by the stages below (a user's own transform, say): tried alone
-    extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
-    fp32 = sorted((n for n in [*FUSIONS, *extra] if allowed(state, n, provider)), key=lambda n: -_gain(state, [n]))
-    lower = lower_precision(state, provider)
-    if fp32:
-        tried.append(evaluate(state, new_candidate(state, "model", fp32[0:1], default), state.short_seconds))
-        lower.sort(key=lambda t: -_gain(state, [*fp32[0:1], t]))
-    # Most promising first: where lower precision is expected to gain more than any fp32 variant left (INT8 on the
-    # MatMuls of a transformer, on a CPU with INT8 dot products: 2-3x against the fusions' 0-15%), its likeliest
-    # candidate is built on the first fusion before the other variants spend the budget.
+    variants, lower = fp32_variants(state, provider)
     reduced: list[Candidate] = []
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
     accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
-    if lower:
+    if variants:
+        tried.append(evaluate(state, new_candidate(state, "model", variants[0], default), state.short_seconds))
         base = tried[-1].transforms if tried[-1].status == "passed" else []
-        rest = max([_gain(state, [n]) for n in fp32[1:]] + [1.0]) * (1 + NOISE)
-        if _gain(state, [*base, lower[0]]) > rest:
+        lower.sort(key=lambda t: -_gain(state, [*base, t]))
+        rest = max([_gain(state, v) for v in variants[1:]] + [1.0]) * (1 + NOISE)
+        if lower and _gain(state, [*base, lower[0]]) > rest:
             first = evaluate(state, new_candidate(state, "model", [*base, lower[0]], default), state.short_seconds)
             reduced.append(first)
             # the likeliest INT8 failed the gate (all-MiniLM-L6-v2: cosine 0.92): per-token INT8 is the family's next
@@ -90,16 +83,15 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
                 reduced.append(
                     evaluate(state, new_candidate(state, "model", [*base, INT8_ACCURATE], default), state.short_seconds)
                 )
-    for name in fp32[1:]:
-        tried.append(evaluate(state, new_candidate(state, "model", [name], default), state.short_seconds))
-    # The export route: a transformer (a fusion found something to fuse, on this provider or another; where no
-    # fusion suits the provider, a graph with Softmax and MatMul) whose PyTorch source is at hand is exported again
-    # with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully and OpenVINO reads as plain ops.
+    for chain in variants[1:]:
+        tried.append(evaluate(state, new_candidate(state, "model", chain, default), state.short_seconds))
+    # the export route found late: a fusion found something to fuse in a graph without Softmax and MatMul, or no
+    # fusion suits the provider and the graph has them
     fused = any(c.status == "passed" and c.transforms[:1] in ([f] for f in FUSIONS) for c in state.candidates)
+    no_fusion_here = not any(allowed(state, f, provider) for f in FUSIONS)
+    exportable = bool(state.ctx.source) and allowed(state, REEXPORT, provider)
     attention = {"Softmax", "MatMul"} <= _op_types(str(state.model))
-    transformer = fused or (not any(allowed(state, f, provider) for f in FUSIONS) and attention)
-    asked = state.options.transforms is not None and REEXPORT in state.options.transforms
-    if state.ctx.source and allowed(state, REEXPORT, provider) and (transformer or asked):
+    if exportable and reexport_route(provider) not in variants and (fused or (no_fusion_here and attention)):
         tried.append(evaluate(state, new_candidate(state, "model", reexport_route(provider), default), state.short_seconds))
     remeasure_better_half(state, tried, 2 * state.short_seconds)
     # Lower precision on two correct fp32 variants: which fusion quantizes best is measured, not guessed. The first is
@@ -119,6 +111,25 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
         reduced.append(evaluate(state, new_candidate(state, "model", [*bases[0], INT8_RESCUE], default), state.short_seconds))
     remeasure_better_half(state, reduced, 2 * state.short_seconds)
     return tried + reduced + refine(state, tried + reduced, default)
+
+
+def fp32_variants(state: SearchState, provider: str) -> tuple[list[list[str]], list[str]]:
+    """The fp32 model variants the search tries on ``provider``, most promising first, and the lower-precision
+    transforms built on them. Most promising: by what the variant and the lower precision built on it are expected to
+    gain (on a BERT the re-export's fused attention quantizes whole: its INT8 ran 9.1 ms against 11.3 ms on the dynamo
+    export's fusion). The export route: a transformer (a graph with Softmax and MatMul) whose PyTorch source is at hand
+    is exported again with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully (Attention, then
+    QAttention under INT8) and OpenVINO reads as plain ops."""
+    # asked for by name and not placed by the stages (a user's own transform, say): tried alone
+    extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
+    variants = [[n] for n in [*FUSIONS, *extra] if allowed(state, n, provider)]
+    asked = state.options.transforms is not None and REEXPORT in state.options.transforms
+    attention = {"Softmax", "MatMul"} <= _op_types(str(state.model))
+    if state.ctx.source and allowed(state, REEXPORT, provider) and (attention or asked):
+        variants.append(reexport_route(provider))
+    lower = lower_precision(state, provider)
+    variants.sort(key=lambda chain: -max([_gain(state, chain)] + [_gain(state, [*chain, t]) for t in lower]))
+    return variants, lower
 
 
 def lower_precision(state: SearchState, provider: str) -> list[str]:
@@ -390,19 +401,19 @@ def plan(state: SearchState, baseline: Candidate) -> None:
 
 
 def auto_plan(state: SearchState, provider: str) -> float:
-    """Seconds --budget auto gives the search on ``provider``: each fusion, the re-export route (when the source is at
-    hand), the two most promising lower-precision candidates on the first fusion and the first on the second, one
-    refinement, three session settings, the better half measured again and the duel of the two best."""
+    """Seconds --budget auto gives the search on ``provider``: each fp32 variant (the fusions, the re-export route when
+    the source is at hand), the two most promising lower-precision candidates on the most promising variant and the
+    first on the second, one refinement, three session settings, the better half measured again and the duel of the
+    two best."""
     est = state.estimator
     assert est is not None
-    fusions = [f for f in FUSIONS if allowed(state, f, provider)]
-    chains = [[f] for f in fusions]
-    if state.ctx.source and allowed(state, REEXPORT, provider) and {"Softmax", "MatMul"} <= _op_types(str(state.model)):
-        chains.append(reexport_route(provider))
-    lower = sorted(lower_precision(state, provider), key=lambda t: -_gain(state, [*fusions[:1], t]))
-    chains += [[*fusions[:1], t] for t in lower[:2]]
-    if len(fusions) > 1 and lower:
-        chains.append([fusions[1], lower[0]])
+    variants, lower = fp32_variants(state, provider)
+    chains = list(variants)
+    if variants:
+        lower.sort(key=lambda t: -_gain(state, [*variants[0], t]))
+        chains += [[*variants[0], t] for t in lower[:2]]
+        if len(variants) > 1 and lower:
+            chains.append([*variants[1], lower[0]])
     built: set[str] = set()
     total = 0.0
     for chain in chains:
