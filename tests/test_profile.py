@@ -109,10 +109,10 @@ def tuned_bert(tmp_path_factory) -> Path:
     golive.tune(
         root / "onnx",
         root / "tuned",
-        budget=14,
+        budget=20,  # what the route's export (~5 s under load) and the ending cost with room to spare
         dim_sizes={"batch": 1, "sequence": 64},  # long enough that fused attention's lead stands out of a busy machine's noise
         time_source=False,
-        transforms=["ort_fusion", "torchscript_export"],
+        transforms=["torchscript_export"],  # the route: the export, then ONNX Runtime's fusions
     )
     return root / "tuned"
 

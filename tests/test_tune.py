@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("steps_in_place")  # what the steps compute
 
 
 def test_tune_mnist_small_budget(mnist_dir, tmp_path):
-    result = golive.tune(mnist_dir, tmp_path / "t", budget=12)
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=16)
     check_tune_result(result, tmp_path / "t")
     source = result.report.source  # PyTorch eager, timed on the same inputs beside the ONNX Runtime figures
     assert source["framework"] == "pytorch" and source["p50_ms"] > 0 and source["runs"] >= 3

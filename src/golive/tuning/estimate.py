@@ -106,7 +106,7 @@ SESSION_KNOB = 0.98  # one session setting tried from the best so far: a few per
 # start and the model read and written, plus the transform's own work. Calibration runs are added for the ones that
 # run the model (8 batches). These start the estimate; the search scales them by what builds really took.
 BUILD: dict[str, tuple[float, float]] = {
-    "torchscript_export": (6.0, 0.05),
+    "torchscript_export": (4.5, 0.05),
     "ort_fusion": (1.5, 0.02),
     "onnxscript_fusion": (2.5, 0.04),
     "int8_static_qdq": (2.0, 0.05),

@@ -75,8 +75,10 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
         base = tried[-1].transforms if tried[-1].status == "passed" else []
         lower.sort(key=lambda t: -_gain(state, [*base, t]))
         rest = max([_gain(state, v) for v in variants[1:]] + [1.0]) * (1 + NOISE)
-        if lower and _gain(state, [*base, lower[0]]) > rest:
-            first = evaluate(state, new_candidate(state, "model", [*base, lower[0]], default), state.short_seconds)
+        # the likeliest lower precision; per-token INT8 where it is the only INT8 asked for
+        likeliest = lower[0] if lower else INT8_ACCURATE if accurate else None
+        if likeliest is not None and _gain(state, [*base, likeliest]) > rest:
+            first = evaluate(state, new_candidate(state, "model", [*base, likeliest], default), state.short_seconds)
             reduced.append(first)
             # the likeliest INT8 failed the gate (all-MiniLM-L6-v2: cosine 0.92): per-token INT8 is the family's next
             if first.status == "rejected" and accurate and _gain(state, [*base, INT8_ACCURATE]) > rest:
