@@ -70,11 +70,16 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     reduced: list[Candidate] = []
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
     accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
+    ahead = 0  # the variants tried before the early lower precision: up to the first the budget pays for
+    while ahead < len(variants):
+        tried.append(evaluate(state, new_candidate(state, "model", variants[ahead], default), state.short_seconds))
+        ahead += 1
+        if tried[-1].status != "skipped":
+            break
     if variants:
-        tried.append(evaluate(state, new_candidate(state, "model", variants[0], default), state.short_seconds))
         base = tried[-1].transforms if tried[-1].status == "passed" else []
         lower.sort(key=lambda t: -_gain(state, [*base, t]))
-        rest = max([_gain(state, v) for v in variants[1:]] + [1.0]) * (1 + NOISE)
+        rest = max([_gain(state, v) for v in variants[ahead:]] + [1.0]) * (1 + NOISE)
         # the likeliest lower precision; per-token INT8 where it is the only INT8 asked for
         likeliest = lower[0] if lower else INT8_ACCURATE if accurate else None
         if likeliest is not None and _gain(state, [*base, likeliest]) > rest:
@@ -85,7 +90,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
                 reduced.append(
                     evaluate(state, new_candidate(state, "model", [*base, INT8_ACCURATE], default), state.short_seconds)
                 )
-    for chain in variants[1:]:
+    for chain in variants[ahead:]:
         tried.append(evaluate(state, new_candidate(state, "model", chain, default), state.short_seconds))
     # the export route found late: a fusion found something to fuse in a graph without Softmax and MatMul, or no
     # fusion suits the provider and the graph has them
