@@ -19,7 +19,7 @@ def test_tune_minilm_small_budget(minilm_dir, tmp_path, monkeypatch):
     result = golive.tune(
         minilm_dir,
         tmp_path / "t",
-        budget=26,
+        budget=34,
         dim_sizes={"batch": 1, "sequence": 32},
         time_source=False,
         transforms=["onnxscript_fusion", "int8_per_token"],
@@ -86,7 +86,7 @@ def test_tune_tries_the_export_route_and_says_which_won(tiny_bert, tmp_path):
     result = golive.tune(
         tiny_bert,
         tmp_path / "t",
-        budget=16,
+        budget=22,
         dim_sizes={"batch": 1, "sequence": 16},
         time_source=False,
         transforms=["ort_fusion", "torchscript_export", "int8_dynamic"],
