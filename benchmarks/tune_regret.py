@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,9 @@ from golive.runtime import SessionConfig
 from golive.tuning.worker import Measurement, MeasureTask, measure_in_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: hf_families sits beside it
+from hf_families import _configs  # noqa: E402
+
 EXHAUSTIVE = 3600.0
 
 
@@ -38,26 +42,13 @@ def _hf(T, name: str):
         "bert3": lambda: T.BertModel(
             T.BertConfig(hidden_size=768, num_hidden_layers=3, num_attention_heads=12, intermediate_size=3072)
         ),
-        "vit": lambda: T.ViTForImageClassification(
-            T.ViTConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536, num_labels=10)
-        ),
         "resnet50": lambda: T.ResNetForImageClassification(
             T.ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck", num_labels=1000)
         ),
         "gpt2": lambda: T.GPT2LMHeadModel(T.GPT2Config()),
-        "whisper": lambda: T.WhisperForConditionalGeneration(
-            T.WhisperConfig(
-                d_model=384,
-                encoder_layers=4,
-                decoder_layers=4,
-                encoder_attention_heads=6,
-                decoder_attention_heads=6,
-                encoder_ffn_dim=1536,
-                decoder_ffn_dim=1536,
-                num_mel_bins=80,
-                vocab_size=51865,
-            )
-        ),
+        # the ViT and the Whisper-tiny-size model of benchmarks/hf_families.py, the same configs
+        "vit": _configs(T)["vit"],
+        "whisper": _configs(T)["whisper"],
     }[name]()
 
 

@@ -285,7 +285,7 @@ class Estimator:
     def speedup(self, transforms: list[str], session_knobs: int = 0) -> float:
         return 1.0 / (self.ratio(transforms) * SESSION_KNOB**session_knobs)
 
-    def build_seconds(self, transforms: list[str], built: set[str] | None = None) -> float:
+    def build_seconds(self, transforms: list[str], built: set[str] | None = None, scaled: bool = True) -> float:
         """Seconds to build the links of the chain not built yet (``built``: the chain prefixes already on disk)."""
         total = 0.0
         for i, name in enumerate(transforms):
@@ -296,13 +296,13 @@ class Estimator:
             total += fixed + per_mb * self.mix.size_mb
             if name in CALIBRATED:
                 total += 8 * 3 * self.run_ms / 1000  # eight batches, each run through a model with its ranges recorded
-        return total * (statistics.median(self.build_scale) if self.build_scale else 1.0)
+        return total * (statistics.median(self.build_scale) if scaled and self.build_scale else 1.0)
 
-    def measure_cost(self, seconds: float | None = None, beside: bool = True) -> float:
+    def measure_cost(self, seconds: float | None = None, beside: bool = True, scaled: bool = True) -> float:
         """Seconds one measurement takes: its timed runs, the warm-up, the baseline timed beside it, the worker."""
         timed = self.seconds if seconds is None else seconds
         expected = timed + MEASURE_OVERHEAD_S + 3 * self.run_ms / 1000 + (max(0.25, timed / 4) if beside else 0.0)
-        return expected * (statistics.median(self.measure_scale) if self.measure_scale else 1.0)
+        return expected * (statistics.median(self.measure_scale) if scaled and self.measure_scale else 1.0)
 
     def estimate(self, transforms: list[str], built: set[str] | None = None, session_knobs: int = 0) -> Estimate:
         return Estimate(
@@ -312,20 +312,14 @@ class Estimator:
 
     def learn_build(self, transforms: list[str], built: set[str], seconds: float) -> None:
         """A build took ``seconds``: scale later build estimates by how far off this one was."""
-        before = self.build_scale
-        self.build_scale = []
-        expected = self.build_seconds(transforms, built)
-        self.build_scale = before
+        expected = self.build_seconds(transforms, built, scaled=False)
         if expected > 0.2 and seconds > 0:  # bounded: one build in a busy spell must not price the rest out
             self.build_scale.append(min(max(seconds / expected, 0.25), 3.0))
 
     def learn_measure(self, wall_s: float, timed_s: float, beside: bool) -> None:
         """A measurement took ``wall_s`` (its timing stops early when the median is steady, its worker starts fast or
         slowly): scale later measurement estimates by how far off this one was."""
-        before = self.measure_scale
-        self.measure_scale = []
-        expected = self.measure_cost(timed_s, beside)
-        self.measure_scale = before
+        expected = self.measure_cost(timed_s, beside, scaled=False)
         self.measure_scale.append(min(max(wall_s / expected, 0.25), 3.0))
 
     def ending_seconds(self, source: bool, profile: bool = True) -> float:

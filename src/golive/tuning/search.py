@@ -18,7 +18,7 @@ from collections.abc import Callable
 from golive._isolate import in_worker
 from golive.cpu import cpu_features
 from golive.errors import GoliveError
-from golive.optimize import get_transform
+from golive.optimize import ModelFacts, get_transform
 from golive.providers import CPU, short_name
 from golive.runtime import SessionConfig
 from golive.tuning.duel import beats, confirm, duel, duel_all, note_steadiness
@@ -97,7 +97,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     fused = any(c.status == "passed" and c.transforms[:1] in ([f] for f in FUSIONS) for c in state.candidates)
     no_fusion_here = not any(allowed(state, f, provider) for f in FUSIONS)
     exportable = bool(state.ctx.source) and allowed(state, REEXPORT, provider)
-    attention = {"Softmax", "MatMul"} <= _op_types(str(state.model))
+    attention = _has_attention(state)
     if exportable and reexport_route(provider) not in variants and (fused or (no_fusion_here and attention)):
         tried.append(evaluate(state, new_candidate(state, "model", reexport_route(provider), default), state.short_seconds))
     remeasure_better_half(state, tried, 2 * state.short_seconds)
@@ -131,7 +131,7 @@ def fp32_variants(state: SearchState, provider: str) -> tuple[list[list[str]], l
     extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
     variants = [[n] for n in [*FUSIONS, *extra] if allowed(state, n, provider)]
     asked = state.options.transforms is not None and REEXPORT in state.options.transforms
-    attention = {"Softmax", "MatMul"} <= _op_types(str(state.model))
+    attention = _has_attention(state)
     if state.ctx.source and allowed(state, REEXPORT, provider) and (attention or asked):
         variants.append(reexport_route(provider))
     lower = lower_precision(state, provider)
@@ -234,6 +234,13 @@ def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -
 # gain is a few percent to 13% (bert3 with dynamic INT8, within alternating rounds: 0.87x on a 2-core slice of an
 # AMX Xeon, 0.97x on a 2-core AVX2 EPYC, 0.88-0.99x on an AVX-512 EPYC), which one figure each side can miss.
 _EXACT = {"split_skip_layernorm", "fixed_shape"}
+
+
+def _has_attention(state: SearchState) -> bool:
+    """Softmax and MatMul in the model's graph (read once, into the search's ModelFacts)."""
+    if state.facts is None:
+        state.facts = ModelFacts.of(state.model)
+    return {"Softmax", "MatMul"} <= state.facts.op_types
 
 
 def _op_types(model: str) -> set[str]:
