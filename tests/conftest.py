@@ -38,30 +38,32 @@ def pytest_configure(config):
             os.environ[name] = value
 
 
-# Modules by their time in a whole run (--durations, 4 processes on 2 cores), slowest first: xdist (--dist loadscope)
+# Modules by their time in a whole run (junit times, 4 processes on 2 cores), slowest first: xdist (--dist loadscope)
 # hands out whole modules in collection order, so a slow module collected last ran alone at the end while the other
 # processes idled. Starting the longest first balances the processes; modules not named keep their order after these.
+# xdist 3.8 re-sorts the modules by their number of tests unless told not to: pyproject's --no-loadscope-reorder (with
+# that re-sort, the modules with few but slow tests ran last and a run took 470 s where this order takes less).
 SLOWEST_FIRST = [
-    "test_tune_transformers.py",  # 153 s
-    "test_tune.py",  # 142 s
-    "test_rundir.py",  # 138 s
-    "test_serve.py",  # 119 s
-    "test_more_sources.py",  # 108 s
-    "test_ui_browser.py",  # 106 s
-    "test_custom_ops.py",  # 103 s
-    "test_huggingface.py",  # 101 s
-    "test_hf_generation.py",  # 99 s
-    "test_pytorch.py",  # 83 s
-    "test_providers.py",  # 71 s (one test, the OpenVINO build's run, 57 s)
-    "test_pipelines.py",  # 71 s
-    "test_notebooks.py",  # 67 s
-    "test_jobs.py",  # 64 s
-    "test_tensorflow.py",  # 57 s
-    "test_ui_api.py",  # 53 s
-    "test_nested.py",  # 49 s
-    "test_profile.py",  # 39 s
-    "test_cli.py",  # 25 s
-    "test_tabular.py",  # 13 s
+    "test_hf_generation.py",  # 128 s
+    "test_custom_ops.py",  # 127 s
+    "test_tune_transformers.py",  # 123 s
+    "test_serve.py",  # 118 s
+    "test_ui_browser.py",  # 110 s
+    "test_tune.py",  # 106 s
+    "test_rundir.py",  # 97 s
+    "test_jobs.py",  # 95 s
+    "test_more_sources.py",  # 93 s
+    "test_huggingface.py",  # 89 s
+    "test_pipelines.py",  # 88 s
+    "test_pytorch.py",  # 85 s
+    "test_providers.py",  # 75 s (one test, the OpenVINO build's run, 61 s)
+    "test_notebooks.py",  # 68 s
+    "test_ui_api.py",  # 47 s
+    "test_profile.py",  # 45 s
+    "test_nested.py",  # 43 s
+    "test_cli.py",  # 40 s
+    "test_tensorflow.py",  # 36 s
+    "test_tabular.py",  # 19 s
 ]
 
 

@@ -175,6 +175,7 @@ def test_the_cpus_int8_and_bf16_instruction_sets_steer_the_search_and_are_said(t
     result = golive.tune(model, tmp_path / "t", budget=4, transforms=["int8_dynamic"], providers=["cpu"])
     facts = cpu_features()
     assert cpu_plan(list(facts["isa"]), facts["cpu"], ["CPUExecutionProvider"]) in result.report.notes
+    assert any(n.startswith("budget 4 s: the search ends about") for n in result.report.notes)  # an explicit budget
 
 
 def test_a_candidate_that_kills_its_worker_is_reported_failed(mnist_dir, tmp_path):
@@ -183,7 +184,7 @@ def test_a_candidate_that_kills_its_worker_is_reported_failed(mnist_dir, tmp_pat
     passes.mkdir()
     crash = str(shutil.copy(TESTS / "crash_worker.py", passes))
     name = f"{crash}:add_a_node_that_kills_its_process"
-    result = golive.tune(mnist_dir, tmp_path / "t", budget=8, transforms=[name], custom_ops=[crash])
+    result = golive.tune(mnist_dir, tmp_path / "t", budget=12, transforms=[name], custom_ops=[crash])  # 8 s skipped it under load
     assert [p.name for p in passes.iterdir()] == ["crash_worker.py"]  # its results went to the tune's work folder
     crashed = [c for c in result.report.candidates if c.transforms == [name]]
     assert crashed and crashed[0].status == "failed" and "SIGKILL" in crashed[0].reason, [
@@ -201,7 +202,7 @@ def test_an_unknown_transform_fails_before_anything_is_measured(mnist_dir, tmp_p
 
 def test_an_over_aggressive_candidate_is_rejected(mnist_dir, tmp_path, cli):
     code, stdout, _ = cli(
-        "tune", mnist_dir, "-o", tmp_path / "t", "--budget", "8", "--transforms", "int8_dynamic", "--metric", "max_abs=1e-9",
+        "tune", mnist_dir, "-o", tmp_path / "t", "--transforms", "int8_dynamic", "--metric", "max_abs=1e-9",
         "--no-time-source",
     )  # fmt: skip
     assert code == 0 and "rejected" in stdout
@@ -240,7 +241,7 @@ def test_run_job_converts_verifies_and_tunes(tmp_path):
 def test_an_int8_candidate_that_flips_predicted_classes_is_rejected_though_its_cosine_passes(tmp_path):
     out = tmp_path / "o"
     assert golive.convert(zoo("CloseTopTwo"), out, inputs=["x:float32[batch,32]"]).passed
-    result = golive.tune(out, tmp_path / "t", budget=6, transforms=["int8_dynamic"], dim_sizes={"batch": 256}, time_source=False)
+    result = golive.tune(out, tmp_path / "t", transforms=["int8_dynamic"], dim_sizes={"batch": 256}, time_source=False)
     int8 = next(c for c in result.report.candidates if c.transforms == ["int8_dynamic"])
     figures = int8.gate.metrics["output"]
     assert figures["cosine"] >= 0.999  # the scores look alike...
@@ -302,7 +303,7 @@ def test_an_onnx_file_is_tuned_without_a_source_row(tmp_path):
 
 
 def test_the_most_promising_candidate_runs_first_and_the_table_fits_100_columns(tmp_path):
-    """A MatMul stack (93% of its work on weight MatMuls): INT8 is expected to gain more than any fp32 fusion, so it is
+    """A MatMul stack (nearly all its work on weight MatMuls): INT8 is expected to gain more than any fp32 fusion, so it is
     built and measured before the second fusion; each candidate carries what was expected of it and what it cost, the
     report says expected beside measured, and the printed table fits a 100-column terminal with its chains whole."""
     from rich.console import Console
@@ -311,19 +312,29 @@ def test_the_most_promising_candidate_runs_first_and_the_table_fits_100_columns(
 
     model = _matmul_stack(tmp_path / "stack.onnx")
     transforms = ["ort_fusion", "onnxscript_fusion", "int8_dynamic"]
-    result = golive.tune(model, tmp_path / "t", budget=8, dim_sizes={"batch": 128}, transforms=transforms)
+    # --budget auto (about 12 s here): an explicit 8 s skipped the INT8 candidate for its cost on a loaded machine
+    result = golive.tune(model, tmp_path / "t", dim_sizes={"batch": 32}, transforms=transforms)
     report = result.report
     by = {"+".join(c.transforms): c for c in report.candidates if c.stage == "model"}
     int8, first, second = by["int8_dynamic"], by["ort_fusion"], by["onnxscript_fusion"]
     assert int8.expected.speedup > 1.3 > first.expected.speedup and int8.id < second.id
     assert int8.status == "passed" and int8.cost_s > 0 and int8.expected.cost_s > 0
     assert any(n.startswith("expected -> measured") and "int8_dynamic" in n for n in report.notes)
-    assert any(n.startswith("budget 8 s: the search ends about") for n in report.notes)
     console = Console(width=100, record=True)
     render_tune(console, result)
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 100
-    shown = [c for c in report.ranked()[:12]]
-    flat = " ".join(text.split())  # a chain may break between its links
-    assert all(short_chain(c.transforms) in flat for c in shown)
-    assert f"{SHORT['int8_dynamic']}=int8_dynamic" in flat
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if " transforms " in line and " session " in line)
+    start, end = lines[head].index("transforms"), lines[head].index("session")
+    chains: list[str] = []  # the transforms column of each row, its continuation lines joined (a chain breaks between links)
+    for line in lines[head + 2 :]:
+        if not line.strip():
+            break
+        cell = line[start:end].strip()
+        if line[:start].strip():
+            chains.append(cell)
+        elif cell:
+            chains[-1] += " " + cell
+    assert chains == [short_chain(c.transforms) for c in report.ranked()[:12]]
+    assert f"{SHORT['int8_dynamic']}=int8_dynamic" in " ".join(text.split())
