@@ -18,7 +18,7 @@ from collections.abc import Callable
 from golive._isolate import in_worker
 from golive.cpu import cpu_features
 from golive.errors import GoliveError
-from golive.optimize import ModelFacts, get_transform
+from golive.optimize import get_transform
 from golive.providers import CPU, short_name
 from golive.runtime import SessionConfig
 from golive.tuning.duel import beats, confirm, duel, duel_all, note_steadiness
@@ -238,9 +238,7 @@ _EXACT = {"split_skip_layernorm", "fixed_shape"}
 
 def _has_attention(state: SearchState) -> bool:
     """Softmax and MatMul in the model's graph (read once, into the search's ModelFacts)."""
-    if state.facts is None:
-        state.facts = ModelFacts.of(state.model)
-    return {"Softmax", "MatMul"} <= state.facts.op_types
+    return {"Softmax", "MatMul"} <= state.model_facts().op_types
 
 
 def _op_types(model: str) -> set[str]:

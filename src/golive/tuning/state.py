@@ -78,6 +78,12 @@ class SearchState:
         ending = self.estimator.ending_seconds(source=self.timed_source)
         return self.started + self.budget - min(ending, 0.4 * self.budget)
 
+    def model_facts(self) -> ModelFacts:
+        """The model's graph facts, read once when first needed."""
+        if self.facts is None:
+            self.facts = ModelFacts.of(self.model)
+        return self.facts
+
     def left(self) -> float:
         """Seconds left to the search (the current provider's share of it, when several are searched)."""
         end = self.search_end()
@@ -102,9 +108,7 @@ def allowed(state: SearchState, name: str, provider: str | None = None) -> bool:
         return False
     if state.options.transforms is not None and name not in state.options.transforms:
         return False
-    if state.facts is None:
-        state.facts = ModelFacts.of(state.model)
-    why = get_transform(name).not_applicable(state.facts)
+    why = get_transform(name).not_applicable(state.model_facts())
     if why:
         state.not_applicable.setdefault(why, [])
         if name not in state.not_applicable[why]:
