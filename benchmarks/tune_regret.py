@@ -124,6 +124,12 @@ def main() -> None:
     parser.add_argument("--keep", default="")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--short", type=float, default=30.0)
+    parser.add_argument(
+        "--again",
+        default="short,auto,exhaustive",
+        help="the runs to tune again; the others are taken from --keep's folders and regret.json (a fix to one "
+        "budget's behaviour is checked against the same exhaustive reference, re-measured side by side)",
+    )
     args = parser.parse_args()
     from golive.cpu import cpu_features
 
@@ -131,12 +137,21 @@ def main() -> None:
     names = [n for n in MODELS if not args.only or n in args.only.split(",")]
     features = cpu_features()
     print(f"CPU: {platform.machine()} {features['cpu']}; {', '.join(features['isa'])}", flush=True)
+    again = set(args.again.split(","))
+    kept = {r["model"]: r for r in json.loads((root / "regret.json").read_text())} if (root / "regret.json").exists() else {}
     rows = []
     for name in names:
         folder = _convert(name, root)
         runs = {}
         for label, budget in (("short", args.short), ("auto", "auto"), ("exhaustive", EXHAUSTIVE)):
             out = root / "tune" / name / label
+            if label not in again:
+                if name not in kept or not (out / "best").is_dir():
+                    raise SystemExit(f"{name} {label}: nothing kept to reuse under {root}; run it (--again {label})")
+                old = kept[name][label]
+                runs[label] = {"folder": out, "wall": old["wall_s"], "budget": old["budget_s"], "best": old["best"]}
+                print(f"{name:9s} {label:10s} kept: budget {old['budget_s']:6.0f} s  wall {old['wall_s']:6.1f} s  {old['best']}")
+                continue
             result, wall = _tune(folder, out, budget)
             report = result.report
             runs[label] = {
@@ -155,7 +170,8 @@ def main() -> None:
                 flush=True,
             )
         side = _side_by_side({k: v["folder"] for k, v in runs.items()}, args.rounds)
-        row = {"model": name, "baseline_ms": runs["auto"]["baseline_ms"], "fastest_ms": round(min(side.values()), 4)}
+        baseline_ms = next((r["baseline_ms"] for r in runs.values() if "baseline_ms" in r), kept.get(name, {}).get("baseline_ms"))
+        row = {"model": name, "baseline_ms": baseline_ms, "fastest_ms": round(min(side.values()), 4)}
         for label, r in runs.items():
             row[label] = {
                 "ms": round(side[label], 4),
@@ -180,7 +196,8 @@ def main() -> None:
             f"{'' if s['on_time'] else ' LATE'} | {a['regret']:+.1%}, {a['wall_s']:.0f}/{a['budget_s']:.0f} s"
             f"{'' if a['on_time'] else ' LATE'} | {e['ms']:.3g} ms, {e['wall_s']:.0f} s, {e['behind_fastest']:+.1%} |"
         )
-    (root / "regret.json").write_text(json.dumps(rows, indent=2, default=str))
+    kept.update({r["model"]: r for r in rows})  # the models not run this time keep their last rows
+    (root / "regret.json").write_text(json.dumps(list(kept.values()), indent=2, default=str))
     print(f"\nfolders and regret.json under {root}")
 
 

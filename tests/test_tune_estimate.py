@@ -87,3 +87,22 @@ def test_the_budget_is_seconds_or_auto(tmp_path, cli):
     model = _matmul_stack(tmp_path / "stack.onnx", width=8, depth=1)
     code, out, err = cli("tune", model, "-o", tmp_path / "t", "--budget", "soon")
     assert code == 2 and "cannot read the budget 'soon'" in err + out and not (tmp_path / "t").exists()
+
+
+def test_a_re_export_and_the_source_timing_are_priced_from_what_the_convert_run_took(mnist_dir):
+    """The convert run's events say how long loading the source and exporting it took: a TorchScript re-export does
+    both again, and timing the source loads it again; the size-based priors alone under-priced a Whisper-size encoder's
+    re-export threefold."""
+    from golive.rundir import convert_times
+
+    times = convert_times(mnist_dir)
+    assert times.load_s is not None and times.export_s is not None and times.load_s > 0 and times.export_s > 0
+    mix = OpMix.of(mnist_dir / "model.onnx", {"x": (1, 1, 28, 28)})
+    plain = Estimator(mix=mix, cpu="vnni", run_ms=1.0, seconds=0.3)
+    known = Estimator(mix=mix, cpu="vnni", run_ms=1.0, seconds=0.3, source_load_s=30.0, export_s=20.0)
+    assert known.build_seconds(["torchscript_export"]) == pytest.approx(50.0)  # above the prior for a small model
+    assert plain.build_seconds(["torchscript_export"]) < 10 and plain.build_seconds(["ort_fusion"]) == known.build_seconds(
+        ["ort_fusion"]
+    )
+    assert known.ending_seconds(source=True) - plain.ending_seconds(source=True) == pytest.approx(29.0)  # 30 s, not 1 s
+    assert convert_times(mnist_dir / "nothing-here") == type(times)()  # not a convert folder: nothing known

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -416,6 +417,35 @@ def parts_of(folder: Path) -> list[str]:
     except GoliveError:
         return []
     return []
+
+
+@dataclass(frozen=True)
+class ConvertTimes:
+    """What a convert run took, read from its events: loading the source model, and exporting this folder's model
+    (a part's own export, for a model converted as parts). None where the events do not say."""
+
+    load_s: float | None = None
+    export_s: float | None = None
+
+
+def convert_times(folder: str | Path) -> ConvertTimes:
+    """The times of the convert run that made ``folder``, from its events.jsonl (a part's are in the folder above)."""
+    from golive.events import read_events
+
+    folder = Path(folder)
+    try:
+        part = read_record(folder / CONVERT_RECORD, ConvertRecord).part
+    except GoliveError:
+        return ConvertTimes()
+    events, _ = read_events((folder.parent if part else folder) / "events.jsonl")
+    load = export = None
+    for event, after in itertools.pairwise(events):
+        took = max(0.0, after.ts - event.ts)
+        if event.step == "load" and load is None:
+            load = took
+        elif event.step == "export" and export is None and (part is None or f"exporting {part} " in event.message):
+            export = took
+    return ConvertTimes(load_s=load, export_s=export)
 
 
 def generation_of(path: Path) -> GenerationSpec:

@@ -260,6 +260,12 @@ class TuneOptions(_Strict):
         default=True,
         description="Time the source model (PyTorch eager, scikit-learn, ...) beside the candidates, for the speedup over it.",
     )
+    session_search: bool = Field(
+        default=True,
+        description="Also try session settings on the best models (threads, execution mode, graph optimization level, "
+        "memory options, a provider's own options); off: every candidate runs with the provider's default session, as "
+        "where the deployment sets its session itself.",
+    )
     cpu_fallback: bool = Field(
         default=True,
         description="Nodes a provider other than the CPU's does not take may run on the CPU provider; "

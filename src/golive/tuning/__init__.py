@@ -298,7 +298,7 @@ def tune_model(
     from golive.inspection import summarize
     from golive.optimize import TransformContext, check_transforms, get_transform
     from golive.providers import available_providers
-    from golive.rundir import SessionRecord, carry_custom_ops, copy_model, to_record, write_record
+    from golive.rundir import ConvertTimes, SessionRecord, carry_custom_ops, convert_times, copy_model, to_record, write_record
     from golive.tensors import sizes_of, specs_from_onnx, with_ranges
     from golive.tuning.gate import class_score_outputs
     from golive.tuning.report import render_html
@@ -373,6 +373,7 @@ def tune_model(
         inputs_at=inputs_at,
         budget=budget,
         timed_source=options.time_source and _source_record(folder_source, record)[0] is not None,
+        convert_times=convert_times(folder_source) if folder_source is not None else ConvertTimes(),
     )
     preload_custom_ops(options.custom_ops)
     baseline, best = run_search(state)

@@ -270,6 +270,10 @@ class Estimator:
     seconds: float  # one measurement's timed part
     build_scale: list[float] = field(default_factory=list)  # actual / estimated build seconds, per build
     measure_scale: list[float] = field(default_factory=list)  # actual / estimated seconds, per measurement
+    # what the convert run took to load the source model and to export this model (its events), when known: a
+    # re-export does both again (a Whisper-size encoder's took 17 s where the size-based prior said 6 s)
+    source_load_s: float | None = None
+    export_s: float | None = None
 
     def ratio(self, transforms: list[str], cpu: str | None = None) -> float:
         """The chain's expected time as a share of the baseline's."""
@@ -293,7 +297,10 @@ class Estimator:
             if built is not None and prefix in built:
                 continue
             fixed, per_mb = BUILD.get(name, BUILD["*"])
-            total += fixed + per_mb * self.mix.size_mb
+            link = fixed + per_mb * self.mix.size_mb
+            if name == "torchscript_export" and self.export_s is not None:
+                link = max(link, (self.source_load_s or 0.0) + self.export_s)
+            total += link
             if name in CALIBRATED:
                 total += 8 * 3 * self.run_ms / 1000  # eight batches, each run through a model with its ranges recorded
         return total * (statistics.median(self.build_scale) if scaled and self.build_scale else 1.0)
@@ -324,10 +331,11 @@ class Estimator:
 
     def ending_seconds(self, source: bool, profile: bool = True) -> float:
         """What a tune spends after its search: the winner and the baseline re-measured in 3 alternating rounds,
-        ONNX Runtime's optimized graph saved and measured against it, each profiled for 10 runs, and the source
-        model timed (a framework's import and its runs)."""
+        ONNX Runtime's optimized graph saved and measured against it, each profiled (a worker, two sessions, 10 runs
+        with the profiler and 10 without: a 240 ms Whisper encoder's pair took 11 s), and the source model timed (a
+        framework's import, the model's load as its convert run took it, warm-up and timed runs)."""
         confirm = 6 * self.measure_cost(beside=False)
         offline = self.build_seconds(["*"]) + 2 * self.measure_cost(beside=False)
-        prof = 2 * (0.5 + 10 * self.run_ms / 1000) if profile else 0.0
-        timing = (4.0 + max(2.0, self.seconds * 2.5)) if source else 0.0
+        prof = 2 * (1.0 + 20 * self.run_ms / 1000) if profile else 0.0
+        timing = (3.0 + (self.source_load_s or 1.0) + 1.2 * max(2.0, self.seconds * 2.5)) if source else 0.0
         return confirm + offline + prof + timing

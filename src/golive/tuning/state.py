@@ -12,6 +12,7 @@ import numpy as np
 
 from golive.events import StepContext
 from golive.optimize import ModelFacts, TransformContext, get_transform
+from golive.rundir import ConvertTimes
 from golive.runtime import SessionConfig
 from golive.spec import TuneOptions
 from golive.tuning.estimate import Estimator
@@ -56,6 +57,7 @@ class SearchState:
     estimator: Estimator | None = None  # expected gain and cost of candidates, once the baseline was measured
     built: set[str] = field(default_factory=set)  # transform chains built so far ("+"-joined), cached on disk
     timed_source: bool = False  # the source model is timed after the search (its cost is kept inside the budget)
+    convert_times: ConvertTimes = field(default_factory=ConvertTimes)  # what loading and exporting the source took
 
     @property
     def auto(self) -> bool:
