@@ -113,6 +113,7 @@ def tuned_bert(tmp_path_factory) -> Path:
         dim_sizes={"batch": 1, "sequence": 64},  # long enough that fused attention's lead stands out of a busy machine's noise
         time_source=False,
         transforms=["torchscript_export"],  # the route: the export, then ONNX Runtime's fusions
+        session_search=False,
     )
     return root / "tuned"
 

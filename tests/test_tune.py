@@ -205,12 +205,13 @@ def test_an_unknown_transform_fails_before_anything_is_measured(mnist_dir, tmp_p
 
 def test_an_over_aggressive_candidate_is_rejected(mnist_dir, tmp_path, cli):
     code, stdout, _ = cli(
-        "tune", mnist_dir, "-o", tmp_path / "t", "--transforms", "int8_dynamic", "--metric", "max_abs=1e-9",
+        "tune", mnist_dir, "-o", tmp_path / "t", "--transforms", "int8_dynamic", "--no-session-search", "--metric", "max_abs=1e-9",
         "--no-time-source",
     )  # fmt: skip
     assert code == 0 and "rejected" in stdout
     report = json.loads((tmp_path / "t" / "report.json").read_text())
     assert report["source"] is None and "the source model was not timed: time_source is off" in report["notes"]
+    assert not [c for c in report["candidates"] if c["stage"] == "session"]  # --no-session-search
     int8 = [c for c in report["candidates"] if c["transforms"] == ["int8_dynamic"]]
     assert int8 and int8[0]["status"] == "rejected" and "max_abs" in int8[0]["reason"]
     assert int8[0]["figures"]["p50_ms"] > 0  # rejected with its figures, not hidden
@@ -244,7 +245,9 @@ def test_run_job_converts_verifies_and_tunes(tmp_path):
 def test_an_int8_candidate_that_flips_predicted_classes_is_rejected_though_its_cosine_passes(tmp_path):
     out = tmp_path / "o"
     assert golive.convert(zoo("CloseTopTwo"), out, inputs=["x:float32[batch,32]"]).passed
-    result = golive.tune(out, tmp_path / "t", transforms=["int8_dynamic"], dim_sizes={"batch": 256}, time_source=False)
+    result = golive.tune(
+        out, tmp_path / "t", transforms=["int8_dynamic"], dim_sizes={"batch": 256}, time_source=False, session_search=False
+    )
     int8 = next(c for c in result.report.candidates if c.transforms == ["int8_dynamic"])
     figures = int8.gate.metrics["output"]
     assert figures["cosine"] >= 0.999  # the scores look alike...

@@ -298,10 +298,11 @@ class ModelFacts:
     matmul_weights: bool  # a MatMul with a constant weight
 
     @classmethod
-    def of(cls, model: str | Path) -> ModelFacts:
+    def of(cls, model: str | Path | Any) -> ModelFacts:
+        """From a model file, or its ModelProto already loaded."""
         import onnx
 
-        graph = onnx.load(str(model), load_external_data=False).graph
+        graph = (model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)).graph
         constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
         weighted = [
             n for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and len(n.input) > 1 and n.input[1] in constants

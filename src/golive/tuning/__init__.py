@@ -379,7 +379,9 @@ def tune_model(
     baseline, best = run_search(state)
     notes.extend(_route_notes(state.candidates, best))
     ctx.check()
-    if options.time_source:
+    if state.source_left_out:
+        source_figures = None
+    elif options.time_source:
         source_figures = _measure_source(folder_source, record, work / "inputs.npz", max(2.0, 2.5 * state.short_seconds), notes)
         ctx.check()
     else:

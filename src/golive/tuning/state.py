@@ -58,6 +58,7 @@ class SearchState:
     built: set[str] = field(default_factory=set)  # transform chains built so far ("+"-joined), cached on disk
     timed_source: bool = False  # the source model is timed after the search (its cost is kept inside the budget)
     convert_times: ConvertTimes = field(default_factory=ConvertTimes)  # what loading and exporting the source took
+    source_left_out: bool = False  # its timing did not fit an explicit budget (said in the notes)
 
     @property
     def auto(self) -> bool:
