@@ -158,11 +158,14 @@ def _direct_lower(state: SearchState, variants: list[list[str]], lower: list[str
     est = state.estimator
     if est is None or state.auto or not variants or not lower:
         return None
-    likeliest = max(lower, key=lambda t: _gain(state, [t]))
-    both = est.estimate(variants[0], state.built).cost_s + est.estimate([*variants[0], likeliest], state.built).cost_s
-    alone = est.estimate([likeliest], state.built)
     left = state.left()
-    if both <= left or alone.cost_s > left or alone.speedup <= _gain(state, variants[0]) * (1 + NOISE):
+    fitting = [t for t in lower if est.estimate([t], state.built).cost_s <= left]  # per-token INT8 calibrates: dearer
+    if not fitting:
+        return None
+    likeliest = max(fitting, key=lambda t: _gain(state, [t]))
+    first = est.estimate(variants[0], state.built).cost_s
+    on_it = est.estimate([*variants[0], likeliest], state.built | {"+".join(variants[0])}).cost_s
+    if first + on_it <= left or _gain(state, [likeliest]) <= _gain(state, variants[0]) * (1 + NOISE):
         return None
     return likeliest
 
@@ -223,7 +226,10 @@ def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -
     best = best_of(state, cands)
     if best is None:
         return []
-    ops = _op_types(best.model) if best.model else set()
+    if not best.transforms:  # the model as it is: its facts are read already (a 500 MB GPT-2 takes 3 s to read again)
+        ops = set(state.model_facts().op_types)
+    else:
+        ops = _op_types(best.model) if best.model else set()
     steps: list[tuple[str, Callable[[list[str]], list[str]]]] = []
     if "int8_blockwise" in best.transforms:
         steps.append(("int8_blockwise_128", lambda ch: [t if t != "int8_blockwise" else "int8_blockwise_128" for t in ch]))
