@@ -30,7 +30,17 @@ def test_tune_mnist_small_budget(mnist_dir, tmp_path):
     stages = {c.stage for c in result.report.candidates}
     assert {"baseline", "model", "session"} <= stages
     fusions = [c for c in result.report.candidates if c.transforms in (["ort_fusion"], ["onnxscript_fusion"])]
-    assert fusions and all(c.status == "invalid" and "nothing to fuse" in c.reason for c in fusions)
+    # each fusion finds nothing to fuse in a CNN, or (a loaded machine: INT8 goes first where the budget cannot pay
+    # for a fusion and the INT8 built on it) the budget was spent before it ran
+    assert fusions and all(
+        (c.status == "invalid" and "nothing to fuse" in c.reason) or (c.status == "skipped" and "budget" in c.reason)
+        for c in fusions
+    ), [(c.transforms, c.status, c.reason) for c in fusions]
+    from golive.optimize import TransformContext, get_transform
+
+    for name in ("ort_fusion", "onnxscript_fusion"):  # what the search reads to call it invalid, whatever the budget
+        info = get_transform(name).apply(mnist_dir / "model.onnx", tmp_path / f"{name}.onnx", TransformContext(work_dir=tmp_path))
+        assert not info.record()["fused"], (name, info.record())
     # where dynamic INT8 passes the gate, per-token INT8 (the same GEMMs plus quantizing ops) is not tried
     passed = {
         tuple(c.transforms[:-1])

@@ -343,7 +343,7 @@ def tune_model(
         if transform.providers and not set(transform.providers) & set(providers):
             notes.append(f"{name} was not tried: {transform.unavailable_for(providers[0])}, not searched here")
 
-    # --budget auto: planned once the baseline is measured (search.plan); until then a deadline no baseline reaches
+    # --budget auto: planned once the baseline is measured (planning.plan); until then a deadline no baseline reaches
     budget = AUTO_START if options.budget == "auto" else float(options.budget)
     work = stage / "work"
     work.mkdir()

@@ -16,14 +16,26 @@ import time
 from collections.abc import Callable
 
 from golive._isolate import in_worker
-from golive.cpu import cpu_features
 from golive.errors import GoliveError
-from golive.optimize import ModelFacts, get_transform
+from golive.optimize import get_transform
 from golive.providers import CPU, short_name
 from golive.runtime import SessionConfig
 from golive.tuning.duel import beats, confirm, duel, duel_all, note_steadiness
-from golive.tuning.estimate import Estimator, OpMix, cpu_class, measure_seconds
 from golive.tuning.measuring import evaluate, remeasure_better_half
+from golive.tuning.planning import (
+    FUSIONS,
+    INT8_ACCURATE,
+    INT8_FIRST,
+    INT8_RESCUE,
+    REEXPORT,
+    direct_lower,
+    fp32_variants,
+    gain,
+    has_attention,
+    note_estimates,
+    plan,
+    reexport_route,
+)
 from golive.tuning.space import (
     Candidate,
     default_session,
@@ -34,28 +46,9 @@ from golive.tuning.space import (
 from golive.tuning.state import NOISE, SearchState, allowed, best_of, new_candidate, rank_score, report_candidate
 from golive.tuning.worker import Measurement, MeasureTask, measure_in_worker
 
-__all__ = ["SearchState", "auto_plan", "plan", "precision_bases", "run_search"]
+__all__ = ["SearchState", "precision_bases", "run_search"]
 
 log = logging.getLogger(__name__)
-
-FUSIONS = ["ort_fusion", "onnxscript_fusion"]
-
-
-REEXPORT = "torchscript_export"
-
-
-INT8_FIRST = ["int8_dynamic", "int8_dynamic_per_channel", "int8_blockwise", "int8_static_qdq", "int8_qdq_matmul"]
-
-
-# Per-token INT8 runs the same GEMMs as dynamic INT8 plus its quantizing ops: tried on a base where dynamic INT8 fails
-# the gate (all-MiniLM-L6-v2), not where it passes (the 3-layer BERT: 11.6 ms against 10.6), unless asked for by name.
-INT8_ACCURATE = "int8_per_token"
-
-
-_CALIBRATED = ("int8_static_qdq", INT8_ACCURATE)
-
-
-INT8_RESCUE = "int8_dynamic_keep_sensitive"
 
 
 def stage_models(state: SearchState, provider: str) -> list[Candidate]:
@@ -71,7 +64,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     named = state.options.transforms is not None and INT8_ACCURATE in state.options.transforms  # tried (or shown invalid)
     accurate = allowed(state, INT8_ACCURATE, provider) and (named or bool(state.ctx.calibration))
     ahead = 0  # the variants tried before the early lower precision: up to the first the budget pays for
-    direct = _direct_lower(state, variants, lower)
+    direct = direct_lower(state, variants, lower)
     if direct is not None:
         reduced.append(evaluate(state, new_candidate(state, "model", [direct], default), state.short_seconds))
     while ahead < len(variants):
@@ -81,15 +74,15 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
             break
     if variants:
         base = tried[-1].transforms if tried[-1].status == "passed" else []
-        lower.sort(key=lambda t: -_gain(state, [*base, t]))
-        rest = max([_gain(state, v) for v in variants[ahead:]] + [1.0]) * (1 + NOISE)
+        lower.sort(key=lambda t: -gain(state, [*base, t]))
+        rest = max([gain(state, v) for v in variants[ahead:]] + [1.0]) * (1 + NOISE)
         # the likeliest lower precision; per-token INT8 where it is the only INT8 asked for
         likeliest = lower[0] if lower else INT8_ACCURATE if accurate else None
-        if likeliest is not None and _gain(state, [*base, likeliest]) > rest:
+        if likeliest is not None and gain(state, [*base, likeliest]) > rest:
             first = evaluate(state, new_candidate(state, "model", [*base, likeliest], default), state.short_seconds)
             reduced.append(first)
             # the likeliest INT8 failed the gate (all-MiniLM-L6-v2: cosine 0.92): per-token INT8 is the family's next
-            if first.status == "rejected" and accurate and _gain(state, [*base, INT8_ACCURATE]) > rest:
+            if first.status == "rejected" and accurate and gain(state, [*base, INT8_ACCURATE]) > rest:
                 reduced.append(
                     evaluate(state, new_candidate(state, "model", [*base, INT8_ACCURATE], default), state.short_seconds)
                 )
@@ -100,7 +93,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     fused = any(c.status == "passed" and c.transforms[:1] in ([f] for f in FUSIONS) for c in state.candidates)
     no_fusion_here = not any(allowed(state, f, provider) for f in FUSIONS)
     exportable = bool(state.ctx.source) and allowed(state, REEXPORT, provider)
-    attention = _has_attention(state)
+    attention = has_attention(state)
     if exportable and reexport_route(provider) not in variants and (fused or (no_fusion_here and attention)):
         tried.append(evaluate(state, new_candidate(state, "model", reexport_route(provider), default), state.short_seconds))
     remeasure_better_half(state, tried, 2 * state.short_seconds)
@@ -111,7 +104,7 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
     ranked = sorted((c for c in tried if c.status == "passed"), key=lambda c: rank_score(state, c))
     bases = precision_bases(ranked)
     for chain in bases:
-        ordered = sorted(lower, key=lambda t: -_gain(state, [*chain, t]))
+        ordered = sorted(lower, key=lambda t: -gain(state, [*chain, t]))
         here = [evaluate(state, new_candidate(state, "model", [*chain, name], default), state.short_seconds) for name in ordered]
         dynamic_passed = any(c.status == "passed" and c.transforms[-1].startswith("int8_dynamic") for c in here)
         if accurate and (named or not dynamic_passed):
@@ -121,70 +114,6 @@ def stage_models(state: SearchState, provider: str) -> list[Candidate]:
         reduced.append(evaluate(state, new_candidate(state, "model", [*bases[0], INT8_RESCUE], default), state.short_seconds))
     remeasure_better_half(state, reduced, 2 * state.short_seconds)
     return tried + reduced + refine(state, tried + reduced, default)
-
-
-def fp32_variants(state: SearchState, provider: str) -> tuple[list[list[str]], list[str]]:
-    """The fp32 model variants the search tries on ``provider``, most promising first, and the lower-precision
-    transforms built on them. Most promising: by what the variant and the lower precision built on it are expected to
-    gain (on a BERT the re-export's fused attention quantizes whole: its INT8 ran 9.1 ms against 11.3 ms on the dynamo
-    export's fusion). The export route: a transformer (a graph with Softmax and MatMul) whose PyTorch source is at hand
-    is exported again with the TorchScript exporter, which ONNX Runtime's optimizer fuses fully (Attention, then
-    QAttention under INT8) and OpenVINO reads as plain ops."""
-    # asked for by name and not placed by the stages (a user's own transform, say): tried alone
-    extra = [t for t in (state.options.transforms or []) if not get_transform(t).staged]
-    variants = [[n] for n in [*FUSIONS, *extra] if allowed(state, n, provider)]
-    asked = state.options.transforms is not None and REEXPORT in state.options.transforms
-    attention = _has_attention(state)
-    if state.ctx.source and allowed(state, REEXPORT, provider) and (attention or asked):
-        variants.append(reexport_route(provider))
-    lower = lower_precision(state, provider)
-    variants.sort(key=lambda chain: -max([_gain(state, chain)] + [_gain(state, [*chain, t]) for t in lower]))
-    # where the budget is tight, a variant that would take more than half of what is left with its first lower
-    # precision goes after those that leave room (a 30 s tune of all-MiniLM-L6-v2 spent 15 s on the re-export and
-    # reached no INT8 candidate); a large budget keeps the order of promise
-    est = state.estimator
-    if est is not None and not state.auto:
-        window = 0.5 * state.left()
-        fits = [v for v in variants if est.estimate([*v, *lower[:1]], state.built).cost_s <= window]
-        variants = fits + [v for v in variants if v not in fits]
-    return variants, lower
-
-
-def _direct_lower(state: SearchState, variants: list[list[str]], lower: list[str]) -> str | None:
-    """Under an explicit budget too small for the first fp32 variant and a lower precision built on it: the lower
-    precision expected to gain most, built on the model as it is, tried first. The fusions gain 0-15%, INT8 on the
-    weight MatMuls 2-3x (a 30 s tune of a 240 ms Whisper encoder reached a fusion and nothing else, 1.00x; its dynamic
-    INT8 alone ran 1.37x in the exhaustive run)."""
-    est = state.estimator
-    if est is None or state.auto or not variants or not lower:
-        return None
-    left = state.left()
-    fitting = [t for t in lower if est.estimate([t], state.built).cost_s <= left]  # per-token INT8 calibrates: dearer
-    if not fitting:
-        return None
-    likeliest = max(fitting, key=lambda t: _gain(state, [t]))
-    first = est.estimate(variants[0], state.built).cost_s
-    on_it = est.estimate([*variants[0], likeliest], state.built | {"+".join(variants[0])}).cost_s
-    if first + on_it <= left or _gain(state, [likeliest]) <= _gain(state, variants[0]) * (1 + NOISE):
-        return None
-    return likeliest
-
-
-def lower_precision(state: SearchState, provider: str) -> list[str]:
-    """The INT8 and FP16 transforms the search builds on its fp32 bases here (the calibrated ones with calibration)."""
-    lower = [t for t in INT8_FIRST if allowed(state, t, provider) and (t not in _CALIBRATED or state.ctx.calibration)]
-    if allowed(state, "fp16", provider):
-        lower.append("fp16")
-    return lower
-
-
-def reexport_route(provider: str) -> list[str]:
-    return [REEXPORT, "ort_fusion"] if get_transform("ort_fusion").unavailable_for(provider) is None else [REEXPORT]
-
-
-def _gain(state: SearchState, chain: list[str]) -> float:
-    """The chain's expected speed-up over the baseline (1.0 before the estimate exists)."""
-    return state.estimator.speedup(chain) if state.estimator is not None else 1.0
 
 
 def _note_unsuited(state: SearchState, provider: str) -> None:
@@ -260,11 +189,6 @@ def refine(state: SearchState, cands: list[Candidate], default: SessionConfig) -
 # gain is a few percent to 13% (bert3 with dynamic INT8, within alternating rounds: 0.87x on a 2-core slice of an
 # AMX Xeon, 0.97x on a 2-core AVX2 EPYC, 0.88-0.99x on an AVX-512 EPYC), which one figure each side can miss.
 _EXACT = {"split_skip_layernorm", "fixed_shape"}
-
-
-def _has_attention(state: SearchState) -> bool:
-    """Softmax and MatMul in the model's graph (read once, into the search's ModelFacts)."""
-    return {"Softmax", "MatMul"} <= state.model_facts().op_types
 
 
 def _op_types(model: str) -> set[str]:
@@ -417,147 +341,6 @@ def run_search(state: SearchState) -> tuple[Candidate, Candidate]:
     for why, names in state.not_applicable.items():
         state.notes.append(f"not applicable, so not tried: {', '.join(names)} ({why})")
     return baseline, best
-
-
-# What an explicit budget's ending may run past it before the source's timing is left out: a quarter of the budget
-# plus 15 s (the profile and one confirm round of a slow model, which the answer needs)
-ALLOWANCE, ALLOWANCE_S = 0.25, 15.0
-
-
-def plan(state: SearchState, baseline: Candidate) -> None:
-    """With the baseline measured: the estimate (op mix, CPU class, measurement length), the budget --budget auto asks
-    for, and the deadline of the search, which leaves what the ending (confirm rounds, ahead-of-time graph, profile,
-    source timing) is expected to cost inside the budget."""
-    import numpy as np
-
-    with np.load(state.work / "inputs.npz", allow_pickle=False) as z:
-        sizes = {k: tuple(z[k].shape) for k in z.files}
-    try:
-        import onnx
-
-        proto = onnx.load(str(state.model), load_external_data=False)  # read once (a 500 MB GPT-2: seconds)
-        if state.facts is None:
-            state.facts = ModelFacts.of(proto)
-        mix = OpMix.of(state.model, sizes, proto)
-    except Exception as exc:  # an unreadable graph: no estimate, the search keeps its fixed order
-        state.notes.append(f"no estimate of what candidates gain: the graph could not be read ({exc})")
-        return
-    run_ms = float(baseline.figures["p50_ms"])
-    seconds = measure_seconds(run_ms)
-    if not state.auto:  # a large budget buys steadier figures
-        seconds = max(seconds, min(state.budget / 80, 3.0))
-    cpu = cpu_class(list(cpu_features()["isa"] or []), state.providers[0])  # type: ignore[call-overload]
-    times = state.convert_times
-    est = state.estimator = Estimator(
-        mix=mix,
-        cpu=cpu,
-        run_ms=run_ms,
-        seconds=seconds,
-        source_load_s=times.load_s,
-        export_s=times.export_s,
-        session_s=float(baseline.figures.get("session_create_ms") or 0.0) / 1000,
-    )
-    now = time.monotonic()
-    ending = est.ending_seconds(source=state.timed_source)
-    spent = now - state.started
-    if state.auto:
-        search = sum(auto_plan(state, provider) for provider in state.providers)
-        state.budget = spent + search + ending
-        state.notes.append(
-            f"--budget auto: up to {state.budget:.0f} s planned for this model ({run_ms:.3g} ms a run, measured "
-            f"{seconds:.2g} s a candidate): the most promising candidate of each family, the winner confirmed against the "
-            f"baseline, the profile; --budget SECONDS to choose"
-        )
-    else:
-        if state.timed_source and ending - 0.4 * state.budget > ALLOWANCE * state.budget + ALLOWANCE_S:
-            # the ending alone would run far past the budget: the source's timing is the part left out (a 30 s tune of
-            # a 240 ms Whisper encoder spent 15 s timing its PyTorch source and ended at 64 s)
-            without = est.ending_seconds(source=False)
-            state.timed_source, state.source_left_out = False, True
-            state.notes.append(
-                f"the source model was not timed: its timing (~{ending - without:.0f} s) does not fit a {state.budget:.0f} s "
-                "budget (--budget auto, or a larger budget, times it)"
-            )
-            ending = without
-        reserve = min(ending, 0.4 * state.budget)
-        past = (
-            f"; what it costs beyond that (~{ending - reserve:.0f} s expected) runs past the budget" if ending > reserve else ""
-        )
-        state.notes.append(
-            f"budget {state.budget:.0f} s: the search ends about {reserve:.0f} s before it (expected when it started; "
-            "re-estimated as it measures), for the confirm rounds, the ahead-of-time graph, the profile and the source "
-            f"timing{past}"
-        )
-    state.ctx.deadline = state.started + state.budget
-    state.notes.append(
-        f"estimate before the search: {mix.describe()}; CPU class {cpu}; {run_ms:.3g} ms a run, so {seconds:.2g} s "
-        "of timed runs a measurement"
-    )
-    state.progress(f"planned: {state.budget - spent:.0f} s left, {seconds:.2g} s a measurement")
-
-
-def auto_plan(state: SearchState, provider: str) -> float:
-    """Seconds --budget auto gives the search on ``provider``: each fp32 variant (the fusions, the re-export route when
-    the source is at hand), the two most promising lower-precision candidates on the most promising variant and the
-    first on the second, one refinement, three session settings (when they are searched), the better half measured
-    again and the duel of the two best."""
-    est = state.estimator
-    assert est is not None
-    variants, lower = fp32_variants(state, provider)
-    chains = list(variants)
-    if variants:
-        lower.sort(key=lambda t: -_gain(state, [*variants[0], t]))
-        chains += [[*variants[0], t] for t in lower[:2]]
-        if len(variants) > 1 and lower:
-            chains.append([*variants[1], lower[0]])
-    built: set[str] = set()
-    total = 0.0
-    for chain in chains:
-        total += est.estimate(chain, built).cost_s
-        built.update("+".join(chain[: i + 1]) for i in range(len(chain)))
-    total += est.build_seconds(["*"]) + est.measure_cost()  # one refinement
-    total += 3 * est.measure_cost(2 * est.seconds) + 4 * est.measure_cost(beside=False)
-    if state.options.session_search:
-        total += 3 * est.measure_cost()
-    return 1.15 * total
-
-
-def note_estimates(state: SearchState, baseline: Candidate, best: Candidate) -> None:
-    """What the estimate expected beside what was measured, and whether a longer budget could pay."""
-    est = state.estimator
-    if est is None:
-        return
-    measured = baseline.score(state.options.objective) / best.score(state.options.objective) if best is not baseline else 1.0
-    if state.options.objective == "throughput":
-        measured = 1.0 / measured if measured else 1.0
-    base = baseline.score(state.options.objective)
-    ran = [
-        c for c in state.candidates if c.expected is not None and c.stage == "model" and c.status not in ("skipped", "invalid")
-    ]
-    ran.sort(key=lambda c: -c.expected.speedup)  # type: ignore[union-attr]
-
-    def as_measured(c: Candidate) -> str:
-        if c.status != "passed" or not c.score(state.options.objective):
-            return c.status
-        ratio = base / c.score(state.options.objective)
-        return f"{1 / ratio if state.options.objective == 'throughput' else ratio:.2f}x"
-
-    if ran:
-        state.notes.append(
-            "expected -> measured, the most promising model variants first: "
-            + "; ".join(f"{'+'.join(c.transforms) or 'original'} {c.expected.speedup:.2f}x -> {as_measured(c)}" for c in ran[:4])  # type: ignore[union-attr]
-        )
-    left_out = [c for c in state.candidates if c.status == "skipped" and c.expected is not None]
-    if left_out:
-        top = max(left_out, key=lambda c: c.expected.speedup if c.expected else 0.0)
-        # on one scale: the estimate of the left-out candidate against the estimate of the best found
-        yardstick = best.expected.speedup if best.expected is not None else measured
-        pays = top.expected.speedup > yardstick * (1 + NOISE)  # type: ignore[union-attr]
-        state.notes.append(
-            f"{len(left_out)} candidate{'s' if len(left_out) != 1 else ''} left out for the budget; the most promising, "
-            f"{top.label()}, was expected at {top.expected.speedup:.2f}x, the best found at {yardstick:.2f}x (measured "  # type: ignore[union-attr]
-            f"{measured:.2f}x): a longer " + ("--budget could pay" if pays else "--budget is unlikely to pay")
-        )
 
 
 def stage_batch(state: SearchState, best: Candidate) -> None:
