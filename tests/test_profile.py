@@ -109,7 +109,8 @@ def tuned_bert(tmp_path_factory) -> Path:
     golive.tune(
         root / "onnx",
         root / "tuned",
-        budget=20,  # what the route's export (~5 s under load) and the ending cost with room to spare
+        # --budget auto plans the route's export whatever the load (an explicit 20 s, priced from the convert's export
+        # under the suite's load, left it out)
         dim_sizes={"batch": 1, "sequence": 64},  # long enough that fused attention's lead stands out of a busy machine's noise
         time_source=False,
         transforms=["torchscript_export"],  # the route: the export, then ONNX Runtime's fusions
