@@ -71,12 +71,13 @@ def fp32_variants(state: SearchState, provider: str) -> tuple[list[list[str]], l
         variants.append(reexport_route(provider))
     lower = lower_precision(state, provider)
     variants.sort(key=lambda chain: -max([gain(state, chain)] + [gain(state, [*chain, t]) for t in lower]))
-    # where the budget is tight, a variant that would take more than half of what is left with its first lower
-    # precision goes after those that leave room (a 30 s tune of all-MiniLM-L6-v2 spent 15 s on the re-export and
-    # reached no INT8 candidate); a large budget keeps the order of promise
+    # where the budget is tight, a variant that the rest of it cannot pay for with its first lower precision goes
+    # after those that leave room (a 30 s tune of all-MiniLM-L6-v2 spent 15 s on a re-export priced at less and
+    # reached no INT8 candidate; with half of what is left as the bound, its re-export, now priced from its convert,
+    # went behind the fusions, whose INT8 ran 19 ms against the route's 12); a large budget keeps the order of promise
     est = state.estimator
     if est is not None and not state.auto:
-        window = 0.5 * state.left()
+        window = 0.9 * state.left()
         fits = [v for v in variants if est.estimate([*v, *lower[:1]], state.built).cost_s <= window]
         variants = fits + [v for v in variants if v not in fits]
     return variants, lower
