@@ -54,6 +54,69 @@ def _quantize_dynamic(
     )
 
 
+def _fold_weight_transposes(src: Path, work: Path) -> tuple[Path, int]:
+    """A copy of the model in ``work`` where each MatMul whose weight is a Transpose of a constant reads the transposed
+    constant itself, and how many were folded ((src, 0) where there is none). The quantizer only quantizes a MatMul
+    whose weight is an initializer: GPT-2's LM head (the tied embedding through a Transpose, 31% of its weights) stayed
+    fp32, and its dynamic INT8 decode step ran 26 ms against 23 in fp32; folded, 10 ms (cosine 0.9992)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def pairs(graph) -> list[tuple[Any, Any]]:
+        consts = {t.name for t in graph.initializer}
+        made = {o: n for n in graph.node for o in n.output}
+        return [
+            (n, made[n.input[1]])
+            for n in graph.node
+            if n.op_type == "MatMul"
+            and len(n.input) > 1
+            and n.input[1] in made
+            and made[n.input[1]].op_type == "Transpose"
+            and made[n.input[1]].input[0] in consts
+        ]
+
+    if not pairs(onnx.load(str(src), load_external_data=False).graph):
+        return src, 0
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    found = pairs(graph)
+    for matmul, transpose in found:
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+        value = numpy_helper.to_array(weights[transpose.input[0]])
+        name = f"{transpose.input[0]}_transposed_for_{matmul.name or matmul.output[0]}"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(np.transpose(value, perm)), name))
+        matmul.input[1] = name
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for transpose in {id(t): t for _, t in found}.values():  # a Transpose nothing else reads any more goes
+        if not any(o in used for o in transpose.output):
+            graph.node.remove(transpose)
+    out = work / "weights_folded" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    large = sum(t.ByteSize() for t in graph.initializer) > 1_500_000_000
+    onnx.save(model, str(out), save_as_external_data=large, location="model.onnx.data" if large else None)
+    return out, len(found)
+
+
+def _folded(quantize):
+    """Run ``quantize(src, dst, ctx)`` on the model with its transposed weights folded; the folded copy is removed
+    after, and the transform's record says how many were folded."""
+
+    def run(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
+        import shutil
+
+        folded, count = _fold_weight_transposes(src, dst.parent)
+        try:
+            info = quantize(folded, dst, ctx)
+        finally:
+            if folded != src:
+                shutil.rmtree(folded.parent, ignore_errors=True)
+        return {**info, "folded_transposes": count} if count else info
+
+    run.__name__, run.__doc__ = quantize.__name__, quantize.__doc__
+    return run
+
+
 _QUANTIZED_OPS = (
     "QAttention",
     "QEmbedLayerNormalization",
@@ -79,12 +142,14 @@ def quantized_ops(path: Path) -> dict[str, int]:
     return counts
 
 
+@_folded
 def dynamic_per_tensor(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     reduce = _reduce_range(ctx)
     _quantize_dynamic(src, dst, per_channel=False, reduce_range=reduce)
     return {"per_channel": False, "weight_bits": 7 if reduce else 8, "ops": quantized_ops(dst)}
 
 
+@_folded
 def dynamic_per_channel(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     reduce = _reduce_range(ctx)
     _quantize_dynamic(src, dst, per_channel=True, reduce_range=reduce)
@@ -112,6 +177,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.where(den == 0, 1.0, num / np.where(den == 0, 1.0, den))))
 
 
+@_folded
 def dynamic_keep_sensitive(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
     """Quantize one node at a time, measure how far each moves the outputs, keep the worst in fp32.
 
