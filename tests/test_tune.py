@@ -387,9 +387,10 @@ def test_a_weight_read_through_a_transpose_is_quantized_too(tmp_path):
     out.parent.mkdir()
     for name in ("int8_dynamic", "int8_dynamic_per_channel"):
         info = get_transform(name).apply(src, out, TransformContext(work_dir=tmp_path)).record()
-        assert info["folded_transposes"] == 1 and info["ops"].get("MatMulInteger", 0) + info["ops"].get(
-            "DynamicQuantizeMatMul", 0
-        ) == 2, info
+        assert (
+            info["folded_transposes"] == 1
+            and info["ops"].get("MatMulInteger", 0) + info["ops"].get("DynamicQuantizeMatMul", 0) == 2
+        ), info
         assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]  # the folded copy is gone
         ids = {"ids": rng.integers(0, 50, (2, 8)).astype(np.int64)}
         ref = make_session(src, SessionConfig()).run(None, ids)[0]
