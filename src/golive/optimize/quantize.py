@@ -7,13 +7,16 @@ optimized by the transformers optimizer ("Unable to find data type for weight_na
 
 from __future__ import annotations
 
+import functools
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from golive.frontends.onnxfile import save_onnx
 from golive.optimize import TransformContext
 from golive.optimize.pertoken import weight_levels
 from golive.runtime import SessionConfig, make_session
@@ -93,8 +96,7 @@ def _fold_weight_transposes(src: Path, work: Path) -> tuple[Path, int]:
             graph.node.remove(transpose)
     out = work / "weights_folded" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    large = sum(t.ByteSize() for t in graph.initializer) > 1_500_000_000
-    onnx.save(model, str(out), save_as_external_data=large, location="model.onnx.data" if large else None)
+    save_onnx(model, out)
     return out, len(found)
 
 
@@ -102,9 +104,8 @@ def _folded(quantize):
     """Run ``quantize(src, dst, ctx)`` on the model with its transposed weights folded; the folded copy is removed
     after, and the transform's record says how many were folded."""
 
+    @functools.wraps(quantize)
     def run(src: Path, dst: Path, ctx: TransformContext) -> dict[str, Any]:
-        import shutil
-
         folded, count = _fold_weight_transposes(src, dst.parent)
         try:
             info = quantize(folded, dst, ctx)
@@ -113,7 +114,6 @@ def _folded(quantize):
                 shutil.rmtree(folded.parent, ignore_errors=True)
         return {**info, "folded_transposes": count} if count else info
 
-    run.__name__, run.__doc__ = quantize.__name__, quantize.__doc__
     return run
 
 
